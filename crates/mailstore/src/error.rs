@@ -1,0 +1,41 @@
+//! The store's one error type; frontends map it to protocol replies in one place each.
+
+/// What went wrong in a store operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The maildrop is locked by another session.
+    #[error("maildrop is in use by another session")]
+    InUse,
+    /// Accepting the message would exceed the user's or the domain's quota.
+    #[error("quota exceeded")]
+    QuotaExceeded,
+    /// The named domain or user does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The named domain or user already exists, or still has dependants.
+    #[error("{0}")]
+    Conflict(String),
+    /// The session's maildrop lease was lost (expired and taken over); nothing was changed.
+    #[error("maildrop lock was lost")]
+    LeaseLost,
+    /// The caller passed a value the store cannot accept.
+    #[error("{0}")]
+    Invalid(String),
+    /// The database failed or is unreachable; retrying later may succeed.
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e
+            && db.is_unique_violation()
+        {
+            return StoreError::Conflict("already exists".into());
+        }
+        StoreError::Unavailable(e)
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,629 @@
+//! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL`, so a committed
+//! delivery or UPDATE survives a crash or power loss. Write transactions start with
+//! `BEGIN IMMEDIATE`: they take the write lock up front instead of failing on upgrade.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use tracing::instrument;
+
+use crate::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    node: String,
+    /// Distinguishes this run of the node from its crashed predecessors.
+    incarnation: String,
+    ttl: Duration,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn quota(bytes: Option<i64>, messages: Option<i64>) -> Quota {
+    Quota {
+        bytes: bytes.map(to_u64),
+        messages: messages.map(to_u64),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file and applies pending migrations.
+    pub async fn open(path: &Path, lock: LockOptions) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Invalid(format!(
+                    "cannot create data directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.into()))?;
+        Ok(Self {
+            pool,
+            node: lock.node,
+            incarnation: format!("{:016x}", rand::random::<u64>()),
+            ttl: lock.ttl,
+        })
+    }
+
+    /// Called once when a server starts: frees at once every maildrop lock this node's previous
+    /// run held (a crash leaves them behind) and drops bodies that run was still writing.
+    pub async fn recover(&self) -> Result<()> {
+        let mut tx = self.write().await?;
+        let locks = sqlx::query("DELETE FROM maildrop_locks WHERE node = $1 AND incarnation <> $2")
+            .bind(&self.node)
+            .bind(&self.incarnation)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let blobs = sqlx::query("DELETE FROM blobs WHERE pending_node = $1")
+            .bind(&self.node)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        tracing::info!(locks, blobs, "recovered from previous run");
+        Ok(())
+    }
+
+    async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn domain_id(tx: &mut Transaction<'_, Sqlite>, name: &DomainName) -> Result<i64> {
+        sqlx::query_scalar("SELECT id FROM domains WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("domain {name}")))
+    }
+
+    async fn user_id(tx: &mut Transaction<'_, Sqlite>, address: &Address) -> Result<i64> {
+        sqlx::query_scalar(
+            "SELECT u.id FROM users u JOIN domains d ON d.id = u.domain_id
+             WHERE d.name = $1 AND u.localpart = $2",
+        )
+        .bind(address.domain.as_str())
+        .bind(address.local.as_str())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("user {address}")))
+    }
+
+    /// Deletes messages of one user, keeping usage counters and blob reference counts exact.
+    async fn delete_messages(
+        tx: &mut Transaction<'_, Sqlite>,
+        user: i64,
+        ids: &[MessageId],
+    ) -> Result<()> {
+        let (mut bytes, mut count) = (0i64, 0i64);
+        for id in ids {
+            let row = sqlx::query(
+                "DELETE FROM messages WHERE id = $1 AND user_id = $2 RETURNING size, blob_id",
+            )
+            .bind(id.0)
+            .bind(user)
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some(row) = row else { continue };
+            bytes += row.try_get::<i64, _>(0)?;
+            count += 1;
+            let blob: i64 = row.try_get(1)?;
+            sqlx::query("UPDATE blobs SET refs = refs - 1 WHERE id = $1")
+                .bind(blob)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query("DELETE FROM blobs WHERE id = $1 AND refs <= 0")
+                .bind(blob)
+                .execute(&mut **tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE users SET used_bytes = used_bytes - $1, used_messages = used_messages - $2
+             WHERE id = $3",
+        )
+        .bind(bytes)
+        .bind(count)
+        .bind(user)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "UPDATE domains SET used_bytes = used_bytes - $1, used_messages = used_messages - $2
+             WHERE id = (SELECT domain_id FROM users WHERE id = $3)",
+        )
+        .bind(bytes)
+        .bind(count)
+        .bind(user)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn remove_user_in(tx: &mut Transaction<'_, Sqlite>, user: i64) -> Result<()> {
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM messages WHERE user_id = $1")
+            .bind(user)
+            .fetch_all(&mut **tx)
+            .await?;
+        let ids: Vec<MessageId> = ids.into_iter().map(MessageId).collect();
+        Self::delete_messages(tx, user, &ids).await?;
+        sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1")
+            .bind(user)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(user)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Directory for SqliteStore {
+    #[instrument(skip_all, fields(domain = %name))]
+    async fn add_domain(&self, name: &DomainName) -> Result<()> {
+        sqlx::query("INSERT INTO domains (name, created_at) VALUES ($1, $2)")
+            .bind(name.as_str())
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("domain {name} already exists"))
+                }
+                other => other,
+            })?;
+        Ok(())
+    }
+
+    async fn list_domains(&self) -> Result<Vec<DomainInfo>> {
+        let rows = sqlx::query(
+            "SELECT d.name, d.quota_bytes, d.quota_messages, d.used_bytes, d.used_messages,
+                    (SELECT count(*) FROM users u WHERE u.domain_id = d.id)
+             FROM domains d ORDER BY d.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DomainInfo {
+                    name: DomainName::parse(r.try_get(0)?)?,
+                    quota: quota(r.try_get(1)?, r.try_get(2)?),
+                    usage: Usage {
+                        bytes: to_u64(r.try_get(3)?),
+                        messages: to_u64(r.try_get(4)?),
+                    },
+                    users: to_u64(r.try_get(5)?),
+                })
+            })
+            .collect()
+    }
+
+    #[instrument(skip_all, fields(domain = %name))]
+    async fn remove_domain(&self, name: &DomainName, force: bool) -> Result<()> {
+        let mut tx = self.write().await?;
+        let domain = Self::domain_id(&mut tx, name).await?;
+        let users: Vec<i64> = sqlx::query_scalar("SELECT id FROM users WHERE domain_id = $1")
+            .bind(domain)
+            .fetch_all(&mut *tx)
+            .await?;
+        if !users.is_empty() && !force {
+            return Err(StoreError::Conflict(format!(
+                "domain {name} still has {} user(s); remove them first or force",
+                users.len()
+            )));
+        }
+        for user in users {
+            Self::remove_user_in(&mut tx, user).await?;
+        }
+        sqlx::query("DELETE FROM domains WHERE id = $1")
+            .bind(domain)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_domain_quota(&self, name: &DomainName, change: QuotaChange) -> Result<()> {
+        let mut tx = self.write().await?;
+        let domain = Self::domain_id(&mut tx, name).await?;
+        if let Some(bytes) = change.bytes {
+            sqlx::query("UPDATE domains SET quota_bytes = $1 WHERE id = $2")
+                .bind(bytes.map(to_i64))
+                .bind(domain)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(messages) = change.messages {
+            sqlx::query("UPDATE domains SET quota_messages = $1 WHERE id = $2")
+                .bind(messages.map(to_i64))
+                .bind(domain)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(user = %address))]
+    async fn add_user(&self, address: &Address, password_hash: &str) -> Result<UserId> {
+        let mut tx = self.write().await?;
+        let domain = Self::domain_id(&mut tx, &address.domain).await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO users (domain_id, localpart, password_hash, created_at)
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(domain)
+        .bind(address.local.as_str())
+        .bind(password_hash)
+        .bind(now_ms())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::Conflict(_) => {
+                StoreError::Conflict(format!("user {address} already exists"))
+            }
+            other => other,
+        })?;
+        tx.commit().await?;
+        Ok(UserId(id))
+    }
+
+    async fn list_users(&self, domain: &DomainName) -> Result<Vec<UserInfo>> {
+        let mut tx = self.pool.begin().await?;
+        let domain_id = Self::domain_id(&mut tx, domain).await?;
+        let rows = sqlx::query(
+            "SELECT localpart, quota_bytes, quota_messages, used_bytes, used_messages
+             FROM users WHERE domain_id = $1 ORDER BY localpart",
+        )
+        .bind(domain_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UserInfo {
+                    address: Address {
+                        local: LocalPart::parse(r.try_get(0)?)?,
+                        domain: domain.clone(),
+                    },
+                    quota: quota(r.try_get(1)?, r.try_get(2)?),
+                    usage: Usage {
+                        bytes: to_u64(r.try_get(3)?),
+                        messages: to_u64(r.try_get(4)?),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    #[instrument(skip_all, fields(user = %address))]
+    async fn set_password(&self, address: &Address, password_hash: &str) -> Result<()> {
+        let mut tx = self.write().await?;
+        let user = Self::user_id(&mut tx, address).await?;
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(user = %address))]
+    async fn remove_user(&self, address: &Address) -> Result<()> {
+        let mut tx = self.write().await?;
+        let user = Self::user_id(&mut tx, address).await?;
+        Self::remove_user_in(&mut tx, user).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_user_quota(&self, address: &Address, change: QuotaChange) -> Result<()> {
+        let mut tx = self.write().await?;
+        let user = Self::user_id(&mut tx, address).await?;
+        if let Some(bytes) = change.bytes {
+            sqlx::query("UPDATE users SET quota_bytes = $1 WHERE id = $2")
+                .bind(bytes.map(to_i64))
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(messages) = change.messages {
+            sqlx::query("UPDATE users SET quota_messages = $1 WHERE id = $2")
+                .bind(messages.map(to_i64))
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_user(&self, address: &Address) -> Result<Option<UserAuth>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.password_hash FROM users u JOIN domains d ON d.id = u.domain_id
+             WHERE d.name = $1 AND u.localpart = $2",
+        )
+        .bind(address.domain.as_str())
+        .bind(address.local.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(UserAuth {
+                id: UserId(r.try_get(0)?),
+                password_hash: r.try_get(1)?,
+            })
+        })
+        .transpose()
+    }
+}
+
+#[async_trait]
+impl Maildrops for SqliteStore {
+    #[instrument(skip_all, fields(user = user.0))]
+    async fn lock(&self, user: UserId) -> Result<Lease> {
+        let now = now_ms();
+        let mut tx = self.write().await?;
+        sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND expires_at < $2")
+            .bind(user.0)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let token: i64 = sqlx::query_scalar(
+            "UPDATE counters SET value = value + 1 WHERE name = 'lock_token' RETURNING value",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let taken = sqlx::query(
+            "INSERT INTO maildrop_locks (user_id, node, incarnation, token, expires_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(user.0)
+        .bind(&self.node)
+        .bind(&self.incarnation)
+        .bind(token)
+        .bind(now + i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX / 2))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if taken == 0 {
+            return Err(StoreError::InUse);
+        }
+        tx.commit().await?;
+        Ok(Lease { user, token })
+    }
+
+    async fn unlock(&self, lease: &Lease) -> Result<()> {
+        sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND token = $2")
+            .bind(lease.user.0)
+            .bind(lease.token)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn renew_leases(&self) -> Result<()> {
+        let until = now_ms() + i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        sqlx::query("UPDATE maildrop_locks SET expires_at = $1 WHERE incarnation = $2")
+            .bind(until)
+            .bind(&self.incarnation)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list(&self, user: UserId) -> Result<Vec<MessageMeta>> {
+        let rows = sqlx::query(
+            "SELECT id, uid, size, blob_id FROM messages WHERE user_id = $1 ORDER BY id",
+        )
+        .bind(user.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MessageMeta {
+                    id: MessageId(r.try_get(0)?),
+                    uid: r.try_get(1)?,
+                    size: to_u64(r.try_get(2)?),
+                    blob: BlobId(r.try_get(3)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn read_part(&self, message: &MessageMeta, part: u32) -> Result<Option<Vec<u8>>> {
+        let data = if part == 0 {
+            sqlx::query_scalar("SELECT prefix FROM messages WHERE id = $1")
+                .bind(message.id.0)
+                .fetch_optional(&self.pool)
+                .await?
+        } else {
+            sqlx::query_scalar("SELECT data FROM blob_chunks WHERE blob_id = $1 AND seq = $2")
+                .bind(message.blob.0)
+                .bind(i64::from(part - 1))
+                .fetch_optional(&self.pool)
+                .await?
+        };
+        Ok(data)
+    }
+
+    #[instrument(skip_all, fields(user = lease.user.0, deleted = deleted.len()))]
+    async fn commit_update(&self, lease: &Lease, deleted: &[MessageId]) -> Result<()> {
+        let mut tx = self.write().await?;
+        let held = sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND token = $2")
+            .bind(lease.user.0)
+            .bind(lease.token)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if held == 0 {
+            return Err(StoreError::LeaseLost);
+        }
+        Self::delete_messages(&mut tx, lease.user.0, deleted).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Delivery for SqliteStore {
+    async fn find_recipient(&self, address: &Address) -> Result<Option<UserId>> {
+        Ok(self.find_user(address).await?.map(|u| u.id))
+    }
+
+    async fn begin_blob(&self) -> Result<BlobId> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO blobs (pending_node, created_at) VALUES ($1, $2) RETURNING id",
+        )
+        .bind(&self.node)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(BlobId(id))
+    }
+
+    async fn append_chunk(&self, blob: BlobId, seq: u32, data: &[u8]) -> Result<()> {
+        sqlx::query("INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)")
+            .bind(blob.0)
+            .bind(i64::from(seq))
+            .bind(data)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(blob = blob.0, size = body_size, recipients = recipients.len()))]
+    async fn deliver(
+        &self,
+        blob: BlobId,
+        body_size: u64,
+        recipients: &[Recipient],
+    ) -> Result<Vec<Result<()>>> {
+        let now = now_ms();
+        let mut tx = self.write().await?;
+        let prefix: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'uid_prefix'")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut outcomes = Vec::with_capacity(recipients.len());
+        let mut refs = 0i64;
+        for r in recipients {
+            let size = to_i64(body_size).saturating_add(to_i64(r.prefix.len() as u64));
+            let row = sqlx::query(
+                "SELECT u.domain_id,
+                        u.quota_bytes IS NOT NULL AND u.used_bytes + $2 > u.quota_bytes,
+                        u.quota_messages IS NOT NULL AND u.used_messages + 1 > u.quota_messages,
+                        d.quota_bytes IS NOT NULL AND d.used_bytes + $2 > d.quota_bytes,
+                        d.quota_messages IS NOT NULL AND d.used_messages + 1 > d.quota_messages
+                 FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.id = $1",
+            )
+            .bind(r.user.0)
+            .bind(size)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                outcomes.push(Err(StoreError::NotFound("recipient".into())));
+                continue;
+            };
+            let over = (1..=4).try_fold(false, |acc, i| {
+                row.try_get::<bool, _>(i).map(|over| acc || over)
+            })?;
+            if over {
+                outcomes.push(Err(StoreError::QuotaExceeded));
+                continue;
+            }
+            let domain: i64 = row.try_get(0)?;
+            let n: i64 = sqlx::query_scalar(
+                "UPDATE counters SET value = value + 1 WHERE name = 'uid' RETURNING value",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO messages (user_id, uid, blob_id, prefix, size, delivered_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(r.user.0)
+            .bind(format!("{prefix}.{n}"))
+            .bind(blob.0)
+            .bind(&r.prefix)
+            .bind(size)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE users SET used_bytes = used_bytes + $1, used_messages = used_messages + 1
+                 WHERE id = $2",
+            )
+            .bind(size)
+            .bind(r.user.0)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE domains SET used_bytes = used_bytes + $1, used_messages = used_messages + 1
+                 WHERE id = $2",
+            )
+            .bind(size)
+            .bind(domain)
+            .execute(&mut *tx)
+            .await?;
+            refs += 1;
+            outcomes.push(Ok(()));
+        }
+        if refs == 0 {
+            sqlx::query("DELETE FROM blobs WHERE id = $1")
+                .bind(blob.0)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query("UPDATE blobs SET pending_node = NULL, size = $1, refs = $2 WHERE id = $3")
+                .bind(to_i64(body_size))
+                .bind(refs)
+                .bind(blob.0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn discard_blob(&self, blob: BlobId) -> Result<()> {
+        sqlx::query("DELETE FROM blobs WHERE id = $1 AND pending_node IS NOT NULL")
+            .bind(blob.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

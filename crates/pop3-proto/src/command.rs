@@ -1,0 +1,387 @@
+//! One command line (without its CRLF) to one [`Command`]. Keywords are case-insensitive; every
+//! argument is checked here, so the session code only ever sees well-formed commands and turns a
+//! [`ParseError`] into `-ERR` without ending the session.
+
+use crate::types::{MsgNum, Password};
+
+/// A client command of RFC 1939 (plus CAPA from RFC 2449), with validated arguments.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Command {
+    /// `USER name`
+    User(String),
+    /// `PASS password`: the rest of the line, spaces included.
+    Pass(Password),
+    /// `QUIT`
+    Quit,
+    /// `STAT`
+    Stat,
+    /// `LIST [msg]`
+    List(Option<MsgNum>),
+    /// `RETR msg`
+    Retr(MsgNum),
+    /// `DELE msg`
+    Dele(MsgNum),
+    /// `NOOP`
+    Noop,
+    /// `RSET`
+    Rset,
+    /// `TOP msg n`: the header and the first `n` body lines.
+    Top(MsgNum, u32),
+    /// `UIDL [msg]`
+    Uidl(Option<MsgNum>),
+    /// `CAPA` (RFC 2449)
+    Capa,
+}
+
+/// Why a command line was not understood. The `Display` text fits after `-ERR `.
+#[non_exhaustive]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, thiserror::Error)]
+pub enum ParseError {
+    /// The client sent an empty line or only spaces and tabs.
+    #[error("empty command")]
+    Empty,
+    /// The client sent a keyword this server does not implement.
+    #[error("unknown command")]
+    UnknownCommand,
+    /// The client left out an argument the command requires.
+    #[error("missing argument")]
+    MissingArgument,
+    /// The client sent a message number that is not 1 to 4294967295, or a line count that is not a number.
+    #[error("invalid message number or line count")]
+    InvalidArgument,
+    /// The client sent more arguments than the command takes.
+    #[error("too many arguments")]
+    TooManyArguments,
+    /// The client sent a user name that is not valid UTF-8.
+    #[error("argument is not valid UTF-8")]
+    InvalidUtf8,
+}
+
+#[derive(Clone, Copy)]
+enum Keyword {
+    User,
+    Pass,
+    Quit,
+    Stat,
+    List,
+    Retr,
+    Dele,
+    Noop,
+    Rset,
+    Top,
+    Uidl,
+    Capa,
+}
+
+const KEYWORDS: [(&[u8], Keyword); 12] = [
+    (b"USER", Keyword::User),
+    (b"PASS", Keyword::Pass),
+    (b"QUIT", Keyword::Quit),
+    (b"STAT", Keyword::Stat),
+    (b"LIST", Keyword::List),
+    (b"RETR", Keyword::Retr),
+    (b"DELE", Keyword::Dele),
+    (b"NOOP", Keyword::Noop),
+    (b"RSET", Keyword::Rset),
+    (b"TOP", Keyword::Top),
+    (b"UIDL", Keyword::Uidl),
+    (b"CAPA", Keyword::Capa),
+];
+
+fn is_sep(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// Parses one command line, given without its line ending.
+///
+/// Arguments may be separated by runs of spaces or tabs and followed by trailing blanks, except
+/// for PASS, whose password is everything after the one separator following the keyword (so
+/// `PASS ` gives an empty password and `PASS a b ` the password `a b `). Argument counts are
+/// checked before argument values: `RETR x y` is [`ParseError::TooManyArguments`].
+pub fn parse_line(line: &[u8]) -> Result<Command, ParseError> {
+    let start = line.iter().position(|&b| !is_sep(b)).unwrap_or(line.len());
+    let line = line.get(start..).unwrap_or_default();
+    if line.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    let (word, rest) = match line.iter().position(|&b| is_sep(b)) {
+        Some(i) => {
+            let (word, tail) = line.split_at(i);
+            (word, tail.split_first().map(|(_, rest)| rest))
+        }
+        None => (line, None),
+    };
+    let keyword = KEYWORDS
+        .iter()
+        .find(|(name, _)| word.eq_ignore_ascii_case(name))
+        .map(|&(_, k)| k)
+        .ok_or(ParseError::UnknownCommand)?;
+
+    if let Keyword::Pass = keyword {
+        let password = rest.ok_or(ParseError::MissingArgument)?;
+        return Ok(Command::Pass(Password::new(password.to_vec())));
+    }
+
+    let args: Vec<&[u8]> = rest
+        .unwrap_or_default()
+        .split(|&b| is_sep(b))
+        .filter(|arg| !arg.is_empty())
+        .collect();
+    let args = args.as_slice();
+    match keyword {
+        Keyword::User => match args {
+            [] => Err(ParseError::MissingArgument),
+            [name] => std::str::from_utf8(name)
+                .map(|name| Command::User(name.to_owned()))
+                .map_err(|_| ParseError::InvalidUtf8),
+            _ => Err(ParseError::TooManyArguments),
+        },
+        // Handled above: the password is not split into arguments.
+        Keyword::Pass => Err(ParseError::MissingArgument),
+        Keyword::Quit => no_args(args, Command::Quit),
+        Keyword::Stat => no_args(args, Command::Stat),
+        Keyword::Noop => no_args(args, Command::Noop),
+        Keyword::Rset => no_args(args, Command::Rset),
+        Keyword::Capa => no_args(args, Command::Capa),
+        Keyword::List => optional_msg(args).map(Command::List),
+        Keyword::Uidl => optional_msg(args).map(Command::Uidl),
+        Keyword::Retr => required_msg(args).map(Command::Retr),
+        Keyword::Dele => required_msg(args).map(Command::Dele),
+        Keyword::Top => match args {
+            [] | [_] => Err(ParseError::MissingArgument),
+            [msg, lines] => {
+                let lines = parse_u32(lines).ok_or(ParseError::InvalidArgument)?;
+                Ok(Command::Top(msg_num(msg)?, lines))
+            }
+            _ => Err(ParseError::TooManyArguments),
+        },
+    }
+}
+
+fn no_args(args: &[&[u8]], command: Command) -> Result<Command, ParseError> {
+    if args.is_empty() {
+        Ok(command)
+    } else {
+        Err(ParseError::TooManyArguments)
+    }
+}
+
+fn optional_msg(args: &[&[u8]]) -> Result<Option<MsgNum>, ParseError> {
+    match args {
+        [] => Ok(None),
+        [msg] => msg_num(msg).map(Some),
+        _ => Err(ParseError::TooManyArguments),
+    }
+}
+
+fn required_msg(args: &[&[u8]]) -> Result<MsgNum, ParseError> {
+    match args {
+        [] => Err(ParseError::MissingArgument),
+        [msg] => msg_num(msg),
+        _ => Err(ParseError::TooManyArguments),
+    }
+}
+
+fn msg_num(arg: &[u8]) -> Result<MsgNum, ParseError> {
+    parse_u32(arg)
+        .and_then(MsgNum::new)
+        .ok_or(ParseError::InvalidArgument)
+}
+
+/// ASCII digits only: `str::parse` would also take a leading `+`, which RFC 1939 numbers never have.
+fn parse_u32(arg: &[u8]) -> Option<u32> {
+    if arg.is_empty() {
+        return None;
+    }
+    arg.iter().try_fold(0u32, |acc, &b| {
+        if b.is_ascii_digit() {
+            acc.checked_mul(10)?.checked_add(u32::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn m(n: u32) -> MsgNum {
+        MsgNum::new(n).unwrap()
+    }
+
+    fn pass(bytes: &[u8]) -> Command {
+        Command::Pass(Password::new(bytes.to_vec()))
+    }
+
+    #[test]
+    fn accepted_commands() {
+        let cases: Vec<(&[u8], Command)> = vec![
+            (b"USER alice", Command::User("alice".into())),
+            (b"user alice", Command::User("alice".into())),
+            (b"UsEr alice", Command::User("alice".into())),
+            (b"USER  alice  ", Command::User("alice".into())),
+            (b"USER\talice\t", Command::User("alice".into())),
+            (b"  USER alice", Command::User("alice".into())),
+            (
+                b"USER john+example.com",
+                Command::User("john+example.com".into()),
+            ),
+            ("USER jürgen".as_bytes(), Command::User("jürgen".into())),
+            (b"PASS secret", pass(b"secret")),
+            (b"pass secret", pass(b"secret")),
+            (b"PASS my secret", pass(b"my secret")),
+            (b"PASS my secret ", pass(b"my secret ")),
+            (b"PASS  leading", pass(b" leading")),
+            (b"PASS ", pass(b"")),
+            (b"PASS  ", pass(b" ")),
+            (b"PASS\tsecret", pass(b"secret")),
+            (b"PASS \xff\xfe\x00", pass(b"\xff\xfe\x00")),
+            (b"QUIT", Command::Quit),
+            (b"quit", Command::Quit),
+            (b"QUIT  ", Command::Quit),
+            (b"STAT", Command::Stat),
+            (b"sTaT", Command::Stat),
+            (b"LIST", Command::List(None)),
+            (b"LIST 1", Command::List(Some(m(1)))),
+            (b"list  7 ", Command::List(Some(m(7)))),
+            (b"RETR 1", Command::Retr(m(1))),
+            (b"retr 007", Command::Retr(m(7))),
+            (b"RETR 4294967295", Command::Retr(m(u32::MAX))),
+            (b"DELE 3", Command::Dele(m(3))),
+            (b"NOOP", Command::Noop),
+            (b"RSET", Command::Rset),
+            (b"TOP 1 0", Command::Top(m(1), 0)),
+            (b"TOP 1 99999999", Command::Top(m(1), 99_999_999)),
+            (b"top 2\t10 ", Command::Top(m(2), 10)),
+            (b"TOP 1 4294967295", Command::Top(m(1), u32::MAX)),
+            (b"UIDL", Command::Uidl(None)),
+            (b"uidl 4", Command::Uidl(Some(m(4)))),
+            (b"CAPA", Command::Capa),
+            (b"capa", Command::Capa),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(
+                parse_line(line),
+                Ok(expected),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn rejected_commands() {
+        use ParseError::*;
+        let cases: Vec<(&[u8], ParseError)> = vec![
+            (b"", Empty),
+            (b"   ", Empty),
+            (b"\t \t", Empty),
+            (b"FOO", UnknownCommand),
+            (
+                b"APOP mrose c4c9334bac560ecc979e58001b3e22fb",
+                UnknownCommand,
+            ),
+            (b"AUTH", UnknownCommand),
+            (b"AUTH PLAIN", UnknownCommand),
+            (b"STLS", UnknownCommand),
+            (b"UTF8", UnknownCommand),
+            (b"USERX alice", UnknownCommand),
+            (b"US", UnknownCommand),
+            (b"\xff\xfe", UnknownCommand),
+            (b"USER", MissingArgument),
+            (b"USER ", MissingArgument),
+            (b"USER \t ", MissingArgument),
+            (b"PASS", MissingArgument),
+            (b"RETR", MissingArgument),
+            (b"RETR ", MissingArgument),
+            (b"DELE", MissingArgument),
+            (b"TOP", MissingArgument),
+            (b"TOP 1", MissingArgument),
+            (b"TOP 1 ", MissingArgument),
+            (b"RETR 0", InvalidArgument),
+            (b"RETR -1", InvalidArgument),
+            (b"RETR +1", InvalidArgument),
+            (b"RETR 1x", InvalidArgument),
+            (b"RETR x", InvalidArgument),
+            (b"RETR 1.0", InvalidArgument),
+            (b"RETR 4294967296", InvalidArgument),
+            (b"RETR 99999999999999999999", InvalidArgument),
+            (b"RETR \xd9\xa1", InvalidArgument),
+            (b"DELE 0", InvalidArgument),
+            (b"LIST 0", InvalidArgument),
+            (b"UIDL abc", InvalidArgument),
+            (b"TOP 0 1", InvalidArgument),
+            (b"TOP x 1", InvalidArgument),
+            (b"TOP 1 -1", InvalidArgument),
+            (b"TOP 1 x", InvalidArgument),
+            (b"TOP 1 4294967296", InvalidArgument),
+            (b"USER alice bob", TooManyArguments),
+            (b"QUIT now", TooManyArguments),
+            (b"STAT 1", TooManyArguments),
+            (b"NOOP x", TooManyArguments),
+            (b"RSET x", TooManyArguments),
+            (b"CAPA x", TooManyArguments),
+            (b"LIST 1 2", TooManyArguments),
+            (b"UIDL 1 2", TooManyArguments),
+            (b"RETR 1 2", TooManyArguments),
+            (b"RETR x y", TooManyArguments),
+            (b"DELE 1 2", TooManyArguments),
+            (b"TOP 1 2 3", TooManyArguments),
+            (b"USER \xff", InvalidUtf8),
+            (b"user al\xc3ce", InvalidUtf8),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(
+                parse_line(line),
+                Err(expected),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn error_texts() {
+        use ParseError::*;
+        let cases = [
+            (Empty, "empty command"),
+            (UnknownCommand, "unknown command"),
+            (MissingArgument, "missing argument"),
+            (InvalidArgument, "invalid message number or line count"),
+            (TooManyArguments, "too many arguments"),
+            (InvalidUtf8, "argument is not valid UTF-8"),
+        ];
+        for (err, text) in cases {
+            assert_eq!(err.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn password_does_not_leak_through_command_debug() {
+        let cmd = parse_line(b"PASS hunter2").unwrap();
+        assert_eq!(format!("{cmd:?}"), "Pass(Password(<redacted>))");
+    }
+
+    proptest! {
+        #[test]
+        fn any_line_parses_without_panicking(line in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse_line(&line);
+        }
+
+        #[test]
+        fn message_numbers_match_u32(n in any::<u64>()) {
+            let parsed = parse_line(format!("RETR {n}").as_bytes());
+            let expected = u32::try_from(n).ok().and_then(MsgNum::new).map(Command::Retr).ok_or(ParseError::InvalidArgument);
+            prop_assert_eq!(parsed, expected);
+        }
+
+        #[test]
+        fn password_is_the_rest_of_the_line(pw in prop::collection::vec(any::<u8>(), 0..100)) {
+            let mut line = b"PASS ".to_vec();
+            line.extend_from_slice(&pw);
+            prop_assert_eq!(parse_line(&line), Ok(Command::Pass(Password::new(pw))));
+        }
+    }
+}

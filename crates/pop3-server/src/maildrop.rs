@@ -1,0 +1,69 @@
+//! A locked maildrop as one session sees it: the message list fixed at login (mail that arrives
+//! during the session shows at the next login) and the session's deletion marks.
+
+use mailstore::{Lease, MessageId, MessageMeta};
+use pop3_proto::{MsgNum, Reply};
+
+pub struct Maildrop {
+    pub lease: Lease,
+    messages: Vec<MessageMeta>,
+    deleted: Vec<bool>,
+}
+
+impl Maildrop {
+    pub fn new(lease: Lease, messages: Vec<MessageMeta>) -> Self {
+        let deleted = vec![false; messages.len()];
+        Self {
+            lease,
+            messages,
+            deleted,
+        }
+    }
+
+    /// The one lookup behind LIST n, UIDL n, RETR, TOP and DELE: unknown and deleted numbers
+    /// are refused here, so no command can see a deleted message.
+    pub fn live(&self, n: MsgNum) -> Result<&MessageMeta, Reply> {
+        let i = n.index();
+        match (self.messages.get(i), self.deleted.get(i)) {
+            (Some(m), Some(false)) => Ok(m),
+            (Some(_), _) => Err(Reply::Err(None, format!("message {n} already deleted"))),
+            _ => Err(Reply::Err(None, "no such message".into())),
+        }
+    }
+
+    /// Live messages with their numbers, for STAT and the LIST/UIDL listings.
+    pub fn iter_live(&self) -> impl Iterator<Item = (MsgNum, &MessageMeta)> {
+        self.messages
+            .iter()
+            .zip(&self.deleted)
+            .enumerate()
+            .filter(|(_, (_, deleted))| !**deleted)
+            .filter_map(|(i, (m, _))| Some((MsgNum::from_index(i)?, m)))
+    }
+
+    pub fn stat(&self) -> (usize, u64) {
+        self.iter_live()
+            .fold((0, 0), |(count, size), (_, m)| (count + 1, size + m.size))
+    }
+
+    pub fn delete(&mut self, n: MsgNum) -> Result<(), Reply> {
+        self.live(n)?;
+        if let Some(d) = self.deleted.get_mut(n.index()) {
+            *d = true;
+        }
+        Ok(())
+    }
+
+    pub fn reset(&mut self) {
+        self.deleted.fill(false);
+    }
+
+    pub fn marked(&self) -> Vec<MessageId> {
+        self.messages
+            .iter()
+            .zip(&self.deleted)
+            .filter(|(_, d)| **d)
+            .map(|(m, _)| m.id)
+            .collect()
+    }
+}

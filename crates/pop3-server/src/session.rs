@@ -1,0 +1,352 @@
+//! One POP3 connection. Reading the protocol means reading `Session::command`: one match over
+//! (state, command). Replies are queued and flushed when no further pipelined command is
+//! waiting, so pipelined commands are answered in order with few writes.
+
+use mailstore::StoreError;
+use pop3_proto::{
+    BodyEncoder, Command, LineBuffer, MsgNum, Reply, RespCode, encode, parse_line,
+};
+use tenancy::AuthError;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::maildrop::Maildrop;
+use crate::server::{Config, Services};
+
+/// Replies are written out once this much is queued, even mid-RETR.
+const FLUSH_AT: usize = 64 * 1024;
+
+const CAPABILITIES: &[&str] = &[
+    "TOP",
+    "UIDL",
+    "USER",
+    "RESP-CODES",
+    "AUTH-RESP-CODE",
+    "PIPELINING",
+    concat!("IMPLEMENTATION pophost-", env!("CARGO_PKG_VERSION")),
+];
+
+enum State {
+    Authorization { user: Option<String> },
+    Transaction(Maildrop),
+}
+
+/// Whether the connection goes on after a command.
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// Why a session stopped talking; only used for the log line.
+enum End {
+    Quit,
+    Eof,
+    Idle,
+    Shutdown,
+    Io(std::io::Error),
+}
+
+pub struct Session {
+    services: Services,
+    config: Config,
+    abort: CancellationToken,
+    state: State,
+    out: Vec<u8>,
+}
+
+impl Session {
+    pub fn new(services: Services, config: Config, abort: CancellationToken) -> Self {
+        Self {
+            services,
+            config,
+            abort,
+            state: State::Authorization { user: None },
+            out: Vec::new(),
+        }
+    }
+
+    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, stream: S) {
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let end = self.serve(&mut rd, &mut wr).await;
+        match &end {
+            End::Io(e) => tracing::info!(error = %e, "connection lost"),
+            End::Idle => tracing::info!("autologout after idle timeout"),
+            End::Shutdown => tracing::info!("ended by shutdown"),
+            End::Quit | End::Eof => tracing::debug!("session ended"),
+        }
+        // Leaving without QUIT deletes nothing; the lock is given back so the user can log in again.
+        if let State::Transaction(drop) = &self.state
+            && let Err(e) = self.services.store.unlock(&drop.lease).await
+        {
+            tracing::warn!(error = %e, "releasing maildrop lock failed; it expires with its lease");
+        }
+        let _ = wr.shutdown().await;
+    }
+
+    async fn serve<R, W>(&mut self, rd: &mut R, wr: &mut W) -> End
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        self.queue(&Reply::Ok("pophost ready".into()));
+        let mut lines = LineBuffer::new();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            if !lines.has_line() {
+                if let Err(e) = self.flush(wr).await {
+                    return e;
+                }
+                let read = tokio::select! {
+                    _ = self.abort.cancelled() => {
+                        self.queue(&Reply::Err(Some(RespCode::SysTemp), "server shutting down, try again later".into()));
+                        let _ = self.flush(wr).await;
+                        return End::Shutdown;
+                    }
+                    read = tokio::time::timeout(self.config.idle_timeout, rd.read(&mut buf)) => read,
+                };
+                match read {
+                    Err(_) => return End::Idle,
+                    Ok(Err(e)) => return End::Io(e),
+                    Ok(Ok(0)) => return End::Eof,
+                    Ok(Ok(n)) => lines.push(&buf[..n]),
+                }
+                continue;
+            }
+            let Some(line) = lines.next_line() else { continue };
+            let flow = match line {
+                Err(_) => {
+                    self.queue(&Reply::Err(None, "command line too long".into()));
+                    Flow::Continue
+                }
+                Ok(line) => match parse_line(&line) {
+                    Err(e) => {
+                        self.queue(&Reply::Err(None, e.to_string()));
+                        Flow::Continue
+                    }
+                    Ok(cmd) => match self.command(cmd, wr).await {
+                        Ok(flow) => flow,
+                        Err(e) => return e,
+                    },
+                },
+            };
+            if let Flow::Close = flow {
+                let _ = self.flush(wr).await;
+                return End::Quit;
+            }
+        }
+    }
+
+    async fn command<W: AsyncWrite + Unpin>(&mut self, cmd: Command, wr: &mut W) -> Result<Flow, End> {
+        let reply = match (&mut self.state, cmd) {
+            (_, Command::Capa) => Reply::Multi {
+                first: "capability list follows".into(),
+                lines: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            },
+            (_, Command::Noop) => Reply::Ok(String::new()),
+
+            (State::Authorization { user }, Command::User(name)) => {
+                // Same answer for every name: USER must not reveal which mailboxes exist.
+                *user = Some(name);
+                Reply::Ok("send PASS".into())
+            }
+            (State::Authorization { user: None }, Command::Pass(_)) => {
+                Reply::Err(None, "send USER first".into())
+            }
+            (State::Authorization { user }, Command::Pass(password)) => {
+                let login = user.take().unwrap_or_default();
+                self.login(&login, password.as_bytes()).await
+            }
+            (State::Authorization { .. }, Command::Quit) => {
+                self.queue(&Reply::Ok("pophost signing off".into()));
+                return Ok(Flow::Close);
+            }
+            (State::Authorization { .. }, _) => {
+                Reply::Err(None, "command not valid before login".into())
+            }
+
+            (State::Transaction(_), Command::User(_) | Command::Pass(_)) => {
+                Reply::Err(None, "already logged in".into())
+            }
+            (State::Transaction(drop), Command::Stat) => {
+                let (count, size) = drop.stat();
+                Reply::Ok(format!("{count} {size}"))
+            }
+            (State::Transaction(drop), Command::List(None)) => {
+                let (count, size) = drop.stat();
+                Reply::Multi {
+                    first: format!("{count} messages ({size} octets)"),
+                    lines: drop.iter_live().map(|(n, m)| format!("{n} {}", m.size)).collect(),
+                }
+            }
+            (State::Transaction(drop), Command::List(Some(n))) => match drop.live(n) {
+                Ok(m) => Reply::Ok(format!("{n} {}", m.size)),
+                Err(e) => e,
+            },
+            (State::Transaction(drop), Command::Uidl(None)) => Reply::Multi {
+                first: "unique-id listing follows".into(),
+                lines: drop.iter_live().map(|(n, m)| format!("{n} {}", m.uid)).collect(),
+            },
+            (State::Transaction(drop), Command::Uidl(Some(n))) => match drop.live(n) {
+                Ok(m) => Reply::Ok(format!("{n} {}", m.uid)),
+                Err(e) => e,
+            },
+            (State::Transaction(_), Command::Retr(n)) => {
+                return self.send_message(n, BodyEncoder::retr(), wr).await;
+            }
+            (State::Transaction(_), Command::Top(n, lines)) => {
+                return self.send_message(n, BodyEncoder::top(lines), wr).await;
+            }
+            (State::Transaction(drop), Command::Dele(n)) => match drop.delete(n) {
+                Ok(()) => Reply::Ok(format!("message {n} deleted")),
+                Err(e) => e,
+            },
+            (State::Transaction(drop), Command::Rset) => {
+                drop.reset();
+                let (count, size) = drop.stat();
+                Reply::Ok(format!("maildrop has {count} messages ({size} octets)"))
+            }
+            (State::Transaction(drop), Command::Quit) => {
+                // UPDATE: +OK only once the deletions are committed.
+                let reply = match self.services.store.commit_update(&drop.lease, &drop.marked()).await {
+                    Ok(()) => {
+                        let (count, _) = drop.stat();
+                        // The lock went with the commit: nothing left for `run` to release.
+                        self.state = State::Authorization { user: None };
+                        Reply::Ok(format!("pophost signing off ({count} messages left)"))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "UPDATE failed");
+                        Reply::Err(Some(RespCode::SysTemp), "some deleted messages not removed".into())
+                    }
+                };
+                self.queue(&reply);
+                return Ok(Flow::Close);
+            }
+        };
+        self.queue(&reply);
+        Ok(Flow::Continue)
+    }
+
+    /// PASS: authenticate, take the maildrop lock, then list the maildrop: all before the `+OK`
+    /// that enters TRANSACTION.
+    async fn login(&mut self, login: &str, password: &[u8]) -> Reply {
+        let services = &self.services;
+        let user = match services.auth.authenticate(login, password).await {
+            Ok(user) => user,
+            Err(AuthError::Rejected) => {
+                tracing::info!("login failed");
+                return Reply::Err(Some(RespCode::Auth), "invalid login or password".into());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "login failed: store unavailable");
+                return sys_temp();
+            }
+        };
+        let lease = match services.store.lock(user).await {
+            Ok(lease) => lease,
+            Err(StoreError::InUse) => {
+                return Reply::Err(Some(RespCode::InUse), "maildrop is locked by another session".into());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "taking maildrop lock failed");
+                return sys_temp();
+            }
+        };
+        let messages = match services.store.list(user).await {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing maildrop failed");
+                let _ = services.store.unlock(&lease).await;
+                return sys_temp();
+            }
+        };
+        tracing::Span::current().record("user", login);
+        tracing::info!(messages = messages.len(), "logged in");
+        let drop = Maildrop::new(lease, messages);
+        let (count, size) = drop.stat();
+        self.state = State::Transaction(drop);
+        Reply::Ok(format!("{count} messages ({size} octets)"))
+    }
+
+    /// RETR and TOP: streams the message from the store a part at a time, so memory stays
+    /// bounded whatever the message size.
+    async fn send_message<W: AsyncWrite + Unpin>(
+        &mut self,
+        n: MsgNum,
+        mut body: BodyEncoder,
+        wr: &mut W,
+    ) -> Result<Flow, End> {
+        let State::Transaction(drop) = &self.state else {
+            return Ok(Flow::Continue);
+        };
+        let message = match drop.live(n) {
+            Ok(m) => m.clone(),
+            Err(e) => {
+                self.queue(&e);
+                return Ok(Flow::Continue);
+            }
+        };
+        let store = self.services.store.clone();
+        // The store is read before the status line, so a failing store still gets a clean -ERR.
+        let mut part = match store.read_part(&message, 0).await {
+            Ok(Some(prefix)) => Some(prefix),
+            Ok(None) | Err(_) => {
+                self.queue(&sys_temp());
+                return Ok(Flow::Continue);
+            }
+        };
+        self.queue(&Reply::Ok(format!("{} octets", message.size)));
+        let mut next = 1;
+        while let Some(data) = part {
+            body.push(&data, &mut self.out);
+            if self.out.len() >= FLUSH_AT {
+                self.flush(wr).await?;
+            }
+            if body.is_done() {
+                break;
+            }
+            part = match store.read_part(&message, next).await {
+                Ok(p) => p,
+                Err(e) => {
+                    // Mid-message there is no way to say -ERR: drop the connection (no UPDATE).
+                    tracing::warn!(error = %e, "reading message failed mid-transfer");
+                    return Err(End::Io(std::io::Error::other("store failed mid-message")));
+                }
+            };
+            next += 1;
+        }
+        body.finish(&mut self.out);
+        Ok(Flow::Continue)
+    }
+
+    fn queue(&mut self, reply: &Reply) {
+        encode(reply, &mut self.out);
+    }
+
+    async fn flush<W: AsyncWrite + Unpin>(&mut self, wr: &mut W) -> Result<(), End> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let write = async {
+            wr.write_all(&self.out).await?;
+            wr.flush().await
+        };
+        // A client that stops reading is as idle as one that stops writing.
+        match tokio::time::timeout(self.config.idle_timeout, write).await {
+            Err(_) => Err(End::Idle),
+            Ok(Err(e)) => Err(End::Io(e)),
+            Ok(Ok(())) => {
+                self.out.clear();
+                if self.out.capacity() > 4 * FLUSH_AT {
+                    self.out.shrink_to(FLUSH_AT);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn sys_temp() -> Reply {
+    Reply::Err(Some(RespCode::SysTemp), "temporary server failure, try again later".into())
+}
+

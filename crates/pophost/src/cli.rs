@@ -1,0 +1,300 @@
+//! The command line: `serve`, and provisioning (`domain …`, `user …`) against the same store.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use mailstore::{Address, Directory, DomainName, Quota, QuotaChange};
+
+use crate::config::{Overrides, Settings};
+
+#[derive(Debug, Parser)]
+#[command(name = "pophost", version, about = "Multi-tenant hosted POP3 service")]
+pub struct Cli {
+    /// Config file (TOML); see deploy/pophost.example.toml.
+    #[arg(long, global = true, env = "POPHOST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of the embedded store (default ./pophost-data).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the POP3 and LMTP services.
+    Serve {
+        /// POP3 listen address (default 127.0.0.1:1110).
+        #[arg(long)]
+        pop3_listen: Option<SocketAddr>,
+        /// LMTP listen address (default 127.0.0.1:2424).
+        #[arg(long)]
+        lmtp_listen: Option<SocketAddr>,
+    },
+    /// Manage domains.
+    #[command(subcommand)]
+    Domain(DomainCommand),
+    /// Manage users (mailboxes).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// Add a domain.
+    Add { domain: String },
+    /// List domains with their quotas and usage.
+    List,
+    /// Remove a domain (refused while it has users, unless --force).
+    Remove {
+        domain: String,
+        /// Also remove the domain's users and all their mail.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Set the domain's quotas.
+    Set {
+        domain: String,
+        #[command(flatten)]
+        quota: QuotaArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user: USER@DOMAIN.
+    Add {
+        address: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// List a domain's users with their quotas and usage.
+    List { domain: String },
+    /// Change a user's password.
+    Passwd {
+        address: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Remove a user and all their mail.
+    Remove { address: String },
+    /// Set the user's quotas.
+    Set {
+        address: String,
+        #[command(flatten)]
+        quota: QuotaArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct PasswordArgs {
+    /// The password (visible to other local users in the process list: prefer --password-stdin).
+    #[arg(long)]
+    password: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
+pub struct QuotaArgs {
+    /// Storage limit in bytes (suffixes K, M, G; "unlimited" removes the limit).
+    #[arg(long, value_parser = parse_limit_bytes)]
+    quota_bytes: Option<Limit>,
+    /// Message-count limit ("unlimited" removes the limit).
+    #[arg(long, value_parser = parse_limit_count)]
+    quota_messages: Option<Limit>,
+}
+
+/// A quota value from the command line: a number, or no limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit(Option<u64>);
+
+fn parse_limit(s: &str, suffixes: bool) -> Result<Limit, String> {
+    if s.eq_ignore_ascii_case("unlimited") {
+        return Ok(Limit(None));
+    }
+    let (digits, unit) = match s.char_indices().last() {
+        Some((i, c)) if suffixes && c.is_ascii_alphabetic() => (&s[..i], c.to_ascii_uppercase()),
+        _ => (s, ' '),
+    };
+    let factor: u64 = match unit {
+        ' ' => 1,
+        'K' => 1 << 10,
+        'M' => 1 << 20,
+        'G' => 1 << 30,
+        _ => return Err(format!("unknown unit {unit:?} (use K, M or G)")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .map(|n| Limit(Some(n)))
+        .ok_or_else(|| format!("{s:?} is not a number or \"unlimited\""))
+}
+
+fn parse_limit_bytes(s: &str) -> Result<Limit, String> {
+    parse_limit(s, true)
+}
+
+fn parse_limit_count(s: &str) -> Result<Limit, String> {
+    parse_limit(s, false)
+}
+
+impl QuotaArgs {
+    fn change(&self) -> QuotaChange {
+        QuotaChange {
+            bytes: self.quota_bytes.map(|l| l.0),
+            messages: self.quota_messages.map(|l| l.0),
+        }
+    }
+}
+
+impl PasswordArgs {
+    fn read(&self) -> anyhow::Result<String> {
+        let password = match &self.password {
+            Some(p) => p.clone(),
+            None => {
+                let mut line = String::new();
+                std::io::stdin()
+                    .lock()
+                    .read_line(&mut line)
+                    .context("reading the password from standard input")?;
+                line.trim_end_matches(['\r', '\n']).to_string()
+            }
+        };
+        if password.is_empty() {
+            bail!("the password is empty");
+        }
+        Ok(password)
+    }
+}
+
+fn show_quota(q: Quota) -> String {
+    let f = |v: Option<u64>| v.map_or("unlimited".to_string(), |n| n.to_string());
+    format!("quota_bytes={} quota_messages={}", f(q.bytes), f(q.messages))
+}
+
+async fn hash(password: String) -> anyhow::Result<String> {
+    Ok(tokio::task::spawn_blocking(move || tenancy::hash_password(password.as_bytes())).await??)
+}
+
+/// Runs a provisioning command; returns what to print.
+pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<String> {
+    let store = crate::open_store(settings).await?;
+    let dir: &dyn Directory = &*store;
+    let out = match command {
+        Command::Serve { .. } => bail!("serve is not a provisioning command"),
+        Command::Domain(DomainCommand::Add { domain }) => {
+            let domain = DomainName::parse(&domain)?;
+            dir.add_domain(&domain).await?;
+            format!("added domain {domain}")
+        }
+        Command::Domain(DomainCommand::List) => dir
+            .list_domains()
+            .await?
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} users={} messages={} bytes={} {}\n",
+                    d.name,
+                    d.users,
+                    d.usage.messages,
+                    d.usage.bytes,
+                    show_quota(d.quota)
+                )
+            })
+            .collect::<String>()
+            .trim_end()
+            .to_string(),
+        Command::Domain(DomainCommand::Remove { domain, force }) => {
+            let domain = DomainName::parse(&domain)?;
+            dir.remove_domain(&domain, force).await?;
+            format!("removed domain {domain}")
+        }
+        Command::Domain(DomainCommand::Set { domain, quota }) => {
+            let domain = DomainName::parse(&domain)?;
+            dir.set_domain_quota(&domain, quota.change()).await?;
+            format!("updated domain {domain}")
+        }
+        Command::User(UserCommand::Add { address, password }) => {
+            let address = Address::parse(&address)?;
+            let hash = hash(password.read()?).await?;
+            dir.add_user(&address, &hash).await?;
+            format!("added user {address}")
+        }
+        Command::User(UserCommand::List { domain }) => {
+            let domain = DomainName::parse(&domain)?;
+            dir.list_users(&domain)
+                .await?
+                .iter()
+                .map(|u| {
+                    format!(
+                        "{} messages={} bytes={} {}\n",
+                        u.address,
+                        u.usage.messages,
+                        u.usage.bytes,
+                        show_quota(u.quota)
+                    )
+                })
+                .collect::<String>()
+                .trim_end()
+                .to_string()
+        }
+        Command::User(UserCommand::Passwd { address, password }) => {
+            let address = Address::parse(&address)?;
+            let hash = hash(password.read()?).await?;
+            dir.set_password(&address, &hash).await?;
+            format!("changed password of {address}")
+        }
+        Command::User(UserCommand::Remove { address }) => {
+            let address = Address::parse(&address)?;
+            dir.remove_user(&address).await?;
+            format!("removed user {address}")
+        }
+        Command::User(UserCommand::Set { address, quota }) => {
+            let address = Address::parse(&address)?;
+            dir.set_user_quota(&address, quota.change()).await?;
+            format!("updated user {address}")
+        }
+    };
+    Ok(out)
+}
+
+/// Settings for `cli`, with its command-line overrides applied.
+pub fn settings(cli: &Cli) -> anyhow::Result<Settings> {
+    let (pop3_listen, lmtp_listen) = match &cli.command {
+        Command::Serve { pop3_listen, lmtp_listen } => (*pop3_listen, *lmtp_listen),
+        _ => (None, None),
+    };
+    let overrides = Overrides {
+        data_dir: cli.data_dir.clone(),
+        pop3_listen,
+        lmtp_listen,
+    };
+    let url = std::env::var("POPHOST_DATABASE_URL").ok().filter(|u| !u.is_empty());
+    Settings::load(cli.config.as_deref(), url, &overrides)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits() {
+        let p = |s| parse_limit_bytes(s).map(|l| l.0);
+        assert_eq!(p("100"), Ok(Some(100)));
+        assert_eq!(p("10K"), Ok(Some(10240)));
+        assert_eq!(p("2m"), Ok(Some(2 << 20)));
+        assert_eq!(p("unlimited"), Ok(None));
+        assert!(p("ten").is_err());
+        assert!(p("-1").is_err());
+        assert!(p("5T").is_err());
+        assert!(parse_limit_count("10K").is_err());
+    }
+}

@@ -1,0 +1,258 @@
+//! The configuration: a TOML file (every key documented in `deploy/pophost.example.toml`),
+//! then environment and command-line overrides, turned into typed settings at load. A bad value
+//! fails start-up with an error naming its key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// The file as written; every field optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct File {
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    node_id: Option<String>,
+    pop3: Pop3File,
+    lmtp: LmtpFile,
+    auth: AuthFile,
+    locks: LocksFile,
+    shutdown: ShutdownFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Pop3File {
+    listen: Option<SocketAddr>,
+    idle_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LmtpFile {
+    listen: Option<SocketAddr>,
+    hostname: Option<String>,
+    max_message_size: Option<u64>,
+    max_recipients: Option<usize>,
+    idle_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AuthFile {
+    max_concurrent_hashes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LocksFile {
+    ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ShutdownFile {
+    grace_secs: Option<u64>,
+}
+
+/// Where the store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+}
+
+/// Overrides from the command line; `None` keeps the file's (or the default) value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub pop3_listen: Option<SocketAddr>,
+    pub lmtp_listen: Option<SocketAddr>,
+}
+
+/// Typed settings, ready to use.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: Database,
+    pub lock: mailstore::LockOptions,
+    pub pop3_listen: SocketAddr,
+    pub pop3: pop3_server::Config,
+    pub lmtp_listen: SocketAddr,
+    pub lmtp: lmtp::Config,
+    pub max_concurrent_hashes: usize,
+}
+
+/// RFC 1939 §3: the autologout timer must be at least 10 minutes.
+const MIN_POP3_IDLE_SECS: u64 = 600;
+
+impl Settings {
+    /// Loads `path` (if any), then applies `POPHOST_DATABASE_URL` (`database_url`) and `overrides`.
+    pub fn load(path: Option<&Path>, database_url: Option<String>, overrides: &Overrides) -> anyhow::Result<Self> {
+        let file = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?;
+                parse_file(&text).with_context(|| format!("config file {}", p.display()))?
+            }
+            None => File::default(),
+        };
+        Self::from_file(file, database_url, overrides)
+    }
+
+    fn from_file(file: File, database_url: Option<String>, o: &Overrides) -> anyhow::Result<Self> {
+        let data_dir = o
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("pophost-data"));
+        let database = match database_url.or(file.database_url) {
+            Some(url) => parse_database_url(&url).context("database_url")?,
+            None => Database::Sqlite(data_dir.join("pophost.db")),
+        };
+
+        let pop3_idle = file.pop3.idle_timeout_secs.unwrap_or(MIN_POP3_IDLE_SECS);
+        if pop3_idle < MIN_POP3_IDLE_SECS {
+            bail!("pop3.idle_timeout_secs: must be at least {MIN_POP3_IDLE_SECS} (RFC 1939 autologout), got {pop3_idle}");
+        }
+        let pop3_max = positive(file.pop3.max_connections, 1000, "pop3.max_connections")?;
+        let max_message_size = file.lmtp.max_message_size.unwrap_or(50 * 1024 * 1024);
+        if max_message_size == 0 {
+            bail!("lmtp.max_message_size: must be more than 0");
+        }
+        let max_recipients = positive(file.lmtp.max_recipients, 1000, "lmtp.max_recipients")?;
+        let lmtp_idle = positive(file.lmtp.idle_timeout_secs, 300, "lmtp.idle_timeout_secs")?;
+        let ttl = file.locks.ttl_secs.unwrap_or(30);
+        if ttl < 3 {
+            bail!("locks.ttl_secs: must be at least 3, got {ttl}");
+        }
+        let grace = Duration::from_secs(file.shutdown.grace_secs.unwrap_or(30));
+        let node = file.node_id.unwrap_or_else(|| "local".into());
+        if node.is_empty() || !node.bytes().all(|b| b.is_ascii_graphic()) {
+            bail!("node_id: must be non-empty printable ASCII without spaces");
+        }
+        let hostname = file.lmtp.hostname.unwrap_or_else(|| "localhost".into());
+        if hostname.is_empty() || !hostname.bytes().all(|b| b.is_ascii_graphic()) {
+            bail!("lmtp.hostname: must be non-empty printable ASCII without spaces");
+        }
+        let default_hashes = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(Self {
+            database,
+            lock: mailstore::LockOptions {
+                node,
+                ttl: Duration::from_secs(ttl),
+            },
+            pop3_listen: o
+                .pop3_listen
+                .or(file.pop3.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1110))),
+            pop3: pop3_server::Config {
+                idle_timeout: Duration::from_secs(pop3_idle),
+                shutdown_grace: grace,
+                max_connections: pop3_max,
+                lease_renewal: Duration::from_secs(ttl) / 3,
+            },
+            lmtp_listen: o
+                .lmtp_listen
+                .or(file.lmtp.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 2424))),
+            lmtp: lmtp::Config {
+                hostname,
+                max_message_size,
+                max_recipients,
+                idle_timeout: Duration::from_secs(lmtp_idle),
+                shutdown_grace: grace,
+            },
+            max_concurrent_hashes: positive(
+                file.auth.max_concurrent_hashes,
+                default_hashes,
+                "auth.max_concurrent_hashes",
+            )?,
+        })
+    }
+}
+
+fn parse_file(text: &str) -> anyhow::Result<File> {
+    // toml's message names the offending key and shows the line.
+    toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+}
+
+fn positive<T: Default + PartialEq>(value: Option<T>, default: T, key: &str) -> anyhow::Result<T> {
+    let v = value.unwrap_or(default);
+    if v == T::default() {
+        bail!("{key}: must be more than 0");
+    }
+    Ok(v)
+}
+
+fn parse_database_url(url: &str) -> anyhow::Result<Database> {
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            bail!("{url:?} names no file");
+        }
+        return Ok(Database::Sqlite(PathBuf::from(path)));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        bail!("the Postgres backend is not available in this build yet; use sqlite://PATH");
+    }
+    bail!("unsupported database URL {url:?}: expected sqlite://PATH");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> anyhow::Result<Settings> {
+        Settings::from_file(parse_file(text)?, None, &Overrides::default())
+    }
+
+    fn err(text: &str) -> String {
+        format!("{:#}", load(text).expect_err(text))
+    }
+
+    #[test]
+    fn defaults() {
+        let s = load("").expect("empty config");
+        assert_eq!(s.database, Database::Sqlite(PathBuf::from("pophost-data/pophost.db")));
+        assert_eq!(s.pop3_listen.to_string(), "127.0.0.1:1110");
+        assert_eq!(s.lmtp_listen.to_string(), "127.0.0.1:2424");
+        assert_eq!(s.pop3.idle_timeout, Duration::from_secs(600));
+        assert_eq!(s.lmtp.max_message_size, 52_428_800);
+    }
+
+    #[test]
+    fn the_example_config_loads() {
+        let text = include_str!("../../../deploy/pophost.example.toml");
+        let s = load(text).expect("example config");
+        assert_eq!(s.pop3_listen.to_string(), "127.0.0.1:1110");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert!(err("[pop3]\nidle_timeout_secs = 60\n").contains("pop3.idle_timeout_secs"));
+        assert!(err("[pop3]\nlisten = \"nowhere\"\n").contains("listen"));
+        assert!(err("[pop3]\nlissten = \"127.0.0.1:1\"\n").contains("lissten"));
+        assert!(err("[lmtp]\nmax_message_size = 0\n").contains("lmtp.max_message_size"));
+        assert!(err("[lmtp]\nmax_message_size = \"big\"\n").contains("max_message_size"));
+        assert!(err("database_url = \"mysql://x\"\n").contains("database_url"));
+        assert!(err("[locks]\nttl_secs = 1\n").contains("locks.ttl_secs"));
+        assert!(err("[auth]\nmax_concurrent_hashes = 0\n").contains("auth.max_concurrent_hashes"));
+    }
+
+    #[test]
+    fn overrides_win() {
+        let o = Overrides {
+            data_dir: Some("/srv/mail".into()),
+            pop3_listen: Some("0.0.0.0:110".parse().expect("addr")),
+            lmtp_listen: None,
+        };
+        let s = Settings::from_file(parse_file("data_dir = \"/x\"\n").expect("parse"), None, &o).expect("load");
+        assert_eq!(s.database, Database::Sqlite(PathBuf::from("/srv/mail/pophost.db")));
+        assert_eq!(s.pop3_listen.to_string(), "0.0.0.0:110");
+        let s = Settings::from_file(File::default(), Some("sqlite:///tmp/a.db".into()), &o).expect("load");
+        assert_eq!(s.database, Database::Sqlite(PathBuf::from("/tmp/a.db")));
+    }
+}

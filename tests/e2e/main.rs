@@ -1,1 +1,10 @@
+//! End-to-end tests: the real `pophost` binary on a real SQLite file, driven over TCP by raw
+//! POP3/LMTP bytes and by real mail clients from Debian. One binary for the folder so it
+//! compiles once; each test starts its own server on port 0.
 
+mod clients;
+mod crash;
+mod harness;
+mod large;
+mod lmtp;
+mod pop3;

@@ -1,0 +1,360 @@
+//! Starting servers and talking to them.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pophost");
+pub const PASSWORD: &str = "s3cret pass";
+
+/// A `pophost serve` process on its own data directory, listening on ephemeral ports.
+pub struct Server {
+    child: Child,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub pop3: SocketAddr,
+    pub lmtp: SocketAddr,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Server::start_in(&dir, &[]);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts with a config file holding `toml`.
+    pub fn start_with_config(toml: &str) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = tmp.path().join("pophost.toml");
+        std::fs::write(&config, toml).expect("write config");
+        let config = config.to_str().expect("utf8 path").to_string();
+        let mut s = Server::start_in(tmp.path(), &["--config", &config]);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts on `dir`'s data, e.g. again after a crash. `extra` goes after `serve`.
+    pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["serve", "--pop3-listen", "127.0.0.1:0", "--lmtp-listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env_remove("POPHOST_CONFIG")
+            .env_remove("POPHOST_DATABASE_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pophost");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                for (key, proto) in [("POP3 listening", "pop3"), ("LMTP listening", "lmtp")] {
+                    if line.contains(key)
+                        && let Some(addr) = line.split("addr=").nth(1)
+                        && let Ok(addr) = addr.trim().parse::<SocketAddr>()
+                    {
+                        let _ = tx.send((proto, addr));
+                    }
+                }
+                sink.lock().expect("log").push_str(&(line + "\n"));
+            }
+        });
+        let (mut pop3, mut lmtp) = (None, None);
+        while pop3.is_none() || lmtp.is_none() {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(("pop3", a)) => pop3 = Some(a),
+                Ok((_, a)) => lmtp = Some(a),
+                Err(_) => panic!("server did not start:\n{}", log.lock().expect("log")),
+            }
+        }
+        Server {
+            child,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            pop3: pop3.expect("pop3"),
+            lmtp: lmtp.expect("lmtp"),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs a `pophost` subcommand against this server's data directory.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.dir, args)
+    }
+
+    /// Creates the user (and its domain, if new) with `PASSWORD`.
+    pub fn add_user(&self, address: &str) {
+        let domain = address.rsplit('@').next().expect("domain");
+        let _ = self.cli(&["domain", "add", domain]);
+        let out = self.cli(&["user", "add", address, "--password", PASSWORD]);
+        assert!(out.status.success(), "user add: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn kill9(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.keep_dir()
+    }
+
+    /// SIGTERM, then wait for the process to exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), "TERM");
+        let status = self.child.wait().expect("wait");
+        self.keep_dir();
+        status
+    }
+
+    /// Hands the temp dir's ownership to the caller, so a crashed server's data outlives it.
+    fn keep_dir(&mut self) -> PathBuf {
+        if let Some(tmp) = self._tmp.take() {
+            return tmp.keep();
+        }
+        self.dir.clone()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+pub fn cli(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("POPHOST_CONFIG")
+        .env_remove("POPHOST_DATABASE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pophost")
+}
+
+/// A raw POP3 connection.
+pub struct Pop3 {
+    rd: BufReader<TcpStream>,
+    wr: TcpStream,
+}
+
+impl Pop3 {
+    pub fn connect(addr: SocketAddr) -> Pop3 {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        let mut c = Pop3 {
+            rd: BufReader::new(stream.try_clone().expect("clone")),
+            wr: stream,
+        };
+        let greeting = c.line();
+        assert!(greeting.starts_with("+OK"), "{greeting}");
+        c
+    }
+
+    pub fn login(addr: SocketAddr, user: &str) -> Pop3 {
+        let mut c = Pop3::connect(addr);
+        assert!(c.cmd(&format!("USER {user}")).starts_with("+OK"));
+        let r = c.cmd(&format!("PASS {PASSWORD}"));
+        assert!(r.starts_with("+OK"), "login {user}: {r}");
+        c
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.wr.write_all(bytes).expect("write");
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+    }
+
+    /// One reply line without its CRLF; fails on a bare LF.
+    pub fn line(&mut self) -> String {
+        let mut buf = Vec::new();
+        self.rd.read_until(b'\n', &mut buf).expect("read");
+        assert!(buf.ends_with(b"\r\n"), "reply not CRLF-terminated: {:?}", String::from_utf8_lossy(&buf));
+        buf.truncate(buf.len() - 2);
+        String::from_utf8(buf).expect("utf8 reply")
+    }
+
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(line);
+        self.line()
+    }
+
+    /// The rest of a multi-line reply as sent (still dot-stuffed), including the final ".\r\n".
+    pub fn multi_raw(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        loop {
+            let start = all.len();
+            let n = self.rd.read_until(b'\n', &mut all).expect("read");
+            assert!(n > 0, "EOF inside a multi-line reply");
+            if &all[start..] == b".\r\n" {
+                return all;
+            }
+        }
+    }
+
+    /// The lines of a multi-line reply, un-stuffed, without the terminator.
+    pub fn multi(&mut self) -> Vec<String> {
+        let raw = self.multi_raw();
+        let text = String::from_utf8_lossy(&raw[..raw.len() - 3]).to_string();
+        text.split_terminator("\r\n")
+            .map(|l| l.strip_prefix('.').unwrap_or(l).to_string())
+            .collect()
+    }
+
+    /// Sends a command expecting a multi-line reply; returns (status line, body bytes un-stuffed).
+    pub fn fetch(&mut self, line: &str) -> (String, Vec<u8>) {
+        let status = self.cmd(line);
+        if !status.starts_with("+OK") {
+            return (status, Vec::new());
+        }
+        (status, unstuff(&self.multi_raw()))
+    }
+
+    /// True when the server closed the connection (reads EOF).
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.rd.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+/// Reverses dot-stuffing and drops the final ".\r\n".
+pub fn unstuff(wire: &[u8]) -> Vec<u8> {
+    let body = wire.strip_suffix(b".\r\n").expect("terminator");
+    let mut out = Vec::with_capacity(body.len());
+    let mut bol = true;
+    for &b in body {
+        if !(bol && b == b'.') {
+            out.push(b);
+        }
+        bol = b == b'\n';
+    }
+    out
+}
+
+/// A raw LMTP connection.
+pub struct Lmtp {
+    rd: BufReader<TcpStream>,
+    wr: TcpStream,
+}
+
+impl Lmtp {
+    pub fn connect(addr: SocketAddr) -> Lmtp {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+        let mut c = Lmtp {
+            rd: BufReader::new(stream.try_clone().expect("clone")),
+            wr: stream,
+        };
+        assert!(c.reply().starts_with("220"));
+        c
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.wr.write_all(bytes).expect("write");
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+    }
+
+    /// One (possibly multi-line) reply, lines joined by '\n'.
+    pub fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            self.rd.read_line(&mut line).expect("read");
+            assert!(line.ends_with("\r\n"), "bad reply line {line:?} after {all:?}");
+            all.push_str(line.trim_end());
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+            all.push('\n');
+        }
+    }
+
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(line);
+        self.reply()
+    }
+
+    /// One whole transaction; returns the per-recipient replies after DATA (or the DATA reply
+    /// when it was refused).
+    pub fn deliver(&mut self, from: &str, rcpts: &[&str], message: &[u8]) -> Vec<String> {
+        assert!(self.cmd("LHLO test.example").starts_with("250"));
+        assert!(self.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+        let mut accepted = 0;
+        for r in rcpts {
+            if self.cmd(&format!("RCPT TO:<{r}>")).starts_with("250") {
+                accepted += 1;
+            }
+        }
+        let data = self.cmd("DATA");
+        if !data.starts_with("354") {
+            return vec![data];
+        }
+        self.send_raw(&stuff(message));
+        (0..accepted).map(|_| self.reply()).collect()
+    }
+}
+
+/// Dot-stuffs a message for DATA and appends the terminator (adding a CRLF if missing).
+pub fn stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 64);
+    let mut bol = true;
+    for &b in message {
+        if bol && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        bol = b == b'\n';
+    }
+    if !message.is_empty() && !message.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// Delivers `message` to `rcpt` and asserts it was accepted.
+pub fn deliver(server: &Server, rcpt: &str, message: &[u8]) {
+    let replies = Lmtp::connect(server.lmtp).deliver("sender@example.net", &[rcpt], message);
+    assert_eq!(replies.len(), 1);
+    assert!(replies[0].starts_with("250 2.0.0"), "{replies:?}");
+}
+
+/// A small message with a recognisable subject.
+pub fn message(subject: &str) -> Vec<u8> {
+    format!("From: a@example.net\r\nSubject: {subject}\r\n\r\nbody of {subject}\r\n.leading dot\r\nlast line\r\n")
+        .into_bytes()
+}

@@ -205,6 +205,14 @@ impl Pop3 {
         String::from_utf8(buf).expect("utf8 reply")
     }
 
+    /// The next reply line, or `None` if the connection ended first (the server was killed).
+    pub fn try_line(&mut self) -> Option<String> {
+        let mut buf = Vec::new();
+        self.rd.read_until(b'\n', &mut buf).ok()?;
+        let line = buf.strip_suffix(b"\r\n")?;
+        Some(String::from_utf8_lossy(line).to_string())
+    }
+
     pub fn cmd(&mut self, line: &str) -> String {
         self.send(line);
         self.line()
@@ -270,14 +278,18 @@ pub struct Lmtp {
 
 impl Lmtp {
     pub fn connect(addr: SocketAddr) -> Lmtp {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+        Lmtp::try_connect(addr).expect("LMTP connect")
+    }
+
+    pub fn try_connect(addr: SocketAddr) -> std::io::Result<Lmtp> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         let mut c = Lmtp {
-            rd: BufReader::new(stream.try_clone().expect("clone")),
+            rd: BufReader::new(stream.try_clone()?),
             wr: stream,
         };
-        assert!(c.reply().starts_with("220"));
-        c
+        assert!(c.try_reply()?.starts_with("220"));
+        Ok(c)
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
@@ -290,14 +302,20 @@ impl Lmtp {
 
     /// One (possibly multi-line) reply, lines joined by '\n'.
     pub fn reply(&mut self) -> String {
+        self.try_reply().expect("LMTP reply")
+    }
+
+    fn try_reply(&mut self) -> std::io::Result<String> {
         let mut all = String::new();
         loop {
             let mut line = String::new();
-            self.rd.read_line(&mut line).expect("read");
-            assert!(line.ends_with("\r\n"), "bad reply line {line:?} after {all:?}");
+            self.rd.read_line(&mut line)?;
+            if !line.ends_with("\r\n") {
+                return Err(std::io::Error::other(format!("bad reply line {line:?} after {all:?}")));
+            }
             all.push_str(line.trim_end());
             if line.as_bytes().get(3) != Some(&b'-') {
-                return all;
+                return Ok(all);
             }
             all.push('\n');
         }
@@ -308,23 +326,33 @@ impl Lmtp {
         self.reply()
     }
 
+    fn try_cmd(&mut self, line: &str) -> std::io::Result<String> {
+        self.wr.write_all(format!("{line}\r\n").as_bytes())?;
+        self.try_reply()
+    }
+
     /// One whole transaction; returns the per-recipient replies after DATA (or the DATA reply
     /// when it was refused).
     pub fn deliver(&mut self, from: &str, rcpts: &[&str], message: &[u8]) -> Vec<String> {
-        assert!(self.cmd("LHLO test.example").starts_with("250"));
-        assert!(self.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+        self.try_deliver(from, rcpts, message).expect("LMTP transaction")
+    }
+
+    /// `deliver` for a server that may die mid-transaction.
+    pub fn try_deliver(&mut self, from: &str, rcpts: &[&str], message: &[u8]) -> std::io::Result<Vec<String>> {
+        assert!(self.try_cmd("LHLO test.example")?.starts_with("250"));
+        assert!(self.try_cmd(&format!("MAIL FROM:<{from}>"))?.starts_with("250"));
         let mut accepted = 0;
         for r in rcpts {
-            if self.cmd(&format!("RCPT TO:<{r}>")).starts_with("250") {
+            if self.try_cmd(&format!("RCPT TO:<{r}>"))?.starts_with("250") {
                 accepted += 1;
             }
         }
-        let data = self.cmd("DATA");
+        let data = self.try_cmd("DATA")?;
         if !data.starts_with("354") {
-            return vec![data];
+            return Ok(vec![data]);
         }
-        self.send_raw(&stuff(message));
-        (0..accepted).map(|_| self.reply()).collect()
+        self.wr.write_all(&stuff(message))?;
+        (0..accepted).map(|_| self.try_reply()).collect()
     }
 }
 

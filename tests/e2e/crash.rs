@@ -13,13 +13,25 @@ const JOHN: &str = "john@example.com";
 /// Subjects of every message in the maildrop, each with how often it appears.
 fn subjects(server: &Server) -> HashMap<String, usize> {
     let mut c = Pop3::login(server.pop3, JOHN);
-    let count: usize = c.cmd("STAT").split(' ').nth(1).and_then(|v| v.parse().ok()).expect("count");
+    let count: usize = c
+        .cmd("STAT")
+        .split(' ')
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("count");
     let mut seen = HashMap::new();
     for n in 1..=count {
         let (_, body) = c.fetch(&format!("RETR {n}"));
         let text = String::from_utf8_lossy(&body).to_string();
-        let subject = text.lines().find_map(|l| l.strip_prefix("Subject: ")).expect("subject").to_string();
-        assert!(body.ends_with(&big_message(&subject)), "message {subject} is not complete");
+        let subject = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: "))
+            .expect("subject")
+            .to_string();
+        assert!(
+            body.ends_with(&big_message(&subject)),
+            "message {subject} is not complete"
+        );
         *seen.entry(subject).or_insert(0) += 1;
     }
     c.cmd("QUIT");
@@ -28,7 +40,12 @@ fn subjects(server: &Server) -> HashMap<String, usize> {
 
 fn count(server: &Server) -> usize {
     let mut c = Pop3::login(server.pop3, JOHN);
-    let n = c.cmd("STAT").split(' ').nth(1).and_then(|v| v.parse().ok()).expect("count");
+    let n = c
+        .cmd("STAT")
+        .split(' ')
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("count");
     c.cmd("QUIT");
     n
 }
@@ -37,7 +54,9 @@ fn count(server: &Server) -> usize {
 fn big_message(subject: &str) -> Vec<u8> {
     let mut m = format!("Subject: {subject}\r\n\r\n").into_bytes();
     for i in 0..6000 {
-        m.extend_from_slice(format!("{subject} line {i:05} .............................\r\n").as_bytes());
+        m.extend_from_slice(
+            format!("{subject} line {i:05} .............................\r\n").as_bytes(),
+        );
     }
     m
 }
@@ -53,24 +72,31 @@ fn kill_during_data_loses_no_acknowledged_message() {
         let sender = std::thread::spawn(move || {
             for i in 0.. {
                 let subject = format!("r{round}m{i}");
-                let result = Lmtp::try_connect(lmtp)
-                    .and_then(|mut c| c.try_deliver("a@b.example", &[JOHN], &big_message(&subject)));
+                let result = Lmtp::try_connect(lmtp).and_then(|mut c| {
+                    c.try_deliver("a@b.example", &[JOHN], &big_message(&subject))
+                });
                 match result {
-                    Ok(replies) if replies[0].starts_with("250") => sink.lock().expect("acked").push(subject),
+                    Ok(replies) if replies[0].starts_with("250") => {
+                        sink.lock().expect("acked").push(subject)
+                    }
                     _ => return,
                 }
             }
         });
         std::thread::sleep(Duration::from_millis(300 + 170 * round));
-        let dir = server.kill9();
+        let data = server.kill9();
         let _ = sender.join();
-        server = Server::start_in(&dir, &[]);
+        server = Server::restart(data);
     }
     let seen = subjects(&server);
     let acked = acked.lock().expect("acked");
     assert!(!acked.is_empty(), "no delivery finished before the kills");
     for s in acked.iter() {
-        assert_eq!(seen.get(s), Some(&1), "acknowledged message {s} lost or duplicated");
+        assert_eq!(
+            seen.get(s),
+            Some(&1),
+            "acknowledged message {s} lost or duplicated"
+        );
     }
     for (s, n) in &seen {
         assert_eq!(*n, 1, "{s} stored {n} times");
@@ -80,8 +106,16 @@ fn kill_during_data_loses_no_acknowledged_message() {
         .arg(server.dir.join("pophost.db"))
         .output()
         .expect("python3");
-    assert_eq!(String::from_utf8_lossy(&pending.stdout).trim(), "0", "half-written bodies left behind");
-    eprintln!("acknowledged {} messages across 4 kills; {} stored", acked.len(), seen.len());
+    assert_eq!(
+        String::from_utf8_lossy(&pending.stdout).trim(),
+        "0",
+        "half-written bodies left behind"
+    );
+    eprintln!(
+        "acknowledged {} messages across 4 kills; {} stored",
+        acked.len(),
+        seen.len()
+    );
 }
 
 #[test]
@@ -90,7 +124,10 @@ fn kill_during_quit_applies_update_whole_or_not_at_all() {
     server.add_user(JOHN);
     let mut outcomes = Vec::new();
     // Kill delays after QUIT: the early ones land before the commit, the late ones after it.
-    for (round, delay_us) in [0u64, 0, 500, 1000, 2000, 3000, 5000, 8000, 50_000].into_iter().enumerate() {
+    for (round, delay_us) in [0u64, 0, 500, 1000, 2000, 3000, 5000, 8000, 50_000]
+        .into_iter()
+        .enumerate()
+    {
         // Refill to 60 messages over one LMTP connection.
         let have = count(&server);
         let mut c = Lmtp::connect(server.lmtp);
@@ -111,17 +148,26 @@ fn kill_during_quit_applies_update_whole_or_not_at_all() {
         }
         p.send("QUIT");
         std::thread::sleep(Duration::from_micros(delay_us));
-        let dir = server.kill9();
+        let data = server.kill9();
         let answered = p.try_line();
         // A restarted server frees the dead run's lock at once: the mailbox is usable right away.
         let restarted = Instant::now();
-        server = Server::start_in(&dir, &[]);
+        server = Server::restart(data);
         let after = count(&server);
         let ready = restarted.elapsed();
-        assert!(ready < Duration::from_secs(3), "mailbox usable {ready:?} after restart");
-        assert!(after == before || after == 0, "QUIT half-applied: {before} -> {after}");
+        assert!(
+            ready < Duration::from_secs(3),
+            "mailbox usable {ready:?} after restart"
+        );
+        assert!(
+            after == before || after == 0,
+            "QUIT half-applied: {before} -> {after}"
+        );
         if answered.as_deref().is_some_and(|r| r.starts_with("+OK")) {
-            assert_eq!(after, 0, "+OK was sent, so the deletion must have been committed");
+            assert_eq!(
+                after, 0,
+                "+OK was sent, so the deletion must have been committed"
+            );
         }
         outcomes.push((answered.is_some(), after));
     }

@@ -15,7 +15,7 @@ pub const PASSWORD: &str = "s3cret pass";
 pub struct Server {
     child: Child,
     pub dir: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
+    tmp: Option<tempfile::TempDir>,
     pub pop3: SocketAddr,
     pub lmtp: SocketAddr,
     pub log: Arc<Mutex<String>>,
@@ -26,7 +26,7 @@ impl Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
         let mut s = Server::start_in(&dir, &[]);
-        s._tmp = Some(tmp);
+        s.tmp = Some(tmp);
         s
     }
 
@@ -37,7 +37,7 @@ impl Server {
         std::fs::write(&config, toml).expect("write config");
         let config = config.to_str().expect("utf8 path").to_string();
         let mut s = Server::start_in(tmp.path(), &["--config", &config]);
-        s._tmp = Some(tmp);
+        s.tmp = Some(tmp);
         s
     }
 
@@ -46,7 +46,13 @@ impl Server {
         let mut child = Command::new(BIN)
             .arg("--data-dir")
             .arg(dir)
-            .args(["serve", "--pop3-listen", "127.0.0.1:0", "--lmtp-listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--pop3-listen",
+                "127.0.0.1:0",
+                "--lmtp-listen",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .env("RUST_LOG", "info")
             .env_remove("POPHOST_CONFIG")
@@ -83,7 +89,7 @@ impl Server {
         Server {
             child,
             dir: dir.to_path_buf(),
-            _tmp: None,
+            tmp: None,
             pop3: pop3.expect("pop3"),
             lmtp: lmtp.expect("lmtp"),
             log,
@@ -104,34 +110,46 @@ impl Server {
         let domain = address.rsplit('@').next().expect("domain");
         let _ = self.cli(&["domain", "add", domain]);
         let out = self.cli(&["user", "add", address, "--password", PASSWORD]);
-        assert!(out.status.success(), "user add: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "user add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
-    pub fn kill9(mut self) -> PathBuf {
+    /// kill -9; the data stays for `restart`.
+    pub fn kill9(mut self) -> Data {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.keep_dir()
+        self.data()
     }
 
-    /// SIGTERM, then wait for the process to exit.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    /// SIGTERM, then wait for the process to exit; the data stays for `restart`.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, Data) {
         signal(self.child.id(), "TERM");
         let status = self.child.wait().expect("wait");
-        self.keep_dir();
-        status
+        (status, self.data())
     }
 
-    /// Hands the temp dir's ownership to the caller, so a crashed server's data outlives it.
-    fn keep_dir(&mut self) -> PathBuf {
-        if let Some(tmp) = self._tmp.take() {
-            return tmp.keep();
+    /// A new server on the data of a stopped one.
+    pub fn restart(data: Data) -> Server {
+        let mut s = Server::start_in(&data.path, &[]);
+        s.tmp = data.tmp;
+        s
+    }
+
+    fn data(&mut self) -> Data {
+        Data {
+            path: self.dir.clone(),
+            tmp: self.tmp.take(),
         }
-        self.dir.clone()
     }
+}
 
-    pub fn log(&self) -> String {
-        self.log.lock().expect("log").clone()
-    }
+/// A stopped server's data directory (removed when dropped, if the harness created it).
+pub struct Data {
+    path: PathBuf,
+    tmp: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -170,7 +188,9 @@ pub struct Pop3 {
 impl Pop3 {
     pub fn connect(addr: SocketAddr) -> Pop3 {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
         let mut c = Pop3 {
             rd: BufReader::new(stream.try_clone().expect("clone")),
             wr: stream,
@@ -200,7 +220,11 @@ impl Pop3 {
     pub fn line(&mut self) -> String {
         let mut buf = Vec::new();
         self.rd.read_until(b'\n', &mut buf).expect("read");
-        assert!(buf.ends_with(b"\r\n"), "reply not CRLF-terminated: {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            buf.ends_with(b"\r\n"),
+            "reply not CRLF-terminated: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.truncate(buf.len() - 2);
         String::from_utf8(buf).expect("utf8 reply")
     }
@@ -311,7 +335,9 @@ impl Lmtp {
             let mut line = String::new();
             self.rd.read_line(&mut line)?;
             if !line.ends_with("\r\n") {
-                return Err(std::io::Error::other(format!("bad reply line {line:?} after {all:?}")));
+                return Err(std::io::Error::other(format!(
+                    "bad reply line {line:?} after {all:?}"
+                )));
             }
             all.push_str(line.trim_end());
             if line.as_bytes().get(3) != Some(&b'-') {
@@ -334,13 +360,22 @@ impl Lmtp {
     /// One whole transaction; returns the per-recipient replies after DATA (or the DATA reply
     /// when it was refused).
     pub fn deliver(&mut self, from: &str, rcpts: &[&str], message: &[u8]) -> Vec<String> {
-        self.try_deliver(from, rcpts, message).expect("LMTP transaction")
+        self.try_deliver(from, rcpts, message)
+            .expect("LMTP transaction")
     }
 
     /// `deliver` for a server that may die mid-transaction.
-    pub fn try_deliver(&mut self, from: &str, rcpts: &[&str], message: &[u8]) -> std::io::Result<Vec<String>> {
+    pub fn try_deliver(
+        &mut self,
+        from: &str,
+        rcpts: &[&str],
+        message: &[u8],
+    ) -> std::io::Result<Vec<String>> {
         assert!(self.try_cmd("LHLO test.example")?.starts_with("250"));
-        assert!(self.try_cmd(&format!("MAIL FROM:<{from}>"))?.starts_with("250"));
+        assert!(
+            self.try_cmd(&format!("MAIL FROM:<{from}>"))?
+                .starts_with("250")
+        );
         let mut accepted = 0;
         for r in rcpts {
             if self.try_cmd(&format!("RCPT TO:<{r}>"))?.starts_with("250") {

@@ -35,7 +35,7 @@ fn fifty_megabytes() -> (Vec<u8>, Vec<u8>) {
         };
         wire.extend_from_slice(line.as_bytes());
         stored.extend_from_slice(line.as_bytes());
-        if i % 11 == 0 {
+        if i.is_multiple_of(11) {
             wire.push(b'\n');
         } else {
             wire.extend_from_slice(b"\r\n");
@@ -68,9 +68,13 @@ fn fifty_megabytes_round_trip_in_bounded_memory() {
     let after_retr = proc_status_kb(pid, "VmHWM:");
     assert_eq!(status, format!("+OK {} octets", body.len()));
     assert!(body.ends_with(&stored), "RETR is not byte-exact");
-    assert_eq!(body.len() - stored.len(), body.windows(4).position(|w| w == b"Subj").expect("subject"));
+    assert_eq!(
+        body.len() - stored.len(),
+        body.windows(4).position(|w| w == b"Subj").expect("subject")
+    );
 
-    let growth = (after_delivery.saturating_sub(baseline)).max(after_retr.saturating_sub(logged_in));
+    let growth =
+        (after_delivery.saturating_sub(baseline)).max(after_retr.saturating_sub(logged_in));
     eprintln!(
         "50 MB message: RSS before LMTP {baseline} kB, peak during LMTP {after_delivery} kB; after login {logged_in} kB, peak during RETR {after_retr} kB; largest growth {growth} kB"
     );

@@ -13,8 +13,15 @@ fn count_rows(server: &Server, sql: &str) -> i64 {
         .arg(sql)
         .output()
         .expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().parse().expect("number")
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("number")
 }
 
 fn usage(server: &Server, domain: &str) -> String {
@@ -30,19 +37,39 @@ fn lhlo_and_command_sequence() {
     assert!(c.cmd("EHLO x").starts_with("500 5.5.1"), "EHLO is not LMTP");
     assert!(c.cmd("MAIL FROM:<a@b>").starts_with("503 5.5.1"));
     let caps = c.cmd("LHLO client.example");
-    for cap in ["PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SIZE 52428800"] {
-        assert!(caps.lines().any(|l| l[4..] == *cap), "{cap} missing: {caps}");
+    for cap in [
+        "PIPELINING",
+        "ENHANCEDSTATUSCODES",
+        "8BITMIME",
+        "SIZE 52428800",
+    ] {
+        assert!(
+            caps.lines().any(|l| l[4..] == *cap),
+            "{cap} missing: {caps}"
+        );
     }
     assert!(c.cmd("RCPT TO:<a@b>").starts_with("503 5.5.1"));
     assert!(c.cmd("DATA").starts_with("503"));
     assert!(c.cmd("FOO").starts_with("500 5.5.2"));
     assert!(c.cmd("NOOP").starts_with("250 2.0.0"));
-    assert!(c.cmd("MAIL FROM:<a@b> SIZE=60000000").starts_with("552 5.3.4"));
-    assert!(c.cmd("MAIL FROM:<a@b> BODY=8BITMIME").starts_with("250 2.1.0"));
-    assert!(c.cmd("MAIL FROM:<a@b>").starts_with("503 5.5.1"), "nested MAIL");
+    assert!(
+        c.cmd("MAIL FROM:<a@b> SIZE=60000000")
+            .starts_with("552 5.3.4")
+    );
+    assert!(
+        c.cmd("MAIL FROM:<a@b> BODY=8BITMIME")
+            .starts_with("250 2.1.0")
+    );
+    assert!(
+        c.cmd("MAIL FROM:<a@b>").starts_with("503 5.5.1"),
+        "nested MAIL"
+    );
     assert!(c.cmd("DATA").starts_with("554"), "DATA without recipients");
     assert!(c.cmd("RSET").starts_with("250"));
-    assert!(c.cmd(&format!("LHLO {}", "x".repeat(3000))).starts_with("500 5.5.2"));
+    assert!(
+        c.cmd(&format!("LHLO {}", "x".repeat(3000)))
+            .starts_with("500 5.5.2")
+    );
     assert!(c.cmd("QUIT").starts_with("221 2.0.0"));
 }
 
@@ -55,8 +82,14 @@ fn one_reply_per_accepted_recipient_and_headers_added() {
     assert!(c.cmd("LHLO mta.example").starts_with("250"));
     assert!(c.cmd("MAIL FROM:<sender@example.net>").starts_with("250"));
     assert!(c.cmd(&format!("RCPT TO:<{JOHN}>")).starts_with("250 2.1.5"));
-    assert!(c.cmd("RCPT TO:<ghost@example.com>").starts_with("550 5.1.1"));
-    assert!(c.cmd("RCPT TO:<john@nowhere.example>").starts_with("550 5.1.1"));
+    assert!(
+        c.cmd("RCPT TO:<ghost@example.com>")
+            .starts_with("550 5.1.1")
+    );
+    assert!(
+        c.cmd("RCPT TO:<john@nowhere.example>")
+            .starts_with("550 5.1.1")
+    );
     assert!(c.cmd("RCPT TO:<Jane@EXAMPLE.com>").starts_with("250 2.1.5"));
     assert!(c.cmd("DATA").starts_with("354"));
     let msg = message("two recipients");
@@ -65,7 +98,10 @@ fn one_reply_per_accepted_recipient_and_headers_added() {
     let r2 = c.reply();
     assert!(r1.starts_with("250 2.0.0") && r1.contains(JOHN), "{r1}");
     assert!(r2.starts_with("250 2.0.0") && r2.contains(JANE), "{r2}");
-    assert!(c.cmd("NOOP").starts_with("250"), "exactly one reply per accepted recipient");
+    assert!(
+        c.cmd("NOOP").starts_with("250"),
+        "exactly one reply per accepted recipient"
+    );
 
     for user in [JOHN, JANE] {
         let mut p = Pop3::login(s.pop3, user);
@@ -73,7 +109,11 @@ fn one_reply_per_accepted_recipient_and_headers_added() {
         let text = String::from_utf8_lossy(&body);
         assert!(text.starts_with(&format!("Return-Path: <sender@example.net>\r\nDelivered-To: {user}\r\nReceived: from mta.example")), "{text}");
         assert!(body.ends_with(&msg));
-        assert_eq!(status, format!("+OK {} octets", body.len()), "headers are part of the size");
+        assert_eq!(
+            status,
+            format!("+OK {} octets", body.len()),
+            "headers are part of the size"
+        );
     }
     // One body for both recipients.
     assert_eq!(count_rows(&s, "SELECT count(*) FROM blobs"), 1);
@@ -85,7 +125,11 @@ fn quotas_refuse_with_552_5_2_2_and_usage_stays_exact() {
     let s = Server::start();
     s.add_user(JOHN);
     s.add_user(JANE);
-    assert!(s.cli(&["user", "set", JOHN, "--quota-messages", "1"]).status.success());
+    assert!(
+        s.cli(&["user", "set", JOHN, "--quota-messages", "1"])
+            .status
+            .success()
+    );
     deliver(&s, JOHN, &message("one"));
     let mut c = Lmtp::connect(s.lmtp);
     let replies = c.deliver("a@b.example", &[JOHN, JANE], &message("two"));
@@ -94,19 +138,38 @@ fn quotas_refuse_with_552_5_2_2_and_usage_stays_exact() {
 
     // Domain byte quota: the next message would not fit.
     let listing = usage(&s, "example.com");
-    assert!(listing.contains(&format!("{JOHN} messages=1 ")), "{listing}");
-    assert!(s.cli(&["user", "set", JOHN, "--quota-messages", "unlimited"]).status.success());
-    assert!(s.cli(&["domain", "set", "example.com", "--quota-bytes", "1000"]).status.success());
+    assert!(
+        listing.contains(&format!("{JOHN} messages=1 ")),
+        "{listing}"
+    );
+    assert!(
+        s.cli(&["user", "set", JOHN, "--quota-messages", "unlimited"])
+            .status
+            .success()
+    );
+    assert!(
+        s.cli(&["domain", "set", "example.com", "--quota-bytes", "1000"])
+            .status
+            .success()
+    );
     let replies = Lmtp::connect(s.lmtp).deliver("a@b.example", &[JOHN], &vec![b'x'; 800]);
     assert!(replies[0].starts_with("552 5.2.2"), "{replies:?}");
 
     // Deleting mail frees quota: counters move in the UPDATE transaction.
     let mut p = Pop3::login(s.pop3, JOHN);
-    let size: u64 = p.cmd("STAT").split(' ').nth(2).and_then(|v| v.parse().ok()).expect("size");
+    let size: u64 = p
+        .cmd("STAT")
+        .split(' ')
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .expect("size");
     p.cmd("DELE 1");
     assert!(p.cmd("QUIT").starts_with("+OK"));
     let listing = usage(&s, "example.com");
-    assert!(listing.contains(&format!("{JOHN} messages=0 bytes=0 ")), "{listing}");
+    assert!(
+        listing.contains(&format!("{JOHN} messages=0 bytes=0 ")),
+        "{listing}"
+    );
     let domains = String::from_utf8_lossy(&s.cli(&["domain", "list"]).stdout).to_string();
     assert!(domains.contains("users=2 messages=1 "), "{domains}");
     assert!(size > 0);
@@ -117,16 +180,25 @@ fn over_size_limit_is_552_5_3_4_and_nothing_is_stored() {
     let s = Server::start_with_config("[lmtp]\nmax_message_size = 10000\n");
     s.add_user(JOHN);
     let mut c = Lmtp::connect(s.lmtp);
-    let big: Vec<u8> = (0..400).flat_map(|i| format!("line {i:04} of a message that is too big\r\n").into_bytes()).collect();
+    let big: Vec<u8> = (0..400)
+        .flat_map(|i| format!("line {i:04} of a message that is too big\r\n").into_bytes())
+        .collect();
     let replies = c.deliver("a@b.example", &[JOHN], &big);
     assert!(replies[0].starts_with("552 5.3.4"), "{replies:?}");
-    assert!(c.cmd("NOOP").starts_with("250"), "the session stays in sync after the refused DATA");
+    assert!(
+        c.cmd("NOOP").starts_with("250"),
+        "the session stays in sync after the refused DATA"
+    );
     assert!(c.cmd("RSET").starts_with("250"));
     let replies = c.deliver("a@b.example", &[JOHN], &message("fits"));
     assert!(replies[0].starts_with("250"), "{replies:?}");
     let mut p = Pop3::login(s.pop3, JOHN);
     assert!(p.cmd("STAT").starts_with("+OK 1 "));
-    assert_eq!(count_rows(&s, "SELECT count(*) FROM blobs"), 1, "the refused body was dropped");
+    assert_eq!(
+        count_rows(&s, "SELECT count(*) FROM blobs"),
+        1,
+        "the refused body was dropped"
+    );
 }
 
 #[test]

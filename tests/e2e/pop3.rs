@@ -47,11 +47,19 @@ fn dot_stuffing_in_retr_and_top() {
     c.send("RETR 1");
     assert!(c.line().starts_with("+OK"));
     let raw = c.multi_raw();
-    assert!(raw.ends_with(b"\r\n..one\r\n...two\r\n..\r\nend\r\n.\r\n"), "{}", String::from_utf8_lossy(&raw));
+    assert!(
+        raw.ends_with(b"\r\n..one\r\n...two\r\n..\r\nend\r\n.\r\n"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
     c.send("TOP 1 2");
     assert!(c.line().starts_with("+OK"));
     let raw = c.multi_raw();
-    assert!(raw.ends_with(b"Subject: dots\r\n\r\n..one\r\n...two\r\n.\r\n"), "{}", String::from_utf8_lossy(&raw));
+    assert!(
+        raw.ends_with(b"Subject: dots\r\n\r\n..one\r\n...two\r\n.\r\n"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
 }
 
 // 2. Octet counts are of the CRLF form, without stuffing; bare LF was normalised at delivery.
@@ -66,16 +74,32 @@ fn octet_counts_match_what_retr_sends() {
     let mut sum = 0;
     for n in 1..=2 {
         let list = c.cmd(&format!("LIST {n}"));
-        let size: u64 = list.split(' ').nth(2).and_then(|v| v.parse().ok()).expect("LIST n");
+        let size: u64 = list
+            .split(' ')
+            .nth(2)
+            .and_then(|v| v.parse().ok())
+            .expect("LIST n");
         let (status, body) = c.fetch(&format!("RETR {n}"));
         assert_eq!(status, format!("+OK {size} octets"));
         assert_eq!(body.len() as u64, size, "RETR {n} length");
-        assert!(!body.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'), "bare LF in RETR");
+        assert!(
+            !body.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'),
+            "bare LF in RETR"
+        );
         sum += size;
     }
     assert_eq!(sum, total);
     assert!(c.cmd("LIST").starts_with("+OK"));
-    let listed: u64 = c.multi().iter().map(|l| l.split(' ').nth(1).and_then(|v| v.parse::<u64>().ok()).expect("size")).sum();
+    let listed: u64 = c
+        .multi()
+        .iter()
+        .map(|l| {
+            l.split(' ')
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("size")
+        })
+        .sum();
     assert_eq!(listed, total);
 }
 
@@ -83,11 +107,19 @@ fn octet_counts_match_what_retr_sends() {
 #[test]
 fn top_counts_body_lines_after_the_header() {
     let s = server_with_mail(0);
-    deliver(&s, JOHN, b"Subject: top\r\nX-A: 1\r\n\r\nb1\r\nb2\r\nb3\r\n");
+    deliver(
+        &s,
+        JOHN,
+        b"Subject: top\r\nX-A: 1\r\n\r\nb1\r\nb2\r\nb3\r\n",
+    );
     deliver(&s, JOHN, b"Subject: header only\r\nX-B: 2\r\n");
     let mut c = Pop3::login(s.pop3, JOHN);
     let (_, full) = c.fetch("RETR 1");
-    let header_end = full.windows(4).position(|w| w == b"\r\n\r\n").expect("blank line") + 4;
+    let header_end = full
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("blank line")
+        + 4;
     let (status, top0) = c.fetch("TOP 1 0");
     assert!(status.starts_with("+OK"));
     assert_eq!(top0, &full[..header_end]);
@@ -108,12 +140,21 @@ fn deleted_messages_are_hidden_and_rset_restores() {
     let s = server_with_mail(3);
     let mut c = Pop3::login(s.pop3, JOHN);
     let (_, before) = stat(&mut c);
-    let size2: u64 = c.cmd("LIST 2").split(' ').nth(2).and_then(|v| v.parse().ok()).expect("size");
+    let size2: u64 = c
+        .cmd("LIST 2")
+        .split(' ')
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .expect("size");
     let uids = uidls(&mut c);
     assert!(c.cmd("DELE 2").starts_with("+OK"));
     assert_eq!(stat(&mut c), (2, before - size2));
     assert!(c.cmd("LIST").starts_with("+OK"));
-    let listed: Vec<String> = c.multi().iter().map(|l| l.split(' ').next().expect("n").to_string()).collect();
+    let listed: Vec<String> = c
+        .multi()
+        .iter()
+        .map(|l| l.split(' ').next().expect("n").to_string())
+        .collect();
     assert_eq!(listed, ["1", "3"]);
     assert_eq!(uidls(&mut c), [uids[0].clone(), uids[2].clone()]);
     for cmd in ["RETR 2", "TOP 2 0", "DELE 2", "LIST 2", "UIDL 2"] {
@@ -170,13 +211,29 @@ fn login_retrying(addr: SocketAddr) -> Pop3 {
 fn message_numbers_are_checked_and_fixed_for_the_session() {
     let s = server_with_mail(2);
     let mut c = Pop3::login(s.pop3, JOHN);
-    for cmd in ["RETR 0", "RETR -1", "RETR abc", "RETR 3", "RETR 4294967296", "RETR", "DELE 0", "LIST 0", "TOP 0 1", "UIDL 9", "RETR 1 2"] {
+    for cmd in [
+        "RETR 0",
+        "RETR -1",
+        "RETR abc",
+        "RETR 3",
+        "RETR 4294967296",
+        "RETR",
+        "DELE 0",
+        "LIST 0",
+        "TOP 0 1",
+        "UIDL 9",
+        "RETR 1 2",
+    ] {
         let r = c.cmd(cmd);
         assert!(is_err(&r), "{cmd}: {r}");
     }
     assert_eq!(c.cmd("NOOP"), "+OK");
     deliver(&s, JOHN, &message("late"));
-    assert_eq!(stat(&mut c).0, 2, "mail delivered during the session shows at the next login");
+    assert_eq!(
+        stat(&mut c).0,
+        2,
+        "mail delivered during the session shows at the next login"
+    );
     assert!(c.cmd("QUIT").starts_with("+OK"));
     let mut c = Pop3::login(s.pop3, JOHN);
     assert_eq!(stat(&mut c).0, 3);
@@ -191,7 +248,10 @@ fn uids_are_stable_and_never_reused() {
     let mut c = Pop3::login(s.pop3, JOHN);
     let first = uidls(&mut c);
     for u in &first {
-        assert!((1..=70).contains(&u.len()) && u.bytes().all(|b| (0x21..=0x7e).contains(&b)), "{u:?}");
+        assert!(
+            (1..=70).contains(&u.len()) && u.bytes().all(|b| (0x21..=0x7e).contains(&b)),
+            "{u:?}"
+        );
         assert!(seen.insert(u.clone()), "duplicate {u}");
     }
     assert_eq!(c.cmd("UIDL 2"), format!("+OK 2 {}", first[1]));
@@ -214,7 +274,10 @@ fn uids_are_stable_and_never_reused() {
     }
     let mut c = Pop3::login(s.pop3, JOHN);
     for u in uidls(&mut c) {
-        assert!(seen.insert(u.clone()), "uid {u} reused after re-creating the user");
+        assert!(
+            seen.insert(u.clone()),
+            "uid {u} reused after re-creating the user"
+        );
     }
 }
 
@@ -242,15 +305,25 @@ fn second_session_is_refused_with_in_use() {
 fn bad_input_gets_err_and_the_session_goes_on() {
     let s = server_with_mail(1);
     let mut c = Pop3::connect(s.pop3);
-    for cmd in ["STAT", "LIST", "RETR 1", "DELE 1", "RSET", "UIDL", "TOP 1 0", "PASS x", "XYZZY", "APOP a b", ""] {
+    for cmd in [
+        "STAT", "LIST", "RETR 1", "DELE 1", "RSET", "UIDL", "TOP 1 0", "PASS x", "XYZZY",
+        "APOP a b", "",
+    ] {
         let r = c.cmd(cmd);
         assert!(is_err(&r), "{cmd:?} before login: {r}");
     }
     let long = format!("USER {}", "x".repeat(300));
     assert!(is_err(&c.cmd(&long)));
-    assert_eq!(c.cmd("NOOP"), "+OK", "one -ERR for the long line, then the session goes on");
+    assert_eq!(
+        c.cmd("NOOP"),
+        "+OK",
+        "one -ERR for the long line, then the session goes on"
+    );
     assert!(c.cmd(&format!("user {JOHN}")).starts_with("+OK"));
-    assert!(c.cmd(&format!("pass {PASSWORD}")).starts_with("+OK"), "lower-case commands, password with a space");
+    assert!(
+        c.cmd(&format!("pass {PASSWORD}")).starts_with("+OK"),
+        "lower-case commands, password with a space"
+    );
     for cmd in ["USER x", "PASS y", "FOO", "STAT 1"] {
         assert!(is_err(&c.cmd(cmd)), "{cmd} in TRANSACTION");
     }
@@ -268,8 +341,18 @@ fn capa_before_and_after_login() {
     let mut c = Pop3::connect(s.pop3);
     assert!(c.cmd("CAPA").starts_with("+OK"));
     let before = c.multi();
-    for cap in ["TOP", "UIDL", "USER", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"] {
-        assert!(before.iter().any(|l| l == cap), "{cap} missing from {before:?}");
+    for cap in [
+        "TOP",
+        "UIDL",
+        "USER",
+        "RESP-CODES",
+        "AUTH-RESP-CODE",
+        "PIPELINING",
+    ] {
+        assert!(
+            before.iter().any(|l| l == cap),
+            "{cap} missing from {before:?}"
+        );
     }
     assert!(before.iter().any(|l| l.starts_with("IMPLEMENTATION ")));
     c.cmd(&format!("USER {JOHN}"));
@@ -329,7 +412,10 @@ fn logins_do_not_reveal_which_users_exist() {
     // Without a dummy hash an unknown user would answer ~100x faster; medians within a broad
     // band show the argon2 work is done either way without timing the machine precisely.
     let (k, u) = (known[2].as_secs_f64(), unknown[2].as_secs_f64());
-    assert!(u > k * 0.3 && k > u * 0.3, "known {known:?} unknown {unknown:?}");
+    assert!(
+        u > k * 0.3 && k > u * 0.3,
+        "known {known:?} unknown {unknown:?}"
+    );
 }
 
 // 10. Autologout: an idle session is closed without UPDATE. The configured minimum is 600 s
@@ -345,12 +431,19 @@ fn idle_session_is_logged_out_without_update() {
     // Provisioned through the real CLI first, so the server opens an existing database.
     let dir = tmp.path();
     assert!(cli(dir, &["domain", "add", "example.com"]).status.success());
-    assert!(cli(dir, &["user", "add", JOHN, "--password", PASSWORD]).status.success());
+    assert!(
+        cli(dir, &["user", "add", JOHN, "--password", PASSWORD])
+            .status
+            .success()
+    );
     let mut settings = pophost::config::Settings::load(None, None, &overrides).expect("settings");
     settings.pop3.idle_timeout = Duration::from_secs(1);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (pop3, lmtp) = rt.block_on(pophost::bind(&settings)).expect("bind");
-    let (pop3_addr, lmtp_addr) = (pop3.local_addr().expect("addr"), lmtp.local_addr().expect("addr"));
+    let (pop3_addr, lmtp_addr) = (
+        pop3.local_addr().expect("addr"),
+        lmtp.local_addr().expect("addr"),
+    );
     let shutdown = tokio_util::sync::CancellationToken::new();
     let server = rt.spawn(pophost::serve(settings, pop3, lmtp, shutdown.clone()));
     let replies = Lmtp::connect(lmtp_addr).deliver("a@b.example", &[JOHN], &message("idle"));
@@ -377,18 +470,23 @@ fn shutdown_ends_sessions_with_sys_temp_and_deletes_nothing() {
     let mut c = Pop3::login(s.pop3, JOHN);
     assert!(c.cmd("DELE 1").starts_with("+OK"));
     let pop3 = s.pop3;
-    let dir = s.dir.clone();
     let log = s.log.clone();
-    let status = s.terminate();
+    let (status, data) = s.terminate();
     let last = c.line();
     assert!(last.starts_with("-ERR [SYS/TEMP]"), "{last}");
     assert!(c.closed());
-    assert!(status.success(), "exit status {status:?}\n{}", log.lock().expect("log"));
-    assert!(std::net::TcpStream::connect(pop3).is_err(), "stopped server still accepts");
-    let s = Server::start_in(&dir, &[]);
+    assert!(
+        status.success(),
+        "exit status {status:?}\n{}",
+        log.lock().expect("log")
+    );
+    assert!(
+        std::net::TcpStream::connect(pop3).is_err(),
+        "stopped server still accepts"
+    );
+    let s = Server::restart(data);
     let mut c = Pop3::login(s.pop3, JOHN);
     assert_eq!(stat(&mut c).0, 1);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 // A store failure during login is [SYS/TEMP], and the service recovers when the store does.

@@ -5,8 +5,13 @@ pub enum Command {
     Lhlo(String),
     /// EHLO/HELO: SMTP greetings, refused on an LMTP port (RFC 2033 §4.1).
     Helo,
-    Mail { from: String, params: MailParams },
-    Rcpt { to: String },
+    Mail {
+        from: String,
+        params: MailParams,
+    },
+    Rcpt {
+        to: String,
+    },
     Data,
     Rset,
     Noop,
@@ -25,7 +30,8 @@ pub struct MailParams {
 pub struct Reject(pub &'static str);
 
 pub fn parse(line: &[u8]) -> Result<Command, Reject> {
-    let line = std::str::from_utf8(line).map_err(|_| Reject("500 5.5.2 Command is not valid UTF-8"))?;
+    let line =
+        std::str::from_utf8(line).map_err(|_| Reject("500 5.5.2 Command is not valid UTF-8"))?;
     let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
     let rest = rest.trim();
     match verb.to_ascii_uppercase().as_str() {
@@ -82,9 +88,15 @@ fn mail_params(params: &str) -> Result<MailParams, Reject> {
         let (key, value) = p.split_once('=').unwrap_or((p, ""));
         match key.to_ascii_uppercase().as_str() {
             "SIZE" => {
-                out.size = Some(value.parse().map_err(|_| Reject("501 5.5.4 Bad SIZE value"))?)
+                out.size = Some(
+                    value
+                        .parse()
+                        .map_err(|_| Reject("501 5.5.4 Bad SIZE value"))?,
+                )
             }
-            "BODY" if value.eq_ignore_ascii_case("7BIT") || value.eq_ignore_ascii_case("8BITMIME") => {}
+            "BODY"
+                if value.eq_ignore_ascii_case("7BIT") || value.eq_ignore_ascii_case("8BITMIME") => {
+            }
             _ => return Err(Reject("555 5.5.4 Unsupported MAIL parameter")),
         }
     }
@@ -98,17 +110,45 @@ mod tests {
     #[test]
     fn table() {
         let ok = |l: &str| parse(l.as_bytes()).expect(l);
-        assert_eq!(ok("LHLO mx.example.net"), Command::Lhlo("mx.example.net".into()));
+        assert_eq!(
+            ok("LHLO mx.example.net"),
+            Command::Lhlo("mx.example.net".into())
+        );
         assert_eq!(ok("lhlo x"), Command::Lhlo("x".into()));
         assert_eq!(ok("EHLO x"), Command::Helo);
         assert_eq!(
             ok("MAIL FROM:<a@b.c> SIZE=100 BODY=8BITMIME"),
-            Command::Mail { from: "a@b.c".into(), params: MailParams { size: Some(100) } }
+            Command::Mail {
+                from: "a@b.c".into(),
+                params: MailParams { size: Some(100) }
+            }
         );
-        assert_eq!(ok("MAIL FROM:<>"), Command::Mail { from: "".into(), params: MailParams::default() });
-        assert_eq!(ok("mail from: <x@y>"), Command::Mail { from: "x@y".into(), params: MailParams::default() });
-        assert_eq!(ok("RCPT TO:<John@Example.com>"), Command::Rcpt { to: "John@Example.com".into() });
-        assert_eq!(ok("RCPT TO:<@relay:john@example.com>"), Command::Rcpt { to: "john@example.com".into() });
+        assert_eq!(
+            ok("MAIL FROM:<>"),
+            Command::Mail {
+                from: "".into(),
+                params: MailParams::default()
+            }
+        );
+        assert_eq!(
+            ok("mail from: <x@y>"),
+            Command::Mail {
+                from: "x@y".into(),
+                params: MailParams::default()
+            }
+        );
+        assert_eq!(
+            ok("RCPT TO:<John@Example.com>"),
+            Command::Rcpt {
+                to: "John@Example.com".into()
+            }
+        );
+        assert_eq!(
+            ok("RCPT TO:<@relay:john@example.com>"),
+            Command::Rcpt {
+                to: "john@example.com".into()
+            }
+        );
         for (line, code) in [
             ("LHLO", "501"),
             ("MAIL FROM:a@b", "501"),

@@ -60,11 +60,18 @@ pub async fn run(
             }
         };
         let session = Session::new(store.clone(), config.clone(), peer, abort.clone());
-        tracker.spawn(session.run(stream).instrument(tracing::info_span!("lmtp", %peer)));
+        tracker.spawn(
+            session
+                .run(stream)
+                .instrument(tracing::info_span!("lmtp", %peer)),
+        );
     }
     drop(listener);
     tracker.close();
-    if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(config.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
         abort.cancel();
         tracker.wait().await;
     }

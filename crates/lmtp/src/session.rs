@@ -125,7 +125,9 @@ impl Session {
             Command::Mail { .. } if self.lhlo.is_none() => "503 5.5.1 LHLO first".into(),
             Command::Mail { .. } if self.from.is_some() => "503 5.5.1 Nested MAIL command".into(),
             Command::Mail { params, .. }
-                if params.size.is_some_and(|s| s > self.config.max_message_size) =>
+                if params
+                    .size
+                    .is_some_and(|s| s > self.config.max_message_size) =>
             {
                 "552 5.3.4 Message size exceeds fixed maximum message size".into()
             }
@@ -173,15 +175,26 @@ impl Session {
 
     /// DATA: streams the body into the store and returns one reply line per recipient.
     /// `Err` means the connection is gone; nothing was acknowledged.
-    async fn data<R, W>(&mut self, rd: &mut BufReader<R>, wr: &mut BufWriter<W>) -> Result<String, Stop>
+    async fn data<R, W>(
+        &mut self,
+        rd: &mut BufReader<R>,
+        wr: &mut BufWriter<W>,
+    ) -> Result<String, Stop>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
         if self.rcpts.is_empty() {
-            return Ok(if self.from.is_none() { "503 5.5.1 MAIL first\r\n" } else { "554 5.5.1 No valid recipients\r\n" }.into());
+            return Ok(if self.from.is_none() {
+                "503 5.5.1 MAIL first\r\n"
+            } else {
+                "554 5.5.1 No valid recipients\r\n"
+            }
+            .into());
         }
-        wr.write_all(b"354 2.0.0 End data with <CR><LF>.<CR><LF>\r\n").await.map_err(Stop::Io)?;
+        wr.write_all(b"354 2.0.0 End data with <CR><LF>.<CR><LF>\r\n")
+            .await
+            .map_err(Stop::Io)?;
         wr.flush().await.map_err(Stop::Io)?;
 
         let mut decoder = DataDecoder::new();
@@ -228,7 +241,12 @@ impl Session {
         self.finish(blob, size, too_big, failed).await
     }
 
-    async fn append(&self, blob: &mut Option<BlobId>, seq: u32, data: &[u8]) -> Result<(), StoreError> {
+    async fn append(
+        &self,
+        blob: &mut Option<BlobId>,
+        seq: u32,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
         let id = match *blob {
             Some(id) => id,
             None => *blob.insert(self.store.begin_blob().await?),
@@ -253,10 +271,17 @@ impl Session {
     ) -> Result<String, Stop> {
         let rcpts = std::mem::take(&mut self.rcpts);
         let from = self.from.take().unwrap_or_default();
-        let all = |reply: &str| rcpts.iter().map(|_| format!("{reply}\r\n")).collect::<String>();
+        let all = |reply: &str| {
+            rcpts
+                .iter()
+                .map(|_| format!("{reply}\r\n"))
+                .collect::<String>()
+        };
         if too_big {
             self.discard(blob).await;
-            return Ok(all("552 5.3.4 Message size exceeds fixed maximum message size"));
+            return Ok(all(
+                "552 5.3.4 Message size exceeds fixed maximum message size",
+            ));
         }
         if let Some(e) = failed {
             tracing::warn!(error = %e, "storing message body failed");

@@ -82,7 +82,8 @@ pub async fn run(
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracker.spawn(async move {
-                let busy = stream.write_all(b"-ERR [SYS/TEMP] too many connections, try again later\r\n");
+                let busy =
+                    stream.write_all(b"-ERR [SYS/TEMP] too many connections, try again later\r\n");
                 let _ = tokio::time::timeout(Duration::from_secs(5), busy).await;
             });
             continue;
@@ -105,7 +106,10 @@ pub async fn run(
         .await
         .is_err()
     {
-        tracing::info!(sessions = tracker.len(), "grace period over, ending sessions");
+        tracing::info!(
+            sessions = tracker.len(),
+            "grace period over, ending sessions"
+        );
         abort.cancel();
         tracker.wait().await;
     }

@@ -3,9 +3,7 @@
 //! waiting, so pipelined commands are answered in order with few writes.
 
 use mailstore::StoreError;
-use pop3_proto::{
-    BodyEncoder, Command, LineBuffer, MsgNum, Reply, RespCode, encode, parse_line,
-};
+use pop3_proto::{BodyEncoder, Command, LineBuffer, MsgNum, Reply, RespCode, encode, parse_line};
 use tenancy::AuthError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -112,7 +110,9 @@ impl Session {
                 }
                 continue;
             }
-            let Some(line) = lines.next_line() else { continue };
+            let Some(line) = lines.next_line() else {
+                continue;
+            };
             let flow = match line {
                 Err(_) => {
                     self.queue(&Reply::Err(None, "command line too long".into()));
@@ -136,7 +136,11 @@ impl Session {
         }
     }
 
-    async fn command<W: AsyncWrite + Unpin>(&mut self, cmd: Command, wr: &mut W) -> Result<Flow, End> {
+    async fn command<W: AsyncWrite + Unpin>(
+        &mut self,
+        cmd: Command,
+        wr: &mut W,
+    ) -> Result<Flow, End> {
         let reply = match (&mut self.state, cmd) {
             (_, Command::Capa) => Reply::Multi {
                 first: "capability list follows".into(),
@@ -175,7 +179,10 @@ impl Session {
                 let (count, size) = drop.stat();
                 Reply::Multi {
                     first: format!("{count} messages ({size} octets)"),
-                    lines: drop.iter_live().map(|(n, m)| format!("{n} {}", m.size)).collect(),
+                    lines: drop
+                        .iter_live()
+                        .map(|(n, m)| format!("{n} {}", m.size))
+                        .collect(),
                 }
             }
             (State::Transaction(drop), Command::List(Some(n))) => match drop.live(n) {
@@ -184,7 +191,10 @@ impl Session {
             },
             (State::Transaction(drop), Command::Uidl(None)) => Reply::Multi {
                 first: "unique-id listing follows".into(),
-                lines: drop.iter_live().map(|(n, m)| format!("{n} {}", m.uid)).collect(),
+                lines: drop
+                    .iter_live()
+                    .map(|(n, m)| format!("{n} {}", m.uid))
+                    .collect(),
             },
             (State::Transaction(drop), Command::Uidl(Some(n))) => match drop.live(n) {
                 Ok(m) => Reply::Ok(format!("{n} {}", m.uid)),
@@ -207,7 +217,12 @@ impl Session {
             }
             (State::Transaction(drop), Command::Quit) => {
                 // UPDATE: +OK only once the deletions are committed.
-                let reply = match self.services.store.commit_update(&drop.lease, &drop.marked()).await {
+                let reply = match self
+                    .services
+                    .store
+                    .commit_update(&drop.lease, &drop.marked())
+                    .await
+                {
                     Ok(()) => {
                         let (count, _) = drop.stat();
                         // The lock went with the commit: nothing left for `run` to release.
@@ -216,7 +231,10 @@ impl Session {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "UPDATE failed");
-                        Reply::Err(Some(RespCode::SysTemp), "some deleted messages not removed".into())
+                        Reply::Err(
+                            Some(RespCode::SysTemp),
+                            "some deleted messages not removed".into(),
+                        )
                     }
                 };
                 self.queue(&reply);
@@ -245,7 +263,10 @@ impl Session {
         let lease = match services.store.lock(user).await {
             Ok(lease) => lease,
             Err(StoreError::InUse) => {
-                return Reply::Err(Some(RespCode::InUse), "maildrop is locked by another session".into());
+                return Reply::Err(
+                    Some(RespCode::InUse),
+                    "maildrop is locked by another session".into(),
+                );
             }
             Err(e) => {
                 tracing::warn!(error = %e, "taking maildrop lock failed");
@@ -347,6 +368,8 @@ impl Session {
 }
 
 fn sys_temp() -> Reply {
-    Reply::Err(Some(RespCode::SysTemp), "temporary server failure, try again later".into())
+    Reply::Err(
+        Some(RespCode::SysTemp),
+        "temporary server failure, try again later".into(),
+    )
 }
-

@@ -177,7 +177,11 @@ impl PasswordArgs {
 
 fn show_quota(q: Quota) -> String {
     let f = |v: Option<u64>| v.map_or("unlimited".to_string(), |n| n.to_string());
-    format!("quota_bytes={} quota_messages={}", f(q.bytes), f(q.messages))
+    format!(
+        "quota_bytes={} quota_messages={}",
+        f(q.bytes),
+        f(q.messages)
+    )
 }
 
 async fn hash(password: String) -> anyhow::Result<String> {
@@ -269,7 +273,10 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
 /// Settings for `cli`, with its command-line overrides applied.
 pub fn settings(cli: &Cli) -> anyhow::Result<Settings> {
     let (pop3_listen, lmtp_listen) = match &cli.command {
-        Command::Serve { pop3_listen, lmtp_listen } => (*pop3_listen, *lmtp_listen),
+        Command::Serve {
+            pop3_listen,
+            lmtp_listen,
+        } => (*pop3_listen, *lmtp_listen),
         _ => (None, None),
     };
     let overrides = Overrides {
@@ -277,7 +284,9 @@ pub fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         pop3_listen,
         lmtp_listen,
     };
-    let url = std::env::var("POPHOST_DATABASE_URL").ok().filter(|u| !u.is_empty());
+    let url = std::env::var("POPHOST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
     Settings::load(cli.config.as_deref(), url, &overrides)
 }
 

@@ -90,7 +90,11 @@ const MIN_POP3_IDLE_SECS: u64 = 600;
 
 impl Settings {
     /// Loads `path` (if any), then applies `POPHOST_DATABASE_URL` (`database_url`) and `overrides`.
-    pub fn load(path: Option<&Path>, database_url: Option<String>, overrides: &Overrides) -> anyhow::Result<Self> {
+    pub fn load(
+        path: Option<&Path>,
+        database_url: Option<String>,
+        overrides: &Overrides,
+    ) -> anyhow::Result<Self> {
         let file = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
@@ -115,7 +119,9 @@ impl Settings {
 
         let pop3_idle = file.pop3.idle_timeout_secs.unwrap_or(MIN_POP3_IDLE_SECS);
         if pop3_idle < MIN_POP3_IDLE_SECS {
-            bail!("pop3.idle_timeout_secs: must be at least {MIN_POP3_IDLE_SECS} (RFC 1939 autologout), got {pop3_idle}");
+            bail!(
+                "pop3.idle_timeout_secs: must be at least {MIN_POP3_IDLE_SECS} (RFC 1939 autologout), got {pop3_idle}"
+            );
         }
         let pop3_max = positive(file.pop3.max_connections, 1000, "pop3.max_connections")?;
         let max_message_size = file.lmtp.max_message_size.unwrap_or(50 * 1024 * 1024);
@@ -188,7 +194,10 @@ fn positive<T: Default + PartialEq>(value: Option<T>, default: T, key: &str) -> 
 }
 
 fn parse_database_url(url: &str) -> anyhow::Result<Database> {
-    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
         let path = path.split('?').next().unwrap_or_default();
         if path.is_empty() {
             bail!("{url:?} names no file");
@@ -216,7 +225,10 @@ mod tests {
     #[test]
     fn defaults() {
         let s = load("").expect("empty config");
-        assert_eq!(s.database, Database::Sqlite(PathBuf::from("pophost-data/pophost.db")));
+        assert_eq!(
+            s.database,
+            Database::Sqlite(PathBuf::from("pophost-data/pophost.db"))
+        );
         assert_eq!(s.pop3_listen.to_string(), "127.0.0.1:1110");
         assert_eq!(s.lmtp_listen.to_string(), "127.0.0.1:2424");
         assert_eq!(s.pop3.idle_timeout, Duration::from_secs(600));
@@ -249,10 +261,15 @@ mod tests {
             pop3_listen: Some("0.0.0.0:110".parse().expect("addr")),
             lmtp_listen: None,
         };
-        let s = Settings::from_file(parse_file("data_dir = \"/x\"\n").expect("parse"), None, &o).expect("load");
-        assert_eq!(s.database, Database::Sqlite(PathBuf::from("/srv/mail/pophost.db")));
+        let s = Settings::from_file(parse_file("data_dir = \"/x\"\n").expect("parse"), None, &o)
+            .expect("load");
+        assert_eq!(
+            s.database,
+            Database::Sqlite(PathBuf::from("/srv/mail/pophost.db"))
+        );
         assert_eq!(s.pop3_listen.to_string(), "0.0.0.0:110");
-        let s = Settings::from_file(File::default(), Some("sqlite:///tmp/a.db".into()), &o).expect("load");
+        let s = Settings::from_file(File::default(), Some("sqlite:///tmp/a.db".into()), &o)
+            .expect("load");
         assert_eq!(s.database, Database::Sqlite(PathBuf::from("/tmp/a.db")));
     }
 }

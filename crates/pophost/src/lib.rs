@@ -47,7 +47,10 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let store = open_store(&settings).await?;
     // Locks held by this node's crashed predecessor are freed before the first login.
-    store.recover().await.context("recovering after the previous run")?;
+    store
+        .recover()
+        .await
+        .context("recovering after the previous run")?;
     let store: Arc<dyn Store> = store;
     let auth = tokio::task::spawn_blocking({
         let store = store.clone();

@@ -130,7 +130,7 @@ mod tests {
             (b"a\rb\r\n.\r\n", b"a\rb\r\n", 8),
             (b".\rx\r\n.\r\n", b"\rx\r\n", 8),
             (b"x\r\r\n.\r\n", b"x\r\r\n", 7),
-            (b"a\r\n..\r\n.\r\nRSET", b"a\r\n.\r\n", 11),
+            (b"a\r\n..\r\n.\r\nRSET", b"a\r\n.\r\n", 10),
         ];
         for (input, want, used) in cases {
             for chunk in [1, 2, 3, 7, 512] {

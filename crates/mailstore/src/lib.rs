@@ -43,6 +43,9 @@ pub trait Directory: Send + Sync {
 /// What a POP3 session does to a maildrop.
 #[async_trait]
 pub trait Maildrops: Send + Sync {
+    /// Called once when a server starts: frees at once every maildrop lock this node's previous
+    /// run held (a crash leaves them behind) and drops bodies that run was still writing.
+    async fn recover(&self) -> Result<()>;
     /// Takes the exclusive maildrop lock, or fails with `InUse`.
     async fn lock(&self, user: UserId) -> Result<Lease>;
     /// Gives the lock up without changing anything (session ended without QUIT).

@@ -80,26 +80,6 @@ impl SqliteStore {
         })
     }
 
-    /// Called once when a server starts: frees at once every maildrop lock this node's previous
-    /// run held (a crash leaves them behind) and drops bodies that run was still writing.
-    pub async fn recover(&self) -> Result<()> {
-        let mut tx = self.write().await?;
-        let locks = sqlx::query("DELETE FROM maildrop_locks WHERE node = $1 AND incarnation <> $2")
-            .bind(&self.node)
-            .bind(&self.incarnation)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        let blobs = sqlx::query("DELETE FROM blobs WHERE pending_node = $1")
-            .bind(&self.node)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        tracing::info!(locks, blobs, "recovered from previous run");
-        Ok(())
-    }
-
     async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
@@ -394,6 +374,24 @@ impl Directory for SqliteStore {
 
 #[async_trait]
 impl Maildrops for SqliteStore {
+    async fn recover(&self) -> Result<()> {
+        let mut tx = self.write().await?;
+        let locks = sqlx::query("DELETE FROM maildrop_locks WHERE node = $1 AND incarnation <> $2")
+            .bind(&self.node)
+            .bind(&self.incarnation)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let blobs = sqlx::query("DELETE FROM blobs WHERE pending_node = $1")
+            .bind(&self.node)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        tracing::info!(locks, blobs, "recovered from previous run");
+        Ok(())
+    }
+
     #[instrument(skip_all, fields(user = user.0))]
     async fn lock(&self, user: UserId) -> Result<Lease> {
         let now = now_ms();

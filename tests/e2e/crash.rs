@@ -13,12 +13,7 @@ const JOHN: &str = "john@example.com";
 /// Subjects of every message in the maildrop, each with how often it appears.
 fn subjects(server: &Server) -> HashMap<String, usize> {
     let mut c = Pop3::login(server.pop3, JOHN);
-    let count: usize = c
-        .cmd("STAT")
-        .split(' ')
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("count");
+    let (count, _) = c.stat();
     let mut seen = HashMap::new();
     for n in 1..=count {
         let (_, body) = c.fetch(&format!("RETR {n}"));
@@ -40,12 +35,7 @@ fn subjects(server: &Server) -> HashMap<String, usize> {
 
 fn count(server: &Server) -> usize {
     let mut c = Pop3::login(server.pop3, JOHN);
-    let n = c
-        .cmd("STAT")
-        .split(' ')
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("count");
+    let (n, _) = c.stat();
     c.cmd("QUIT");
     n
 }

@@ -273,6 +273,15 @@ impl Pop3 {
         (status, unstuff(&self.multi_raw()))
     }
 
+    /// STAT as (message count, octets).
+    pub fn stat(&mut self) -> (usize, u64) {
+        let r = self.cmd("STAT");
+        let mut it = r.strip_prefix("+OK ").expect("STAT +OK").split(' ');
+        let count = it.next().and_then(|n| n.parse().ok()).expect("count");
+        let size = it.next().and_then(|n| n.parse().ok()).expect("size");
+        (count, size)
+    }
+
     /// True when the server closed the connection (reads EOF).
     pub fn closed(&mut self) -> bool {
         let mut b = [0u8; 1];

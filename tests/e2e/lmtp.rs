@@ -157,12 +157,7 @@ fn quotas_refuse_with_552_5_2_2_and_usage_stays_exact() {
 
     // Deleting mail frees quota: counters move in the UPDATE transaction.
     let mut p = Pop3::login(s.pop3, JOHN);
-    let size: u64 = p
-        .cmd("STAT")
-        .split(' ')
-        .nth(2)
-        .and_then(|v| v.parse().ok())
-        .expect("size");
+    let (_, size) = p.stat();
     p.cmd("DELE 1");
     assert!(p.cmd("QUIT").starts_with("+OK"));
     let listing = usage(&s, "example.com");

@@ -17,14 +17,6 @@ fn server_with_mail(n: usize) -> Server {
     s
 }
 
-fn stat(c: &mut Pop3) -> (usize, u64) {
-    let r = c.cmd("STAT");
-    let mut it = r.strip_prefix("+OK ").expect("STAT +OK").split(' ');
-    let count = it.next().and_then(|n| n.parse().ok()).expect("count");
-    let size = it.next().and_then(|n| n.parse().ok()).expect("size");
-    (count, size)
-}
-
 fn uidls(c: &mut Pop3) -> Vec<String> {
     assert!(c.cmd("UIDL").starts_with("+OK"));
     c.multi()
@@ -69,7 +61,7 @@ fn octet_counts_match_what_retr_sends() {
     deliver(&s, JOHN, b"Subject: lf\n\nbare\nlf lines\n.dot\r\n");
     deliver(&s, JOHN, &message("crlf"));
     let mut c = Pop3::login(s.pop3, JOHN);
-    let (count, total) = stat(&mut c);
+    let (count, total) = c.stat();
     assert_eq!(count, 2);
     let mut sum = 0;
     for n in 1..=2 {
@@ -139,7 +131,7 @@ fn top_counts_body_lines_after_the_header() {
 fn deleted_messages_are_hidden_and_rset_restores() {
     let s = server_with_mail(3);
     let mut c = Pop3::login(s.pop3, JOHN);
-    let (_, before) = stat(&mut c);
+    let (_, before) = c.stat();
     let size2: u64 = c
         .cmd("LIST 2")
         .split(' ')
@@ -148,7 +140,7 @@ fn deleted_messages_are_hidden_and_rset_restores() {
         .expect("size");
     let uids = uidls(&mut c);
     assert!(c.cmd("DELE 2").starts_with("+OK"));
-    assert_eq!(stat(&mut c), (2, before - size2));
+    assert_eq!(c.stat(), (2, before - size2));
     assert!(c.cmd("LIST").starts_with("+OK"));
     let listed: Vec<String> = c
         .multi()
@@ -163,7 +155,7 @@ fn deleted_messages_are_hidden_and_rset_restores() {
     assert!(c.cmd("RETR 3").starts_with("+OK"));
     c.multi_raw();
     assert!(c.cmd("RSET").starts_with("+OK"));
-    assert_eq!(stat(&mut c), (3, before));
+    assert_eq!(c.stat(), (3, before));
     assert_eq!(uidls(&mut c), uids);
 }
 
@@ -177,13 +169,13 @@ fn only_quit_deletes() {
         // Dropped without QUIT.
     }
     let mut c = login_retrying(s.pop3);
-    assert_eq!(stat(&mut c).0, 2, "EOF must not delete");
+    assert_eq!(c.stat().0, 2, "EOF must not delete");
     assert!(c.cmd("DELE 1").starts_with("+OK"));
     let bye = c.cmd("QUIT");
     assert!(bye.starts_with("+OK"), "{bye}");
     assert!(c.closed());
     let mut c = Pop3::login(s.pop3, JOHN);
-    assert_eq!(stat(&mut c).0, 1);
+    assert_eq!(c.stat().0, 1);
     let mut anon = Pop3::connect(s.pop3);
     assert!(anon.cmd("QUIT").starts_with("+OK"));
     assert!(anon.closed());
@@ -230,13 +222,13 @@ fn message_numbers_are_checked_and_fixed_for_the_session() {
     assert_eq!(c.cmd("NOOP"), "+OK");
     deliver(&s, JOHN, &message("late"));
     assert_eq!(
-        stat(&mut c).0,
+        c.stat().0,
         2,
         "mail delivered during the session shows at the next login"
     );
     assert!(c.cmd("QUIT").starts_with("+OK"));
     let mut c = Pop3::login(s.pop3, JOHN);
-    assert_eq!(stat(&mut c).0, 3);
+    assert_eq!(c.stat().0, 3);
 }
 
 // 7. UIDs: valid, stable across sessions, never reused (after deletion, after the user is
@@ -297,7 +289,7 @@ fn second_session_is_refused_with_in_use() {
     assert!(a.cmd("QUIT").starts_with("+OK"));
     b.cmd(&format!("USER {JOHN}"));
     assert!(b.cmd(&format!("PASS {PASSWORD}")).starts_with("+OK"));
-    assert_eq!(stat(&mut b).0, 1);
+    assert_eq!(b.stat().0, 1);
 }
 
 // 9. Case, unknown commands, wrong state, long lines, PASS with spaces, reply limits.
@@ -455,7 +447,7 @@ fn idle_session_is_logged_out_without_update() {
     assert!(c.closed(), "idle session must be closed");
     assert!(t.elapsed() >= Duration::from_millis(900));
     let mut c = login_retrying(pop3_addr);
-    assert_eq!(stat(&mut c).0, 1, "autologout must not delete");
+    assert_eq!(c.stat().0, 1, "autologout must not delete");
     drop(c);
     shutdown.cancel();
     rt.block_on(server).expect("join").expect("serve");
@@ -486,7 +478,7 @@ fn shutdown_ends_sessions_with_sys_temp_and_deletes_nothing() {
     );
     let s = Server::restart(data);
     let mut c = Pop3::login(s.pop3, JOHN);
-    assert_eq!(stat(&mut c).0, 1);
+    assert_eq!(c.stat().0, 1);
 }
 
 // A store failure during login is [SYS/TEMP], and the service recovers when the store does.

@@ -45,6 +45,12 @@ fn quota(bytes: Option<i64>, messages: Option<i64>) -> Quota {
     }
 }
 
+/// A quota change as SQL parameters: (whether to change it, the new limit or NULL) per field.
+fn quota_binds(change: QuotaChange) -> ((bool, Option<i64>), (bool, Option<i64>)) {
+    let field = |f: Option<Option<u64>>| (f.is_some(), f.flatten().map(to_i64));
+    (field(change.bytes), field(change.messages))
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) the database file and applies pending migrations.
     pub async fn open(path: &Path, lock: LockOptions) -> Result<Self> {
@@ -241,20 +247,19 @@ impl Directory for SqliteStore {
     async fn set_domain_quota(&self, name: &DomainName, change: QuotaChange) -> Result<()> {
         let mut tx = self.write().await?;
         let domain = Self::domain_id(&mut tx, name).await?;
-        if let Some(bytes) = change.bytes {
-            sqlx::query("UPDATE domains SET quota_bytes = $1 WHERE id = $2")
-                .bind(bytes.map(to_i64))
-                .bind(domain)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(messages) = change.messages {
-            sqlx::query("UPDATE domains SET quota_messages = $1 WHERE id = $2")
-                .bind(messages.map(to_i64))
-                .bind(domain)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let (b, m) = quota_binds(change);
+        sqlx::query(
+            "UPDATE domains SET quota_bytes = CASE WHEN $1 THEN $2 ELSE quota_bytes END,
+                                quota_messages = CASE WHEN $3 THEN $4 ELSE quota_messages END
+             WHERE id = $5",
+        )
+        .bind(b.0)
+        .bind(b.1)
+        .bind(m.0)
+        .bind(m.1)
+        .bind(domain)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -335,20 +340,19 @@ impl Directory for SqliteStore {
     async fn set_user_quota(&self, address: &Address, change: QuotaChange) -> Result<()> {
         let mut tx = self.write().await?;
         let user = Self::user_id(&mut tx, address).await?;
-        if let Some(bytes) = change.bytes {
-            sqlx::query("UPDATE users SET quota_bytes = $1 WHERE id = $2")
-                .bind(bytes.map(to_i64))
-                .bind(user)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(messages) = change.messages {
-            sqlx::query("UPDATE users SET quota_messages = $1 WHERE id = $2")
-                .bind(messages.map(to_i64))
-                .bind(user)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let (b, m) = quota_binds(change);
+        sqlx::query(
+            "UPDATE users SET quota_bytes = CASE WHEN $1 THEN $2 ELSE quota_bytes END,
+                              quota_messages = CASE WHEN $3 THEN $4 ELSE quota_messages END
+             WHERE id = $5",
+        )
+        .bind(b.0)
+        .bind(b.1)
+        .bind(m.0)
+        .bind(m.1)
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Database, Settings};
 
 /// Opens the configured store, applying migrations.
-pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<SqliteStore>> {
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     match &settings.database {
         Database::Sqlite(path) => {
             let store = SqliteStore::open(path, settings.lock.clone())
@@ -51,7 +51,6 @@ pub async fn serve(
         .recover()
         .await
         .context("recovering after the previous run")?;
-    let store: Arc<dyn Store> = store;
     let auth = tokio::task::spawn_blocking({
         let store = store.clone();
         let n = settings.max_concurrent_hashes;

@@ -181,8 +181,23 @@ impl Settings {
 }
 
 fn parse_file(text: &str) -> anyhow::Result<File> {
-    // toml's message names the offending key and shows the line.
-    toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+    let line = |e: &toml::de::Error| {
+        e.span().map_or(0, |s| {
+            text[..s.start.min(text.len())].matches('\n').count() + 1
+        })
+    };
+    let doc = toml::Deserializer::parse(text)
+        .map_err(|e| anyhow::anyhow!("line {}: {}", line(&e), e.message().trim_end()))?;
+    // The path names the offending key (`pop3.listen`) even for type and value errors.
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let inner = e.inner();
+        anyhow::anyhow!(
+            "{}: {} (line {})",
+            e.path(),
+            inner.message().trim_end(),
+            line(inner)
+        )
+    })
 }
 
 fn positive<T: Default + PartialEq>(value: Option<T>, default: T, key: &str) -> anyhow::Result<T> {
@@ -245,10 +260,11 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         assert!(err("[pop3]\nidle_timeout_secs = 60\n").contains("pop3.idle_timeout_secs"));
-        assert!(err("[pop3]\nlisten = \"nowhere\"\n").contains("listen"));
-        assert!(err("[pop3]\nlissten = \"127.0.0.1:1\"\n").contains("lissten"));
+        assert!(err("[pop3]\nlisten = \"nowhere\"\n").starts_with("pop3.listen: "));
+        assert!(err("[pop3]\nlissten = \"127.0.0.1:1\"\n").contains("unknown field `lissten`"));
+        assert!(err("[pop3\n").starts_with("line 1: "));
         assert!(err("[lmtp]\nmax_message_size = 0\n").contains("lmtp.max_message_size"));
-        assert!(err("[lmtp]\nmax_message_size = \"big\"\n").contains("max_message_size"));
+        assert!(err("[lmtp]\nmax_message_size = \"big\"\n").starts_with("lmtp.max_message_size: "));
         assert!(err("database_url = \"mysql://x\"\n").contains("database_url"));
         assert!(err("[locks]\nttl_secs = 1\n").contains("locks.ttl_secs"));
         assert!(err("[auth]\nmax_concurrent_hashes = 0\n").contains("auth.max_concurrent_hashes"));

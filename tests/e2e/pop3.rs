@@ -437,7 +437,7 @@ fn idle_session_is_logged_out_without_update() {
         lmtp.local_addr().expect("addr"),
     );
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let server = rt.spawn(pophost::serve(settings, pop3, lmtp, shutdown.clone()));
+    let server = rt.spawn(pophost::serve(settings, true, pop3, lmtp, shutdown.clone()));
     let replies = Lmtp::connect(lmtp_addr).deliver("a@b.example", &[JOHN], &message("idle"));
     assert!(replies[0].starts_with("250"), "{replies:?}");
 

@@ -7,8 +7,10 @@
 //! holds a whole message in memory) plus a per-recipient header block; the octet size is
 //! computed at delivery, so STAT and LIST never read bodies.
 
+mod convert;
 mod error;
 mod model;
+mod postgres;
 mod sqlite;
 
 use std::time::Duration;
@@ -17,6 +19,7 @@ use async_trait::async_trait;
 
 pub use error::{Result, StoreError};
 pub use model::*;
+pub use postgres::{PgOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// Size of the chunks a body is stored and read in: the memory a delivery or a RETR holds at once.

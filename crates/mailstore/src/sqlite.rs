@@ -3,7 +3,7 @@
 //! `BEGIN IMMEDIATE`: they take the write lock up front instead of failing on upgrade.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use tracing::instrument;
 
+use crate::convert::*;
 use crate::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -24,36 +25,9 @@ pub struct SqliteStore {
     ttl: Duration,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn to_u64(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
-fn quota(bytes: Option<i64>, messages: Option<i64>) -> Quota {
-    Quota {
-        bytes: bytes.map(to_u64),
-        messages: messages.map(to_u64),
-    }
-}
-
-/// A quota change as SQL parameters: (whether to change it, the new limit or NULL) per field.
-fn quota_binds(change: QuotaChange) -> ((bool, Option<i64>), (bool, Option<i64>)) {
-    let field = |f: Option<Option<u64>>| (f.is_some(), f.flatten().map(to_i64));
-    (field(change.bytes), field(change.messages))
-}
-
 impl SqliteStore {
-    /// Opens (creating if missing) the database file and applies pending migrations.
-    pub async fn open(path: &Path, lock: LockOptions) -> Result<Self> {
+    /// Opens (creating if missing) the database file; `migrate` applies pending migrations.
+    pub async fn open(path: &Path, lock: LockOptions, migrate: bool) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::Invalid(format!(
@@ -74,14 +48,16 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.into()))?;
+        if migrate {
+            MIGRATOR
+                .run(&pool)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.into()))?;
+        }
         Ok(Self {
             pool,
             node: lock.node,
-            incarnation: format!("{:016x}", rand::random::<u64>()),
+            incarnation: incarnation(),
             ttl: lock.ttl,
         })
     }

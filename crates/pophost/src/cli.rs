@@ -33,7 +33,12 @@ pub enum Command {
         /// LMTP listen address (default 127.0.0.1:2424).
         #[arg(long)]
         lmtp_listen: Option<SocketAddr>,
+        /// Do not apply pending schema migrations at start (run `pophost migrate` instead).
+        #[arg(long)]
+        no_migrate: bool,
     },
+    /// Apply pending schema migrations to the configured database, then exit.
+    Migrate,
     /// Manage domains.
     #[command(subcommand)]
     Domain(DomainCommand),
@@ -190,10 +195,12 @@ async fn hash(password: String) -> anyhow::Result<String> {
 
 /// Runs a provisioning command; returns what to print.
 pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<String> {
-    let store = crate::open_store(settings).await?;
+    // Provisioning may be the first thing run against a new SQLite file: bring the schema up.
+    let store = crate::open_store(settings, true).await?;
     let dir: &dyn Directory = &*store;
     let out = match command {
         Command::Serve { .. } => bail!("serve is not a provisioning command"),
+        Command::Migrate => "database schema is up to date".to_string(),
         Command::Domain(DomainCommand::Add { domain }) => {
             let domain = DomainName::parse(&domain)?;
             dir.add_domain(&domain).await?;
@@ -276,6 +283,7 @@ pub fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         Command::Serve {
             pop3_listen,
             lmtp_listen,
+            ..
         } => (*pop3_listen, *lmtp_listen),
         _ => (None, None),
     };

@@ -14,13 +14,21 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, default)]
 struct File {
     data_dir: Option<PathBuf>,
-    database_url: Option<String>,
     node_id: Option<String>,
+    database: DatabaseFile,
     pop3: Pop3File,
     lmtp: LmtpFile,
     auth: AuthFile,
     locks: LocksFile,
     shutdown: ShutdownFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct DatabaseFile {
+    url: Option<String>,
+    max_connections: Option<u32>,
+    acquire_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,6 +71,8 @@ struct ShutdownFile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Database {
     Sqlite(PathBuf),
+    /// A `postgres://` URL, and the pool settings.
+    Postgres(String, mailstore::PgOptions),
 }
 
 /// Overrides from the command line; `None` keeps the file's (or the default) value.
@@ -89,7 +99,7 @@ pub struct Settings {
 const MIN_POP3_IDLE_SECS: u64 = 600;
 
 impl Settings {
-    /// Loads `path` (if any), then applies `POPHOST_DATABASE_URL` (`database_url`) and `overrides`.
+    /// Loads `path` (if any), then applies `POPHOST_DATABASE_URL` (`database.url`) and `overrides`.
     pub fn load(
         path: Option<&Path>,
         database_url: Option<String>,
@@ -112,8 +122,20 @@ impl Settings {
             .clone()
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("pophost-data"));
-        let database = match database_url.or(file.database_url) {
-            Some(url) => parse_database_url(&url).context("database_url")?,
+        let pg = mailstore::PgOptions {
+            max_connections: positive(
+                file.database.max_connections,
+                20,
+                "database.max_connections",
+            )?,
+            acquire_timeout: Duration::from_secs(positive(
+                file.database.acquire_timeout_secs,
+                5,
+                "database.acquire_timeout_secs",
+            )?),
+        };
+        let database = match database_url.or(file.database.url) {
+            Some(url) => parse_database_url(&url, pg).context("database.url")?,
             None => Database::Sqlite(data_dir.join("pophost.db")),
         };
 
@@ -208,7 +230,7 @@ fn positive<T: Default + PartialEq>(value: Option<T>, default: T, key: &str) -> 
     Ok(v)
 }
 
-fn parse_database_url(url: &str) -> anyhow::Result<Database> {
+fn parse_database_url(url: &str, pg: mailstore::PgOptions) -> anyhow::Result<Database> {
     if let Some(path) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -220,9 +242,9 @@ fn parse_database_url(url: &str) -> anyhow::Result<Database> {
         return Ok(Database::Sqlite(PathBuf::from(path)));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        bail!("the Postgres backend is not available in this build yet; use sqlite://PATH");
+        return Ok(Database::Postgres(url.to_string(), pg));
     }
-    bail!("unsupported database URL {url:?}: expected sqlite://PATH");
+    bail!("unsupported database URL {url:?}: expected sqlite://PATH or postgres://…");
 }
 
 #[cfg(test)]
@@ -265,7 +287,8 @@ mod tests {
         assert!(err("[pop3\n").starts_with("line 1: "));
         assert!(err("[lmtp]\nmax_message_size = 0\n").contains("lmtp.max_message_size"));
         assert!(err("[lmtp]\nmax_message_size = \"big\"\n").starts_with("lmtp.max_message_size: "));
-        assert!(err("database_url = \"mysql://x\"\n").contains("database_url"));
+        assert!(err("[database]\nurl = \"mysql://x\"\n").starts_with("database.url: "));
+        assert!(err("[database]\nmax_connections = 0\n").contains("database.max_connections"));
         assert!(err("[locks]\nttl_secs = 1\n").contains("locks.ttl_secs"));
         assert!(err("[auth]\nmax_concurrent_hashes = 0\n").contains("auth.max_concurrent_hashes"));
     }
@@ -287,5 +310,17 @@ mod tests {
         let s = Settings::from_file(File::default(), Some("sqlite:///tmp/a.db".into()), &o)
             .expect("load");
         assert_eq!(s.database, Database::Sqlite(PathBuf::from("/tmp/a.db")));
+        let file = parse_file("[database]\nurl = \"sqlite://x.db\"\nmax_connections = 7\n")
+            .expect("parse");
+        let s =
+            Settings::from_file(file, Some("postgres://db.example/mail".into()), &o).expect("load");
+        let pg = mailstore::PgOptions {
+            max_connections: 7,
+            acquire_timeout: Duration::from_secs(5),
+        };
+        assert_eq!(
+            s.database,
+            Database::Postgres("postgres://db.example/mail".into(), pg)
+        );
     }
 }

@@ -8,23 +8,27 @@ pub mod config;
 use std::sync::Arc;
 
 use anyhow::Context;
-use mailstore::{SqliteStore, Store};
+use mailstore::{PostgresStore, SqliteStore, Store};
 use tenancy::Authenticator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Database, Settings};
 
-/// Opens the configured store, applying migrations.
-pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    match &settings.database {
-        Database::Sqlite(path) => {
-            let store = SqliteStore::open(path, settings.lock.clone())
+/// Opens the configured store; `migrate` first applies pending schema migrations.
+pub async fn open_store(settings: &Settings, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &settings.database {
+        Database::Sqlite(path) => Arc::new(
+            SqliteStore::open(path, settings.lock.clone(), migrate)
                 .await
-                .with_context(|| format!("cannot open database {}", path.display()))?;
-            Ok(Arc::new(store))
-        }
-    }
+                .with_context(|| format!("cannot open database {}", path.display()))?,
+        ),
+        Database::Postgres(url, pg) => Arc::new(
+            PostgresStore::open(url, settings.lock.clone(), pg.clone(), migrate)
+                .await
+                .context("cannot open the Postgres database")?,
+        ),
+    })
 }
 
 /// Binds the configured addresses, naming the setting when one cannot be bound.
@@ -38,14 +42,16 @@ pub async fn bind(settings: &Settings) -> anyhow::Result<(TcpListener, TcpListen
     Ok((pop3, lmtp))
 }
 
-/// Runs POP3 and LMTP on the given listeners until `shutdown`, then drains both.
+/// Runs POP3 and LMTP on the given listeners until `shutdown`, then drains both. `migrate`
+/// applies pending schema migrations first.
 pub async fn serve(
     settings: Settings,
+    migrate: bool,
     pop3: TcpListener,
     lmtp: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = open_store(&settings).await?;
+    let store = open_store(&settings, migrate).await?;
     // Locks held by this node's crashed predecessor are freed before the first login.
     store
         .recover()

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = pophost::cli::settings(&cli)?;
     match cli.command {
-        Command::Serve { .. } => {
+        Command::Serve { no_migrate, .. } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -41,7 +41,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (pop3, lmtp) = pophost::bind(&settings).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(on_signal(shutdown.clone()));
-            pophost::serve(settings, pop3, lmtp, shutdown).await
+            pophost::serve(settings, !no_migrate, pop3, lmtp, shutdown).await
         }
         command => {
             println!("{}", pophost::cli::provision(&settings, command).await?);

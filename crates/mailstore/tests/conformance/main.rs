@@ -1,6 +1,6 @@
 //! The store conformance suite: every behaviour the frontends rely on, written once against the
 //! traits. Each `story` takes a `Backend` that opens stores on one database; SQLite runs always
-//! (a real file in a temp dir); a Postgres backend is added here when it exists.
+//! (a real file in a temp dir), Postgres on a database of its own per test (see `pgtest`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +23,25 @@ impl Sqlite {
 impl Backend for Sqlite {
     async fn open(&self, lock: LockOptions) -> Arc<dyn Store> {
         Arc::new(
-            SqliteStore::open(&self.0.path().join("pophost.db"), lock)
+            SqliteStore::open(&self.0.path().join("pophost.db"), lock, true)
+                .await
+                .expect("open"),
+        )
+    }
+}
+
+struct Pg(pgtest::Database);
+
+impl Pg {
+    fn new() -> Self {
+        Pg(pgtest::Database::create())
+    }
+}
+
+impl Backend for Pg {
+    async fn open(&self, lock: LockOptions) -> Arc<dyn Store> {
+        Arc::new(
+            PostgresStore::open(&self.0.url, lock, PgOptions::default(), true)
                 .await
                 .expect("open"),
         )
@@ -427,20 +445,29 @@ async fn uids_are_never_reused(b: impl Backend) {
 }
 
 macro_rules! stories {
-    ($backend:ident: $($story:ident),* $(,)?) => {
+    ($($story:ident),* $(,)?) => {
         mod sqlite {
             use super::*;
             $(
                 #[tokio::test]
                 async fn $story() {
-                    super::$story($backend::new()).await;
+                    super::$story(Sqlite::new()).await;
+                }
+            )*
+        }
+        mod postgres {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $story() {
+                    super::$story(Pg::new()).await;
                 }
             )*
         }
     };
 }
 
-stories!(Sqlite:
+stories!(
     provisioning,
     delivery_stores_one_body_and_streams_it_back,
     quotas_are_checked_per_recipient_and_usage_is_exact,

@@ -1,0 +1,619 @@
+//! The production backend: Postgres, shared by many stateless frontends. Lease times come from
+//! the database clock, so frontends with skewed clocks agree on expiry. Counters that every
+//! delivery needs (UIDs, lock tokens) are sequences, not rows, so deliveries do not queue on
+//! one hot row. `synchronous_commit` is forced on for every connection: a delivery or UPDATE
+//! is on disk before its reply.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Row, Transaction};
+use tracing::instrument;
+
+use crate::convert::*;
+use crate::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// Connection settings of the Postgres backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgOptions {
+    pub max_connections: u32,
+    /// How long an operation waits for a pooled connection before failing (`[SYS/TEMP]`).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 20,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct PostgresStore {
+    pool: PgPool,
+    node: String,
+    incarnation: String,
+    ttl_secs: f64,
+}
+
+impl PostgresStore {
+    /// Connects lazily (a frontend starts even while Postgres is down, and recovers by itself);
+    /// `migrate` applies pending migrations first, which does need the database.
+    pub async fn open(url: &str, lock: LockOptions, pg: PgOptions, migrate: bool) -> Result<Self> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e| StoreError::Invalid(format!("bad Postgres URL: {e}")))?;
+        let options = options
+            .options([("synchronous_commit", "on")])
+            .application_name("pophost");
+        let pool = PgPoolOptions::new()
+            .max_connections(pg.max_connections)
+            .acquire_timeout(pg.acquire_timeout)
+            // Idle connections are closed, so an idle service holds few and Postgres restarts
+            // are noticed on the next use rather than on a dead socket.
+            .idle_timeout(Duration::from_secs(60))
+            .test_before_acquire(true)
+            .connect_lazy_with(options);
+        if migrate {
+            MIGRATOR
+                .run(&pool)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.into()))?;
+        }
+        Ok(Self {
+            pool,
+            node: lock.node,
+            incarnation: incarnation(),
+            ttl_secs: lock.ttl.as_secs_f64(),
+        })
+    }
+
+    async fn domain_id(tx: &mut Transaction<'_, Postgres>, name: &DomainName) -> Result<i64> {
+        sqlx::query_scalar("SELECT id FROM domains WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("domain {name}")))
+    }
+
+    async fn user_id(tx: &mut Transaction<'_, Postgres>, address: &Address) -> Result<i64> {
+        sqlx::query_scalar(
+            "SELECT u.id FROM users u JOIN domains d ON d.id = u.domain_id
+             WHERE d.name = $1 AND u.localpart = $2",
+        )
+        .bind(address.domain.as_str())
+        .bind(address.local.as_str())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("user {address}")))
+    }
+
+    /// Deletes messages of one user, keeping usage counters and blob reference counts exact.
+    async fn delete_messages(
+        tx: &mut Transaction<'_, Postgres>,
+        user: i64,
+        ids: &[MessageId],
+    ) -> Result<()> {
+        let ids: Vec<i64> = ids.iter().map(|m| m.0).collect();
+        // Messages and blob reference counts in one statement (different tables, so the
+        // data-modifying CTEs do not touch a row twice); unreferenced blobs go in a second.
+        let row = sqlx::query(
+            "WITH gone AS (
+                 DELETE FROM messages WHERE user_id = $1 AND id = ANY($2)
+                 RETURNING size, blob_id
+             ), per_blob AS (
+                 SELECT blob_id, count(*) AS n FROM gone GROUP BY blob_id
+             ), refs AS (
+                 UPDATE blobs b SET refs = b.refs - p.n FROM per_blob p
+                 WHERE b.id = p.blob_id
+                 RETURNING b.id, b.refs
+             )
+             SELECT (SELECT coalesce(sum(size), 0)::BIGINT FROM gone),
+                    (SELECT count(*) FROM gone),
+                    coalesce((SELECT array_agg(id) FROM refs WHERE refs <= 0), '{}')",
+        )
+        .bind(user)
+        .bind(&ids)
+        .fetch_one(&mut **tx)
+        .await?;
+        let (bytes, count): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        let unreferenced: Vec<i64> = row.try_get(2)?;
+        if !unreferenced.is_empty() {
+            sqlx::query("DELETE FROM blobs WHERE id = ANY($1)")
+                .bind(&unreferenced)
+                .execute(&mut **tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE users SET used_bytes = used_bytes - $1, used_messages = used_messages - $2
+             WHERE id = $3",
+        )
+        .bind(bytes)
+        .bind(count)
+        .bind(user)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "UPDATE domains SET used_bytes = used_bytes - $1, used_messages = used_messages - $2
+             WHERE id = (SELECT domain_id FROM users WHERE id = $3)",
+        )
+        .bind(bytes)
+        .bind(count)
+        .bind(user)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn remove_user_in(tx: &mut Transaction<'_, Postgres>, user: i64) -> Result<()> {
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM messages WHERE user_id = $1")
+            .bind(user)
+            .fetch_all(&mut **tx)
+            .await?;
+        let ids: Vec<MessageId> = ids.into_iter().map(MessageId).collect();
+        Self::delete_messages(tx, user, &ids).await?;
+        sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1")
+            .bind(user)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(user)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Directory for PostgresStore {
+    #[instrument(skip_all, fields(domain = %name))]
+    async fn add_domain(&self, name: &DomainName) -> Result<()> {
+        sqlx::query("INSERT INTO domains (name) VALUES ($1)")
+            .bind(name.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("domain {name} already exists"))
+                }
+                other => other,
+            })?;
+        Ok(())
+    }
+
+    async fn list_domains(&self) -> Result<Vec<DomainInfo>> {
+        let rows = sqlx::query(
+            "SELECT d.name, d.quota_bytes, d.quota_messages, d.used_bytes, d.used_messages,
+                    (SELECT count(*) FROM users u WHERE u.domain_id = d.id)
+             FROM domains d ORDER BY d.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DomainInfo {
+                    name: DomainName::parse(r.try_get(0)?)?,
+                    quota: quota(r.try_get(1)?, r.try_get(2)?),
+                    usage: Usage {
+                        bytes: to_u64(r.try_get(3)?),
+                        messages: to_u64(r.try_get(4)?),
+                    },
+                    users: to_u64(r.try_get(5)?),
+                })
+            })
+            .collect()
+    }
+
+    #[instrument(skip_all, fields(domain = %name))]
+    async fn remove_domain(&self, name: &DomainName, force: bool) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let domain = Self::domain_id(&mut tx, name).await?;
+        let users: Vec<i64> = sqlx::query_scalar("SELECT id FROM users WHERE domain_id = $1")
+            .bind(domain)
+            .fetch_all(&mut *tx)
+            .await?;
+        if !users.is_empty() && !force {
+            return Err(StoreError::Conflict(format!(
+                "domain {name} still has {} user(s); remove them first or force",
+                users.len()
+            )));
+        }
+        for user in users {
+            Self::remove_user_in(&mut tx, user).await?;
+        }
+        sqlx::query("DELETE FROM domains WHERE id = $1")
+            .bind(domain)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_domain_quota(&self, name: &DomainName, change: QuotaChange) -> Result<()> {
+        let (b, m) = quota_binds(change);
+        let updated = sqlx::query(
+            "UPDATE domains SET quota_bytes = CASE WHEN $1 THEN $2 ELSE quota_bytes END,
+                                quota_messages = CASE WHEN $3 THEN $4 ELSE quota_messages END
+             WHERE name = $5",
+        )
+        .bind(b.0)
+        .bind(b.1)
+        .bind(m.0)
+        .bind(m.1)
+        .bind(name.as_str())
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("domain {name}")));
+        }
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(user = %address))]
+    async fn add_user(&self, address: &Address, password_hash: &str) -> Result<UserId> {
+        let mut tx = self.pool.begin().await?;
+        let domain = Self::domain_id(&mut tx, &address.domain).await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO users (domain_id, localpart, password_hash) VALUES ($1, $2, $3)
+             RETURNING id",
+        )
+        .bind(domain)
+        .bind(address.local.as_str())
+        .bind(password_hash)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::Conflict(_) => {
+                StoreError::Conflict(format!("user {address} already exists"))
+            }
+            other => other,
+        })?;
+        tx.commit().await?;
+        Ok(UserId(id))
+    }
+
+    async fn list_users(&self, domain: &DomainName) -> Result<Vec<UserInfo>> {
+        let mut tx = self.pool.begin().await?;
+        let domain_id = Self::domain_id(&mut tx, domain).await?;
+        let rows = sqlx::query(
+            "SELECT localpart, quota_bytes, quota_messages, used_bytes, used_messages
+             FROM users WHERE domain_id = $1 ORDER BY localpart",
+        )
+        .bind(domain_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UserInfo {
+                    address: Address {
+                        local: LocalPart::parse(r.try_get(0)?)?,
+                        domain: domain.clone(),
+                    },
+                    quota: quota(r.try_get(1)?, r.try_get(2)?),
+                    usage: Usage {
+                        bytes: to_u64(r.try_get(3)?),
+                        messages: to_u64(r.try_get(4)?),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    #[instrument(skip_all, fields(user = %address))]
+    async fn set_password(&self, address: &Address, password_hash: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let user = Self::user_id(&mut tx, address).await?;
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(user = %address))]
+    async fn remove_user(&self, address: &Address) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let user = Self::user_id(&mut tx, address).await?;
+        Self::remove_user_in(&mut tx, user).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_user_quota(&self, address: &Address, change: QuotaChange) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let user = Self::user_id(&mut tx, address).await?;
+        let (b, m) = quota_binds(change);
+        sqlx::query(
+            "UPDATE users SET quota_bytes = CASE WHEN $1 THEN $2 ELSE quota_bytes END,
+                              quota_messages = CASE WHEN $3 THEN $4 ELSE quota_messages END
+             WHERE id = $5",
+        )
+        .bind(b.0)
+        .bind(b.1)
+        .bind(m.0)
+        .bind(m.1)
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_user(&self, address: &Address) -> Result<Option<UserAuth>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.password_hash FROM users u JOIN domains d ON d.id = u.domain_id
+             WHERE d.name = $1 AND u.localpart = $2",
+        )
+        .bind(address.domain.as_str())
+        .bind(address.local.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(UserAuth {
+                id: UserId(r.try_get(0)?),
+                password_hash: r.try_get(1)?,
+            })
+        })
+        .transpose()
+    }
+}
+
+#[async_trait]
+impl Maildrops for PostgresStore {
+    async fn recover(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let locks = sqlx::query("DELETE FROM maildrop_locks WHERE node = $1 AND incarnation <> $2")
+            .bind(&self.node)
+            .bind(&self.incarnation)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let blobs = sqlx::query("DELETE FROM blobs WHERE pending_node = $1")
+            .bind(&self.node)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        tracing::info!(locks, blobs, "recovered from previous run");
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(user = user.0))]
+    async fn lock(&self, user: UserId) -> Result<Lease> {
+        // One statement: take a free maildrop, or take over a lease whose holder stopped
+        // renewing it. A live lease makes the upsert's WHERE false, so nothing is returned.
+        let token: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO maildrop_locks (user_id, node, incarnation, token, expires_at)
+             VALUES ($1, $2, $3, nextval('lock_tokens'), clock_timestamp() + make_interval(secs => $4))
+             ON CONFLICT (user_id) DO UPDATE
+                 SET node = EXCLUDED.node, incarnation = EXCLUDED.incarnation,
+                     token = EXCLUDED.token, expires_at = EXCLUDED.expires_at
+                 WHERE maildrop_locks.expires_at < clock_timestamp()
+             RETURNING token",
+        )
+        .bind(user.0)
+        .bind(&self.node)
+        .bind(&self.incarnation)
+        .bind(self.ttl_secs)
+        .fetch_optional(&self.pool)
+        .await?;
+        token
+            .map(|token| Lease { user, token })
+            .ok_or(StoreError::InUse)
+    }
+
+    async fn unlock(&self, lease: &Lease) -> Result<()> {
+        sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND token = $2")
+            .bind(lease.user.0)
+            .bind(lease.token)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn renew_leases(&self) -> Result<()> {
+        sqlx::query(
+            "UPDATE maildrop_locks SET expires_at = clock_timestamp() + make_interval(secs => $1)
+             WHERE incarnation = $2",
+        )
+        .bind(self.ttl_secs)
+        .bind(&self.incarnation)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list(&self, user: UserId) -> Result<Vec<MessageMeta>> {
+        let rows = sqlx::query(
+            "SELECT id, uid, size, blob_id FROM messages WHERE user_id = $1 ORDER BY id",
+        )
+        .bind(user.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MessageMeta {
+                    id: MessageId(r.try_get(0)?),
+                    uid: r.try_get(1)?,
+                    size: to_u64(r.try_get(2)?),
+                    blob: BlobId(r.try_get(3)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn read_part(&self, message: &MessageMeta, part: u32) -> Result<Option<Vec<u8>>> {
+        let data = if part == 0 {
+            sqlx::query_scalar("SELECT prefix FROM messages WHERE id = $1")
+                .bind(message.id.0)
+                .fetch_optional(&self.pool)
+                .await?
+        } else {
+            sqlx::query_scalar("SELECT data FROM blob_chunks WHERE blob_id = $1 AND seq = $2")
+                .bind(message.blob.0)
+                .bind(i32::try_from(part - 1).unwrap_or(i32::MAX))
+                .fetch_optional(&self.pool)
+                .await?
+        };
+        Ok(data)
+    }
+
+    #[instrument(skip_all, fields(user = lease.user.0, deleted = deleted.len()))]
+    async fn commit_update(&self, lease: &Lease, deleted: &[MessageId]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        // Deleting our lease row first also row-locks it: a concurrent takeover waits for this
+        // transaction, and a lease already taken over makes this UPDATE change nothing.
+        let held = sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND token = $2")
+            .bind(lease.user.0)
+            .bind(lease.token)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if held == 0 {
+            return Err(StoreError::LeaseLost);
+        }
+        Self::delete_messages(&mut tx, lease.user.0, deleted).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Delivery for PostgresStore {
+    async fn find_recipient(&self, address: &Address) -> Result<Option<UserId>> {
+        Ok(self.find_user(address).await?.map(|u| u.id))
+    }
+
+    async fn begin_blob(&self) -> Result<BlobId> {
+        let id = sqlx::query_scalar("INSERT INTO blobs (pending_node) VALUES ($1) RETURNING id")
+            .bind(&self.node)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(BlobId(id))
+    }
+
+    async fn append_chunk(&self, blob: BlobId, seq: u32, data: &[u8]) -> Result<()> {
+        sqlx::query("INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)")
+            .bind(blob.0)
+            .bind(i32::try_from(seq).map_err(|_| StoreError::Invalid("message too large".into()))?)
+            .bind(data)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(blob = blob.0, size = body_size, recipients = recipients.len()))]
+    async fn deliver(
+        &self,
+        blob: BlobId,
+        body_size: u64,
+        recipients: &[Recipient],
+    ) -> Result<Vec<Result<()>>> {
+        let mut tx = self.pool.begin().await?;
+        // Quota checks read and then update usage counters; concurrent deliveries must not both
+        // pass. Lock the domain rows, then the user rows, each in id order, so two deliveries
+        // never wait on each other in a cycle.
+        let users: Vec<i64> = recipients.iter().map(|r| r.user.0).collect();
+        sqlx::query(
+            "SELECT id FROM domains WHERE id IN (SELECT domain_id FROM users WHERE id = ANY($1))
+             ORDER BY id FOR UPDATE",
+        )
+        .bind(&users)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&users)
+            .execute(&mut *tx)
+            .await?;
+        let prefix: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'uid_prefix'")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut outcomes = Vec::with_capacity(recipients.len());
+        let mut refs = 0i64;
+        for r in recipients {
+            let size = to_i64(body_size).saturating_add(to_i64(r.prefix.len() as u64));
+            let row = sqlx::query(
+                "SELECT u.domain_id,
+                        u.quota_bytes IS NOT NULL AND u.used_bytes + $2 > u.quota_bytes,
+                        u.quota_messages IS NOT NULL AND u.used_messages + 1 > u.quota_messages,
+                        d.quota_bytes IS NOT NULL AND d.used_bytes + $2 > d.quota_bytes,
+                        d.quota_messages IS NOT NULL AND d.used_messages + 1 > d.quota_messages
+                 FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.id = $1",
+            )
+            .bind(r.user.0)
+            .bind(size)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                outcomes.push(Err(StoreError::NotFound("recipient".into())));
+                continue;
+            };
+            let over = (1..=4).try_fold(false, |acc, i| {
+                row.try_get::<bool, _>(i).map(|over| acc || over)
+            })?;
+            if over {
+                outcomes.push(Err(StoreError::QuotaExceeded));
+                continue;
+            }
+            let domain: i64 = row.try_get(0)?;
+            sqlx::query(
+                "INSERT INTO messages (user_id, uid, blob_id, prefix, size)
+                 VALUES ($1, $2 || '.' || nextval('message_uids'), $3, $4, $5)",
+            )
+            .bind(r.user.0)
+            .bind(&prefix)
+            .bind(blob.0)
+            .bind(&r.prefix)
+            .bind(size)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE users SET used_bytes = used_bytes + $1, used_messages = used_messages + 1
+                 WHERE id = $2",
+            )
+            .bind(size)
+            .bind(r.user.0)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE domains SET used_bytes = used_bytes + $1, used_messages = used_messages + 1
+                 WHERE id = $2",
+            )
+            .bind(size)
+            .bind(domain)
+            .execute(&mut *tx)
+            .await?;
+            refs += 1;
+            outcomes.push(Ok(()));
+        }
+        if refs == 0 {
+            sqlx::query("DELETE FROM blobs WHERE id = $1")
+                .bind(blob.0)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query("UPDATE blobs SET pending_node = NULL, size = $1, refs = $2 WHERE id = $3")
+                .bind(to_i64(body_size))
+                .bind(refs)
+                .bind(blob.0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn discard_blob(&self, blob: BlobId) -> Result<()> {
+        sqlx::query("DELETE FROM blobs WHERE id = $1 AND pending_node IS NOT NULL")
+            .bind(blob.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

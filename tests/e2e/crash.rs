@@ -91,13 +91,10 @@ fn kill_during_data_loses_no_acknowledged_message() {
     for (s, n) in &seen {
         assert_eq!(*n, 1, "{s} stored {n} times");
     }
-    let pending = std::process::Command::new("python3")
-        .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM blobs WHERE pending_node IS NOT NULL').fetchone()[0])"])
-        .arg(server.dir.join("pophost.db"))
-        .output()
-        .expect("python3");
     assert_eq!(
-        String::from_utf8_lossy(&pending.stdout).trim(),
+        server
+            .data()
+            .sql("SELECT count(*) FROM blobs WHERE pending_node IS NOT NULL"),
         "0",
         "half-written bodies left behind"
     );

@@ -11,11 +11,107 @@ use std::time::Duration;
 pub const BIN: &str = env!("CARGO_BIN_EXE_pophost");
 pub const PASSWORD: &str = "s3cret pass";
 
-/// A `pophost serve` process on its own data directory, listening on ephemeral ports.
+/// Where a server keeps its data: a temp directory, plus a Postgres database of its own when
+/// `POPHOST_TEST_BACKEND=postgres` (or when asked for one), and an optional config file.
+pub struct Data {
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+    pub database_url: Option<String>,
+    _pg: Option<Arc<pgtest::Database>>,
+    config: Option<PathBuf>,
+}
+
+impl Data {
+    /// The backend the suite runs on: SQLite unless `POPHOST_TEST_BACKEND=postgres`.
+    pub fn new() -> Data {
+        match std::env::var("POPHOST_TEST_BACKEND").as_deref() {
+            Ok("postgres") => Data::postgres(Arc::new(pgtest::Database::create())),
+            Ok("sqlite") | Err(_) => Data::sqlite(),
+            Ok(other) => panic!("POPHOST_TEST_BACKEND={other}: expected sqlite or postgres"),
+        }
+    }
+
+    pub fn sqlite() -> Data {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        Data {
+            dir: tmp.path().to_path_buf(),
+            _tmp: tmp,
+            database_url: None,
+            _pg: None,
+            config: None,
+        }
+    }
+
+    /// On `db`, which several frontends may share.
+    pub fn postgres(db: Arc<pgtest::Database>) -> Data {
+        Data {
+            database_url: Some(db.url.clone()),
+            _pg: Some(db),
+            ..Data::sqlite()
+        }
+    }
+
+    /// Adds a config file holding `toml`.
+    pub fn with_config(mut self, toml: &str) -> Data {
+        let path = self.dir.join("pophost.toml");
+        std::fs::write(&path, toml).expect("write config");
+        self.config = Some(path);
+        self
+    }
+
+    /// `pophost` with this data's directory, database and config.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--data-dir").arg(&self.dir);
+        if let Some(config) = &self.config {
+            c.arg("--config").arg(config);
+        }
+        c.env_remove("POPHOST_CONFIG")
+            .env_remove("POPHOST_DATABASE_URL");
+        if let Some(url) = &self.database_url {
+            c.env("POPHOST_DATABASE_URL", url);
+        }
+        c
+    }
+
+    /// Runs a `pophost` subcommand on this data.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pophost")
+    }
+
+    /// One value from SQL run directly against the store, as text.
+    pub fn sql(&self, query: &str) -> String {
+        let out = match &self.database_url {
+            Some(url) => Command::new("psql")
+                .args([url.as_str(), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", query])
+                .output(),
+            None => Command::new("python3")
+                .args([
+                    "-c",
+                    "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); r=c.execute(sys.argv[2]).fetchone(); c.commit(); print('' if r is None else r[0])",
+                ])
+                .arg(self.dir.join("pophost.db"))
+                .arg(query)
+                .output(),
+        }
+        .expect("run SQL client");
+        assert!(
+            out.status.success(),
+            "{query}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+/// A `pophost serve` process, listening on ephemeral ports.
 pub struct Server {
     child: Child,
-    pub dir: PathBuf,
-    tmp: Option<tempfile::TempDir>,
+    data: Option<Data>,
     pub pop3: SocketAddr,
     pub lmtp: SocketAddr,
     pub log: Arc<Mutex<String>>,
@@ -23,29 +119,18 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().to_path_buf();
-        let mut s = Server::start_in(&dir, &[]);
-        s.tmp = Some(tmp);
-        s
+        Server::spawn(Data::new(), &[])
     }
 
     /// Starts with a config file holding `toml`.
     pub fn start_with_config(toml: &str) -> Server {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let config = tmp.path().join("pophost.toml");
-        std::fs::write(&config, toml).expect("write config");
-        let config = config.to_str().expect("utf8 path").to_string();
-        let mut s = Server::start_in(tmp.path(), &["--config", &config]);
-        s.tmp = Some(tmp);
-        s
+        Server::spawn(Data::new().with_config(toml), &[])
     }
 
-    /// Starts on `dir`'s data, e.g. again after a crash. `extra` goes after `serve`.
-    pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .arg("--data-dir")
-            .arg(dir)
+    /// Starts `pophost serve` on `data`; `extra` goes after `serve`.
+    pub fn spawn(data: Data, extra: &[&str]) -> Server {
+        let mut child = data
+            .command()
             .args([
                 "serve",
                 "--pop3-listen",
@@ -55,8 +140,6 @@ impl Server {
             ])
             .args(extra)
             .env("RUST_LOG", "info")
-            .env_remove("POPHOST_CONFIG")
-            .env_remove("POPHOST_DATABASE_URL")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -88,8 +171,7 @@ impl Server {
         }
         Server {
             child,
-            dir: dir.to_path_buf(),
-            tmp: None,
+            data: Some(data),
             pop3: pop3.expect("pop3"),
             lmtp: lmtp.expect("lmtp"),
             log,
@@ -100,9 +182,13 @@ impl Server {
         self.child.id()
     }
 
-    /// Runs a `pophost` subcommand against this server's data directory.
+    pub fn data(&self) -> &Data {
+        self.data.as_ref().expect("data")
+    }
+
+    /// Runs a `pophost` subcommand against this server's store.
     pub fn cli(&self, args: &[&str]) -> Output {
-        cli(&self.dir, args)
+        self.data().cli(args)
     }
 
     /// Creates the user (and its domain, if new) with `PASSWORD`.
@@ -121,35 +207,20 @@ impl Server {
     pub fn kill9(mut self) -> Data {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.data()
+        self.data.take().expect("data")
     }
 
     /// SIGTERM, then wait for the process to exit; the data stays for `restart`.
     pub fn terminate(mut self) -> (std::process::ExitStatus, Data) {
         signal(self.child.id(), "TERM");
         let status = self.child.wait().expect("wait");
-        (status, self.data())
+        (status, self.data.take().expect("data"))
     }
 
     /// A new server on the data of a stopped one.
     pub fn restart(data: Data) -> Server {
-        let mut s = Server::start_in(&data.path, &[]);
-        s.tmp = data.tmp;
-        s
+        Server::spawn(data, &[])
     }
-
-    fn data(&mut self) -> Data {
-        Data {
-            path: self.dir.clone(),
-            tmp: self.tmp.take(),
-        }
-    }
-}
-
-/// A stopped server's data directory (removed when dropped, if the harness created it).
-pub struct Data {
-    path: PathBuf,
-    tmp: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -167,6 +238,7 @@ pub fn signal(pid: u32, sig: &str) {
     assert!(ok.success());
 }
 
+/// Runs a `pophost` subcommand on the SQLite store in `dir`.
 pub fn cli(dir: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
         .arg("--data-dir")
@@ -271,6 +343,12 @@ impl Pop3 {
             return (status, Vec::new());
         }
         (status, unstuff(&self.multi_raw()))
+    }
+
+    /// Sends `line` and returns the reply line, or `None` if the connection ended instead.
+    pub fn try_line_after(&mut self, line: &str) -> Option<String> {
+        self.wr.write_all(format!("{line}\r\n").as_bytes()).ok()?;
+        self.try_line()
     }
 
     /// STAT as (message count, octets).

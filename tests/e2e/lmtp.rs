@@ -7,21 +7,7 @@ const JOHN: &str = "john@example.com";
 const JANE: &str = "jane@example.com";
 
 fn count_rows(server: &Server, sql: &str) -> i64 {
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])"])
-        .arg(server.dir.join("pophost.db"))
-        .arg(sql)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("number")
+    server.data().sql(sql).parse().expect("number")
 }
 
 fn usage(server: &Server, domain: &str) -> String {

@@ -1,4 +1,5 @@
-//! End-to-end tests: the real `pophost` binary on a real SQLite file, driven over TCP by raw
+//! End-to-end tests: the real `pophost` binary on a real SQLite file or Postgres database
+//! (`POPHOST_TEST_BACKEND=postgres`; the scale-out tests always use Postgres), driven over TCP by raw
 //! POP3/LMTP bytes and by real mail clients from Debian. One binary for the folder so it
 //! compiles once; each test starts its own server on port 0.
 
@@ -8,3 +9,5 @@ mod harness;
 mod large;
 mod lmtp;
 mod pop3;
+mod proxy;
+mod scaleout;

@@ -485,16 +485,7 @@ fn shutdown_ends_sessions_with_sys_temp_and_deletes_nothing() {
 #[test]
 fn store_failure_is_sys_temp() {
     let s = server_with_mail(1);
-    let db = s.dir.join("pophost.db");
-    let sql = |stmt: &str| {
-        let ok = std::process::Command::new("python3")
-            .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()"])
-            .arg(&db)
-            .arg(stmt)
-            .status()
-            .expect("python3");
-        assert!(ok.success());
-    };
+    let sql = |stmt: &str| s.data().sql(stmt);
     sql("ALTER TABLE users RENAME TO users_away");
     let mut c = Pop3::connect(s.pop3);
     c.cmd(&format!("USER {JOHN}"));

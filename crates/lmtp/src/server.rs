@@ -1,14 +1,14 @@
-//! Accepting LMTP connections and draining them on shutdown. A delivery cut off by the end of
-//! the grace period was never acknowledged, so the MTA keeps it and retries.
+//! Serving LMTP on a listener: `listener::serve` accepts connections (connection cap, PROXY
+//! header, draining on shutdown); this adds the per-connection tracing span. A delivery cut off by
+//! the end of the grace period was never acknowledged, so the MTA keeps it and retries.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use listener::{Conn, ProxyPolicy};
 use mailstore::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::session::Session;
@@ -22,6 +22,10 @@ pub struct Config {
     pub max_recipients: usize,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Connections handled at once; more get `421 4.3.2` and the MTA retries later.
+    pub max_connections: usize,
+    /// PROXY protocol: off, or headers required from trusted proxies (see `listener`).
+    pub proxy: ProxyPolicy,
 }
 
 impl Default for Config {
@@ -32,6 +36,8 @@ impl Default for Config {
             max_recipients: 1000,
             idle_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(30),
+            max_connections: 100,
+            proxy: ProxyPolicy::default(),
         }
     }
 }
@@ -43,36 +49,22 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) {
-    let tracker = TaskTracker::new();
-    let abort = CancellationToken::new();
+    let options = listener::Options {
+        name: "lmtp",
+        max_connections: config.max_connections,
+        grace: config.shutdown_grace,
+        busy_reply: b"421 4.3.2 Too many connections, try again later\r\n",
+        proxy: config.proxy.clone(),
+    };
     let config = Arc::new(config);
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer): (_, SocketAddr) = match accepted {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let session = Session::new(store.clone(), config.clone(), peer, abort.clone());
-        tracker.spawn(
-            session
-                .run(stream)
-                .instrument(tracing::info_span!("lmtp", %peer)),
-        );
-    }
-    drop(listener);
-    tracker.close();
-    if tokio::time::timeout(config.shutdown_grace, tracker.wait())
-        .await
-        .is_err()
-    {
-        abort.cancel();
-        tracker.wait().await;
-    }
+    listener::serve(listener, options, shutdown, move |conn: Conn, abort| {
+        let span = tracing::info_span!("lmtp", peer = %conn.peer, proxy = tracing::field::Empty);
+        if let Some(proxy) = conn.proxy {
+            span.record("proxy", tracing::field::display(proxy));
+        }
+        Session::new(store.clone(), config.clone(), conn.peer, abort)
+            .run(conn.stream)
+            .instrument(span)
+    })
+    .await;
 }

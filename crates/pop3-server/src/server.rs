@@ -1,18 +1,16 @@
-//! Accepting connections: a cap on concurrent sessions, the batch renewal of this process's
-//! maildrop leases, and graceful shutdown (stop accepting, let sessions finish until a deadline,
-//! then end the rest with `-ERR [SYS/TEMP]`).
+//! Serving POP3 on a listener: `listener::serve` accepts connections (connection cap, PROXY
+//! header, graceful shutdown that ends late sessions with `-ERR [SYS/TEMP]`); this adds the
+//! per-session tracing span and the batch renewal of this process's maildrop leases.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use listener::{Conn, ProxyPolicy};
 use mailstore::Store;
 use tenancy::Authenticator;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::session::Session;
@@ -27,6 +25,8 @@ pub struct Config {
     pub max_connections: usize,
     /// How often this process renews its maildrop leases; well under the lease TTL.
     pub lease_renewal: Duration,
+    /// PROXY protocol: off, or headers required from trusted proxies (see `listener`).
+    pub proxy: ProxyPolicy,
 }
 
 impl Default for Config {
@@ -36,6 +36,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             max_connections: 1000,
             lease_renewal: Duration::from_secs(10),
+            proxy: ProxyPolicy::default(),
         }
     }
 }
@@ -54,66 +55,39 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) {
-    let tracker = TaskTracker::new();
-    // Fired when the grace period ends: sessions still running are told to go.
-    let abort = CancellationToken::new();
-    let slots = Arc::new(Semaphore::new(config.max_connections));
-    let next_id = AtomicU64::new(1);
-
+    let stop_renewal = CancellationToken::new();
     let renewer = tokio::spawn(renew_leases(
         services.store.clone(),
         config.lease_renewal,
-        abort.clone(),
+        stop_renewal.clone(),
     ));
-
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (mut stream, peer) = match accepted {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracker.spawn(async move {
-                let busy =
-                    stream.write_all(b"-ERR [SYS/TEMP] too many connections, try again later\r\n");
-                let _ = tokio::time::timeout(Duration::from_secs(5), busy).await;
-            });
-            continue;
-        };
+    let options = listener::Options {
+        name: "pop3",
+        max_connections: config.max_connections,
+        grace: config.shutdown_grace,
+        busy_reply: b"-ERR [SYS/TEMP] too many connections, try again later\r\n",
+        proxy: config.proxy.clone(),
+    };
+    let next_id = AtomicU64::new(1);
+    listener::serve(listener, options, shutdown, move |conn: Conn, abort| {
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::info_span!("pop3", session = id, %peer, user = tracing::field::Empty);
-        let session = Session::new(services.clone(), config.clone(), abort.clone());
-        tracker.spawn(
-            async move {
-                let _slot = slot;
-                session.run(stream).await;
-            }
-            .instrument(span),
+        let span = tracing::info_span!(
+            "pop3",
+            session = id,
+            peer = %conn.peer,
+            proxy = tracing::field::Empty,
+            user = tracing::field::Empty,
         );
-    }
-
-    drop(listener);
-    tracker.close();
-    if tokio::time::timeout(config.shutdown_grace, tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::info!(
-            sessions = tracker.len(),
-            "grace period over, ending sessions"
-        );
-        abort.cancel();
-        tracker.wait().await;
-    }
-    abort.cancel();
+        if let Some(proxy) = conn.proxy {
+            span.record("proxy", tracing::field::display(proxy));
+        }
+        Session::new(services.clone(), config.clone(), abort)
+            .run(conn.stream)
+            .instrument(span)
+    })
+    .await;
+    // Sessions are over: their leases are released or left to expire.
+    stop_renewal.cancel();
     let _ = renewer.await;
 }
 

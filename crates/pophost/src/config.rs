@@ -21,6 +21,7 @@ struct File {
     auth: AuthFile,
     locks: LocksFile,
     shutdown: ShutdownFile,
+    proxy: ProxyFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -37,6 +38,7 @@ struct Pop3File {
     listen: Option<SocketAddr>,
     idle_timeout_secs: Option<u64>,
     max_connections: Option<usize>,
+    proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +49,8 @@ struct LmtpFile {
     max_message_size: Option<u64>,
     max_recipients: Option<usize>,
     idle_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,6 +69,12 @@ struct LocksFile {
 #[serde(deny_unknown_fields, default)]
 struct ShutdownFile {
     grace_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ProxyFile {
+    trusted_networks: Option<Vec<String>>,
 }
 
 /// Where the store is.
@@ -152,6 +162,10 @@ impl Settings {
         }
         let max_recipients = positive(file.lmtp.max_recipients, 1000, "lmtp.max_recipients")?;
         let lmtp_idle = positive(file.lmtp.idle_timeout_secs, 300, "lmtp.idle_timeout_secs")?;
+        let lmtp_max = positive(file.lmtp.max_connections, 100, "lmtp.max_connections")?;
+        let trusted = trusted_networks(file.proxy.trusted_networks.unwrap_or_default())?;
+        let pop3_proxy = proxy_policy(&trusted, file.pop3.proxy_protocol, "pop3.proxy_protocol")?;
+        let lmtp_proxy = proxy_policy(&trusted, file.lmtp.proxy_protocol, "lmtp.proxy_protocol")?;
         let ttl = file.locks.ttl_secs.unwrap_or(30);
         if ttl < 3 {
             bail!("locks.ttl_secs: must be at least 3, got {ttl}");
@@ -181,6 +195,7 @@ impl Settings {
                 shutdown_grace: grace,
                 max_connections: pop3_max,
                 lease_renewal: Duration::from_secs(ttl) / 3,
+                proxy: pop3_proxy,
             },
             lmtp_listen: o
                 .lmtp_listen
@@ -192,6 +207,8 @@ impl Settings {
                 max_recipients,
                 idle_timeout: Duration::from_secs(lmtp_idle),
                 shutdown_grace: grace,
+                max_connections: lmtp_max,
+                proxy: lmtp_proxy,
             },
             max_concurrent_hashes: positive(
                 file.auth.max_concurrent_hashes,
@@ -219,6 +236,35 @@ fn parse_file(text: &str) -> anyhow::Result<File> {
             inner.message().trim_end(),
             line(inner)
         )
+    })
+}
+
+/// `proxy.trusted_networks`: CIDR networks (or single addresses) of the proxies.
+fn trusted_networks(list: Vec<String>) -> anyhow::Result<Vec<listener::Network>> {
+    list.iter()
+        .enumerate()
+        .map(|(i, n)| {
+            n.parse()
+                .map_err(|e| anyhow::anyhow!("proxy.trusted_networks[{i}]: {e}"))
+        })
+        .collect()
+}
+
+/// A listener's PROXY policy: `key` (`pop3.proxy_protocol`) requires headers from the trusted
+/// networks, which must then be set; without it the listener takes no PROXY headers.
+fn proxy_policy(
+    trusted: &[listener::Network],
+    required: Option<bool>,
+    key: &str,
+) -> anyhow::Result<listener::ProxyPolicy> {
+    if !required.unwrap_or(false) {
+        return Ok(listener::ProxyPolicy::Off);
+    }
+    if trusted.is_empty() {
+        bail!("{key}: requires proxy.trusted_networks (the proxies' addresses) to be set");
+    }
+    Ok(listener::ProxyPolicy::Required {
+        trusted: trusted.to_vec(),
     })
 }
 
@@ -322,5 +368,43 @@ mod tests {
             s.database,
             Database::Postgres("postgres://db.example/mail".into(), pg)
         );
+    }
+
+    #[test]
+    fn proxy_protocol() {
+        let s = load("").expect("empty config");
+        assert_eq!(s.pop3.proxy, listener::ProxyPolicy::Off);
+        assert_eq!(s.lmtp.proxy, listener::ProxyPolicy::Off);
+        assert_eq!(s.lmtp.max_connections, 100);
+
+        let s = load(
+            "[proxy]\ntrusted_networks = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n\
+             [pop3]\nproxy_protocol = true\n",
+        )
+        .expect("proxy config");
+        let listener::ProxyPolicy::Required { trusted } = &s.pop3.proxy else {
+            panic!("pop3 takes no PROXY headers: {:?}", s.pop3.proxy);
+        };
+        let trusted: Vec<String> = trusted.iter().map(|n| n.to_string()).collect();
+        assert_eq!(trusted, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
+        assert!(s.pop3.proxy.trusts("192.0.2.7".parse().expect("ip")));
+        // LMTP was not asked to take PROXY headers.
+        assert_eq!(s.lmtp.proxy, listener::ProxyPolicy::Off);
+
+        let e = err("[proxy]\ntrusted_networks = [\"10.0.0.0/8\", \"10.1.2.3/8\"]\n");
+        assert!(e.starts_with("proxy.trusted_networks[1]: "), "{e}");
+        assert!(e.contains("host bits"), "{e}");
+        let e = err("[proxy]\ntrusted_networks = [\"haproxy.internal\"]\n");
+        assert!(e.starts_with("proxy.trusted_networks[0]: "), "{e}");
+        let e = err("[proxy]\ntrusted_networks = \"10.0.0.0/8\"\n");
+        assert!(e.starts_with("proxy.trusted_networks: "), "{e}");
+        let e = err("[pop3]\nproxy_protocol = true\n");
+        assert!(e.starts_with("pop3.proxy_protocol: "), "{e}");
+        assert!(e.contains("proxy.trusted_networks"), "{e}");
+        let e = err("[proxy]\ntrusted_networks = []\n[lmtp]\nproxy_protocol = true\n");
+        assert!(e.starts_with("lmtp.proxy_protocol: "), "{e}");
+        let e = err("[lmtp]\nproxy_protocol = \"yes\"\n");
+        assert!(e.starts_with("lmtp.proxy_protocol: "), "{e}");
+        assert!(err("[lmtp]\nmax_connections = 0\n").contains("lmtp.max_connections"));
     }
 }

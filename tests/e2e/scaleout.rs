@@ -249,7 +249,13 @@ fn kill_during_quit_on_postgres_never_half_applies() {
 fn postgres_crash_restart_loses_nothing_acknowledged_and_hangs_nothing() {
     let cluster = pgtest::Cluster::start();
     let db = Arc::new(pgtest::Database::create_on(&cluster.url("postgres")));
-    let server = frontend(&db, "fe1", "[database]\nacquire_timeout_secs = 2\n");
+    // A short lease: a session whose release failed while Postgres was down must not keep the
+    // mailbox locked for longer than that.
+    let server = frontend(
+        &db,
+        "fe1",
+        "[database]\nacquire_timeout_secs = 2\n[locks]\nttl_secs = 5\n",
+    );
     server.add_user(JOHN);
     for i in 0..5 {
         deliver(&server, JOHN, &message(&format!("before{i}")));

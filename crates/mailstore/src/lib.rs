@@ -9,6 +9,7 @@
 
 mod convert;
 mod error;
+mod held;
 mod model;
 mod postgres;
 mod sqlite;
@@ -51,16 +52,18 @@ pub trait Maildrops: Send + Sync {
     async fn recover(&self) -> Result<()>;
     /// Takes the exclusive maildrop lock, or fails with `InUse`.
     async fn lock(&self, user: UserId) -> Result<Lease>;
-    /// Gives the lock up without changing anything (session ended without QUIT).
+    /// Gives the lock up without changing anything (session ended without QUIT). The lease is
+    /// no longer renewed even if this fails.
     async fn unlock(&self, lease: &Lease) -> Result<()>;
-    /// Extends every lease this process holds, in one statement.
+    /// Extends every lease this process holds for a live session, in one statement.
     async fn renew_leases(&self) -> Result<()>;
     /// The maildrop's messages in delivery order.
     async fn list(&self, user: UserId) -> Result<Vec<MessageMeta>>;
     /// Part 0 of a message is its header block, parts 1.. its body chunks; `None` past the end.
     async fn read_part(&self, message: &MessageMeta, part: u32) -> Result<Option<Vec<u8>>>;
     /// UPDATE: removes `deleted` and releases the lock in one transaction, only while `lease`
-    /// still holds the maildrop (else `LeaseLost` and nothing changes).
+    /// still holds the maildrop (else `LeaseLost` and nothing changes). The lease is no longer
+    /// renewed after this, whatever the outcome.
     async fn commit_update(&self, lease: &Lease, deleted: &[MessageId]) -> Result<()>;
 }
 

@@ -12,6 +12,7 @@ use sqlx::{Postgres, Row, Transaction};
 use tracing::instrument;
 
 use crate::convert::*;
+use crate::held::Held;
 use crate::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -37,6 +38,7 @@ pub struct PostgresStore {
     pool: PgPool,
     node: String,
     incarnation: String,
+    held: Held,
     ttl_secs: f64,
 }
 
@@ -68,6 +70,7 @@ impl PostgresStore {
             pool,
             node: lock.node,
             incarnation: incarnation(),
+            held: Held::default(),
             ttl_secs: lock.ttl.as_secs_f64(),
         })
     }
@@ -403,12 +406,13 @@ impl Maildrops for PostgresStore {
         .bind(self.ttl_secs)
         .fetch_optional(&self.pool)
         .await?;
-        token
-            .map(|token| Lease { user, token })
-            .ok_or(StoreError::InUse)
+        let token = token.ok_or(StoreError::InUse)?;
+        self.held.add(token);
+        Ok(Lease { user, token })
     }
 
     async fn unlock(&self, lease: &Lease) -> Result<()> {
+        self.held.remove(lease.token);
         sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND token = $2")
             .bind(lease.user.0)
             .bind(lease.token)
@@ -418,12 +422,17 @@ impl Maildrops for PostgresStore {
     }
 
     async fn renew_leases(&self) -> Result<()> {
+        let tokens = self.held.tokens();
+        if tokens.is_empty() {
+            return Ok(());
+        }
         sqlx::query(
             "UPDATE maildrop_locks SET expires_at = clock_timestamp() + make_interval(secs => $1)
-             WHERE incarnation = $2",
+             WHERE incarnation = $2 AND token = ANY($3)",
         )
         .bind(self.ttl_secs)
         .bind(&self.incarnation)
+        .bind(&tokens)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -466,6 +475,7 @@ impl Maildrops for PostgresStore {
 
     #[instrument(skip_all, fields(user = lease.user.0, deleted = deleted.len()))]
     async fn commit_update(&self, lease: &Lease, deleted: &[MessageId]) -> Result<()> {
+        self.held.remove(lease.token);
         let mut tx = self.pool.begin().await?;
         // Deleting our lease row first also row-locks it: a concurrent takeover waits for this
         // transaction, and a lease already taken over makes this UPDATE change nothing.

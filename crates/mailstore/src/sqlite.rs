@@ -13,6 +13,7 @@ use sqlx::{Row, Sqlite, Transaction};
 use tracing::instrument;
 
 use crate::convert::*;
+use crate::held::Held;
 use crate::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -22,6 +23,7 @@ pub struct SqliteStore {
     node: String,
     /// Distinguishes this run of the node from its crashed predecessors.
     incarnation: String,
+    held: Held,
     ttl: Duration,
 }
 
@@ -58,6 +60,7 @@ impl SqliteStore {
             pool,
             node: lock.node,
             incarnation: incarnation(),
+            held: Held::default(),
             ttl: lock.ttl,
         })
     }
@@ -402,10 +405,12 @@ impl Maildrops for SqliteStore {
             return Err(StoreError::InUse);
         }
         tx.commit().await?;
+        self.held.add(token);
         Ok(Lease { user, token })
     }
 
     async fn unlock(&self, lease: &Lease) -> Result<()> {
+        self.held.remove(lease.token);
         sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND token = $2")
             .bind(lease.user.0)
             .bind(lease.token)
@@ -415,12 +420,28 @@ impl Maildrops for SqliteStore {
     }
 
     async fn renew_leases(&self) -> Result<()> {
+        let tokens = self.held.tokens();
+        if tokens.is_empty() {
+            return Ok(());
+        }
         let until = now_ms() + i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX / 2);
-        sqlx::query("UPDATE maildrop_locks SET expires_at = $1 WHERE incarnation = $2")
-            .bind(until)
-            .bind(&self.incarnation)
-            .execute(&self.pool)
-            .await?;
+        let list = format!(
+            "[{}]",
+            tokens
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        sqlx::query(
+            "UPDATE maildrop_locks SET expires_at = $1
+             WHERE incarnation = $2 AND token IN (SELECT value FROM json_each($3))",
+        )
+        .bind(until)
+        .bind(&self.incarnation)
+        .bind(list)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -461,6 +482,7 @@ impl Maildrops for SqliteStore {
 
     #[instrument(skip_all, fields(user = lease.user.0, deleted = deleted.len()))]
     async fn commit_update(&self, lease: &Lease, deleted: &[MessageId]) -> Result<()> {
+        self.held.remove(lease.token);
         let mut tx = self.write().await?;
         let held = sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND token = $2")
             .bind(lease.user.0)

@@ -382,6 +382,28 @@ async fn the_lock_is_exclusive_expires_and_fences(b: impl Backend) {
     assert!(s.lock(john).await.is_ok(), "UPDATE released the lock");
 }
 
+async fn a_lease_given_up_is_not_renewed(b: impl Backend) {
+    let s = b.open(lock("a", 400)).await;
+    let john = user(&*s, "john@example.com").await;
+    let lease = s.lock(john).await.expect("lock");
+    // A release that reaches no row (as when the database was briefly gone) leaves the row
+    // behind; it must then expire, not be kept alive by the process's renewals.
+    let stray = Lease {
+        user: UserId(-1),
+        token: lease.token,
+    };
+    s.unlock(&stray).await.expect("unlock");
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        s.renew_leases().await.expect("renew");
+    }
+    let other = b.open(lock("b", 400)).await;
+    assert!(
+        other.lock(john).await.is_ok(),
+        "a lease given up was still renewed"
+    );
+}
+
 async fn a_restart_frees_the_previous_runs_locks_and_partial_bodies(b: impl Backend) {
     let crashed = b.open(lock("node1", 60_000)).await;
     let john = user(&*crashed, "john@example.com").await;
@@ -472,6 +494,7 @@ stories!(
     delivery_stores_one_body_and_streams_it_back,
     quotas_are_checked_per_recipient_and_usage_is_exact,
     the_lock_is_exclusive_expires_and_fences,
+    a_lease_given_up_is_not_renewed,
     a_restart_frees_the_previous_runs_locks_and_partial_bodies,
     uids_are_never_reused,
 );

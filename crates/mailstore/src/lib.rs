@@ -41,7 +41,16 @@ pub trait Directory: Send + Sync {
     /// Removes a user and all their mail.
     async fn remove_user(&self, address: &Address) -> Result<()>;
     async fn set_user_quota(&self, address: &Address, change: QuotaChange) -> Result<()>;
+    /// Looks a user up by the domain's own name (not an alias).
     async fn find_user(&self, address: &Address) -> Result<Option<UserAuth>>;
+    /// The domain `name` is, or is an alias of, with its login policy.
+    async fn domain_policy(&self, name: &DomainName) -> Result<Option<DomainPolicy>>;
+    async fn set_login_forms(&self, domain: &DomainName, forms: LoginForms) -> Result<()>;
+    /// Makes `alias` another name of `domain`, for logins and deliveries.
+    async fn add_alias(&self, alias: &DomainName, domain: &DomainName) -> Result<()>;
+    async fn remove_alias(&self, alias: &DomainName) -> Result<()>;
+    /// Every alias with its domain, by alias.
+    async fn list_aliases(&self) -> Result<Vec<(DomainName, DomainName)>>;
 }
 
 /// What a POP3 session does to a maildrop.
@@ -70,6 +79,7 @@ pub trait Maildrops: Send + Sync {
 /// What LMTP does: write a body, then deliver it to recipients in one transaction.
 #[async_trait]
 pub trait Delivery: Send + Sync {
+    /// The user an envelope recipient names, through domain aliases.
     async fn find_recipient(&self, address: &Address) -> Result<Option<UserId>>;
     /// Starts a body; it stays pending (and is cleaned up after a crash) until `deliver`.
     async fn begin_blob(&self) -> Result<BlobId>;

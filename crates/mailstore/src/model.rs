@@ -9,8 +9,12 @@ use crate::StoreError;
 pub struct DomainName(String);
 
 impl DomainName {
+    /// Accepts internationalised names and stores their ASCII (IDNA/punycode) form, lower-cased.
     pub fn parse(s: &str) -> Result<Self, StoreError> {
-        let s = s.trim().trim_end_matches('.').to_ascii_lowercase();
+        let s = s.trim().trim_end_matches('.');
+        let s = idna::domain_to_ascii(s)
+            .map_err(|_| StoreError::Invalid(format!("invalid domain name {s:?}")))?
+            .to_ascii_lowercase();
         let label_ok = |l: &str| {
             !l.is_empty()
                 && l.len() <= 63
@@ -177,4 +181,111 @@ pub struct Lease {
 pub struct Recipient {
     pub user: UserId,
     pub prefix: Vec<u8>,
+}
+
+/// A way of writing a login (see tenancy's `Login::parse`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LoginForm {
+    /// `john@example.com`
+    At,
+    /// `john%example.com` (SDPS)
+    Percent,
+    /// `john+example.com` (SDPS)
+    Plus,
+    /// `john`, with the domain from the listener or the TLS server name
+    Bare,
+}
+
+impl LoginForm {
+    pub const ALL: [LoginForm; 4] = [LoginForm::At, LoginForm::Percent, LoginForm::Plus, LoginForm::Bare];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LoginForm::At => "at",
+            LoginForm::Percent => "percent",
+            LoginForm::Plus => "plus",
+            LoginForm::Bare => "bare",
+        }
+    }
+}
+
+/// The login forms a domain accepts; a new domain accepts all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginForms(u8);
+
+impl LoginForms {
+    pub fn all() -> Self {
+        Self(0b1111)
+    }
+
+    pub fn allows(self, form: LoginForm) -> bool {
+        self.0 & (1 << form as u8) != 0
+    }
+
+    /// Parses a comma-separated list such as `at,plus` (or `all`).
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        if s.trim().eq_ignore_ascii_case("all") {
+            return Ok(Self::all());
+        }
+        let mut bits = 0u8;
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let form = LoginForm::ALL
+                .into_iter()
+                .find(|f| f.name().eq_ignore_ascii_case(name))
+                .ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "unknown login form {name:?}: expected at, percent, plus, bare or all"
+                    ))
+                })?;
+            bits |= 1 << form as u8;
+        }
+        if bits == 0 {
+            return Err(StoreError::Invalid("at least one login form is needed".into()));
+        }
+        Ok(Self(bits))
+    }
+}
+
+impl fmt::Display for LoginForms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = LoginForm::ALL
+            .into_iter()
+            .filter(|form| self.allows(*form))
+            .map(LoginForm::name)
+            .collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// What login needs to know about a domain reached by name or alias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainPolicy {
+    /// The domain itself, when the name given was an alias.
+    pub name: DomainName,
+    pub login_forms: LoginForms,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_names_are_idna_normalised() {
+        assert_eq!(DomainName::parse("Bücher.Example").map(|d| d.to_string()).ok().as_deref(), Some("xn--bcher-kva.example"));
+        assert_eq!(DomainName::parse("EXAMPLE.com.").map(|d| d.to_string()).ok().as_deref(), Some("example.com"));
+        assert!(DomainName::parse("exa mple.com").is_err());
+        assert!(DomainName::parse("").is_err());
+    }
+
+    #[test]
+    fn login_forms_round_trip() {
+        let f = LoginForms::parse("plus, AT").expect("parse");
+        assert!(f.allows(LoginForm::At) && f.allows(LoginForm::Plus));
+        assert!(!f.allows(LoginForm::Percent) && !f.allows(LoginForm::Bare));
+        assert_eq!(f.to_string(), "at,plus");
+        assert_eq!(LoginForms::parse("all").expect("all"), LoginForms::all());
+        assert_eq!(LoginForms::all().to_string(), "at,percent,plus,bare");
+        assert!(LoginForms::parse("").is_err());
+        assert!(LoginForms::parse("at,email").is_err());
+    }
 }

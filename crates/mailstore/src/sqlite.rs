@@ -161,6 +161,14 @@ impl SqliteStore {
 impl Directory for SqliteStore {
     #[instrument(skip_all, fields(domain = %name))]
     async fn add_domain(&self, name: &DomainName) -> Result<()> {
+        let alias: Option<String> =
+            sqlx::query_scalar("SELECT alias FROM domain_aliases WHERE alias = $1")
+                .bind(name.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        if alias.is_some() {
+            return Err(StoreError::Conflict(format!("{name} is an alias; remove it first")));
+        }
         sqlx::query("INSERT INTO domains (name, created_at) VALUES ($1, $2)")
             .bind(name.as_str())
             .bind(now_ms())
@@ -353,6 +361,84 @@ impl Directory for SqliteStore {
         })
         .transpose()
     }
+
+    async fn domain_policy(&self, name: &DomainName) -> Result<Option<DomainPolicy>> {
+        let row = sqlx::query(
+            "SELECT d.name, d.login_forms FROM domains d WHERE d.name = $1
+             UNION ALL
+             SELECT d.name, d.login_forms FROM domain_aliases a JOIN domains d ON d.id = a.domain_id
+             WHERE a.alias = $1",
+        )
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(DomainPolicy {
+                name: DomainName::parse(r.try_get(0)?)?,
+                login_forms: LoginForms::parse(r.try_get(1)?)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_login_forms(&self, domain: &DomainName, forms: LoginForms) -> Result<()> {
+        let updated = sqlx::query("UPDATE domains SET login_forms = $1 WHERE name = $2")
+            .bind(forms.to_string())
+            .bind(domain.as_str())
+            .execute(&self.pool)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("domain {domain}")));
+        }
+        Ok(())
+    }
+
+    async fn add_alias(&self, alias: &DomainName, domain: &DomainName) -> Result<()> {
+        let mut tx = self.write().await?;
+        let target = Self::domain_id(&mut tx, domain).await?;
+        let clash: Option<i64> = sqlx::query_scalar("SELECT id FROM domains WHERE name = $1")
+            .bind(alias.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if clash.is_some() {
+            return Err(StoreError::Conflict(format!("{alias} is a domain; an alias needs a name of its own")));
+        }
+        sqlx::query("INSERT INTO domain_aliases (alias, domain_id, created_at) VALUES ($1, $2, $3)")
+            .bind(alias.as_str())
+            .bind(target)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(format!("alias {alias} already exists")),
+                other => other,
+            })?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn remove_alias(&self, alias: &DomainName) -> Result<()> {
+        let removed = sqlx::query("DELETE FROM domain_aliases WHERE alias = $1")
+            .bind(alias.as_str())
+            .execute(&self.pool)
+            .await?;
+        if removed.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("alias {alias}")));
+        }
+        Ok(())
+    }
+
+    async fn list_aliases(&self) -> Result<Vec<(DomainName, DomainName)>> {
+        let rows = sqlx::query(
+            "SELECT a.alias, d.name FROM domain_aliases a JOIN domains d ON d.id = a.domain_id
+             ORDER BY a.alias",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((DomainName::parse(r.try_get(0)?)?, DomainName::parse(r.try_get(1)?)?)))
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -502,7 +588,14 @@ impl Maildrops for SqliteStore {
 #[async_trait]
 impl Delivery for SqliteStore {
     async fn find_recipient(&self, address: &Address) -> Result<Option<UserId>> {
-        Ok(self.find_user(address).await?.map(|u| u.id))
+        let Some(policy) = self.domain_policy(&address.domain).await? else {
+            return Ok(None);
+        };
+        let address = Address {
+            local: address.local.clone(),
+            domain: policy.name,
+        };
+        Ok(self.find_user(&address).await?.map(|u| u.id))
     }
 
     async fn begin_blob(&self) -> Result<BlobId> {

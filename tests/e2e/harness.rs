@@ -113,6 +113,8 @@ pub struct Server {
     child: Child,
     data: Option<Data>,
     pub pop3: SocketAddr,
+    /// POP3S (implicit TLS).
+    pub pop3s: SocketAddr,
     pub lmtp: SocketAddr,
     pub log: Arc<Mutex<String>>,
 }
@@ -135,6 +137,8 @@ impl Server {
                 "serve",
                 "--pop3-listen",
                 "127.0.0.1:0",
+                "--pop3s-listen",
+                "127.0.0.1:0",
                 "--lmtp-listen",
                 "127.0.0.1:0",
             ])
@@ -150,7 +154,11 @@ impl Server {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for (key, proto) in [("POP3 listening", "pop3"), ("LMTP listening", "lmtp")] {
+                for (key, proto) in [
+                    ("POP3 listening", "pop3"),
+                    ("POP3S listening", "pop3s"),
+                    ("LMTP listening", "lmtp"),
+                ] {
                     if line.contains(key)
                         && let Some(addr) = line.split("addr=").nth(1)
                         && let Ok(addr) = addr.trim().parse::<SocketAddr>()
@@ -161,10 +169,11 @@ impl Server {
                 sink.lock().expect("log").push_str(&(line + "\n"));
             }
         });
-        let (mut pop3, mut lmtp) = (None, None);
-        while pop3.is_none() || lmtp.is_none() {
+        let (mut pop3, mut pop3s, mut lmtp) = (None, None, None);
+        while pop3.is_none() || pop3s.is_none() || lmtp.is_none() {
             match rx.recv_timeout(Duration::from_secs(30)) {
                 Ok(("pop3", a)) => pop3 = Some(a),
+                Ok(("pop3s", a)) => pop3s = Some(a),
                 Ok((_, a)) => lmtp = Some(a),
                 Err(_) => panic!("server did not start:\n{}", log.lock().expect("log")),
             }
@@ -173,6 +182,7 @@ impl Server {
             child,
             data: Some(data),
             pop3: pop3.expect("pop3"),
+            pop3s: pop3s.expect("pop3s"),
             lmtp: lmtp.expect("lmtp"),
             log,
         }

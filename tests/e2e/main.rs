@@ -8,6 +8,8 @@ mod crash;
 mod harness;
 mod large;
 mod lmtp;
+mod logins;
 mod pop3;
 mod proxy;
 mod scaleout;
+mod tls;

@@ -418,6 +418,7 @@ fn idle_session_is_logged_out_without_update() {
     let overrides = pophost::config::Overrides {
         data_dir: Some(tmp.path().to_path_buf()),
         pop3_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        pop3s_listen: Some("127.0.0.1:0".parse().expect("addr")),
         lmtp_listen: Some("127.0.0.1:0".parse().expect("addr")),
     };
     // Provisioned through the real CLI first, so the server opens an existing database.

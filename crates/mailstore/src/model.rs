@@ -197,7 +197,12 @@ pub enum LoginForm {
 }
 
 impl LoginForm {
-    pub const ALL: [LoginForm; 4] = [LoginForm::At, LoginForm::Percent, LoginForm::Plus, LoginForm::Bare];
+    pub const ALL: [LoginForm; 4] = [
+        LoginForm::At,
+        LoginForm::Percent,
+        LoginForm::Plus,
+        LoginForm::Bare,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -240,7 +245,9 @@ impl LoginForms {
             bits |= 1 << form as u8;
         }
         if bits == 0 {
-            return Err(StoreError::Invalid("at least one login form is needed".into()));
+            return Err(StoreError::Invalid(
+                "at least one login form is needed".into(),
+            ));
         }
         Ok(Self(bits))
     }
@@ -271,8 +278,20 @@ mod tests {
 
     #[test]
     fn domain_names_are_idna_normalised() {
-        assert_eq!(DomainName::parse("Bücher.Example").map(|d| d.to_string()).ok().as_deref(), Some("xn--bcher-kva.example"));
-        assert_eq!(DomainName::parse("EXAMPLE.com.").map(|d| d.to_string()).ok().as_deref(), Some("example.com"));
+        assert_eq!(
+            DomainName::parse("Bücher.Example")
+                .map(|d| d.to_string())
+                .ok()
+                .as_deref(),
+            Some("xn--bcher-kva.example")
+        );
+        assert_eq!(
+            DomainName::parse("EXAMPLE.com.")
+                .map(|d| d.to_string())
+                .ok()
+                .as_deref(),
+            Some("example.com")
+        );
         assert!(DomainName::parse("exa mple.com").is_err());
         assert!(DomainName::parse("").is_err());
     }

@@ -181,7 +181,9 @@ impl Directory for PostgresStore {
                 .fetch_optional(&self.pool)
                 .await?;
         if alias.is_some() {
-            return Err(StoreError::Conflict(format!("{name} is an alias; remove it first")));
+            return Err(StoreError::Conflict(format!(
+                "{name} is an alias; remove it first"
+            )));
         }
         sqlx::query("INSERT INTO domains (name) VALUES ($1)")
             .bind(name.as_str())
@@ -413,16 +415,19 @@ impl Directory for PostgresStore {
             .fetch_optional(&mut *tx)
             .await?;
         if clash.is_some() {
-            return Err(StoreError::Conflict(format!("{alias} is a domain; an alias needs a name of its own")));
+            return Err(StoreError::Conflict(format!(
+                "{alias} is a domain; an alias needs a name of its own"
+            )));
         }
         sqlx::query("INSERT INTO domain_aliases (alias, domain_id) VALUES ($1, $2)")
             .bind(alias.as_str())
             .bind(target)
-            
             .execute(&mut *tx)
             .await
             .map_err(|e| match StoreError::from(e) {
-                StoreError::Conflict(_) => StoreError::Conflict(format!("alias {alias} already exists")),
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("alias {alias} already exists"))
+                }
                 other => other,
             })?;
         tx.commit().await?;
@@ -448,7 +453,12 @@ impl Directory for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((DomainName::parse(r.try_get(0)?)?, DomainName::parse(r.try_get(1)?)?)))
+            .map(|r| {
+                Ok((
+                    DomainName::parse(r.try_get(0)?)?,
+                    DomainName::parse(r.try_get(1)?)?,
+                ))
+            })
             .collect()
     }
 }

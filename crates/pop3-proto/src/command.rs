@@ -4,7 +4,8 @@
 
 use crate::types::{MsgNum, Password};
 
-/// A client command of RFC 1939 (plus CAPA from RFC 2449), with validated arguments.
+/// A client command of RFC 1939 (plus CAPA from RFC 2449 and STLS from RFC 2595), with
+/// validated arguments.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Command {
     /// `USER name`
@@ -31,6 +32,8 @@ pub enum Command {
     Uidl(Option<MsgNum>),
     /// `CAPA` (RFC 2449)
     Capa,
+    /// `STLS` (RFC 2595): switch this connection to TLS.
+    Stls,
 }
 
 /// Why a command line was not understood. The `Display` text fits after `-ERR `.
@@ -71,9 +74,10 @@ enum Keyword {
     Top,
     Uidl,
     Capa,
+    Stls,
 }
 
-const KEYWORDS: [(&[u8], Keyword); 12] = [
+const KEYWORDS: [(&[u8], Keyword); 13] = [
     (b"USER", Keyword::User),
     (b"PASS", Keyword::Pass),
     (b"QUIT", Keyword::Quit),
@@ -86,6 +90,7 @@ const KEYWORDS: [(&[u8], Keyword); 12] = [
     (b"TOP", Keyword::Top),
     (b"UIDL", Keyword::Uidl),
     (b"CAPA", Keyword::Capa),
+    (b"STLS", Keyword::Stls),
 ];
 
 fn is_sep(b: u8) -> bool {
@@ -143,6 +148,7 @@ pub fn parse_line(line: &[u8]) -> Result<Command, ParseError> {
         Keyword::Noop => no_args(args, Command::Noop),
         Keyword::Rset => no_args(args, Command::Rset),
         Keyword::Capa => no_args(args, Command::Capa),
+        Keyword::Stls => no_args(args, Command::Stls),
         Keyword::List => optional_msg(args).map(Command::List),
         Keyword::Uidl => optional_msg(args).map(Command::Uidl),
         Keyword::Retr => required_msg(args).map(Command::Retr),
@@ -260,6 +266,8 @@ mod tests {
             (b"uidl 4", Command::Uidl(Some(m(4)))),
             (b"CAPA", Command::Capa),
             (b"capa", Command::Capa),
+            (b"STLS", Command::Stls),
+            (b"stls ", Command::Stls),
         ];
         for (line, expected) in cases {
             assert_eq!(
@@ -285,7 +293,7 @@ mod tests {
             ),
             (b"AUTH", UnknownCommand),
             (b"AUTH PLAIN", UnknownCommand),
-            (b"STLS", UnknownCommand),
+            (b"STLS now", TooManyArguments),
             (b"UTF8", UnknownCommand),
             (b"USERX alice", UnknownCommand),
             (b"US", UnknownCommand),

@@ -1,10 +1,11 @@
 //! The POP3 frontend. `server` accepts connections (connection cap, lease renewal, graceful
 //! shutdown); `session` runs one connection through AUTHORIZATION → TRANSACTION → UPDATE;
-//! `maildrop` is a locked maildrop as one session sees it. Wire format comes from `pop3-proto`,
+//! `maildrop` is a locked maildrop as one session sees it; `stream` is the plain-or-TLS connection. Wire format comes from `pop3-proto`,
 //! storage from `mailstore`, logins from `tenancy`.
 
 mod maildrop;
 mod server;
 mod session;
+mod stream;
 
-pub use server::{Config, Services, run};
+pub use server::{Config, Services, run, run_with_pop3s};

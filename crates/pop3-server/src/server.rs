@@ -1,6 +1,7 @@
 //! Serving POP3 on a listener: `listener::serve` accepts connections (connection cap, PROXY
 //! header, graceful shutdown that ends late sessions with `-ERR [SYS/TEMP]`); this adds the
-//! per-session tracing span and the batch renewal of this process's maildrop leases.
+//! per-session tracing span and the batch renewal of this process's maildrop leases. POP3S
+//! (implicit TLS) is a second listener on the same session code, PROXY policy and limits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,11 +47,25 @@ impl Default for Config {
 pub struct Services {
     pub store: Arc<dyn Store>,
     pub auth: Arc<Authenticator>,
+    /// TLS for STLS and POP3S; `None` offers neither.
+    pub tls: Option<tls::TlsAcceptor>,
 }
 
 /// Serves POP3 on `listener` until `shutdown` is cancelled, then drains sessions and returns.
 pub async fn run(
     listener: TcpListener,
+    services: Services,
+    config: Config,
+    shutdown: CancellationToken,
+) {
+    run_with_pop3s(listener, None, services, config, shutdown).await;
+}
+
+/// As `run`, plus POP3S (TLS from the first byte) on `pop3s` when given; it needs
+/// `services.tls`.
+pub async fn run_with_pop3s(
+    listener: TcpListener,
+    pop3s: Option<TcpListener>,
     services: Services,
     config: Config,
     shutdown: CancellationToken,
@@ -68,12 +83,56 @@ pub async fn run(
         busy_reply: b"-ERR [SYS/TEMP] too many connections, try again later\r\n",
         proxy: config.proxy.clone(),
     };
-    let next_id = AtomicU64::new(1);
-    listener::serve(listener, options, shutdown, move |conn: Conn, abort| {
+    let next_id = Arc::new(AtomicU64::new(1));
+    let plain = listener::serve(
+        listener,
+        options.clone(),
+        shutdown.clone(),
+        handler(services.clone(), config.clone(), next_id.clone(), false),
+    );
+    let implicit = async {
+        let Some(pop3s) = pop3s else {
+            return;
+        };
+        if services.tls.is_none() {
+            tracing::warn!("POP3S not served: no TLS configured");
+            return;
+        }
+        let options = listener::Options {
+            name: "pop3s",
+            // A plain-text busy line would only confuse a TLS client: it is just closed.
+            busy_reply: b"",
+            ..options
+        };
+        listener::serve(
+            pop3s,
+            options,
+            shutdown.clone(),
+            handler(services.clone(), config.clone(), next_id.clone(), true),
+        )
+        .await;
+    };
+    tokio::join!(plain, implicit);
+    // Sessions are over: their leases are released or left to expire.
+    stop_renewal.cancel();
+    let _ = renewer.await;
+}
+
+type SessionFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// The per-connection handler: a session in its own span; `implicit_tls` for POP3S.
+fn handler(
+    services: Services,
+    config: Config,
+    next_id: Arc<AtomicU64>,
+    implicit_tls: bool,
+) -> impl Fn(Conn, CancellationToken) -> SessionFuture + Send + Sync + 'static {
+    move |conn: Conn, abort| {
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!(
             "pop3",
             session = id,
+            pop3s = implicit_tls,
             peer = %conn.peer,
             proxy = tracing::field::Empty,
             user = tracing::field::Empty,
@@ -81,14 +140,13 @@ pub async fn run(
         if let Some(proxy) = conn.proxy {
             span.record("proxy", tracing::field::display(proxy));
         }
-        Session::new(services.clone(), config.clone(), abort)
-            .run(conn.stream)
-            .instrument(span)
-    })
-    .await;
-    // Sessions are over: their leases are released or left to expire.
-    stop_renewal.cancel();
-    let _ = renewer.await;
+        Box::pin(
+            Session::new(services.clone(), config.clone(), abort)
+                .local(conn.local)
+                .run(conn.stream, implicit_tls)
+                .instrument(span),
+        ) as SessionFuture
+    }
 }
 
 async fn renew_leases(store: Arc<dyn Store>, every: Duration, stop: CancellationToken) {

@@ -1,15 +1,24 @@
 //! One POP3 connection. Reading the protocol means reading `Session::command`: one match over
 //! (state, command). Replies are queued and flushed when no further pipelined command is
-//! waiting, so pipelined commands are answered in order with few writes.
+//! waiting, so pipelined commands are answered in order with few writes. `STLS` (RFC 2595) ends
+//! one run of `serve` and starts another on the TLS stream: the line buffer with anything the
+//! client sent after STLS is dropped with it (STARTTLS command injection), and the session
+//! starts again in AUTHORIZATION.
 
 use mailstore::StoreError;
 use pop3_proto::{BodyEncoder, Command, LineBuffer, MsgNum, Reply, RespCode, encode, parse_line};
-use tenancy::AuthError;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tenancy::{AuthError, LoginContext};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
+
+use crate::stream::Conn;
 
 use crate::maildrop::Maildrop;
 use crate::server::{Config, Services};
+
+/// The longest a TLS handshake may take (never longer than the idle timeout): a connection
+/// that does not finish one is closed rather than holding a session slot.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Replies are written out once this much is queued, even mid-RETR.
 const FLUSH_AT: usize = 64 * 1024;
@@ -33,6 +42,8 @@ enum State {
 enum Flow {
     Continue,
     Close,
+    /// STLS was accepted: the TLS handshake comes next.
+    StartTls,
 }
 
 /// Why a session stopped talking; only used for the log line.
@@ -42,6 +53,10 @@ enum End {
     Idle,
     Shutdown,
     Io(std::io::Error),
+    /// STLS: `run` does the handshake and serves on.
+    StartTls,
+    /// The TLS handshake failed or timed out.
+    Handshake(std::io::Error),
 }
 
 pub struct Session {
@@ -50,6 +65,10 @@ pub struct Session {
     abort: CancellationToken,
     state: State,
     out: Vec<u8>,
+    /// Whether the connection is already TLS (POP3S, or after STLS).
+    secure: bool,
+    /// Where a bare login's domain comes from: the local address, then the TLS server name.
+    login_ctx: LoginContext,
 }
 
 impl Session {
@@ -60,17 +79,26 @@ impl Session {
             abort,
             state: State::Authorization { user: None },
             out: Vec::new(),
+            secure: false,
+            login_ctx: LoginContext::default(),
         }
     }
 
-    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, stream: S) {
-        let (mut rd, mut wr) = tokio::io::split(stream);
-        let end = self.serve(&mut rd, &mut wr).await;
+    /// The local address the client connected to (from the PROXY header when proxied).
+    pub fn local(mut self, local: std::net::SocketAddr) -> Self {
+        self.login_ctx.local_ip = Some(local.ip());
+        self
+    }
+
+    /// Serves one connection; `implicit_tls` (POP3S) does the TLS handshake before the greeting.
+    pub async fn run(mut self, stream: listener::Stream, implicit_tls: bool) {
+        let (end, conn) = self.serve_all(stream, implicit_tls).await;
         match &end {
             End::Io(e) => tracing::info!(error = %e, "connection lost"),
+            End::Handshake(e) => tracing::info!(error = %e, "TLS handshake failed"),
             End::Idle => tracing::info!("autologout after idle timeout"),
             End::Shutdown => tracing::info!("ended by shutdown"),
-            End::Quit | End::Eof => tracing::debug!("session ended"),
+            End::Quit | End::Eof | End::StartTls => tracing::debug!("session ended"),
         }
         // Leaving without QUIT deletes nothing; the lock is given back so the user can log in again.
         if let State::Transaction(drop) = &self.state
@@ -78,26 +106,90 @@ impl Session {
         {
             tracing::warn!(error = %e, "releasing maildrop lock failed; it expires with its lease");
         }
-        let _ = wr.shutdown().await;
+        if let Some(mut conn) = conn {
+            let _ = conn.shutdown().await;
+        }
     }
 
-    async fn serve<R, W>(&mut self, rd: &mut R, wr: &mut W) -> End
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
-        self.queue(&Reply::Ok("pophost ready".into()));
+    /// The whole conversation, across STLS; the connection comes back unless a handshake failed.
+    async fn serve_all(
+        &mut self,
+        stream: listener::Stream,
+        implicit_tls: bool,
+    ) -> (End, Option<Conn>) {
+        let mut conn = Conn::Plain(stream);
+        if implicit_tls {
+            conn = match self.handshake(conn).await {
+                Ok(tls) => tls,
+                Err(end) => return (end, None),
+            };
+        }
+        let mut greet = true;
+        loop {
+            match self.serve(&mut conn, greet).await {
+                End::StartTls => {
+                    conn = match self.handshake(conn).await {
+                        Ok(tls) => tls,
+                        Err(end) => return (end, None),
+                    };
+                    // RFC 2595: the session starts over; nothing said before STLS counts.
+                    self.state = State::Authorization { user: None };
+                    greet = false;
+                }
+                end => return (end, Some(conn)),
+            }
+        }
+    }
+
+    /// The TLS handshake on `conn` (plain), bounded by the idle timeout and shutdown.
+    async fn handshake(&mut self, conn: Conn) -> Result<Conn, End> {
+        let Conn::Plain(stream) = conn else {
+            return Err(End::Handshake(std::io::Error::other("already TLS")));
+        };
+        let Some(acceptor) = self.services.tls.clone() else {
+            return Err(End::Handshake(std::io::Error::other("TLS not configured")));
+        };
+        let limit = HANDSHAKE_TIMEOUT.min(self.config.idle_timeout);
+        let shake = tokio::time::timeout(limit, acceptor.accept(stream));
+        let tls = tokio::select! {
+            _ = self.abort.cancelled() => return Err(End::Shutdown),
+            r = shake => match r {
+                Err(_) => return Err(End::Idle),
+                Ok(Err(e)) => return Err(End::Handshake(e)),
+                Ok(Ok(tls)) => tls,
+            },
+        };
+        let (_, session) = tls.get_ref();
+        tracing::debug!(
+            sni = session.server_name().unwrap_or("-"),
+            version = ?session.protocol_version(),
+            "TLS established"
+        );
+        self.login_ctx.sni = session
+            .server_name()
+            .and_then(|name| mailstore::DomainName::parse(name).ok());
+        self.secure = true;
+        Ok(Conn::Tls(Box::new(tls)))
+    }
+
+    /// Reads and answers commands until the session ends or STLS asks for TLS. A new call
+    /// starts with an empty line buffer, so bytes read before STLS never reach the TLS session.
+    async fn serve(&mut self, conn: &mut Conn, greet: bool) -> End {
+        if greet {
+            self.queue(&Reply::Ok("pophost ready".into()));
+        }
+        let rd = conn;
         let mut lines = LineBuffer::new();
         let mut buf = vec![0u8; 4096];
         loop {
             if !lines.has_line() {
-                if let Err(e) = self.flush(wr).await {
+                if let Err(e) = self.flush(rd).await {
                     return e;
                 }
                 let read = tokio::select! {
                     _ = self.abort.cancelled() => {
                         self.queue(&Reply::Err(Some(RespCode::SysTemp), "server shutting down, try again later".into()));
-                        let _ = self.flush(wr).await;
+                        let _ = self.flush(rd).await;
                         return End::Shutdown;
                     }
                     read = tokio::time::timeout(self.config.idle_timeout, rd.read(&mut buf)) => read,
@@ -123,15 +215,25 @@ impl Session {
                         self.queue(&Reply::Err(None, e.to_string()));
                         Flow::Continue
                     }
-                    Ok(cmd) => match self.command(cmd, wr).await {
+                    Ok(cmd) => match self.command(cmd, rd).await {
                         Ok(flow) => flow,
                         Err(e) => return e,
                     },
                 },
             };
-            if let Flow::Close = flow {
-                let _ = self.flush(wr).await;
-                return End::Quit;
+            match flow {
+                Flow::Continue => {}
+                Flow::Close => {
+                    let _ = self.flush(rd).await;
+                    return End::Quit;
+                }
+                Flow::StartTls => {
+                    // Whatever follows STLS in `lines` is dropped here, unanswered.
+                    return match self.flush(rd).await {
+                        Ok(()) => End::StartTls,
+                        Err(e) => e,
+                    };
+                }
             }
         }
     }
@@ -142,10 +244,17 @@ impl Session {
         wr: &mut W,
     ) -> Result<Flow, End> {
         let reply = match (&mut self.state, cmd) {
-            (_, Command::Capa) => Reply::Multi {
-                first: "capability list follows".into(),
-                lines: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
-            },
+            (_, Command::Capa) => {
+                let mut lines: Vec<String> = CAPABILITIES.iter().map(|c| c.to_string()).collect();
+                // Never once in TLS (RFC 2595), and only where a certificate is there to offer.
+                if !self.secure && self.services.tls.is_some() {
+                    lines.push("STLS".into());
+                }
+                Reply::Multi {
+                    first: "capability list follows".into(),
+                    lines,
+                }
+            }
             (_, Command::Noop) => Reply::Ok(String::new()),
 
             (State::Authorization { user }, Command::User(name)) => {
@@ -160,6 +269,16 @@ impl Session {
                 let login = user.take().unwrap_or_default();
                 self.login(&login, password.as_bytes()).await
             }
+            (State::Authorization { .. }, Command::Stls) if self.secure => {
+                Reply::Err(None, "already using TLS".into())
+            }
+            (State::Authorization { .. }, Command::Stls) if self.services.tls.is_none() => {
+                Reply::Err(None, "TLS is not available".into())
+            }
+            (State::Authorization { .. }, Command::Stls) => {
+                self.queue(&Reply::Ok("Begin TLS negotiation".into()));
+                return Ok(Flow::StartTls);
+            }
             (State::Authorization { .. }, Command::Quit) => {
                 self.queue(&Reply::Ok("pophost signing off".into()));
                 return Ok(Flow::Close);
@@ -170,6 +289,9 @@ impl Session {
 
             (State::Transaction(_), Command::User(_) | Command::Pass(_)) => {
                 Reply::Err(None, "already logged in".into())
+            }
+            (State::Transaction(_), Command::Stls) => {
+                Reply::Err(None, "STLS is only valid before login".into())
             }
             (State::Transaction(drop), Command::Stat) => {
                 let (count, size) = drop.stat();
@@ -249,7 +371,11 @@ impl Session {
     /// that enters TRANSACTION.
     async fn login(&mut self, login: &str, password: &[u8]) -> Reply {
         let services = &self.services;
-        let user = match services.auth.authenticate(login, password).await {
+        let user = match services
+            .auth
+            .authenticate(login, password, &self.login_ctx)
+            .await
+        {
             Ok(user) => user,
             Err(AuthError::Rejected) => {
                 tracing::info!("login failed");

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use mailstore::{Address, Directory, DomainName, Quota, QuotaChange};
+use mailstore::{Address, Directory, DomainName, LoginForms, Quota, QuotaChange};
 
 use crate::config::{Overrides, Settings};
 
@@ -30,6 +30,9 @@ pub enum Command {
         /// POP3 listen address (default 127.0.0.1:1110).
         #[arg(long)]
         pop3_listen: Option<SocketAddr>,
+        /// POP3S (implicit TLS) listen address (default 127.0.0.1:1995).
+        #[arg(long)]
+        pop3s_listen: Option<SocketAddr>,
         /// LMTP listen address (default 127.0.0.1:2424).
         #[arg(long)]
         lmtp_listen: Option<SocketAddr>,
@@ -45,6 +48,9 @@ pub enum Command {
     /// Manage users (mailboxes).
     #[command(subcommand)]
     User(UserCommand),
+    /// Inspect logins.
+    #[command(subcommand)]
+    Login(LoginCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,11 +66,42 @@ pub enum DomainCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Set the domain's quotas.
+    /// Set the domain's quotas and login forms.
     Set {
         domain: String,
         #[command(flatten)]
         quota: QuotaArgs,
+        /// Login forms the domain accepts: a comma list of at (john@example.com), percent
+        /// (john%example.com), plus (john+example.com), bare (john), or all.
+        #[arg(long)]
+        login_forms: Option<String>,
+    },
+    /// Manage domain aliases (another name of a domain, for logins and deliveries).
+    #[command(subcommand)]
+    Alias(AliasCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Make ALIAS another name of DOMAIN.
+    Add { alias: String, domain: String },
+    /// Remove an alias.
+    Remove { alias: String },
+    /// List aliases with their domains.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LoginCommand {
+    /// Show how a login resolves to a mailbox, without checking a password.
+    Explain {
+        login: String,
+        /// The local address the client connects to (for a bare login's default domain).
+        #[arg(long)]
+        listener: Option<std::net::IpAddr>,
+        /// The TLS server name the client asks for.
+        #[arg(long)]
+        sni: Option<String>,
     },
 }
 
@@ -106,7 +143,7 @@ pub struct PasswordArgs {
 }
 
 #[derive(Debug, Args)]
-#[group(required = true, multiple = true)]
+#[group(multiple = true)]
 pub struct QuotaArgs {
     /// Storage limit in bytes (suffixes K, M, G; "unlimited" removes the limit).
     #[arg(long, value_parser = parse_limit_bytes)]
@@ -180,6 +217,46 @@ impl PasswordArgs {
     }
 }
 
+/// `pophost login explain`: each step of resolving a login, one per line.
+async fn explain(
+    dir: &dyn Directory,
+    login: &str,
+    defaults: &tenancy::DefaultDomains,
+    ctx: &tenancy::LoginContext,
+) -> anyhow::Result<String> {
+    use tenancy::Resolution;
+    let form = |l: &tenancy::Login| format!("form: {}", l.form.name());
+    Ok(match tenancy::resolve(dir, login, defaults, ctx).await? {
+        Resolution::Malformed => format!("{login:?}: not a login any form accepts"),
+        Resolution::NoDomain(l) => format!(
+            "{}\nmailbox: {} (bare login)\nno domain: the connection gives no TLS server name and its address has no auth.default_domains entry",
+            form(&l),
+            l.local
+        ),
+        Resolution::UnknownDomain(l, d) => {
+            format!("{}\ndomain: {d}\nno such domain or alias", form(&l))
+        }
+        Resolution::FormNotAllowed(l, d) => format!(
+            "{}\ndomain: {d}\nrefused: {d} does not accept {} logins",
+            form(&l),
+            l.form.name()
+        ),
+        Resolution::Mailbox {
+            login: l,
+            address,
+            via_alias,
+        } => {
+            let via = via_alias.map_or(String::new(), |a| format!(" (via alias {a})"));
+            let exists = if dir.find_user(&address).await?.is_some() {
+                "exists"
+            } else {
+                "does not exist"
+            };
+            format!("{}\nmailbox: {address}{via}\nuser {exists}", form(&l))
+        }
+    })
+}
+
 fn show_quota(q: Quota) -> String {
     let f = |v: Option<u64>| v.map_or("unlimited".to_string(), |n| n.to_string());
     format!(
@@ -228,10 +305,53 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             dir.remove_domain(&domain, force).await?;
             format!("removed domain {domain}")
         }
-        Command::Domain(DomainCommand::Set { domain, quota }) => {
+        Command::Domain(DomainCommand::Set {
+            domain,
+            quota,
+            login_forms,
+        }) => {
             let domain = DomainName::parse(&domain)?;
-            dir.set_domain_quota(&domain, quota.change()).await?;
+            let change = quota.change();
+            if change == QuotaChange::default() && login_forms.is_none() {
+                bail!("nothing to set: give --quota-bytes, --quota-messages or --login-forms");
+            }
+            if let Some(forms) = login_forms {
+                dir.set_login_forms(&domain, LoginForms::parse(&forms)?)
+                    .await?;
+            }
+            if change != QuotaChange::default() {
+                dir.set_domain_quota(&domain, change).await?;
+            }
             format!("updated domain {domain}")
+        }
+        Command::Domain(DomainCommand::Alias(AliasCommand::Add { alias, domain })) => {
+            let (alias, domain) = (DomainName::parse(&alias)?, DomainName::parse(&domain)?);
+            dir.add_alias(&alias, &domain).await?;
+            format!("added alias {alias} of {domain}")
+        }
+        Command::Domain(DomainCommand::Alias(AliasCommand::Remove { alias })) => {
+            let alias = DomainName::parse(&alias)?;
+            dir.remove_alias(&alias).await?;
+            format!("removed alias {alias}")
+        }
+        Command::Domain(DomainCommand::Alias(AliasCommand::List)) => dir
+            .list_aliases()
+            .await?
+            .iter()
+            .map(|(alias, domain)| format!("{alias} -> {domain}\n"))
+            .collect::<String>()
+            .trim_end()
+            .to_string(),
+        Command::Login(LoginCommand::Explain {
+            login,
+            listener,
+            sni,
+        }) => {
+            let ctx = tenancy::LoginContext {
+                local_ip: listener,
+                sni: sni.as_deref().map(DomainName::parse).transpose()?,
+            };
+            explain(dir, &login, &settings.default_domains, &ctx).await?
         }
         Command::User(UserCommand::Add { address, password }) => {
             let address = Address::parse(&address)?;
@@ -279,17 +399,19 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
 
 /// Settings for `cli`, with its command-line overrides applied.
 pub fn settings(cli: &Cli) -> anyhow::Result<Settings> {
-    let (pop3_listen, lmtp_listen) = match &cli.command {
+    let (pop3_listen, pop3s_listen, lmtp_listen) = match &cli.command {
         Command::Serve {
             pop3_listen,
+            pop3s_listen,
             lmtp_listen,
             ..
-        } => (*pop3_listen, *lmtp_listen),
-        _ => (None, None),
+        } => (*pop3_listen, *pop3s_listen, *lmtp_listen),
+        _ => (None, None, None),
     };
     let overrides = Overrides {
         data_dir: cli.data_dir.clone(),
         pop3_listen,
+        pop3s_listen,
         lmtp_listen,
     };
     let url = std::env::var("POPHOST_DATABASE_URL")

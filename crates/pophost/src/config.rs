@@ -17,6 +17,8 @@ struct File {
     node_id: Option<String>,
     database: DatabaseFile,
     pop3: Pop3File,
+    pop3s: Pop3sFile,
+    tls: TlsFile,
     lmtp: LmtpFile,
     auth: AuthFile,
     locks: LocksFile,
@@ -43,6 +45,28 @@ struct Pop3File {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+struct Pop3sFile {
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TlsFile {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    sni: Vec<SniFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SniFile {
+    name: String,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 struct LmtpFile {
     listen: Option<SocketAddr>,
     hostname: Option<String>,
@@ -57,6 +81,7 @@ struct LmtpFile {
 #[serde(deny_unknown_fields, default)]
 struct AuthFile {
     max_concurrent_hashes: Option<usize>,
+    default_domains: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,11 +110,21 @@ pub enum Database {
     Postgres(String, mailstore::PgOptions),
 }
 
+/// Where the TLS certificates come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// `[tls]` in the config: the default certificate and the SNI ones.
+    Files(tls::TlsFiles),
+    /// None configured: a self-signed one for `localhost`, made once in this directory.
+    SelfSigned(PathBuf),
+}
+
 /// Overrides from the command line; `None` keeps the file's (or the default) value.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub pop3_listen: Option<SocketAddr>,
+    pub pop3s_listen: Option<SocketAddr>,
     pub lmtp_listen: Option<SocketAddr>,
 }
 
@@ -100,9 +135,14 @@ pub struct Settings {
     pub lock: mailstore::LockOptions,
     pub pop3_listen: SocketAddr,
     pub pop3: pop3_server::Config,
+    /// POP3S (TLS from the first byte; 995 in production).
+    pub pop3s_listen: SocketAddr,
+    pub tls: TlsSource,
     pub lmtp_listen: SocketAddr,
     pub lmtp: lmtp::Config,
     pub max_concurrent_hashes: usize,
+    /// Domains of bare logins (`john`), by the local address the client connected to.
+    pub default_domains: tenancy::DefaultDomains,
 }
 
 /// RFC 1939 §3: the autologout timer must be at least 10 minutes.
@@ -179,6 +219,7 @@ impl Settings {
         if hostname.is_empty() || !hostname.bytes().all(|b| b.is_ascii_graphic()) {
             bail!("lmtp.hostname: must be non-empty printable ASCII without spaces");
         }
+        let tls = tls_source(file.tls, &data_dir)?;
         let default_hashes = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
             database,
@@ -197,6 +238,11 @@ impl Settings {
                 lease_renewal: Duration::from_secs(ttl) / 3,
                 proxy: pop3_proxy,
             },
+            pop3s_listen: o
+                .pop3s_listen
+                .or(file.pop3s.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1995))),
+            tls,
             lmtp_listen: o
                 .lmtp_listen
                 .or(file.lmtp.listen)
@@ -215,8 +261,24 @@ impl Settings {
                 default_hashes,
                 "auth.max_concurrent_hashes",
             )?,
+            default_domains: default_domains(&file.auth.default_domains)?,
         })
     }
+}
+
+fn default_domains(
+    entries: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<tenancy::DefaultDomains> {
+    let mut map = std::collections::HashMap::new();
+    for (ip, domain) in entries {
+        let key = format!("auth.default_domains.{ip:?}");
+        let ip: std::net::IpAddr = ip
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{key}: not an IP address"))?;
+        let domain = mailstore::DomainName::parse(domain).with_context(|| key.clone())?;
+        map.insert(ip, domain);
+    }
+    Ok(tenancy::DefaultDomains(map))
 }
 
 fn parse_file(text: &str) -> anyhow::Result<File> {
@@ -237,6 +299,42 @@ fn parse_file(text: &str) -> anyhow::Result<File> {
             line(inner)
         )
     })
+}
+
+/// `[tls]`: the default certificate (`cert` and `key` together) and `[[tls.sni]]` entries,
+/// which need the default; with none, the self-signed one in `<data_dir>/tls`.
+fn tls_source(file: TlsFile, data_dir: &Path) -> anyhow::Result<TlsSource> {
+    let files = |cert: PathBuf, key: PathBuf, prefix: &str| tls::CertFiles {
+        cert,
+        key,
+        cert_setting: format!("{prefix}.cert"),
+        key_setting: format!("{prefix}.key"),
+    };
+    let default = match (file.cert, file.key) {
+        (Some(cert), Some(key)) => files(cert, key, "tls"),
+        (None, None) if file.sni.is_empty() => {
+            return Ok(TlsSource::SelfSigned(data_dir.join("tls")));
+        }
+        (None, None) => bail!("tls.sni: needs a default certificate (tls.cert and tls.key)"),
+        (Some(_), None) => bail!("tls.key: required with tls.cert"),
+        (None, Some(_)) => bail!("tls.cert: required with tls.key"),
+    };
+    let mut sni = Vec::new();
+    for (i, entry) in file.sni.into_iter().enumerate() {
+        let name = entry.name.trim_end_matches('.');
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            bail!("tls.sni[{i}].name: not a domain name: {:?}", entry.name);
+        }
+        sni.push((
+            name.to_ascii_lowercase(),
+            files(entry.cert, entry.key, &format!("tls.sni[{i}]")),
+        ));
+    }
+    Ok(TlsSource::Files(tls::TlsFiles { default, sni }))
 }
 
 /// `proxy.trusted_networks`: CIDR networks (or single addresses) of the proxies.
@@ -316,6 +414,39 @@ mod tests {
         assert_eq!(s.lmtp_listen.to_string(), "127.0.0.1:2424");
         assert_eq!(s.pop3.idle_timeout, Duration::from_secs(600));
         assert_eq!(s.lmtp.max_message_size, 52_428_800);
+        assert_eq!(s.pop3s_listen.to_string(), "127.0.0.1:1995");
+        assert_eq!(
+            s.tls,
+            TlsSource::SelfSigned(PathBuf::from("pophost-data/tls"))
+        );
+    }
+
+    #[test]
+    fn tls_settings() {
+        let s = load(
+            "[pop3s]\nlisten = \"0.0.0.0:995\"\n[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n\
+             [[tls.sni]]\nname = \"Example.COM\"\ncert = \"/e.pem\"\nkey = \"/ek.pem\"\n",
+        )
+        .expect("tls config");
+        assert_eq!(s.pop3s_listen.to_string(), "0.0.0.0:995");
+        let TlsSource::Files(files) = &s.tls else {
+            panic!("{:?}", s.tls);
+        };
+        assert_eq!(files.default.cert, PathBuf::from("/c.pem"));
+        assert_eq!(files.default.key_setting, "tls.key");
+        assert_eq!(files.sni[0].0, "example.com");
+        assert_eq!(files.sni[0].1.cert_setting, "tls.sni[0].cert");
+        assert!(err("[tls]\ncert = \"/c.pem\"\n").starts_with("tls.key: "));
+        assert!(err("[tls]\nkey = \"/k.pem\"\n").starts_with("tls.cert: "));
+        let e = err("[[tls.sni]]\nname = \"a.example\"\ncert = \"/a\"\nkey = \"/b\"\n");
+        assert!(e.starts_with("tls.sni: "), "{e}");
+        let e = err(
+            "[tls]\ncert = \"/c\"\nkey = \"/k\"\n[[tls.sni]]\nname = \"a b\"\ncert = \"/a\"\nkey = \"/b\"\n",
+        );
+        assert!(e.starts_with("tls.sni[0].name: "), "{e}");
+        let e = err("[tls]\ncert = \"/c\"\nkey = \"/k\"\n[[tls.sni]]\nname = \"a.example\"\n");
+        assert!(e.starts_with("tls.sni[0]"), "{e}");
+        assert!(err("[pop3s]\nlisten = \"x\"\n").starts_with("pop3s.listen: "));
     }
 
     #[test]
@@ -323,6 +454,7 @@ mod tests {
         let text = include_str!("../../../deploy/pophost.example.toml");
         let s = load(text).expect("example config");
         assert_eq!(s.pop3_listen.to_string(), "127.0.0.1:1110");
+        assert_eq!(s.pop3s_listen.to_string(), "127.0.0.1:1995");
     }
 
     #[test]
@@ -337,6 +469,24 @@ mod tests {
         assert!(err("[database]\nmax_connections = 0\n").contains("database.max_connections"));
         assert!(err("[locks]\nttl_secs = 1\n").contains("locks.ttl_secs"));
         assert!(err("[auth]\nmax_concurrent_hashes = 0\n").contains("auth.max_concurrent_hashes"));
+        assert!(
+            err("[auth.default_domains]\n\"localhost\" = \"example.com\"\n")
+                .starts_with("auth.default_domains.\"localhost\": ")
+        );
+        assert!(
+            err("[auth.default_domains]\n\"127.0.0.1\" = \"bad domain\"\n")
+                .starts_with("auth.default_domains.\"127.0.0.1\": ")
+        );
+        let s = load("[auth.default_domains]\n\"192.0.2.1\" = \"Example.COM\"\n").expect("load");
+        let ip: std::net::IpAddr = "192.0.2.1".parse().expect("ip");
+        assert_eq!(
+            s.default_domains
+                .0
+                .get(&ip)
+                .map(|d| d.to_string())
+                .as_deref(),
+            Some("example.com")
+        );
     }
 
     #[test]
@@ -344,6 +494,7 @@ mod tests {
         let o = Overrides {
             data_dir: Some("/srv/mail".into()),
             pop3_listen: Some("0.0.0.0:110".parse().expect("addr")),
+            pop3s_listen: None,
             lmtp_listen: None,
         };
         let s = Settings::from_file(parse_file("data_dir = \"/x\"\n").expect("parse"), None, &o)

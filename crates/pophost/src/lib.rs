@@ -1,6 +1,7 @@
 //! The pophost binary's library half: `config` loads settings, `cli` is the command line,
-//! `serve` wires the store, the authenticator and the POP3 and LMTP listeners together and
-//! runs them until shutdown. Kept as a library so end-to-end tests can start a server in-process.
+//! `serve` wires the store, the authenticator, the TLS certificates and the POP3, POP3S and LMTP
+//! listeners together and runs them until shutdown (SIGHUP reloads the certificates). Kept as a
+//! library so end-to-end tests can start a server in-process.
 
 pub mod cli;
 pub mod config;
@@ -13,7 +14,37 @@ use tenancy::Authenticator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Database, Settings};
+use crate::config::{Database, Settings, TlsSource};
+
+/// Loads the configured certificates, or makes (once) and loads the self-signed one.
+pub fn load_certificates(source: &TlsSource) -> anyhow::Result<Arc<tls::Certificates>> {
+    let files = match source {
+        TlsSource::Files(files) => files.clone(),
+        TlsSource::SelfSigned(dir) => tls::self_signed(dir)?,
+    };
+    Ok(tls::Certificates::load(files)?)
+}
+
+/// SIGHUP re-reads the certificate files; a bad one keeps the old set (and is logged).
+async fn reload_on_sighup(certs: Arc<tls::Certificates>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler: certificates will not be reloaded");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hup.recv() => {}
+        }
+        match certs.reload() {
+            Ok(()) => tracing::info!("TLS certificates reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificates not reloaded; keeping the old ones")
+            }
+        }
+    }
+}
 
 /// Opens the configured store; `migrate` first applies pending schema migrations.
 pub async fn open_store(settings: &Settings, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
@@ -60,17 +91,32 @@ pub async fn serve(
     let auth = tokio::task::spawn_blocking({
         let store = store.clone();
         let n = settings.max_concurrent_hashes;
-        move || Authenticator::new(store, n)
+        let defaults = settings.default_domains.clone();
+        move || Authenticator::new(store, n, defaults)
     })
     .await??;
+    let certs = load_certificates(&settings.tls)?;
+    let acceptor = certs.acceptor().context("TLS setup")?;
+    let pop3s = TcpListener::bind(settings.pop3s_listen)
+        .await
+        .with_context(|| format!("pop3s.listen: cannot listen on {}", settings.pop3s_listen))?;
+    tokio::spawn(reload_on_sighup(certs, shutdown.clone()));
     tracing::info!(addr = %pop3.local_addr()?, "POP3 listening");
+    tracing::info!(addr = %pop3s.local_addr()?, "POP3S listening");
     tracing::info!(addr = %lmtp.local_addr()?, "LMTP listening");
     let services = pop3_server::Services {
         store: store.clone(),
         auth: Arc::new(auth),
+        tls: Some(acceptor),
     };
     tokio::join!(
-        pop3_server::run(pop3, services, settings.pop3.clone(), shutdown.clone()),
+        pop3_server::run_with_pop3s(
+            pop3,
+            Some(pop3s),
+            services,
+            settings.pop3.clone(),
+            shutdown.clone()
+        ),
         lmtp::run(lmtp, store, settings.lmtp.clone(), shutdown),
     );
     tracing::info!("stopped");

@@ -5,7 +5,7 @@
 mod login;
 mod password;
 
-pub use login::parse_login;
+pub use login::{DefaultDomains, Login, LoginContext, Resolution, resolve};
 pub use password::{HashError, Scratch, hash_password, verify_password, verify_password_in};
 
 use std::sync::Arc;
@@ -32,28 +32,42 @@ pub enum AuthError {
 /// grows to many threads would keep one 19 MiB block per thread it ever used.
 pub struct Authenticator {
     directory: Arc<dyn Directory>,
+    defaults: DefaultDomains,
     hashers: Hashers,
     /// Verified when the user does not exist, so that case costs what a wrong password costs.
     dummy_hash: Arc<str>,
 }
 
 impl Authenticator {
-    pub fn new(directory: Arc<dyn Directory>, max_concurrent: usize) -> Result<Self, HashError> {
+    pub fn new(
+        directory: Arc<dyn Directory>,
+        max_concurrent: usize,
+        defaults: DefaultDomains,
+    ) -> Result<Self, HashError> {
         Ok(Self {
             directory,
+            defaults,
             hashers: Hashers::start(max_concurrent.max(1))?,
             dummy_hash: hash_password(b"pophost dummy password")?.into(),
         })
     }
 
-    pub async fn authenticate(&self, login: &str, password: &[u8]) -> Result<UserId, AuthError> {
-        let user = match parse_login(login) {
-            Some(address) => self
+    pub async fn authenticate(
+        &self,
+        login: &str,
+        password: &[u8],
+        ctx: &LoginContext,
+    ) -> Result<UserId, AuthError> {
+        let resolution = resolve(&*self.directory, login, &self.defaults, ctx)
+            .await
+            .map_err(AuthError::Unavailable)?;
+        let user = match resolution {
+            Resolution::Mailbox { address, .. } => self
                 .directory
                 .find_user(&address)
                 .await
                 .map_err(AuthError::Unavailable)?,
-            None => None,
+            _ => None,
         };
         let (id, hash) = match user {
             Some(u) => (Some(u.id), Arc::from(u.password_hash)),

@@ -1,11 +1,120 @@
-//! The one place that decides which mailbox a login names.
+//! The one place that decides which mailbox a login names. `Login::parse` is pure and handles
+//! every accepted form; `resolve` adds what the directory knows (aliases, the domain's allowed
+//! forms) and the listener's context (default domain, TLS server name).
 
-use mailstore::Address;
+use std::collections::HashMap;
+use std::net::IpAddr;
 
-/// `john@example.com` (domain case-insensitive) names the mailbox john at example.com.
-/// `None` when the login cannot name a mailbox; callers treat that exactly like a wrong password.
-pub fn parse_login(login: &str) -> Option<Address> {
-    Address::parse(login.trim()).ok()
+use mailstore::{Address, Directory, DomainName, LocalPart, LoginForm, StoreError};
+
+/// A login as typed, split into its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub local: LocalPart,
+    /// `None` for a bare `john`: the domain comes from the connection.
+    pub domain: Option<DomainName>,
+    pub form: LoginForm,
+}
+
+impl Login {
+    /// `john@example.com` (split at the last `@`), `john%example.com`, `john+example.com` (SDPS:
+    /// no `@`, the last `+` separates user and host), or a bare `john`. Local parts and domains
+    /// are case-insensitive; domains are IDNA-normalised. `None` when the login cannot name a
+    /// mailbox.
+    pub fn parse(login: &str) -> Option<Login> {
+        let login = login.trim();
+        let split = [
+            ('@', LoginForm::At),
+            ('%', LoginForm::Percent),
+            ('+', LoginForm::Plus),
+        ]
+        .into_iter()
+        .find_map(|(sep, form)| login.rsplit_once(sep).map(|parts| (parts, form)));
+        match split {
+            Some(((local, domain), form)) => Some(Login {
+                local: LocalPart::parse(local).ok()?,
+                domain: Some(DomainName::parse(domain).ok()?),
+                form,
+            }),
+            None => Some(Login {
+                local: LocalPart::parse(login).ok()?,
+                domain: None,
+                form: LoginForm::Bare,
+            }),
+        }
+    }
+}
+
+/// What a connection tells about the domain of a bare login.
+#[derive(Debug, Clone, Default)]
+pub struct LoginContext {
+    /// The local address the client connected to.
+    pub local_ip: Option<IpAddr>,
+    /// The TLS server name the client asked for.
+    pub sni: Option<DomainName>,
+}
+
+/// Default domains of bare logins, by the local address the client connected to.
+#[derive(Debug, Clone, Default)]
+pub struct DefaultDomains(pub HashMap<IpAddr, DomainName>);
+
+impl DefaultDomains {
+    /// The TLS server name wins over the listener address.
+    pub fn for_context(&self, ctx: &LoginContext) -> Option<DomainName> {
+        ctx.sni
+            .clone()
+            .or_else(|| ctx.local_ip.and_then(|ip| self.0.get(&ip).cloned()))
+    }
+}
+
+/// How a login resolved, step by step (what `pophost login explain` prints).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Not a login any form accepts.
+    Malformed,
+    /// A bare login on a connection with no default domain.
+    NoDomain(Login),
+    /// The domain (or alias) does not exist.
+    UnknownDomain(Login, DomainName),
+    /// The domain does not accept this form of login.
+    FormNotAllowed(Login, DomainName),
+    /// The mailbox this login names (it may still not exist).
+    Mailbox {
+        login: Login,
+        address: Address,
+        /// The alias the login used, when it was one.
+        via_alias: Option<DomainName>,
+    },
+}
+
+/// Resolves `login` against the directory.
+pub async fn resolve(
+    directory: &dyn Directory,
+    login: &str,
+    defaults: &DefaultDomains,
+    ctx: &LoginContext,
+) -> Result<Resolution, StoreError> {
+    let Some(login) = Login::parse(login) else {
+        return Ok(Resolution::Malformed);
+    };
+    let Some(domain) = login.domain.clone().or_else(|| defaults.for_context(ctx)) else {
+        return Ok(Resolution::NoDomain(login));
+    };
+    let Some(policy) = directory.domain_policy(&domain).await? else {
+        return Ok(Resolution::UnknownDomain(login, domain));
+    };
+    if !policy.login_forms.allows(login.form) {
+        return Ok(Resolution::FormNotAllowed(login, policy.name));
+    }
+    let via_alias = (policy.name != domain).then_some(domain);
+    Ok(Resolution::Mailbox {
+        address: Address {
+            local: login.local.clone(),
+            domain: policy.name,
+        },
+        login,
+        via_alias,
+    })
 }
 
 #[cfg(test)]
@@ -13,37 +122,93 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn parse(s: &str) -> Option<(String, Option<String>, LoginForm)> {
+        Login::parse(s).map(|l| (l.local.to_string(), l.domain.map(|d| d.to_string()), l.form))
+    }
+
     #[test]
     fn forms() {
-        let a = parse_login("john@Example.COM").expect("valid");
-        assert_eq!(a.to_string(), "john@example.com");
+        let at = |l: &str, d: &str, f| Some((l.to_string(), Some(d.to_string()), f));
         assert_eq!(
-            parse_login("John@example.com.")
-                .map(|a| a.to_string())
-                .as_deref(),
-            Some("john@example.com")
+            parse("john@Example.COM"),
+            at("john", "example.com", LoginForm::At)
         );
+        assert_eq!(
+            parse(" John@example.com. "),
+            at("john", "example.com", LoginForm::At)
+        );
+        assert_eq!(
+            parse("john+tag@example.com"),
+            at("john+tag", "example.com", LoginForm::At)
+        );
+        assert_eq!(
+            parse("a%b@example.com"),
+            at("a%b", "example.com", LoginForm::At)
+        );
+        assert_eq!(
+            parse("john%example.com"),
+            at("john", "example.com", LoginForm::Percent)
+        );
+        assert_eq!(
+            parse("john+example.com"),
+            at("john", "example.com", LoginForm::Plus)
+        );
+        assert_eq!(
+            parse("jo+hn+example.com"),
+            at("jo+hn", "example.com", LoginForm::Plus)
+        );
+        assert_eq!(
+            parse("john@bücher.example"),
+            at("john", "xn--bcher-kva.example", LoginForm::At)
+        );
+        assert_eq!(parse("JOHN"), Some(("john".into(), None, LoginForm::Bare)));
         for bad in [
             "",
-            "john",
             "@example.com",
             "john@",
             "jo hn@example.com",
             "john@exa mple.com",
             "john@-x.com",
+            "+example.com",
+            "john%",
         ] {
-            assert_eq!(parse_login(bad), None, "{bad:?}");
+            assert_eq!(parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn bare_logins_take_the_server_name_then_the_listener_default() {
+        let d = |s: &str| DomainName::parse(s).expect("domain");
+        let ip: IpAddr = "192.0.2.10".parse().expect("ip");
+        let defaults = DefaultDomains(HashMap::from([(ip, d("listener.example"))]));
+        let mut ctx = LoginContext {
+            local_ip: Some(ip),
+            sni: None,
+        };
+        assert_eq!(defaults.for_context(&ctx), Some(d("listener.example")));
+        ctx.sni = Some(d("sni.example"));
+        assert_eq!(defaults.for_context(&ctx), Some(d("sni.example")));
+        let other = LoginContext {
+            local_ip: Some("127.0.0.1".parse().expect("ip")),
+            sni: None,
+        };
+        assert_eq!(defaults.for_context(&other), None);
     }
 
     proptest! {
         #[test]
-        fn parse_is_normalising(local in "[a-zA-Z0-9._-]{1,20}", domain in "[a-zA-Z0-9]{1,10}\\.[a-zA-Z]{2,5}") {
-            let login = format!("{local}@{domain}");
-            if let Some(a) = parse_login(&login) {
-                prop_assert_eq!(a.to_string(), login.to_ascii_lowercase());
-                prop_assert_eq!(parse_login(&a.to_string()), Some(a));
+        fn every_form_names_the_same_mailbox(local in "[a-zA-Z0-9._-]{1,20}", domain in "[a-zA-Z0-9]{1,10}\\.[a-zA-Z]{2,5}") {
+            prop_assume!(!local.starts_with('.') && !local.ends_with('.') && !local.contains(".."));
+            let want = (local.to_ascii_lowercase(), Some(domain.to_ascii_lowercase()));
+            for (sep, form) in [('@', LoginForm::At), ('%', LoginForm::Percent), ('+', LoginForm::Plus)] {
+                let got = parse(&format!("{local}{sep}{domain}"));
+                prop_assert_eq!(got, Some((want.0.clone(), want.1.clone(), form)));
             }
+        }
+
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,80}") {
+            let _ = Login::parse(&s);
         }
     }
 }

@@ -387,25 +387,90 @@ async fn aliases_and_login_forms(b: impl Backend) {
     let john = user(&*s, "john@example.com").await;
     let (alias, real) = (domain("Example.NET"), domain("example.com"));
     s.add_alias(&alias, &real).await.expect("alias");
-    assert!(matches!(s.add_alias(&alias, &real).await, Err(StoreError::Conflict(_))));
-    assert!(matches!(s.add_alias(&real, &real).await, Err(StoreError::Conflict(_))), "a domain cannot be an alias");
-    assert!(matches!(s.add_domain(&alias).await, Err(StoreError::Conflict(_))), "an alias cannot be a domain");
-    assert!(matches!(s.add_alias(&domain("x.example"), &domain("nowhere.example")).await, Err(StoreError::NotFound(_))));
-    assert_eq!(s.list_aliases().await.expect("list"), vec![(alias.clone(), real.clone())]);
-    let policy = s.domain_policy(&alias).await.expect("policy").expect("found");
-    assert_eq!(policy, DomainPolicy { name: real.clone(), login_forms: LoginForms::all() });
-    assert_eq!(s.domain_policy(&real).await.expect("policy").expect("found").name, real);
-    assert!(s.domain_policy(&domain("nowhere.example")).await.expect("policy").is_none());
-    assert_eq!(s.find_recipient(&addr("JOHN@example.net")).await.expect("rcpt"), Some(john), "delivery through the alias");
-    assert_eq!(s.find_recipient(&addr("jane@example.net")).await.expect("rcpt"), None);
+    assert!(matches!(
+        s.add_alias(&alias, &real).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        matches!(
+            s.add_alias(&real, &real).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "a domain cannot be an alias"
+    );
+    assert!(
+        matches!(s.add_domain(&alias).await, Err(StoreError::Conflict(_))),
+        "an alias cannot be a domain"
+    );
+    assert!(matches!(
+        s.add_alias(&domain("x.example"), &domain("nowhere.example"))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        s.list_aliases().await.expect("list"),
+        vec![(alias.clone(), real.clone())]
+    );
+    let policy = s
+        .domain_policy(&alias)
+        .await
+        .expect("policy")
+        .expect("found");
+    assert_eq!(
+        policy,
+        DomainPolicy {
+            name: real.clone(),
+            login_forms: LoginForms::all()
+        }
+    );
+    assert_eq!(
+        s.domain_policy(&real)
+            .await
+            .expect("policy")
+            .expect("found")
+            .name,
+        real
+    );
+    assert!(
+        s.domain_policy(&domain("nowhere.example"))
+            .await
+            .expect("policy")
+            .is_none()
+    );
+    assert_eq!(
+        s.find_recipient(&addr("JOHN@example.net"))
+            .await
+            .expect("rcpt"),
+        Some(john),
+        "delivery through the alias"
+    );
+    assert_eq!(
+        s.find_recipient(&addr("jane@example.net"))
+            .await
+            .expect("rcpt"),
+        None
+    );
 
     let forms = LoginForms::parse("at,plus").expect("forms");
     s.set_login_forms(&real, forms).await.expect("set");
-    assert_eq!(s.domain_policy(&alias).await.expect("policy").expect("found").login_forms, forms);
-    assert!(matches!(s.set_login_forms(&alias, forms).await, Err(StoreError::NotFound(_))));
+    assert_eq!(
+        s.domain_policy(&alias)
+            .await
+            .expect("policy")
+            .expect("found")
+            .login_forms,
+        forms
+    );
+    assert!(matches!(
+        s.set_login_forms(&alias, forms).await,
+        Err(StoreError::NotFound(_))
+    ));
     s.remove_alias(&alias).await.expect("remove");
     assert!(s.domain_policy(&alias).await.expect("policy").is_none());
-    assert!(matches!(s.remove_alias(&alias).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.remove_alias(&alias).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 async fn a_lease_given_up_is_not_renewed(b: impl Backend) {

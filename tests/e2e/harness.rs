@@ -51,9 +51,14 @@ impl Data {
         }
     }
 
-    /// Adds a config file holding `toml`.
+    /// Adds a config file holding `toml`. Unless it has an `[auth]` table of its own, failed
+    /// logins are not slowed down (the production defaults wait seconds; see tests/e2e/defence.rs).
     pub fn with_config(mut self, toml: &str) -> Data {
         let path = self.dir.join("pophost.toml");
+        let mut toml = toml.to_string();
+        if !toml.lines().any(|l| l.trim() == "[auth]") {
+            toml.push_str("\n[auth]\nfailure_delay_ms = 0\nip_penalty_max_secs = 0\n");
+        }
         std::fs::write(&path, toml).expect("write config");
         self.config = Some(path);
         self
@@ -131,6 +136,10 @@ impl Server {
 
     /// Starts `pophost serve` on `data`; `extra` goes after `serve`.
     pub fn spawn(data: Data, extra: &[&str]) -> Server {
+        let data = match data.config {
+            Some(_) => data,
+            None => data.with_config(""),
+        };
         let mut child = data
             .command()
             .args([
@@ -269,7 +278,11 @@ pub struct Pop3 {
 
 impl Pop3 {
     pub fn connect(addr: SocketAddr) -> Pop3 {
-        let stream = TcpStream::connect(addr).expect("connect");
+        Pop3::from_stream(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// A connection already made (e.g. after writing a PROXY header); reads the greeting.
+    pub fn from_stream(stream: TcpStream) -> Pop3 {
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .expect("timeout");
@@ -280,6 +293,20 @@ impl Pop3 {
         let greeting = c.line();
         assert!(greeting.starts_with("+OK"), "{greeting}");
         c
+    }
+
+    /// As `connect`, also returning the greeting line (which may or may not be `+OK`).
+    pub fn connect_greeting(addr: SocketAddr) -> (Pop3, String) {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut c = Pop3 {
+            rd: BufReader::new(stream.try_clone().expect("clone")),
+            wr: stream,
+        };
+        let greeting = c.line();
+        (c, greeting)
     }
 
     pub fn login(addr: SocketAddr, user: &str) -> Pop3 {

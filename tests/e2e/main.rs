@@ -3,13 +3,16 @@
 //! POP3/LMTP bytes and by real mail clients from Debian. One binary for the folder so it
 //! compiles once; each test starts its own server on port 0.
 
+mod apop;
 mod clients;
 mod crash;
+mod defence;
 mod harness;
 mod large;
 mod lmtp;
 mod logins;
 mod pop3;
 mod proxy;
+mod sasl;
 mod scaleout;
 mod tls;

@@ -35,9 +35,22 @@ pub trait Directory: Send + Sync {
     /// the users and their mail too.
     async fn remove_domain(&self, name: &DomainName, force: bool) -> Result<()>;
     async fn set_domain_quota(&self, name: &DomainName, change: QuotaChange) -> Result<()>;
-    async fn add_user(&self, address: &Address, password_hash: &str) -> Result<UserId>;
+    /// Adds a user with an argon2 hash and, if derived, a SCRAM-SHA-256 verifier.
+    async fn add_user(
+        &self,
+        address: &Address,
+        password_hash: &str,
+        scram: Option<&str>,
+    ) -> Result<UserId>;
     async fn list_users(&self, domain: &DomainName) -> Result<Vec<UserInfo>>;
-    async fn set_password(&self, address: &Address, password_hash: &str) -> Result<()>;
+    /// Replaces the hash and the SCRAM verifier together (`None` clears it: an old verifier
+    /// must never keep the old password working).
+    async fn set_password(
+        &self,
+        address: &Address,
+        password_hash: &str,
+        scram: Option<&str>,
+    ) -> Result<()>;
     /// Removes a user and all their mail.
     async fn remove_user(&self, address: &Address) -> Result<()>;
     async fn set_user_quota(&self, address: &Address, change: QuotaChange) -> Result<()>;
@@ -46,11 +59,22 @@ pub trait Directory: Send + Sync {
     /// The domain `name` is, or is an alias of, with its login policy.
     async fn domain_policy(&self, name: &DomainName) -> Result<Option<DomainPolicy>>;
     async fn set_login_forms(&self, domain: &DomainName, forms: LoginForms) -> Result<()>;
+    /// Sets (or with `None` clears) a user's APOP secret, as encrypted by the caller.
+    async fn set_apop_secret(&self, address: &Address, secret: Option<String>) -> Result<()>;
+    /// Whether users of `domain` may log in with APOP.
+    async fn set_allow_apop(&self, domain: &DomainName, allow: bool) -> Result<()>;
+    /// Looks a user up for APOP by the domain's own name (not an alias).
+    async fn find_apop_user(&self, address: &Address) -> Result<Option<ApopUser>>;
     /// Makes `alias` another name of `domain`, for logins and deliveries.
     async fn add_alias(&self, alias: &DomainName, domain: &DomainName) -> Result<()>;
     async fn remove_alias(&self, alias: &DomainName) -> Result<()>;
     /// Every alias with its domain, by alias.
     async fn list_aliases(&self) -> Result<Vec<(DomainName, DomainName)>>;
+    /// Records one failed login under each key (client network, account), and forgets
+    /// failures older than an hour.
+    async fn record_auth_failure(&self, keys: &[String]) -> Result<()>;
+    /// Failed logins under `key` in the last `window`.
+    async fn auth_failures(&self, key: &str, window: Duration) -> Result<u64>;
 }
 
 /// What a POP3 session does to a maildrop.

@@ -147,6 +147,9 @@ pub struct UserInfo {
 pub struct UserAuth {
     pub id: UserId,
     pub password_hash: String,
+    /// SCRAM-SHA-256 verifier (`SCRAM-SHA-256$i:salt$StoredKey:ServerKey`); `None` for users
+    /// whose password was set before verifiers were stored.
+    pub scram: Option<String>,
 }
 
 impl fmt::Debug for UserAuth {
@@ -154,6 +157,25 @@ impl fmt::Debug for UserAuth {
         f.debug_struct("UserAuth")
             .field("id", &self.id)
             .finish_non_exhaustive()
+    }
+}
+
+/// What APOP (RFC 1939 §7) needs to know about a user: the secret as stored (encrypted under the
+/// server's APOP key; `None` when the user has none) and whether the user's domain allows APOP.
+#[derive(Clone)]
+pub struct ApopUser {
+    pub id: UserId,
+    pub secret: Option<String>,
+    pub domain_allows: bool,
+}
+
+impl fmt::Debug for ApopUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApopUser")
+            .field("id", &self.id)
+            .field("has_secret", &self.secret.is_some())
+            .field("domain_allows", &self.domain_allows)
+            .finish()
     }
 }
 

@@ -254,17 +254,23 @@ impl Directory for SqliteStore {
     }
 
     #[instrument(skip_all, fields(user = %address))]
-    async fn add_user(&self, address: &Address, password_hash: &str) -> Result<UserId> {
+    async fn add_user(
+        &self,
+        address: &Address,
+        password_hash: &str,
+        scram: Option<&str>,
+    ) -> Result<UserId> {
         let mut tx = self.write().await?;
         let domain = Self::domain_id(&mut tx, &address.domain).await?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO users (domain_id, localpart, password_hash, created_at)
-             VALUES ($1, $2, $3, $4) RETURNING id",
+            "INSERT INTO users (domain_id, localpart, password_hash, created_at, scram_verifier)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(domain)
         .bind(address.local.as_str())
         .bind(password_hash)
         .bind(now_ms())
+        .bind(scram)
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| match StoreError::from(e) {
@@ -305,11 +311,17 @@ impl Directory for SqliteStore {
     }
 
     #[instrument(skip_all, fields(user = %address))]
-    async fn set_password(&self, address: &Address, password_hash: &str) -> Result<()> {
+    async fn set_password(
+        &self,
+        address: &Address,
+        password_hash: &str,
+        scram: Option<&str>,
+    ) -> Result<()> {
         let mut tx = self.write().await?;
         let user = Self::user_id(&mut tx, address).await?;
-        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+        sqlx::query("UPDATE users SET password_hash = $1, scram_verifier = $2 WHERE id = $3")
             .bind(password_hash)
+            .bind(scram)
             .bind(user)
             .execute(&mut *tx)
             .await?;
@@ -348,7 +360,7 @@ impl Directory for SqliteStore {
 
     async fn find_user(&self, address: &Address) -> Result<Option<UserAuth>> {
         let row = sqlx::query(
-            "SELECT u.id, u.password_hash FROM users u JOIN domains d ON d.id = u.domain_id
+            "SELECT u.id, u.password_hash, u.scram_verifier FROM users u JOIN domains d ON d.id = u.domain_id
              WHERE d.name = $1 AND u.localpart = $2",
         )
         .bind(address.domain.as_str())
@@ -359,6 +371,7 @@ impl Directory for SqliteStore {
             Ok(UserAuth {
                 id: UserId(r.try_get(0)?),
                 password_hash: r.try_get(1)?,
+                scram: r.try_get(2)?,
             })
         })
         .transpose()
@@ -393,6 +406,49 @@ impl Directory for SqliteStore {
             return Err(StoreError::NotFound(format!("domain {domain}")));
         }
         Ok(())
+    }
+
+    async fn set_apop_secret(&self, address: &Address, secret: Option<String>) -> Result<()> {
+        let mut tx = self.write().await?;
+        let user = Self::user_id(&mut tx, address).await?;
+        sqlx::query("UPDATE users SET apop_secret = $1 WHERE id = $2")
+            .bind(secret)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_allow_apop(&self, domain: &DomainName, allow: bool) -> Result<()> {
+        let updated = sqlx::query("UPDATE domains SET allow_apop = $1 WHERE name = $2")
+            .bind(allow)
+            .bind(domain.as_str())
+            .execute(&self.pool)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("domain {domain}")));
+        }
+        Ok(())
+    }
+
+    async fn find_apop_user(&self, address: &Address) -> Result<Option<ApopUser>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.apop_secret, d.allow_apop FROM users u JOIN domains d ON d.id = u.domain_id
+             WHERE d.name = $1 AND u.localpart = $2",
+        )
+        .bind(address.domain.as_str())
+        .bind(address.local.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(ApopUser {
+                id: UserId(r.try_get(0)?),
+                secret: r.try_get(1)?,
+                domain_allows: r.try_get(2)?,
+            })
+        })
+        .transpose()
     }
 
     async fn add_alias(&self, alias: &DomainName, domain: &DomainName) -> Result<()> {
@@ -451,6 +507,35 @@ impl Directory for SqliteStore {
                 ))
             })
             .collect()
+    }
+
+    async fn record_auth_failure(&self, keys: &[String]) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM auth_failures WHERE at < $1")
+            .bind(now - 3_600_000)
+            .execute(&mut *tx)
+            .await?;
+        for key in keys {
+            sqlx::query("INSERT INTO auth_failures (key, at) VALUES ($1, $2)")
+                .bind(key)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn auth_failures(&self, key: &str, window: Duration) -> Result<u64> {
+        let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM auth_failures WHERE key = $1 AND at >= $2")
+                .bind(key)
+                .bind(since)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(to_u64(n))
     }
 }
 

@@ -34,6 +34,45 @@ pub enum Command {
     Capa,
     /// `STLS` (RFC 2595): switch this connection to TLS.
     Stls,
+    /// `APOP name digest` (RFC 1939 §7).
+    Apop {
+        /// The mailbox name, resolved like USER's.
+        name: String,
+        /// MD5 of the greeting's timestamp and the shared secret.
+        digest: ApopDigest,
+    },
+    /// `AUTH [mechanism [initial-response]]` (RFC 5034): no mechanism asks for the list; the
+    /// initial response is decoded (`=` is an empty one).
+    Auth {
+        /// The mechanism name, upper case.
+        mechanism: Option<String>,
+        /// The decoded initial response, if the client sent one.
+        initial: Option<crate::sasl::SaslResponse>,
+    },
+}
+
+/// An APOP digest: 32 hex digits, kept in lower case whatever case the client used. Its `Debug`
+/// is redacted: with the greeting's timestamp it allows offline guessing of the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApopDigest(String);
+
+impl ApopDigest {
+    /// `None` unless `hex` is exactly 32 hex digits.
+    pub fn parse(hex: &[u8]) -> Option<Self> {
+        (hex.len() == 32 && hex.iter().all(u8::is_ascii_hexdigit))
+            .then(|| Self(String::from_utf8_lossy(hex).to_ascii_lowercase()))
+    }
+
+    /// The 32 lower-case hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApopDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApopDigest(<redacted>)")
+    }
 }
 
 /// Why a command line was not understood. The `Display` text fits after `-ERR `.
@@ -58,6 +97,9 @@ pub enum ParseError {
     /// The client sent a user name that is not valid UTF-8.
     #[error("argument is not valid UTF-8")]
     InvalidUtf8,
+    /// The client sent an AUTH initial response that is not padded base64.
+    #[error("invalid base64")]
+    InvalidBase64,
 }
 
 #[derive(Clone, Copy)]
@@ -75,9 +117,11 @@ enum Keyword {
     Uidl,
     Capa,
     Stls,
+    Apop,
+    Auth,
 }
 
-const KEYWORDS: [(&[u8], Keyword); 13] = [
+const KEYWORDS: [(&[u8], Keyword); 15] = [
     (b"USER", Keyword::User),
     (b"PASS", Keyword::Pass),
     (b"QUIT", Keyword::Quit),
@@ -91,6 +135,8 @@ const KEYWORDS: [(&[u8], Keyword); 13] = [
     (b"UIDL", Keyword::Uidl),
     (b"CAPA", Keyword::Capa),
     (b"STLS", Keyword::Stls),
+    (b"APOP", Keyword::Apop),
+    (b"AUTH", Keyword::Auth),
 ];
 
 fn is_sep(b: u8) -> bool {
@@ -161,6 +207,19 @@ pub fn parse_line(line: &[u8]) -> Result<Command, ParseError> {
             }
             _ => Err(ParseError::TooManyArguments),
         },
+        Keyword::Auth => crate::sasl::parse_auth(args),
+        Keyword::Apop => match args {
+            [] | [_] => Err(ParseError::MissingArgument),
+            [name, digest] => {
+                let name = std::str::from_utf8(name).map_err(|_| ParseError::InvalidUtf8)?;
+                let digest = ApopDigest::parse(digest).ok_or(ParseError::InvalidArgument)?;
+                Ok(Command::Apop {
+                    name: name.to_owned(),
+                    digest,
+                })
+            }
+            _ => Err(ParseError::TooManyArguments),
+        },
     }
 }
 
@@ -217,6 +276,13 @@ mod tests {
         MsgNum::new(n).unwrap()
     }
 
+    fn apop(name: &str, digest: &str) -> Command {
+        Command::Apop {
+            name: name.into(),
+            digest: ApopDigest::parse(digest.as_bytes()).unwrap(),
+        }
+    }
+
     fn pass(bytes: &[u8]) -> Command {
         Command::Pass(Password::new(bytes.to_vec()))
     }
@@ -268,6 +334,14 @@ mod tests {
             (b"capa", Command::Capa),
             (b"STLS", Command::Stls),
             (b"stls ", Command::Stls),
+            (
+                b"APOP mrose c4c9334bac560ecc979e58001b3e22fb",
+                apop("mrose", "c4c9334bac560ecc979e58001b3e22fb"),
+            ),
+            (
+                b"apop  john@example.com\tC4C9334BAC560ECC979E58001B3E22FB ",
+                apop("john@example.com", "c4c9334bac560ecc979e58001b3e22fb"),
+            ),
         ];
         for (line, expected) in cases {
             assert_eq!(
@@ -287,12 +361,25 @@ mod tests {
             (b"   ", Empty),
             (b"\t \t", Empty),
             (b"FOO", UnknownCommand),
+            (b"APOP", MissingArgument),
+            (b"APOP mrose", MissingArgument),
             (
-                b"APOP mrose c4c9334bac560ecc979e58001b3e22fb",
-                UnknownCommand,
+                b"APOP mrose c4c9334bac560ecc979e58001b3e22f",
+                InvalidArgument,
             ),
-            (b"AUTH", UnknownCommand),
-            (b"AUTH PLAIN", UnknownCommand),
+            (
+                b"APOP mrose c4c9334bac560ecc979e58001b3e22fbb",
+                InvalidArgument,
+            ),
+            (
+                b"APOP mrose g4c9334bac560ecc979e58001b3e22fb",
+                InvalidArgument,
+            ),
+            (
+                b"APOP mrose c4c9334bac560ecc979e58001b3e22fb x",
+                TooManyArguments,
+            ),
+            (b"APOP \xff c4c9334bac560ecc979e58001b3e22fb", InvalidUtf8),
             (b"STLS now", TooManyArguments),
             (b"UTF8", UnknownCommand),
             (b"USERX alice", UnknownCommand),
@@ -370,6 +457,17 @@ mod tests {
     fn password_does_not_leak_through_command_debug() {
         let cmd = parse_line(b"PASS hunter2").unwrap();
         assert_eq!(format!("{cmd:?}"), "Pass(Password(<redacted>))");
+        let cmd = parse_line(b"APOP mrose c4c9334bac560ecc979e58001b3e22fb").unwrap();
+        assert_eq!(
+            format!("{cmd:?}"),
+            "Apop { name: \"mrose\", digest: ApopDigest(<redacted>) }"
+        );
+        let Command::Apop { digest, .. } =
+            parse_line(b"APOP m C4C9334BAC560ECC979E58001B3E22FB").unwrap()
+        else {
+            panic!("not APOP");
+        };
+        assert_eq!(digest.as_str(), "c4c9334bac560ecc979e58001b3e22fb");
     }
 
     proptest! {

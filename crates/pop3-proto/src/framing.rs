@@ -28,6 +28,9 @@ pub struct LineBuffer {
     ready: VecDeque<Result<Vec<u8>, LineTooLong>>,
     partial: Vec<u8>,
     overflowed: bool,
+    /// `Some(n)`: lines framed from now on may hold up to `n` octets with their CRLF
+    /// (see [`LineBuffer::set_limit`]); `None`: the command-line limit.
+    limit: Option<usize>,
 }
 
 impl LineBuffer {
@@ -65,11 +68,27 @@ impl LineBuffer {
         !self.ready.is_empty()
     }
 
+    /// Sets the longest line (CRLF included) accepted from now on: a server that has sent a
+    /// SASL challenge expects a response line of up to
+    /// [`MAX_SASL_LINE`](crate::limits::MAX_SASL_LINE) octets; `None` goes back to
+    /// [`MAX_COMMAND_LINE`]. Lines already complete keep the limit they were framed under.
+    pub fn set_limit(&mut self, max_line: Option<usize>) {
+        self.limit = max_line.map(|n| n.max(MAX_COMMAND_LINE));
+    }
+
+    fn max_content(&self) -> usize {
+        self.limit.map_or(MAX_CONTENT, |n| n - 2)
+    }
+
+    fn max_partial(&self) -> usize {
+        self.limit.map_or(MAX_PARTIAL, |n| n - 1)
+    }
+
     fn append(&mut self, segment: &[u8]) {
         if self.overflowed {
             return;
         }
-        if segment.len() > MAX_PARTIAL.saturating_sub(self.partial.len()) {
+        if segment.len() > self.max_partial().saturating_sub(self.partial.len()) {
             // Drop what we have now rather than at the LF: the client may never send one.
             self.overflowed = true;
             self.partial = Vec::new();
@@ -84,18 +103,37 @@ impl LineBuffer {
             line.pop();
         }
         let overflowed = mem::take(&mut self.overflowed);
-        self.ready
-            .push_back(if overflowed || line.len() > MAX_CONTENT {
-                Err(LineTooLong)
-            } else {
-                Ok(line)
-            });
+        let max = self.max_content();
+        self.ready.push_back(if overflowed || line.len() > max {
+            Err(LineTooLong)
+        } else {
+            Ok(line)
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sasl_limit_takes_longer_lines_until_reset() {
+        use crate::limits::MAX_SASL_LINE;
+        let mut buf = LineBuffer::new();
+        buf.set_limit(Some(MAX_SASL_LINE));
+        let long = vec![b'A'; MAX_SASL_LINE - 2];
+        buf.push(&long);
+        buf.push(b"\r\n");
+        assert_eq!(buf.next_line(), Some(Ok(long.clone())));
+        buf.push(&[b'A'; MAX_SASL_LINE - 1]);
+        buf.push(b"\r\n");
+        assert_eq!(buf.next_line(), Some(Err(LineTooLong)));
+        buf.set_limit(None);
+        buf.push(&[b'A'; 300]);
+        buf.push(b"\r\nNOOP\r\n");
+        assert_eq!(buf.next_line(), Some(Err(LineTooLong)));
+        assert_eq!(buf.next_line(), Some(Ok(b"NOOP".to_vec())));
+    }
     use crate::command::{Command, ParseError, parse_line};
     use crate::types::{MsgNum, Password};
     use proptest::prelude::*;

@@ -26,10 +26,12 @@ mod command;
 mod framing;
 pub mod limits;
 mod reply;
+mod sasl;
 mod types;
 
 pub use body::BodyEncoder;
-pub use command::{Command, ParseError, parse_line};
+pub use command::{ApopDigest, Command, ParseError, parse_line};
 pub use framing::{LineBuffer, LineTooLong};
 pub use reply::{Reply, RespCode, encode};
+pub use sasl::{SaslLineError, SaslResponse, encode_base64, parse_sasl_line};
 pub use types::{InvalidUid, MsgNum, Password, Uid};

@@ -54,6 +54,9 @@ pub enum Reply {
         /// The lines, without line endings or dot-stuffing.
         lines: Vec<String>,
     },
+    /// `+ base64`: a SASL challenge in an `AUTH` exchange (RFC 5034 §4), never `+OK`. Holds the
+    /// raw challenge; an empty one is sent as `+ ` with nothing after the space.
+    Challenge(Vec<u8>),
 }
 
 /// Appends the wire bytes of `reply` to `out`.
@@ -75,6 +78,11 @@ pub fn encode(reply: &Reply, out: &mut Vec<u8>) {
                 out.extend_from_slice(b"\r\n");
             }
             out.extend_from_slice(b".\r\n");
+        }
+        Reply::Challenge(data) => {
+            out.extend_from_slice(b"+ ");
+            out.extend_from_slice(crate::sasl::encode_base64(data).as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
     }
 }

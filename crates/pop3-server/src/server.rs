@@ -28,6 +28,8 @@ pub struct Config {
     pub lease_renewal: Duration,
     /// PROXY protocol: off, or headers required from trusted proxies (see `listener`).
     pub proxy: ProxyPolicy,
+    /// Clients allowed to send passwords without TLS, besides loopback.
+    pub cleartext_networks: Vec<listener::Network>,
 }
 
 impl Default for Config {
@@ -38,6 +40,7 @@ impl Default for Config {
             max_connections: 1000,
             lease_renewal: Duration::from_secs(10),
             proxy: ProxyPolicy::default(),
+            cleartext_networks: Vec::new(),
         }
     }
 }
@@ -49,6 +52,8 @@ pub struct Services {
     pub auth: Arc<Authenticator>,
     /// TLS for STLS and POP3S; `None` offers neither.
     pub tls: Option<tls::TlsAcceptor>,
+    /// APOP (RFC 1939 §7): `None` where it is off, and then no greeting carries a timestamp.
+    pub apop: Option<Arc<tenancy::ApopVerifier>>,
 }
 
 /// Serves POP3 on `listener` until `shutdown` is cancelled, then drains sessions and returns.
@@ -143,6 +148,7 @@ fn handler(
         Box::pin(
             Session::new(services.clone(), config.clone(), abort)
                 .local(conn.local)
+                .peer(conn.peer)
                 .run(conn.stream, implicit_tls)
                 .instrument(span),
         ) as SessionFuture

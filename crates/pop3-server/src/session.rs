@@ -7,6 +7,7 @@
 
 use mailstore::StoreError;
 use pop3_proto::{BodyEncoder, Command, LineBuffer, MsgNum, Reply, RespCode, encode, parse_line};
+use pop3_proto::{limits::MAX_SASL_LINE, parse_sasl_line};
 use tenancy::{AuthError, LoginContext};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -14,7 +15,11 @@ use tokio_util::sync::CancellationToken;
 use crate::stream::Conn;
 
 use crate::maildrop::Maildrop;
+
+mod apop;
+mod sasl;
 use crate::server::{Config, Services};
+use sasl::SaslExchange;
 
 /// The longest a TLS handshake may take (never longer than the idle timeout): a connection
 /// that does not finish one is closed rather than holding a session slot.
@@ -26,7 +31,6 @@ const FLUSH_AT: usize = 64 * 1024;
 const CAPABILITIES: &[&str] = &[
     "TOP",
     "UIDL",
-    "USER",
     "RESP-CODES",
     "AUTH-RESP-CODE",
     "PIPELINING",
@@ -69,6 +73,11 @@ pub struct Session {
     secure: bool,
     /// Where a bare login's domain comes from: the local address, then the TLS server name.
     login_ctx: LoginContext,
+    /// The `<timestamp>` this connection's greeting carried, when APOP is on.
+    apop_timestamp: Option<String>,
+    /// An `AUTH` exchange waiting for the client's next response line (RFC 5034); while one is
+    /// pending, lines are SASL responses, not commands.
+    sasl: Option<SaslExchange>,
 }
 
 impl Session {
@@ -81,10 +90,34 @@ impl Session {
             out: Vec::new(),
             secure: false,
             login_ctx: LoginContext::default(),
+            apop_timestamp: None,
+            sasl: None,
         }
     }
 
     /// The local address the client connected to (from the PROXY header when proxied).
+    /// The client's address (from the PROXY header when proxied).
+    pub fn peer(mut self, peer: std::net::SocketAddr) -> Self {
+        self.login_ctx.peer_ip = Some(peer.ip());
+        self
+    }
+
+    /// Whether passwords may be sent in the clear here: under TLS, from loopback, or from the
+    /// configured networks. Elsewhere USER/PASS (and SASL PLAIN/LOGIN) are refused before any
+    /// hashing, and CAPA does not offer them.
+    pub(crate) fn cleartext_allowed(&self) -> bool {
+        self.secure
+            || self.login_ctx.peer_ip.is_some_and(|ip| {
+                ip.is_loopback()
+                    || ip.to_canonical().is_loopback()
+                    || self
+                        .config
+                        .cleartext_networks
+                        .iter()
+                        .any(|n| n.contains(ip))
+            })
+    }
+
     pub fn local(mut self, local: std::net::SocketAddr) -> Self {
         self.login_ctx.local_ip = Some(local.ip());
         self
@@ -176,7 +209,8 @@ impl Session {
     /// starts with an empty line buffer, so bytes read before STLS never reach the TLS session.
     async fn serve(&mut self, conn: &mut Conn, greet: bool) -> End {
         if greet {
-            self.queue(&Reply::Ok("pophost ready".into()));
+            let greeting = self.greeting();
+            self.queue(&Reply::Ok(greeting));
         }
         let rd = conn;
         let mut lines = LineBuffer::new();
@@ -206,6 +240,18 @@ impl Session {
                 continue;
             };
             let flow = match line {
+                // A response line in an AUTH exchange; too long a one ends the exchange.
+                _ if self.sasl.is_some() => {
+                    let reply = match line {
+                        Ok(line) => self.sasl_step(parse_sasl_line(&line)).await,
+                        Err(_) => {
+                            self.sasl = None;
+                            Reply::Err(None, "authentication response too long".into())
+                        }
+                    };
+                    self.queue(&reply);
+                    Flow::Continue
+                }
                 Err(_) => {
                     self.queue(&Reply::Err(None, "command line too long".into()));
                     Flow::Continue
@@ -221,6 +267,8 @@ impl Session {
                     },
                 },
             };
+            // RFC 5034 §4: response lines are not held to the 255-octet command-line limit.
+            lines.set_limit(self.sasl.is_some().then_some(MAX_SASL_LINE));
             match flow {
                 Flow::Continue => {}
                 Flow::Close => {
@@ -243,9 +291,18 @@ impl Session {
         cmd: Command,
         wr: &mut W,
     ) -> Result<Flow, End> {
+        let sasl_capability = matches!(cmd, Command::Capa)
+            .then(|| self.sasl_capability())
+            .flatten();
+        let cleartext = self.cleartext_allowed();
+        let mechanisms = self.mechanisms();
         let reply = match (&mut self.state, cmd) {
             (_, Command::Capa) => {
                 let mut lines: Vec<String> = CAPABILITIES.iter().map(|c| c.to_string()).collect();
+                if self.cleartext_allowed() {
+                    lines.push("USER".into());
+                }
+                lines.extend(sasl_capability);
                 // Never once in TLS (RFC 2595), and only where a certificate is there to offer.
                 if !self.secure && self.services.tls.is_some() {
                     lines.push("STLS".into());
@@ -257,6 +314,10 @@ impl Session {
             }
             (_, Command::Noop) => Reply::Ok(String::new()),
 
+            (State::Authorization { .. }, Command::User(_)) if !cleartext => Reply::Err(
+                None,
+                "plaintext login is not allowed here; use STLS first".into(),
+            ),
             (State::Authorization { user }, Command::User(name)) => {
                 // Same answer for every name: USER must not reveal which mailboxes exist.
                 *user = Some(name);
@@ -268,6 +329,21 @@ impl Session {
             (State::Authorization { user }, Command::Pass(password)) => {
                 let login = user.take().unwrap_or_default();
                 self.login(&login, password.as_bytes()).await
+            }
+            (State::Authorization { user }, Command::Auth { mechanism, initial }) => {
+                *user = None;
+                match mechanism {
+                    // A bare AUTH (Outlook: `AUTH `) lists the mechanisms (RFC 5034 §4).
+                    None => Reply::Multi {
+                        first: "SASL mechanisms follow".into(),
+                        lines: mechanisms.iter().map(|m| m.to_string()).collect(),
+                    },
+                    Some(mechanism) => self.sasl_start(&mechanism, initial).await,
+                }
+            }
+            (State::Authorization { user }, Command::Apop { name, digest }) => {
+                *user = None;
+                self.apop(&name, digest.as_str()).await
             }
             (State::Authorization { .. }, Command::Stls) if self.secure => {
                 Reply::Err(None, "already using TLS".into())
@@ -287,11 +363,14 @@ impl Session {
                 Reply::Err(None, "command not valid before login".into())
             }
 
-            (State::Transaction(_), Command::User(_) | Command::Pass(_)) => {
+            (State::Transaction(_), Command::User(_) | Command::Pass(_) | Command::Auth { .. }) => {
                 Reply::Err(None, "already logged in".into())
             }
             (State::Transaction(_), Command::Stls) => {
                 Reply::Err(None, "STLS is only valid before login".into())
+            }
+            (State::Transaction(_), Command::Apop { .. }) => {
+                Reply::Err(None, "already logged in".into())
             }
             (State::Transaction(drop), Command::Stat) => {
                 let (count, size) = drop.stat();
@@ -386,6 +465,17 @@ impl Session {
                 return sys_temp();
             }
         };
+        self.enter_transaction(user, login).await
+    }
+
+    /// Every successful login (USER/PASS, and each SASL mechanism) ends here: take the maildrop
+    /// lock, then list the maildrop, all before the `+OK` that enters TRANSACTION.
+    pub(crate) async fn enter_transaction(
+        &mut self,
+        user: mailstore::UserId,
+        login: &str,
+    ) -> Reply {
+        let services = &self.services;
         let lease = match services.store.lock(user).await {
             Ok(lease) => lease,
             Err(StoreError::InUse) => {

@@ -75,6 +75,9 @@ pub enum DomainCommand {
         /// (john%example.com), plus (john+example.com), bare (john), or all.
         #[arg(long)]
         login_forms: Option<String>,
+        /// Whether the domain's users may log in with APOP (RFC 1939 §7; weak, off by default).
+        #[arg(long, value_name = "true|false")]
+        allow_apop: Option<bool>,
     },
     /// Manage domain aliases (another name of a domain, for logins and deliveries).
     #[command(subcommand)]
@@ -129,6 +132,26 @@ pub enum UserCommand {
         #[command(flatten)]
         quota: QuotaArgs,
     },
+    /// Set or clear the user's APOP secret (stored encrypted under auth.apop_key_file).
+    Apop {
+        address: String,
+        #[command(flatten)]
+        secret: ApopSecretArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct ApopSecretArgs {
+    /// The secret (visible to other local users in the process list: prefer --secret-stdin).
+    #[arg(long)]
+    secret: Option<String>,
+    /// Read the secret from the first line of standard input.
+    #[arg(long)]
+    secret_stdin: bool,
+    /// Remove the user's APOP secret.
+    #[arg(long)]
+    clear: bool,
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +240,30 @@ impl PasswordArgs {
     }
 }
 
+impl ApopSecretArgs {
+    /// The new secret, or `None` for `--clear`.
+    fn read(&self) -> anyhow::Result<Option<String>> {
+        if self.clear {
+            return Ok(None);
+        }
+        let secret = match &self.secret {
+            Some(s) => s.clone(),
+            None => {
+                let mut line = String::new();
+                std::io::stdin()
+                    .lock()
+                    .read_line(&mut line)
+                    .context("reading the APOP secret from standard input")?;
+                line.trim_end_matches(['\r', '\n']).to_string()
+            }
+        };
+        if secret.is_empty() {
+            bail!("the APOP secret is empty");
+        }
+        Ok(Some(secret))
+    }
+}
+
 /// `pophost login explain`: each step of resolving a login, one per line.
 async fn explain(
     dir: &dyn Directory,
@@ -266,8 +313,14 @@ fn show_quota(q: Quota) -> String {
     )
 }
 
-async fn hash(password: String) -> anyhow::Result<String> {
-    Ok(tokio::task::spawn_blocking(move || tenancy::hash_password(password.as_bytes())).await??)
+/// The argon2 hash and the SCRAM-SHA-256 verifier of a new password, both off the reactor.
+async fn hash_and_verifier(password: String) -> anyhow::Result<(String, String)> {
+    let (hash, verifier) = tokio::task::spawn_blocking(move || {
+        let verifier = tenancy::ScramVerifier::derive(password.as_bytes()).to_string();
+        tenancy::hash_password(password.as_bytes()).map(|hash| (hash, verifier))
+    })
+    .await??;
+    Ok((hash, verifier))
 }
 
 /// Runs a provisioning command; returns what to print.
@@ -309,11 +362,17 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             domain,
             quota,
             login_forms,
+            allow_apop,
         }) => {
             let domain = DomainName::parse(&domain)?;
             let change = quota.change();
-            if change == QuotaChange::default() && login_forms.is_none() {
-                bail!("nothing to set: give --quota-bytes, --quota-messages or --login-forms");
+            if change == QuotaChange::default() && login_forms.is_none() && allow_apop.is_none() {
+                bail!(
+                    "nothing to set: give --quota-bytes, --quota-messages, --login-forms or --allow-apop"
+                );
+            }
+            if let Some(allow) = allow_apop {
+                dir.set_allow_apop(&domain, allow).await?;
             }
             if let Some(forms) = login_forms {
                 dir.set_login_forms(&domain, LoginForms::parse(&forms)?)
@@ -350,13 +409,14 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             let ctx = tenancy::LoginContext {
                 local_ip: listener,
                 sni: sni.as_deref().map(DomainName::parse).transpose()?,
+                ..tenancy::LoginContext::default()
             };
             explain(dir, &login, &settings.default_domains, &ctx).await?
         }
         Command::User(UserCommand::Add { address, password }) => {
             let address = Address::parse(&address)?;
-            let hash = hash(password.read()?).await?;
-            dir.add_user(&address, &hash).await?;
+            let (hash, verifier) = hash_and_verifier(password.read()?).await?;
+            dir.add_user(&address, &hash, Some(&verifier)).await?;
             format!("added user {address}")
         }
         Command::User(UserCommand::List { domain }) => {
@@ -379,14 +439,38 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
         }
         Command::User(UserCommand::Passwd { address, password }) => {
             let address = Address::parse(&address)?;
-            let hash = hash(password.read()?).await?;
-            dir.set_password(&address, &hash).await?;
+            let (hash, verifier) = hash_and_verifier(password.read()?).await?;
+            dir.set_password(&address, &hash, Some(&verifier)).await?;
             format!("changed password of {address}")
         }
         Command::User(UserCommand::Remove { address }) => {
             let address = Address::parse(&address)?;
             dir.remove_user(&address).await?;
             format!("removed user {address}")
+        }
+        Command::User(UserCommand::Apop { address, secret }) => {
+            let address = Address::parse(&address)?;
+            let user = dir
+                .find_apop_user(&address)
+                .await?
+                .ok_or_else(|| mailstore::StoreError::NotFound(format!("user {address}")))?;
+            match secret.read()? {
+                None => {
+                    dir.set_apop_secret(&address, None).await?;
+                    format!("cleared the APOP secret of {address}")
+                }
+                Some(plain) => {
+                    let key = tenancy::ApopKey::load_or_create(&settings.apop_key_file)?;
+                    let sealed = key.seal(user.id, plain.as_bytes());
+                    dir.set_apop_secret(&address, Some(sealed)).await?;
+                    let note = if user.domain_allows {
+                        ""
+                    } else {
+                        " (its domain does not allow APOP yet: pophost domain set DOMAIN --allow-apop true)"
+                    };
+                    format!("set the APOP secret of {address}{note}")
+                }
+            }
         }
         Command::User(UserCommand::Set { address, quota }) => {
             let address = Address::parse(&address)?;

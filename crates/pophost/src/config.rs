@@ -41,6 +41,7 @@ struct Pop3File {
     idle_timeout_secs: Option<u64>,
     max_connections: Option<usize>,
     proxy_protocol: Option<bool>,
+    apop: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +82,13 @@ struct LmtpFile {
 #[serde(deny_unknown_fields, default)]
 struct AuthFile {
     max_concurrent_hashes: Option<usize>,
+    failure_delay_ms: Option<u64>,
+    ip_penalty_max_secs: Option<u64>,
+    account_failures_per_hour: Option<u64>,
+    account_penalty_secs: Option<u64>,
+    cache_ttl_secs: Option<u64>,
+    apop_key_file: Option<PathBuf>,
+    cleartext_networks: Vec<String>,
     default_domains: std::collections::BTreeMap<String, String>,
 }
 
@@ -143,6 +151,11 @@ pub struct Settings {
     pub max_concurrent_hashes: usize,
     /// Domains of bare logins (`john`), by the local address the client connected to.
     pub default_domains: tenancy::DefaultDomains,
+    pub auth_policy: tenancy::AuthPolicy,
+    /// APOP (RFC 1939 §7) on the POP3 and POP3S listeners: off by default.
+    pub apop: bool,
+    /// The server key APOP secrets are encrypted under; made on first use.
+    pub apop_key_file: PathBuf,
 }
 
 /// RFC 1939 §3: the autologout timer must be at least 10 minutes.
@@ -237,6 +250,10 @@ impl Settings {
                 max_connections: pop3_max,
                 lease_renewal: Duration::from_secs(ttl) / 3,
                 proxy: pop3_proxy,
+                cleartext_networks: networks(
+                    &file.auth.cleartext_networks,
+                    "auth.cleartext_networks",
+                )?,
             },
             pop3s_listen: o
                 .pop3s_listen
@@ -262,6 +279,22 @@ impl Settings {
                 "auth.max_concurrent_hashes",
             )?,
             default_domains: default_domains(&file.auth.default_domains)?,
+            auth_policy: tenancy::AuthPolicy {
+                failure_delay: Duration::from_millis(file.auth.failure_delay_ms.unwrap_or(2000)),
+                ip_penalty_max: Duration::from_secs(file.auth.ip_penalty_max_secs.unwrap_or(30)),
+                account_failures_per_hour: positive(
+                    file.auth.account_failures_per_hour,
+                    100,
+                    "auth.account_failures_per_hour",
+                )?,
+                account_penalty: Duration::from_secs(file.auth.account_penalty_secs.unwrap_or(10)),
+                cache_ttl: Duration::from_secs(file.auth.cache_ttl_secs.unwrap_or(0)),
+            },
+            apop: file.pop3.apop.unwrap_or(false),
+            apop_key_file: file
+                .auth
+                .apop_key_file
+                .unwrap_or_else(|| data_dir.join("apop.key")),
         })
     }
 }
@@ -339,12 +372,14 @@ fn tls_source(file: TlsFile, data_dir: &Path) -> anyhow::Result<TlsSource> {
 
 /// `proxy.trusted_networks`: CIDR networks (or single addresses) of the proxies.
 fn trusted_networks(list: Vec<String>) -> anyhow::Result<Vec<listener::Network>> {
+    networks(&list, "proxy.trusted_networks")
+}
+
+/// A list of CIDR networks (or single addresses); an error names `key[i]`.
+fn networks(list: &[String], key: &str) -> anyhow::Result<Vec<listener::Network>> {
     list.iter()
         .enumerate()
-        .map(|(i, n)| {
-            n.parse()
-                .map_err(|e| anyhow::anyhow!("proxy.trusted_networks[{i}]: {e}"))
-        })
+        .map(|(i, n)| n.parse().map_err(|e| anyhow::anyhow!("{key}[{i}]: {e}")))
         .collect()
 }
 
@@ -415,6 +450,8 @@ mod tests {
         assert_eq!(s.pop3.idle_timeout, Duration::from_secs(600));
         assert_eq!(s.lmtp.max_message_size, 52_428_800);
         assert_eq!(s.pop3s_listen.to_string(), "127.0.0.1:1995");
+        assert!(!s.apop, "APOP is off by default");
+        assert_eq!(s.apop_key_file, PathBuf::from("pophost-data/apop.key"));
         assert_eq!(
             s.tls,
             TlsSource::SelfSigned(PathBuf::from("pophost-data/tls"))

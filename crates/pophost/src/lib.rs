@@ -46,6 +46,30 @@ async fn reload_on_sighup(certs: Arc<tls::Certificates>, shutdown: CancellationT
     }
 }
 
+/// APOP's verifier when `pop3.apop` is on (loading or making the key file), else `None`.
+fn apop_verifier(
+    settings: &Settings,
+    auth: &Arc<Authenticator>,
+) -> anyhow::Result<Option<Arc<tenancy::ApopVerifier>>> {
+    if !settings.apop {
+        return Ok(None);
+    }
+    let key =
+        tenancy::ApopKey::load_or_create(&settings.apop_key_file).context("auth.apop_key_file")?;
+    // The greeting timestamp's `@host` part; any name will do, the machine's own is customary.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'>'))
+        .unwrap_or_else(|| "localhost".into());
+    tracing::info!("APOP enabled");
+    Ok(Some(Arc::new(tenancy::ApopVerifier::new(
+        auth.clone(),
+        key,
+        hostname,
+    ))))
+}
+
 /// Opens the configured store; `migrate` first applies pending schema migrations.
 pub async fn open_store(settings: &Settings, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match &settings.database {
@@ -92,7 +116,8 @@ pub async fn serve(
         let store = store.clone();
         let n = settings.max_concurrent_hashes;
         let defaults = settings.default_domains.clone();
-        move || Authenticator::new(store, n, defaults)
+        let policy = settings.auth_policy.clone();
+        move || Authenticator::new(store, n, defaults, policy)
     })
     .await??;
     let certs = load_certificates(&settings.tls)?;
@@ -104,10 +129,12 @@ pub async fn serve(
     tracing::info!(addr = %pop3.local_addr()?, "POP3 listening");
     tracing::info!(addr = %pop3s.local_addr()?, "POP3S listening");
     tracing::info!(addr = %lmtp.local_addr()?, "LMTP listening");
+    let auth = Arc::new(auth);
     let services = pop3_server::Services {
         store: store.clone(),
-        auth: Arc::new(auth),
+        auth: auth.clone(),
         tls: Some(acceptor),
+        apop: apop_verifier(&settings, &auth)?,
     };
     tokio::join!(
         pop3_server::run_with_pop3s(

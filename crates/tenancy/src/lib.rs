@@ -2,13 +2,22 @@
 //! hashes and verifies argon2id secrets; `Authenticator` combines the two with the directory,
 //! so a failed login costs the same and says the same whichever half was wrong.
 
+pub mod apop;
+mod defence;
 mod login;
 mod password;
+mod scram;
 
+pub use apop::{ApopKey, ApopVerifier};
+pub use defence::{
+    AuthCache, AuthPolicy, MAX_PASSWORD_BYTES, account_key, ip_penalty, network_key,
+};
 pub use login::{DefaultDomains, Login, LoginContext, Resolution, resolve};
 pub use password::{HashError, Scratch, hash_password, verify_password, verify_password_in};
+pub use scram::{SCRAM_ITERATIONS, ScramError, ScramExchange, ScramVerifier};
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use mailstore::{Directory, StoreError, UserId};
 use tokio::sync::oneshot;
@@ -34,6 +43,8 @@ pub struct Authenticator {
     directory: Arc<dyn Directory>,
     defaults: DefaultDomains,
     hashers: Hashers,
+    policy: AuthPolicy,
+    cache: AuthCache,
     /// Verified when the user does not exist, so that case costs what a wrong password costs.
     dummy_hash: Arc<str>,
 }
@@ -43,41 +54,112 @@ impl Authenticator {
         directory: Arc<dyn Directory>,
         max_concurrent: usize,
         defaults: DefaultDomains,
+        policy: AuthPolicy,
     ) -> Result<Self, HashError> {
         Ok(Self {
             directory,
             defaults,
+            cache: AuthCache::new(policy.cache_ttl),
+            policy,
             hashers: Hashers::start(max_concurrent.max(1))?,
             dummy_hash: hash_password(b"pophost dummy password")?.into(),
         })
     }
 
+    /// Checks a login and password (USER/PASS, SASL PLAIN and LOGIN). Slowed down by the
+    /// failures recorded for the client's network and the account; a failure is recorded and
+    /// answered only after `failure_delay`. Unknown users cost the same as wrong passwords.
     pub async fn authenticate(
         &self,
         login: &str,
         password: &[u8],
         ctx: &LoginContext,
     ) -> Result<UserId, AuthError> {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(AuthError::Rejected);
+        }
         let resolution = resolve(&*self.directory, login, &self.defaults, ctx)
             .await
             .map_err(AuthError::Unavailable)?;
-        let user = match resolution {
-            Resolution::Mailbox { address, .. } => self
-                .directory
-                .find_user(&address)
-                .await
-                .map_err(AuthError::Unavailable)?,
+        let address = match resolution {
+            Resolution::Mailbox { address, .. } => Some(address),
             _ => None,
         };
+        let mut keys = Vec::with_capacity(2);
+        keys.extend(ctx.peer_ip.map(network_key));
+        keys.extend(address.as_ref().map(account_key));
+        tokio::time::sleep(self.penalty(ctx, address.as_ref()).await?).await;
+
+        let user = match &address {
+            Some(address) => self
+                .directory
+                .find_user(address)
+                .await
+                .map_err(AuthError::Unavailable)?,
+            None => None,
+        };
+        let mailbox = address
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        if let Some(u) = &user
+            && let Some(id) = self.cache.get(&mailbox, password, &u.password_hash)
+        {
+            return Ok(id);
+        }
         let (id, hash) = match user {
             Some(u) => (Some(u.id), Arc::from(u.password_hash)),
             None => (None, self.dummy_hash.clone()),
         };
-        let ok = self.hashers.verify(password.to_vec(), hash).await;
+        let ok = self.hashers.verify(password.to_vec(), hash.clone()).await;
         match id {
-            Some(id) if ok => Ok(id),
-            _ => Err(AuthError::Rejected),
+            Some(id) if ok => {
+                self.cache.put(&mailbox, password, &hash, id);
+                Ok(id)
+            }
+            _ => {
+                self.failed(&keys).await;
+                Err(AuthError::Rejected)
+            }
         }
+    }
+
+    /// Records a failed login under `keys`, then waits the failure delay before the answer.
+    pub(crate) async fn failed(&self, keys: &[String]) {
+        if let Err(e) = self.directory.record_auth_failure(keys).await {
+            tracing::warn!(error = %e, "recording a failed login failed");
+        }
+        tokio::time::sleep(self.policy.failure_delay).await;
+    }
+
+    /// The wait before an attempt: the client network's growing penalty, plus the account's
+    /// when it has had too many failures this hour.
+    async fn penalty(
+        &self,
+        ctx: &LoginContext,
+        address: Option<&mailstore::Address>,
+    ) -> Result<Duration, AuthError> {
+        const HOUR: Duration = Duration::from_secs(3600);
+        let mut wait = Duration::ZERO;
+        if let Some(ip) = ctx.peer_ip {
+            let failures = self
+                .directory
+                .auth_failures(&network_key(ip), HOUR)
+                .await
+                .map_err(AuthError::Unavailable)?;
+            wait += ip_penalty(failures, self.policy.ip_penalty_max);
+        }
+        if let Some(address) = address {
+            let failures = self
+                .directory
+                .auth_failures(&account_key(address), HOUR)
+                .await
+                .map_err(AuthError::Unavailable)?;
+            if failures >= self.policy.account_failures_per_hour {
+                wait += self.policy.account_penalty;
+            }
+        }
+        Ok(wait)
     }
 }
 

@@ -48,6 +48,8 @@ impl Login {
 /// What a connection tells about the domain of a bare login.
 #[derive(Debug, Clone, Default)]
 pub struct LoginContext {
+    /// The client's address (from the PROXY header when proxied).
+    pub peer_ip: Option<IpAddr>,
     /// The local address the client connected to.
     pub local_ip: Option<IpAddr>,
     /// The TLS server name the client asked for.
@@ -183,14 +185,14 @@ mod tests {
         let defaults = DefaultDomains(HashMap::from([(ip, d("listener.example"))]));
         let mut ctx = LoginContext {
             local_ip: Some(ip),
-            sni: None,
+            ..LoginContext::default()
         };
         assert_eq!(defaults.for_context(&ctx), Some(d("listener.example")));
         ctx.sni = Some(d("sni.example"));
         assert_eq!(defaults.for_context(&ctx), Some(d("sni.example")));
         let other = LoginContext {
             local_ip: Some("127.0.0.1".parse().expect("ip")),
-            sni: None,
+            ..LoginContext::default()
         };
         assert_eq!(defaults.for_context(&other), None);
     }

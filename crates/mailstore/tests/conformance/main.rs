@@ -68,7 +68,7 @@ async fn user(store: &dyn Store, address: &str) -> UserId {
     // The domain may exist already from an earlier user.
     let _ = store.add_domain(&a.domain).await;
     store
-        .add_user(&a, "$argon2id$fake")
+        .add_user(&a, "$argon2id$fake", None)
         .await
         .expect("add user")
 }
@@ -131,14 +131,14 @@ async fn provisioning(b: impl Backend) {
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        s.add_user(&addr("a@nowhere.example"), "h").await,
+        s.add_user(&addr("a@nowhere.example"), "h", None).await,
         Err(StoreError::NotFound(_))
     ));
-    s.add_user(&addr("John@example.com"), "h1")
+    s.add_user(&addr("John@example.com"), "h1", Some("SCRAM-SHA-256$v1"))
         .await
         .expect("user");
     assert!(matches!(
-        s.add_user(&addr("john@EXAMPLE.com"), "h").await,
+        s.add_user(&addr("john@EXAMPLE.com"), "h", None).await,
         Err(StoreError::Conflict(_))
     ));
     let found = s
@@ -147,9 +147,28 @@ async fn provisioning(b: impl Backend) {
         .expect("find")
         .expect("exists");
     assert_eq!(found.password_hash, "h1");
-    s.set_password(&addr("john@example.com"), "h2")
+    assert_eq!(found.scram.as_deref(), Some("SCRAM-SHA-256$v1"));
+    s.set_password(&addr("john@example.com"), "h2", Some("SCRAM-SHA-256$v2"))
         .await
         .expect("passwd");
+    let found = s
+        .find_user(&addr("john@example.com"))
+        .await
+        .expect("find")
+        .expect("exists");
+    assert_eq!(found.scram.as_deref(), Some("SCRAM-SHA-256$v2"));
+    // A new password without a verifier clears the old one.
+    s.set_password(&addr("john@example.com"), "h2", None)
+        .await
+        .expect("passwd");
+    assert_eq!(
+        s.find_user(&addr("john@example.com"))
+            .await
+            .expect("find")
+            .expect("exists")
+            .scram,
+        None
+    );
     assert_eq!(
         s.find_user(&addr("john@example.com"))
             .await
@@ -473,6 +492,59 @@ async fn aliases_and_login_forms(b: impl Backend) {
     ));
 }
 
+async fn apop_secrets_and_domain_switch(b: impl Backend) {
+    let s = b.open(LockOptions::default()).await;
+    let john = user(&*s, "john@example.com").await;
+    let found = s
+        .find_apop_user(&addr("john@example.com"))
+        .await
+        .expect("find")
+        .expect("john");
+    assert_eq!(found.id, john);
+    assert_eq!(found.secret, None, "no secret by default");
+    assert!(!found.domain_allows, "APOP is off by default");
+    s.set_apop_secret(&addr("john@example.com"), Some("c2VhbGVk".into()))
+        .await
+        .expect("set secret");
+    s.set_allow_apop(&domain("example.com"), true)
+        .await
+        .expect("allow");
+    let found = s
+        .find_apop_user(&addr("john@example.com"))
+        .await
+        .expect("find")
+        .expect("john");
+    assert_eq!(found.secret.as_deref(), Some("c2VhbGVk"));
+    assert!(found.domain_allows);
+    s.set_apop_secret(&addr("john@example.com"), None)
+        .await
+        .expect("clear");
+    s.set_allow_apop(&domain("example.com"), false)
+        .await
+        .expect("disallow");
+    let found = s
+        .find_apop_user(&addr("john@example.com"))
+        .await
+        .expect("find")
+        .expect("john");
+    assert_eq!(found.secret, None);
+    assert!(!found.domain_allows);
+    assert!(
+        s.find_apop_user(&addr("nobody@example.com"))
+            .await
+            .expect("find")
+            .is_none()
+    );
+    assert!(matches!(
+        s.set_apop_secret(&addr("nobody@example.com"), None).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.set_allow_apop(&domain("example.org"), true).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
 async fn a_lease_given_up_is_not_renewed(b: impl Backend) {
     let s = b.open(lock("a", 400)).await;
     let john = user(&*s, "john@example.com").await;
@@ -589,4 +661,5 @@ stories!(
     aliases_and_login_forms,
     a_restart_frees_the_previous_runs_locks_and_partial_bodies,
     uids_are_never_reused,
+    apop_secrets_and_domain_switch,
 );

@@ -38,9 +38,19 @@ fn check(command: &Command) {
     let shown = format!("{command:?}");
     match command {
         Command::Pass(_) => assert_eq!(shown, "Pass(Password(<redacted>))"),
+        Command::Auth {
+            initial: Some(_), ..
+        } => assert!(shown.contains("SaslResponse(<redacted>)")),
         Command::Retr(n) | Command::Dele(n) | Command::Top(n, _) => assert!(n.get() >= 1),
         Command::List(Some(n)) | Command::Uidl(Some(n)) => assert!(n.get() >= 1),
         Command::User(name) => assert!(!name.is_empty() && !name.contains([' ', '\t'])),
+        Command::Apop { name, digest } => {
+            assert!(!name.is_empty() && !name.contains([' ', '\t']));
+            assert!(shown.ends_with("digest: ApopDigest(<redacted>) }"));
+            let hex = digest.as_str();
+            assert_eq!(hex.len(), 32);
+            assert!(hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+        }
         _ => {}
     }
 }

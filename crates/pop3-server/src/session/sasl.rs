@@ -1,0 +1,243 @@
+//! SASL `AUTH` (RFC 5034) for a session: which mechanisms there are, and each exchange step by
+//! step. PLAIN (RFC 4616) and LOGIN check the password through the same
+//! `Authenticator::authenticate` as USER/PASS; SCRAM-SHA-256 (RFC 7677) runs the tenancy state
+//! machine against the stored verifier. Every success ends in [`Session::enter_transaction`],
+//! so the lock and the replies are those of PASS. SCRAM's server-final message goes out as a
+//! last `+ ` challenge, which the client answers with an empty line (POP3 has no "success with
+//! data", RFC 4422 §4); only then is the maildrop locked and `+OK` sent.
+//!
+//! A challenge is `+ base64` (`Reply::Challenge`); `*` cancels with `-ERR`; a response that is
+//! not base64 ends the exchange with `-ERR`; the session goes on in AUTHORIZATION either way.
+
+use mailstore::UserId;
+use pop3_proto::{Reply, RespCode, SaslLineError, SaslResponse};
+use tenancy::{AuthError, ScramExchange};
+
+use super::{Session, sys_temp};
+
+/// The mechanisms offered, in CAPA's `SASL` line and in the reply to a bare `AUTH`.
+pub(super) const MECHANISMS: &[&str] = &["PLAIN", "LOGIN", "SCRAM-SHA-256"];
+
+/// An exchange waiting for the client's next response line.
+pub(super) enum SaslExchange {
+    /// PLAIN sent without an initial response: the next line is the whole message.
+    Plain,
+    /// LOGIN: `Username:` was sent.
+    LoginUser,
+    /// LOGIN: `Password:` was sent for `login`.
+    LoginPass { login: String },
+    /// SCRAM-SHA-256 sent without an initial response: the next line is client-first.
+    ScramFirst,
+    /// SCRAM-SHA-256: server-first was sent; the next line is client-final.
+    ScramFinal(Box<ScramExchange>),
+    /// SCRAM-SHA-256: the proof was good and server-final was sent; an empty line logs in.
+    ScramDone { user: UserId, login: String },
+}
+
+impl Session {
+    /// CAPA's `SASL` line, or `None` to offer no mechanism on this connection. The one place
+    /// that decides what CAPA says about SASL (before and after login alike).
+    pub(super) fn sasl_capability(&self) -> Option<String> {
+        Some(format!("SASL {}", self.mechanisms().join(" ")))
+    }
+
+    /// The mechanisms offered here: PLAIN and LOGIN send the password itself, so only where
+    /// cleartext passwords are allowed (TLS, loopback, `auth.cleartext_networks`).
+    pub(super) fn mechanisms(&self) -> Vec<&'static str> {
+        let cleartext = self.cleartext_allowed();
+        MECHANISMS
+            .iter()
+            .copied()
+            .filter(|m| cleartext || !matches!(*m, "PLAIN" | "LOGIN"))
+            .collect()
+    }
+
+    /// `AUTH mechanism [initial-response]` in AUTHORIZATION.
+    pub(super) async fn sasl_start(
+        &mut self,
+        mechanism: &str,
+        initial: Option<SaslResponse>,
+    ) -> Reply {
+        self.sasl = None;
+        if matches!(mechanism, "PLAIN" | "LOGIN") && !self.cleartext_allowed() {
+            return Reply::Err(
+                None,
+                "plaintext login is not allowed here; use STLS first".into(),
+            );
+        }
+        match (mechanism, initial) {
+            ("PLAIN", Some(message)) => self.plain(message.as_bytes()).await,
+            ("PLAIN", None) => {
+                self.sasl = Some(SaslExchange::Plain);
+                Reply::Challenge(Vec::new())
+            }
+            ("LOGIN", Some(user)) => self.login_user(&user),
+            ("LOGIN", None) => {
+                self.sasl = Some(SaslExchange::LoginUser);
+                Reply::Challenge(b"Username:".to_vec())
+            }
+            ("SCRAM-SHA-256", Some(first)) => self.scram_first(first.as_bytes()).await,
+            ("SCRAM-SHA-256", None) => {
+                self.sasl = Some(SaslExchange::ScramFirst);
+                Reply::Challenge(Vec::new())
+            }
+            _ => Reply::Err(None, "unsupported SASL mechanism".into()),
+        }
+    }
+
+    /// The client's line while an exchange is pending.
+    pub(super) async fn sasl_step(&mut self, line: Result<SaslResponse, SaslLineError>) -> Reply {
+        let Some(exchange) = self.sasl.take() else {
+            return Reply::Err(None, "no authentication in progress".into());
+        };
+        let response = match line {
+            Ok(response) => response,
+            Err(SaslLineError::Cancelled) => {
+                return Reply::Err(None, "authentication cancelled".into());
+            }
+            Err(e) => return Reply::Err(None, e.to_string()),
+        };
+        match exchange {
+            SaslExchange::Plain => self.plain(response.as_bytes()).await,
+            SaslExchange::LoginUser => self.login_user(&response),
+            SaslExchange::LoginPass { login } => self.login(&login, response.as_bytes()).await,
+            SaslExchange::ScramFirst => self.scram_first(response.as_bytes()).await,
+            SaslExchange::ScramFinal(exchange) => {
+                let login = exchange.login().to_owned();
+                match self
+                    .services
+                    .auth
+                    .scram_finish(*exchange, response.as_bytes())
+                    .await
+                {
+                    Ok((user, server_final)) => {
+                        self.sasl = Some(SaslExchange::ScramDone { user, login });
+                        Reply::Challenge(server_final.into_bytes())
+                    }
+                    Err(_) => rejected(),
+                }
+            }
+            SaslExchange::ScramDone { user, login } if response.as_bytes().is_empty() => {
+                self.enter_transaction(user, &login).await
+            }
+            SaslExchange::ScramDone { .. } => rejected(),
+        }
+    }
+
+    async fn scram_first(&mut self, client_first: &[u8]) -> Reply {
+        match self
+            .services
+            .auth
+            .scram_start(client_first, &self.login_ctx)
+            .await
+        {
+            Ok((exchange, server_first)) => {
+                self.sasl = Some(SaslExchange::ScramFinal(Box::new(exchange)));
+                Reply::Challenge(server_first.into_bytes())
+            }
+            Err(AuthError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "login failed: store unavailable");
+                sys_temp()
+            }
+            Err(_) => rejected(),
+        }
+    }
+
+    fn login_user(&mut self, user: &SaslResponse) -> Reply {
+        // Not UTF-8: carried on lossily, so it fails at the password like any unknown user.
+        let login = String::from_utf8_lossy(user.as_bytes()).into_owned();
+        self.sasl = Some(SaslExchange::LoginPass { login });
+        Reply::Challenge(b"Password:".to_vec())
+    }
+
+    async fn plain(&mut self, message: &[u8]) -> Reply {
+        match parse_plain(message) {
+            Ok((login, password)) => self.login(&login, password).await,
+            Err(PlainError::Malformed) => Reply::Err(None, "malformed PLAIN message".into()),
+            Err(PlainError::OtherAuthzid) => {
+                tracing::info!("login failed: PLAIN authorization identity of another user");
+                Reply::Err(
+                    Some(RespCode::Auth),
+                    "authorization identity must be empty or the login itself".into(),
+                )
+            }
+        }
+    }
+}
+
+fn rejected() -> Reply {
+    tracing::info!("login failed");
+    Reply::Err(Some(RespCode::Auth), "invalid login or password".into())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum PlainError {
+    /// Not `authzid NUL authcid NUL passwd` with a UTF-8, non-empty authcid.
+    Malformed,
+    /// The client asked to act as someone other than the login (RFC 4616 §2 lets a server
+    /// refuse): pophost has no administrators who may read other users' mail.
+    OtherAuthzid,
+}
+
+/// Splits a PLAIN message (RFC 4616 §2) into the login and the password. The authorization
+/// identity must be empty or exactly the login.
+fn parse_plain(message: &[u8]) -> Result<(String, &[u8]), PlainError> {
+    let mut parts = message.split(|&b| b == 0);
+    let (Some(authzid), Some(authcid), Some(password), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(PlainError::Malformed);
+    };
+    let login = std::str::from_utf8(authcid).map_err(|_| PlainError::Malformed)?;
+    if login.is_empty() {
+        return Err(PlainError::Malformed);
+    }
+    if !authzid.is_empty() && authzid != authcid {
+        return Err(PlainError::OtherAuthzid);
+    }
+    Ok((login.to_owned(), password))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_messages() {
+        let ok = |login: &str, pw: &'static [u8]| Ok((login.to_owned(), pw));
+        type Parsed = Result<(String, &'static [u8]), PlainError>;
+        let cases: Vec<(&[u8], Parsed)> = vec![
+            (
+                b"\0john@example.com\0s3cret pass",
+                ok("john@example.com", b"s3cret pass"),
+            ),
+            (
+                b"john@example.com\0john@example.com\0pw",
+                ok("john@example.com", b"pw"),
+            ),
+            (b"\0john\0", ok("john", b"")),
+            // Acting as another user: refused whatever the password.
+            (
+                b"mary@example.com\0john@example.com\0pw",
+                Err(PlainError::OtherAuthzid),
+            ),
+            (
+                b"JOHN@example.com\0john@example.com\0pw",
+                Err(PlainError::OtherAuthzid),
+            ),
+            (b"", Err(PlainError::Malformed)),
+            (b"\0john", Err(PlainError::Malformed)),
+            (b"\0\0pw", Err(PlainError::Malformed)),
+            (b"\0john\0pw\0more", Err(PlainError::Malformed)),
+            (b"\0j\xffn\0pw", Err(PlainError::Malformed)),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(
+                parse_plain(message),
+                expected,
+                "{}",
+                String::from_utf8_lossy(message)
+            );
+        }
+    }
+}

@@ -10,6 +10,7 @@ rounds so machine noise hits both alike. Reports logins/s and the ratio.
 import argparse, os, socket, subprocess, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLIENTS_MAX = 16
 BIN = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "pophost")
 
 
@@ -22,7 +23,8 @@ def start(port, cache):
     env = dict(os.environ, RUST_LOG="warn")
     env.pop("POPHOST_DATABASE_URL", None)
     subprocess.run(cli + ["domain", "add", "bench.example"], env=env, check=True, capture_output=True)
-    subprocess.run(cli + ["user", "add", "u@bench.example", "--password", "pw"], env=env, check=True, capture_output=True)
+    for i in range(CLIENTS_MAX):
+        subprocess.run(cli + ["user", "add", f"u{i}@bench.example", "--password", "pw"], env=env, check=True, capture_output=True)
     p = subprocess.Popen(cli + ["serve", "--pop3-listen", f"127.0.0.1:{port}", "--pop3s-listen", "127.0.0.1:0",
                                 "--lmtp-listen", "127.0.0.1:0"], env=env, stderr=subprocess.DEVNULL)
     for _ in range(100):
@@ -34,11 +36,11 @@ def start(port, cache):
     raise SystemExit("server did not start")
 
 
-def login(port):
+def login(port, user):
     s = socket.create_connection(("127.0.0.1", port))
     f = s.makefile("rb")
     f.readline()
-    s.sendall(b"USER u@bench.example\r\nPASS pw\r\nQUIT\r\n")
+    s.sendall(f"USER {user}\r\nPASS pw\r\nQUIT\r\n".encode())
     f.readline()
     r = f.readline()
     assert r.startswith(b"+OK"), r
@@ -49,7 +51,9 @@ def login(port):
 def rate(port, n, clients):
     per = n // clients
     t = time.time()
-    threads = [threading.Thread(target=lambda: [login(port) for _ in range(per)]) for _ in range(clients)]
+    # One mailbox per client: a mailbox takes one session at a time.
+    threads = [threading.Thread(target=lambda u=f"u{c}@bench.example": [login(port, u) for _ in range(per)])
+               for c in range(clients)]
     for th in threads:
         th.start()
     for th in threads:
@@ -63,6 +67,7 @@ def main():
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
+    assert a.clients <= CLIENTS_MAX
     off, on = start(21210, False), start(21211, True)
     try:
         r_off, r_on = [], []

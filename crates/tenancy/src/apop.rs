@@ -19,8 +19,8 @@ use mailstore::UserId;
 use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
 
-use crate::login::{LoginContext, Resolution, resolve};
-use crate::{AuthError, Authenticator, account_key, network_key};
+use crate::login::LoginContext;
+use crate::{AuthError, Authenticator};
 
 /// Length of the server's APOP key file, in bytes.
 pub const KEY_LEN: usize = 32;
@@ -224,17 +224,7 @@ impl ApopVerifier {
         ctx: &LoginContext,
     ) -> Result<UserId, AuthError> {
         let directory = &*self.auth.directory;
-        let resolution = resolve(directory, name, &self.auth.defaults, ctx)
-            .await
-            .map_err(AuthError::Unavailable)?;
-        let address = match resolution {
-            Resolution::Mailbox { address, .. } => Some(address),
-            _ => None,
-        };
-        let mut keys = Vec::with_capacity(2);
-        keys.extend(ctx.peer_ip.map(network_key));
-        keys.extend(address.as_ref().map(account_key));
-        tokio::time::sleep(self.auth.penalty(ctx, address.as_ref()).await?).await;
+        let crate::Attempt { address, keys } = self.auth.begin(name, ctx).await?;
         let user = match &address {
             Some(address) => directory
                 .find_apop_user(address)

@@ -78,18 +78,7 @@ impl Authenticator {
         if password.len() > MAX_PASSWORD_BYTES {
             return Err(AuthError::Rejected);
         }
-        let resolution = resolve(&*self.directory, login, &self.defaults, ctx)
-            .await
-            .map_err(AuthError::Unavailable)?;
-        let address = match resolution {
-            Resolution::Mailbox { address, .. } => Some(address),
-            _ => None,
-        };
-        let mut keys = Vec::with_capacity(2);
-        keys.extend(ctx.peer_ip.map(network_key));
-        keys.extend(address.as_ref().map(account_key));
-        tokio::time::sleep(self.penalty(ctx, address.as_ref()).await?).await;
-
+        let Attempt { address, keys } = self.begin(login, ctx).await?;
         let user = match &address {
             Some(address) => self
                 .directory
@@ -132,6 +121,27 @@ impl Authenticator {
         tokio::time::sleep(self.policy.failure_delay).await;
     }
 
+    /// The start of every login attempt, whatever the mechanism: resolve the name, wait out the
+    /// brute-force penalty, and name the counters a failure goes under.
+    pub(crate) async fn begin(
+        &self,
+        login: &str,
+        ctx: &LoginContext,
+    ) -> Result<Attempt, AuthError> {
+        let resolution = resolve(&*self.directory, login, &self.defaults, ctx)
+            .await
+            .map_err(AuthError::Unavailable)?;
+        let address = match resolution {
+            Resolution::Mailbox { address, .. } => Some(address),
+            _ => None,
+        };
+        let mut keys = Vec::with_capacity(2);
+        keys.extend(ctx.peer_ip.map(network_key));
+        keys.extend(address.as_ref().map(account_key));
+        tokio::time::sleep(self.penalty(ctx, address.as_ref()).await?).await;
+        Ok(Attempt { address, keys })
+    }
+
     /// The wait before an attempt: the client network's growing penalty, plus the account's
     /// when it has had too many failures this hour.
     async fn penalty(
@@ -161,6 +171,13 @@ impl Authenticator {
         }
         Ok(wait)
     }
+}
+
+/// A login attempt under way: the mailbox its name resolved to (if any), and the failure-counter
+/// keys (client network, account).
+pub(crate) struct Attempt {
+    pub(crate) address: Option<mailstore::Address>,
+    pub(crate) keys: Vec<String>,
 }
 
 /// One verification for a hashing thread.

@@ -25,7 +25,7 @@ use mailstore::UserId;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::{AuthError, Authenticator, LoginContext, Resolution, resolve};
+use crate::{AuthError, Authenticator, LoginContext};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
@@ -318,18 +318,8 @@ impl Authenticator {
             tracing::debug!(error = %e, "SCRAM client-first refused");
             AuthError::Rejected
         })?;
-        let resolution = resolve(&*self.directory, &client.username, &self.defaults, ctx)
-            .await
-            .map_err(AuthError::Unavailable)?;
-        let address = match resolution {
-            Resolution::Mailbox { address, .. } => Some(address),
-            _ => None,
-        };
         // The brute-force defence applies as to password logins: wait first, count failures.
-        let mut keys = Vec::with_capacity(2);
-        keys.extend(ctx.peer_ip.map(crate::network_key));
-        keys.extend(address.as_ref().map(crate::account_key));
-        tokio::time::sleep(self.penalty(ctx, address.as_ref()).await?).await;
+        let crate::Attempt { address, keys } = self.begin(&client.username, ctx).await?;
         let user = match &address {
             Some(address) => self
                 .directory

@@ -421,3 +421,43 @@ fn getmail_leave_on_server() {
         show(&out)
     );
 }
+
+/// fetchmail over implicit TLS (POP3S, `ssl`) and over STLS on the plain port (`sslproto`
+/// without `ssl`), against the self-signed certificate (so no certificate check).
+#[test]
+fn fetchmail_over_pop3s_and_stls() {
+    let server = server();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let home = tmp.path();
+    deliver(&server, &["tls one"]);
+    for (name, port, tls) in [
+        ("pop3s", server.pop3s.port(), "ssl sslproto tls1.2+"),
+        ("stls", server.pop3.port(), "sslproto tls1.2+"),
+    ] {
+        let outfile = home.join(format!("delivered-{name}"));
+        let rc = home.join(format!("fetchmailrc-{name}"));
+        write_private(
+            &rc,
+            &format!(
+                "set no syslog\n\
+                 poll 127.0.0.1 service {port} protocol pop3 auth password\n  \
+                 user \"{USER}\" password \"{PASSWORD}\"\n  \
+                 {tls} no sslcertck\n  keep fetchall\n  \
+                 mda \"/bin/sh -c 'cat >> {out}'\"\n",
+                out = outfile.display()
+            ),
+        );
+        let out = fetchmail(home, &rc, &[]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", show(&out));
+        let log = show(&out);
+        assert!(
+            log.contains("SSL") || log.contains("TLS"),
+            "{name}: no TLS in the transcript: {log}"
+        );
+        assert_eq!(
+            subject_count(&[take(&outfile)], "tls one"),
+            1,
+            "{name}: {log}"
+        );
+    }
+}

@@ -4,11 +4,10 @@
 //! fetchmail's `protocol apop` against it.
 
 use std::fs;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
 
-use crate::harness::{self, PASSWORD, Pop3, Server};
+use crate::harness::{self, PASSWORD, Pop3, Server, show, write_private};
 
 const USER: &str = "john@example.com";
 const SECRET: &str = "tanstaaf apop secret";
@@ -251,26 +250,6 @@ fn apop_cli_needs_a_user_and_a_secret() {
     );
     let (_, r) = apop(&server, USER, SECRET);
     assert!(r.starts_with("+OK"), "{r}");
-}
-
-/// Writes a config file with mode 0600 (fetchmail refuses readable password files).
-fn write_private(path: &Path, contents: &str) {
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, contents.as_bytes()))
-        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]

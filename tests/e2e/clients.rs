@@ -1,9 +1,9 @@
 //! Real Debian mail clients (swaks, curl, fetchmail, mpop, getmail6) run as subprocesses against a
 //! real `pophost serve`: LMTP delivery, listing, retrieval, deletion and leave-on-server via UIDL.
 
-use crate::harness::{self, PASSWORD, Pop3, Server};
+use crate::harness::{self, PASSWORD, Pop3, Server, show, write_private};
 use std::fs;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -44,27 +44,6 @@ fn client(home: &Path, program: &str) -> Command {
 fn run(cmd: &mut Command) -> Output {
     cmd.output()
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
-}
-
-/// Exit status and both streams, for assertion messages.
-fn show(out: &Output) -> String {
-    format!(
-        "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Writes a config file with mode 0600 (fetchmail and mpop refuse readable password files).
-fn write_private(path: &Path, contents: &str) {
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, contents.as_bytes()))
-        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
 /// Creates an empty Maildir (cur/new/tmp) under `root`.

@@ -283,21 +283,17 @@ impl Pop3 {
 
     /// A connection already made (e.g. after writing a PROXY header); reads the greeting.
     pub fn from_stream(stream: TcpStream) -> Pop3 {
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        let mut c = Pop3 {
-            rd: BufReader::new(stream.try_clone().expect("clone")),
-            wr: stream,
-        };
-        let greeting = c.line();
+        let (c, greeting) = Pop3::open(stream);
         assert!(greeting.starts_with("+OK"), "{greeting}");
         c
     }
 
     /// As `connect`, also returning the greeting line (which may or may not be `+OK`).
     pub fn connect_greeting(addr: SocketAddr) -> (Pop3, String) {
-        let stream = TcpStream::connect(addr).expect("connect");
+        Pop3::open(TcpStream::connect(addr).expect("connect"))
+    }
+
+    fn open(stream: TcpStream) -> (Pop3, String) {
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .expect("timeout");
@@ -544,4 +540,26 @@ pub fn deliver(server: &Server, rcpt: &str, message: &[u8]) {
 pub fn message(subject: &str) -> Vec<u8> {
     format!("From: a@example.net\r\nSubject: {subject}\r\n\r\nbody of {subject}\r\n.leading dot\r\nlast line\r\n")
         .into_bytes()
+}
+
+/// Writes a client config file with mode 0600 (fetchmail and mpop refuse readable password files).
+pub fn write_private(path: &Path, contents: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// A client run's exit status and output, for assertion messages.
+pub fn show(out: &Output) -> String {
+    format!(
+        "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }

@@ -39,6 +39,8 @@ pub struct PostgresStore {
     node: String,
     incarnation: String,
     held: Held,
+    /// The install's UID prefix (see the first migration).
+    uid_prefix: tokio::sync::OnceCell<String>,
     ttl_secs: f64,
 }
 
@@ -71,6 +73,7 @@ impl PostgresStore {
             node: lock.node,
             incarnation: incarnation(),
             held: Held::default(),
+            uid_prefix: tokio::sync::OnceCell::new(),
             ttl_secs: lock.ttl.as_secs_f64(),
         })
     }
@@ -729,9 +732,16 @@ impl Delivery for PostgresStore {
             .bind(&users)
             .execute(&mut *tx)
             .await?;
-        let prefix: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'uid_prefix'")
-            .fetch_one(&mut *tx)
-            .await?;
+        // Fixed at install time: read once, not on every delivery.
+        let prefix = self
+            .uid_prefix
+            .get_or_try_init(|| async {
+                sqlx::query_scalar::<_, String>("SELECT value FROM meta WHERE key = 'uid_prefix'")
+                    .fetch_one(&mut *tx)
+                    .await
+            })
+            .await?
+            .clone();
         let mut outcomes = Vec::with_capacity(recipients.len());
         let mut refs = 0i64;
         for r in recipients {

@@ -24,6 +24,8 @@ pub struct SqliteStore {
     /// Distinguishes this run of the node from its crashed predecessors.
     incarnation: String,
     held: Held,
+    /// The install's UID prefix (see the first migration).
+    uid_prefix: tokio::sync::OnceCell<String>,
     ttl: Duration,
 }
 
@@ -61,6 +63,7 @@ impl SqliteStore {
             node: lock.node,
             incarnation: incarnation(),
             held: Held::default(),
+            uid_prefix: tokio::sync::OnceCell::new(),
             ttl: lock.ttl,
         })
     }
@@ -726,9 +729,16 @@ impl Delivery for SqliteStore {
     ) -> Result<Vec<Result<()>>> {
         let now = now_ms();
         let mut tx = self.write().await?;
-        let prefix: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'uid_prefix'")
-            .fetch_one(&mut *tx)
-            .await?;
+        // Fixed at install time: read once, not on every delivery.
+        let prefix = self
+            .uid_prefix
+            .get_or_try_init(|| async {
+                sqlx::query_scalar::<_, String>("SELECT value FROM meta WHERE key = 'uid_prefix'")
+                    .fetch_one(&mut *tx)
+                    .await
+            })
+            .await?
+            .clone();
         let mut outcomes = Vec::with_capacity(recipients.len());
         let mut refs = 0i64;
         for r in recipients {

@@ -31,4 +31,18 @@ impl Held {
             .copied()
             .collect()
     }
+
+    /// Of the `asked` tokens, forgets and returns those not `renewed`: their rows are gone.
+    pub(crate) fn drop_missing(&self, asked: &[i64], renewed: &[i64]) -> Vec<i64> {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let lost: Vec<i64> = asked
+            .iter()
+            .copied()
+            .filter(|t| !renewed.contains(t))
+            .collect();
+        for t in &lost {
+            held.remove(t);
+        }
+        lost
+    }
 }

@@ -7,6 +7,7 @@
 //! holds a whole message in memory) plus a per-recipient header block; the octet size is
 //! computed at delivery, so STAT and LIST never read bodies.
 
+mod admin;
 mod convert;
 mod error;
 mod held;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use admin::*;
 pub use error::{Result, StoreError};
 pub use model::*;
 pub use postgres::{PgOptions, PostgresStore};
@@ -88,8 +90,10 @@ pub trait Maildrops: Send + Sync {
     /// Gives the lock up without changing anything (session ended without QUIT). The lease is
     /// no longer renewed even if this fails.
     async fn unlock(&self, lease: &Lease) -> Result<()>;
-    /// Extends every lease this process holds for a live session, in one statement.
-    async fn renew_leases(&self) -> Result<()>;
+    /// Extends every lease this process holds for a live session, in one statement, and returns
+    /// the tokens of held leases that are gone from the store (an admin broke the lock, or it
+    /// expired and was taken): their sessions must end. Those are no longer renewed.
+    async fn renew_leases(&self) -> Result<Vec<i64>>;
     /// The maildrop's messages in delivery order.
     async fn list(&self, user: UserId) -> Result<Vec<MessageMeta>>;
     /// Part 0 of a message is its header block, parts 1.. its body chunks; `None` past the end.
@@ -120,9 +124,88 @@ pub trait Delivery: Send + Sync {
     async fn discard_blob(&self, blob: BlobId) -> Result<()>;
 }
 
+/// What the admin UI and API need beyond `Directory`. Listings take the caller's `Scope` and
+/// apply it in SQL; single objects are checked against it by the caller before they are named.
+/// Times are Unix milliseconds passed in by the caller, so session expiry can be tested.
+#[async_trait]
+pub trait Admin: Send + Sync {
+    /// Adds an admin; `email` must be unique (`Conflict`), the domains of a `Scope::Domains`
+    /// must exist (`NotFound`).
+    async fn add_admin(&self, email: &str, password_hash: &str, scope: &Scope) -> Result<AdminId>;
+    async fn find_admin(&self, email: &str) -> Result<Option<AdminAccount>>;
+    async fn admin_by_id(&self, id: AdminId) -> Result<Option<AdminAccount>>;
+    async fn count_admins(&self) -> Result<u64>;
+
+    /// Stores a new browser session under the hash of its cookie value.
+    async fn create_admin_session(
+        &self,
+        id_hash: &str,
+        admin: AdminId,
+        csrf: &str,
+        now: i64,
+    ) -> Result<()>;
+    async fn admin_session(&self, id_hash: &str) -> Result<Option<AdminSession>>;
+    async fn touch_admin_session(&self, id_hash: &str, now: i64) -> Result<()>;
+    async fn delete_admin_session(&self, id_hash: &str) -> Result<()>;
+    /// Forgets sessions last seen before `idle_before` or created before `created_before`.
+    async fn prune_admin_sessions(&self, idle_before: i64, created_before: i64) -> Result<()>;
+
+    /// Stores an API token by the hash of its secret.
+    async fn add_api_token(&self, admin: AdminId, name: &str, token_hash: &str, now: i64)
+    -> Result<i64>;
+    /// The admin a token belongs to, recording its use.
+    async fn use_api_token(&self, token_hash: &str, now: i64) -> Result<Option<AdminId>>;
+    async fn list_api_tokens(&self, admin: AdminId) -> Result<Vec<ApiToken>>;
+    /// Revokes one of `admin`'s own tokens (`NotFound` for anyone else's).
+    async fn revoke_api_token(&self, admin: AdminId, id: i64) -> Result<()>;
+
+    /// Domains in scope whose name contains `search`, by name.
+    async fn domain_page(
+        &self,
+        scope: &Scope,
+        search: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page<DomainDetail>>;
+    async fn domain_detail(&self, name: &DomainName) -> Result<Option<DomainDetail>>;
+    async fn update_domain(&self, name: &DomainName, settings: &DomainSettings) -> Result<()>;
+    /// Users of `domain` whose local part contains `search`, by local part.
+    async fn user_page(
+        &self,
+        domain: &DomainName,
+        search: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page<UserDetail>>;
+    async fn user_detail(&self, address: &Address) -> Result<Option<UserDetail>>;
+    async fn set_user_enabled(&self, address: &Address, enabled: bool) -> Result<()>;
+
+    /// Maildrops locked by live sessions, in scope.
+    async fn live_sessions(&self, scope: &Scope) -> Result<Vec<LiveSession>>;
+    /// Frees a maildrop's lock; the frontend holding it ends that session at its next lease
+    /// renewal. `false` when it was not locked.
+    async fn break_lock(&self, address: &Address) -> Result<bool>;
+
+    /// Appends to the audit log (the store sets `at`).
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<()>;
+    /// The audit log in scope, newest first. A domain admin sees entries of their domains only.
+    async fn audit_page(
+        &self,
+        scope: &Scope,
+        filter: &AuditFilter,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page<AuditEntry>>;
+
+    /// Deliveries and logins per hour from `since_hour` on, in scope; hours without activity are
+    /// left out.
+    async fn hourly_stats(&self, scope: &Scope, since_hour: i64) -> Result<Vec<HourlyStat>>;
+    async fn totals(&self, scope: &Scope) -> Result<Totals>;
+}
+
 /// Every role of one backend.
-pub trait Store: Directory + Maildrops + Delivery {}
-impl<T: Directory + Maildrops + Delivery> Store for T {}
+pub trait Store: Directory + Maildrops + Delivery + Admin {}
+impl<T: Directory + Maildrops + Delivery + Admin> Store for T {}
 
 /// How this process takes part in maildrop locking.
 #[derive(Debug, Clone)]

@@ -606,10 +606,10 @@ impl Maildrops for SqliteStore {
         Ok(())
     }
 
-    async fn renew_leases(&self) -> Result<()> {
+    async fn renew_leases(&self) -> Result<Vec<i64>> {
         let tokens = self.held.tokens();
         if tokens.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let until = now_ms() + i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX / 2);
         let list = format!(
@@ -620,16 +620,17 @@ impl Maildrops for SqliteStore {
                 .collect::<Vec<_>>()
                 .join(",")
         );
-        sqlx::query(
+        let renewed: Vec<i64> = sqlx::query_scalar(
             "UPDATE maildrop_locks SET expires_at = $1
-             WHERE incarnation = $2 AND token IN (SELECT value FROM json_each($3))",
+             WHERE incarnation = $2 AND token IN (SELECT value FROM json_each($3))
+             RETURNING token",
         )
         .bind(until)
         .bind(&self.incarnation)
         .bind(list)
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(())
+        Ok(self.held.drop_missing(&tokens, &renewed))
     }
 
     async fn list(&self, user: UserId) -> Result<Vec<MessageMeta>> {
@@ -827,4 +828,132 @@ impl Delivery for SqliteStore {
             .await?;
         Ok(())
     }
+}
+
+#[async_trait]
+impl Admin for SqliteStore {
+    async fn add_admin(&self, _email: &str, _password_hash: &str, _scope: &Scope) -> Result<AdminId> {
+        todo!("add_admin")
+    }
+
+    async fn find_admin(&self, _email: &str) -> Result<Option<AdminAccount>> {
+        todo!("find_admin")
+    }
+
+    async fn admin_by_id(&self, _id: AdminId) -> Result<Option<AdminAccount>> {
+        todo!("admin_by_id")
+    }
+
+    async fn count_admins(&self) -> Result<u64> {
+        todo!("count_admins")
+    }
+
+    async fn create_admin_session(
+        &self,
+        _id_hash: &str,
+        _admin: AdminId,
+        _csrf: &str,
+        _now: i64,
+    ) -> Result<()> {
+        todo!("create_admin_session")
+    }
+
+    async fn admin_session(&self, _id_hash: &str) -> Result<Option<AdminSession>> {
+        todo!("admin_session")
+    }
+
+    async fn touch_admin_session(&self, _id_hash: &str, _now: i64) -> Result<()> {
+        todo!("touch_admin_session")
+    }
+
+    async fn delete_admin_session(&self, _id_hash: &str) -> Result<()> {
+        todo!("delete_admin_session")
+    }
+
+    async fn prune_admin_sessions(&self, _idle_before: i64, _created_before: i64) -> Result<()> {
+        todo!("prune_admin_sessions")
+    }
+
+    async fn add_api_token(&self, _admin: AdminId, _name: &str, _token_hash: &str, _now: i64) -> Result<i64> {
+        todo!("add_api_token")
+    }
+
+    async fn use_api_token(&self, _token_hash: &str, _now: i64) -> Result<Option<AdminId>> {
+        todo!("use_api_token")
+    }
+
+    async fn list_api_tokens(&self, _admin: AdminId) -> Result<Vec<ApiToken>> {
+        todo!("list_api_tokens")
+    }
+
+    async fn revoke_api_token(&self, _admin: AdminId, _id: i64) -> Result<()> {
+        todo!("revoke_api_token")
+    }
+
+    async fn domain_page(
+        &self,
+        _scope: &Scope,
+        _search: &str,
+        _offset: u64,
+        _limit: u64,
+    ) -> Result<Page<DomainDetail>> {
+        todo!("domain_page")
+    }
+
+    async fn domain_detail(&self, _name: &DomainName) -> Result<Option<DomainDetail>> {
+        todo!("domain_detail")
+    }
+
+    async fn update_domain(&self, _name: &DomainName, _settings: &DomainSettings) -> Result<()> {
+        todo!("update_domain")
+    }
+
+    async fn user_page(
+        &self,
+        _domain: &DomainName,
+        _search: &str,
+        _offset: u64,
+        _limit: u64,
+    ) -> Result<Page<UserDetail>> {
+        todo!("user_page")
+    }
+
+    async fn user_detail(&self, _address: &Address) -> Result<Option<UserDetail>> {
+        todo!("user_detail")
+    }
+
+    async fn set_user_enabled(&self, _address: &Address, _enabled: bool) -> Result<()> {
+        todo!("set_user_enabled")
+    }
+
+    async fn live_sessions(&self, _scope: &Scope) -> Result<Vec<LiveSession>> {
+        todo!("live_sessions")
+    }
+
+    async fn break_lock(&self, _address: &Address) -> Result<bool> {
+        todo!("break_lock")
+    }
+
+    async fn record_audit(&self, _entry: &AuditEntry) -> Result<()> {
+        todo!("record_audit")
+    }
+
+    async fn audit_page(
+        &self,
+        _scope: &Scope,
+        _filter: &AuditFilter,
+        _offset: u64,
+        _limit: u64,
+    ) -> Result<Page<AuditEntry>> {
+        todo!("audit_page")
+    }
+
+    async fn hourly_stats(&self, _scope: &Scope, _since_hour: i64) -> Result<Vec<HourlyStat>> {
+        todo!("hourly_stats")
+    }
+
+    async fn totals(&self, _scope: &Scope) -> Result<Totals> {
+        todo!("totals")
+    }
+
 }

@@ -1,0 +1,342 @@
+//! Who is asking. `Actor` is the one extractor every handler takes: it carries the admin's
+//! scope, and `Actor::domain` is the one gate from a domain named in a URL, form or JSON body
+//! to the store. Browser requests authenticate by session cookie (with a CSRF token and an
+//! `Origin` check on every state-changing request); API requests by bearer token only, never
+//! by cookie, so a browser cannot be made to call the API on an admin's behalf.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use mailstore::{AdminId, AuditEntry, DomainName, Scope};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::{ApiError, AppError};
+use crate::state::AppState;
+
+/// The session cookie. `__Host-`: Secure, Path=/, no Domain, so no other host can set it.
+pub const SESSION_COOKIE: &str = "__Host-pophost-session";
+/// The largest form body the CSRF check reads.
+const FORM_LIMIT: usize = 64 * 1024;
+
+/// The admin behind a request, with what they may reach.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub id: AdminId,
+    pub email: String,
+    pub scope: Scope,
+    /// The session's CSRF token, for the forms a page renders; `None` for API tokens.
+    pub csrf: Option<String>,
+    /// The client's address, for the audit log.
+    pub ip: Option<IpAddr>,
+}
+
+impl Actor {
+    pub fn is_super(&self) -> bool {
+        self.scope.is_all()
+    }
+
+    pub fn require_super(&self) -> Result<(), AppError> {
+        if self.is_super() {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden)
+        }
+    }
+
+    /// The domain `raw` names, if this admin may reach it. Out of scope is `NotFound`, the same
+    /// as a domain that does not exist, so ids cannot be probed.
+    pub fn domain(&self, raw: &str) -> Result<DomainName, AppError> {
+        let name = DomainName::parse(raw).map_err(|_| AppError::NotFound)?;
+        if self.scope.allows(&name) {
+            Ok(name)
+        } else {
+            Err(AppError::NotFound)
+        }
+    }
+
+    /// Writes one audit-log record of this admin's action. A failure to record is logged, not
+    /// returned: the change it describes has already been made.
+    pub async fn audit(&self, state: &AppState, record: Audit<'_>) {
+        let entry = AuditEntry {
+            at: 0,
+            actor: self.email.clone(),
+            action: record.action.into(),
+            object: record.object.into(),
+            domain: record.domain.cloned(),
+            before: record.before.map(|v| v.to_string()),
+            after: record.after.map(|v| v.to_string()),
+            ip: self.ip.map(|ip| ip.to_string()),
+            success: record.success,
+        };
+        if let Err(e) = state.store.record_audit(&entry).await {
+            tracing::error!(error = %e, action = %entry.action, "audit record not written");
+        }
+    }
+}
+
+/// One audited action, as a handler describes it.
+pub struct Audit<'a> {
+    pub action: &'a str,
+    pub object: &'a str,
+    pub domain: Option<&'a DomainName>,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    pub success: bool,
+}
+
+impl<'a> Audit<'a> {
+    /// A successful action with no before/after.
+    pub fn new(action: &'a str, object: &'a str, domain: Option<&'a DomainName>) -> Self {
+        Self {
+            action,
+            object,
+            domain,
+            before: None,
+            after: None,
+            success: true,
+        }
+    }
+
+    pub fn before(mut self, v: serde_json::Value) -> Self {
+        self.before = Some(v);
+        self
+    }
+
+    pub fn after(mut self, v: serde_json::Value) -> Self {
+        self.after = Some(v);
+        self
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Actor {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+        parts
+            .extensions
+            .get::<Actor>()
+            .cloned()
+            .ok_or(AppError::Unauthorized)
+    }
+}
+
+/// What the page layout needs: who is signed in, and the CSRF token for its forms.
+#[derive(Debug, Clone)]
+pub struct Chrome {
+    pub email: String,
+    pub is_super: bool,
+    pub csrf: String,
+}
+
+impl From<&Actor> for Chrome {
+    fn from(a: &Actor) -> Self {
+        Self {
+            email: a.email.clone(),
+            is_super: a.is_super(),
+            csrf: a.csrf.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Field errors of a form that is shown again (with status 422).
+#[derive(Debug, Clone, Default)]
+pub struct FieldErrors(Vec<(&'static str, String)>);
+
+impl FieldErrors {
+    pub fn add(&mut self, field: &'static str, message: impl Into<String>) {
+        self.0.push((field, message.into()));
+    }
+
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, m)| m.as_str())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A random URL-safe secret (256 bits): session ids, CSRF tokens, API tokens, bootstrap links.
+pub fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// What the store keeps of a secret: its SHA-256 (the secrets are random, so no salt or
+/// stretching is needed, and a stolen database does not give working sessions or tokens).
+pub fn hash_secret(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+}
+
+/// Equal in constant time.
+pub fn secrets_equal(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+pub fn client_ip(req: &Request) -> Option<IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip())
+}
+
+/// The value of the session cookie, if the request carries one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+/// The `Set-Cookie` value for a session id (`None`: the cookie that deletes it).
+pub fn session_set_cookie(id: Option<&str>) -> String {
+    match id {
+        Some(id) => format!("{SESSION_COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict"),
+        None => format!(
+            "{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"
+        ),
+    }
+}
+
+/// For browser routes: loads the session (ending it when idle or too old) and puts the `Actor`
+/// in the request; on POST, checks `Origin` and the form's `_csrf` against the session's.
+/// Requests without a session go on without an `Actor` (sign-in pages need none; every other
+/// handler's `Actor` extractor then redirects to sign-in).
+pub async fn browser(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, AppError> {
+    let ip = client_ip(&req);
+    let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD);
+    if unsafe_method && !origin_ok(&state, req.headers()) {
+        return Err(AppError::Csrf);
+    }
+    let Some(actor) = load_session(&state, req.headers(), ip).await? else {
+        return Ok(next.run(req).await);
+    };
+    let (mut parts, body) = req.into_parts();
+    let body = if unsafe_method {
+        let bytes = to_bytes(body, FORM_LIMIT)
+            .await
+            .map_err(|_| AppError::BadRequest("form too large".into()))?;
+        let sent = form_field(&bytes, "_csrf").unwrap_or_default();
+        let expected = actor.csrf.as_deref().unwrap_or_default();
+        if expected.is_empty() || !secrets_equal(&sent, expected) {
+            return Err(AppError::Csrf);
+        }
+        Body::from(bytes)
+    } else {
+        body
+    };
+    parts.extensions.insert(actor);
+    Ok(next.run(Request::from_parts(parts, body)).await)
+}
+
+/// A state-changing request must come from our own pages: an `Origin` header, if sent, names
+/// this host. (Browsers send it on every cross-site POST; SameSite=Strict keeps the cookie off
+/// those anyway; the CSRF token covers clients that send neither.)
+pub fn origin_ok(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let scheme = if state.config.tls { "https" } else { "http" };
+    origin.to_str().ok() == Some(&format!("{scheme}://{host}"))
+}
+
+/// The first value of `name` in a url-encoded form.
+pub fn form_field(body: &[u8], name: &str) -> Option<String> {
+    form_urlencoded::parse(body)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn load_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    ip: Option<IpAddr>,
+) -> Result<Option<Actor>, AppError> {
+    let Some(id) = session_cookie(headers) else {
+        return Ok(None);
+    };
+    let id_hash = hash_secret(&id);
+    let Some(session) = state.store.admin_session(&id_hash).await? else {
+        return Ok(None);
+    };
+    let now = state.now();
+    let idle = i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX);
+    let absolute = i64::try_from(state.config.session_absolute.as_millis()).unwrap_or(i64::MAX);
+    if now.saturating_sub(session.last_seen) > idle
+        || now.saturating_sub(session.created_at) > absolute
+    {
+        state.store.delete_admin_session(&id_hash).await?;
+        return Ok(None);
+    }
+    let Some(admin) = state.store.admin_by_id(session.admin).await? else {
+        return Ok(None);
+    };
+    state.store.touch_admin_session(&id_hash, now).await?;
+    Ok(Some(Actor {
+        id: admin.id,
+        email: admin.email,
+        scope: admin.scope,
+        csrf: Some(session.csrf),
+        ip,
+    }))
+}
+
+/// For `/api/v1`: `Authorization: Bearer <token>` or 401.
+pub async fn api(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(AppError::Unauthorized)?;
+    let admin = match state
+        .store
+        .use_api_token(&hash_secret(token), state.now())
+        .await?
+    {
+        Some(id) => state.store.admin_by_id(id).await?,
+        None => None,
+    }
+    .ok_or(AppError::Unauthorized)?;
+    let ip = client_ip(&req);
+    req.extensions_mut().insert(Actor {
+        id: admin.id,
+        email: admin.email,
+        scope: admin.scope,
+        csrf: None,
+        ip,
+    });
+    Ok(next.run(req).await)
+}
+
+/// 401 for the API is JSON, not a redirect.
+pub fn api_unauthorized() -> Response {
+    ApiError(AppError::Unauthorized).into_response()
+}

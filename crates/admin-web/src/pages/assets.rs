@@ -1,0 +1,24 @@
+//! Static files, compiled into the binary (no CDN, nothing to install beside it).
+
+use axum::Router;
+use axum::http::header;
+use axum::routing::get;
+
+use crate::state::AppState;
+
+const CSS: &str = include_str!("../../../../web/static/app.css");
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route(
+        "/static/app.css",
+        get(|| async {
+            (
+                [
+                    (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+                    (header::CACHE_CONTROL, "public, max-age=3600"),
+                ],
+                CSS,
+            )
+        }),
+    )
+}

@@ -1,0 +1,1 @@
+//! Router tests: every route through `oneshot`, against a real SQLite file.

@@ -121,6 +121,8 @@ pub struct Server {
     /// POP3S (implicit TLS).
     pub pop3s: SocketAddr,
     pub lmtp: SocketAddr,
+    /// The admin UI and API.
+    pub admin: SocketAddr,
     pub log: Arc<Mutex<String>>,
 }
 
@@ -150,6 +152,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--lmtp-listen",
                 "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
             ])
             .args(extra)
             .env("RUST_LOG", "info")
@@ -167,10 +171,12 @@ impl Server {
                     ("POP3 listening", "pop3"),
                     ("POP3S listening", "pop3s"),
                     ("LMTP listening", "lmtp"),
+                    ("admin UI listening", "admin"),
                 ] {
                     if line.contains(key)
                         && let Some(addr) = line.split("addr=").nth(1)
-                        && let Ok(addr) = addr.trim().parse::<SocketAddr>()
+                        && let Some(addr) = addr.split_whitespace().next()
+                        && let Ok(addr) = addr.parse::<SocketAddr>()
                     {
                         let _ = tx.send((proto, addr));
                     }
@@ -178,11 +184,12 @@ impl Server {
                 sink.lock().expect("log").push_str(&(line + "\n"));
             }
         });
-        let (mut pop3, mut pop3s, mut lmtp) = (None, None, None);
-        while pop3.is_none() || pop3s.is_none() || lmtp.is_none() {
+        let (mut pop3, mut pop3s, mut lmtp, mut admin) = (None, None, None, None);
+        while pop3.is_none() || pop3s.is_none() || lmtp.is_none() || admin.is_none() {
             match rx.recv_timeout(Duration::from_secs(30)) {
                 Ok(("pop3", a)) => pop3 = Some(a),
                 Ok(("pop3s", a)) => pop3s = Some(a),
+                Ok(("admin", a)) => admin = Some(a),
                 Ok((_, a)) => lmtp = Some(a),
                 Err(_) => panic!("server did not start:\n{}", log.lock().expect("log")),
             }
@@ -193,6 +200,7 @@ impl Server {
             pop3: pop3.expect("pop3"),
             pop3s: pop3s.expect("pop3s"),
             lmtp: lmtp.expect("lmtp"),
+            admin: admin.expect("admin"),
             log,
         }
     }

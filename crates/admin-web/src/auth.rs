@@ -4,7 +4,7 @@
 //! `Origin` check on every state-changing request); API requests by bearer token only, never
 //! by cookie, so a browser cannot be made to call the API on an admin's behalf.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
@@ -17,6 +17,7 @@ use mailstore::{AdminId, AuditEntry, DomainName, Scope};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::ClientAddr;
 use crate::error::{ApiError, AppError};
 use crate::state::AppState;
 
@@ -127,6 +128,30 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
     }
 }
 
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Actor {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Actor>().cloned())
+    }
+}
+
+/// The client's address, when the server runs with connect info (absent in router tests).
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<ClientAddr>>()
+                .map(|ConnectInfo(a)| a.0.ip()),
+        ))
+    }
+}
+
 /// What the page layout needs: who is signed in, and the CSRF token for its forms.
 #[derive(Debug, Clone)]
 pub struct Chrome {
@@ -186,8 +211,8 @@ pub fn secrets_equal(a: &str, b: &str) -> bool {
 
 pub fn client_ip(req: &Request) -> Option<IpAddr> {
     req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(a)| a.ip())
+        .get::<ConnectInfo<ClientAddr>>()
+        .map(|ConnectInfo(a)| a.0.ip())
 }
 
 /// The value of the session cookie, if the request carries one.

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::session::Session;
+use crate::session::{Kicks, Session};
 
 /// Settings of the POP3 listener.
 #[derive(Debug, Clone)]
@@ -76,9 +76,11 @@ pub async fn run_with_pop3s(
     shutdown: CancellationToken,
 ) {
     let stop_renewal = CancellationToken::new();
+    let kicks = Kicks::default();
     let renewer = tokio::spawn(renew_leases(
         services.store.clone(),
         config.lease_renewal,
+        kicks.clone(),
         stop_renewal.clone(),
     ));
     let options = listener::Options {
@@ -93,7 +95,7 @@ pub async fn run_with_pop3s(
         listener,
         options.clone(),
         shutdown.clone(),
-        handler(services.clone(), config.clone(), next_id.clone(), false),
+        handler(services.clone(), config.clone(), next_id.clone(), kicks.clone(), false),
     );
     let implicit = async {
         let Some(pop3s) = pop3s else {
@@ -113,7 +115,7 @@ pub async fn run_with_pop3s(
             pop3s,
             options,
             shutdown.clone(),
-            handler(services.clone(), config.clone(), next_id.clone(), true),
+            handler(services.clone(), config.clone(), next_id.clone(), kicks.clone(), true),
         )
         .await;
     };
@@ -130,6 +132,7 @@ fn handler(
     services: Services,
     config: Config,
     next_id: Arc<AtomicU64>,
+    kicks: Kicks,
     implicit_tls: bool,
 ) -> impl Fn(Conn, CancellationToken) -> SessionFuture + Send + Sync + 'static {
     move |conn: Conn, abort| {
@@ -149,13 +152,19 @@ fn handler(
             Session::new(services.clone(), config.clone(), abort)
                 .local(conn.local)
                 .peer(conn.peer)
+                .kicks(kicks.clone())
                 .run(conn.stream, implicit_tls)
                 .instrument(span),
         ) as SessionFuture
     }
 }
 
-async fn renew_leases(store: Arc<dyn Store>, every: Duration, stop: CancellationToken) {
+async fn renew_leases(
+    store: Arc<dyn Store>,
+    every: Duration,
+    kicks: Kicks,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -163,8 +172,13 @@ async fn renew_leases(store: Arc<dyn Store>, every: Duration, stop: Cancellation
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = store.renew_leases().await {
-            tracing::warn!(error = %e, "renewing maildrop leases failed");
+        match store.renew_leases().await {
+            Ok(lost) if !lost.is_empty() => {
+                tracing::info!(sessions = lost.len(), "maildrop leases lost; ending their sessions");
+                kicks.kick(&lost);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "renewing maildrop leases failed"),
         }
     }
 }

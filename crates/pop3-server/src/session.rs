@@ -61,6 +61,8 @@ enum End {
     StartTls,
     /// The TLS handshake failed or timed out.
     Handshake(std::io::Error),
+    /// An admin broke the maildrop lock (see `Kicks`).
+    Kicked,
 }
 
 pub struct Session {
@@ -78,6 +80,10 @@ pub struct Session {
     /// An `AUTH` exchange waiting for the client's next response line (RFC 5034); while one is
     /// pending, lines are SASL responses, not commands.
     sasl: Option<SaslExchange>,
+    /// Where this session registers its lease, so losing it ends the session.
+    kicks: Kicks,
+    /// Cancelled when the lease this session holds is gone from the store.
+    kicked: CancellationToken,
 }
 
 impl Session {
@@ -92,7 +98,15 @@ impl Session {
             login_ctx: LoginContext::default(),
             apop_timestamp: None,
             sasl: None,
+            kicks: Kicks::default(),
+            kicked: CancellationToken::new(),
         }
+    }
+
+    /// The registry of live leases of this server (see `Kicks`).
+    pub fn kicks(mut self, kicks: Kicks) -> Self {
+        self.kicks = kicks;
+        self
     }
 
     /// The local address the client connected to (from the PROXY header when proxied).
@@ -131,13 +145,15 @@ impl Session {
             End::Handshake(e) => tracing::info!(error = %e, "TLS handshake failed"),
             End::Idle => tracing::info!("autologout after idle timeout"),
             End::Shutdown => tracing::info!("ended by shutdown"),
+            End::Kicked => tracing::info!("ended: the maildrop lock was broken by an admin"),
             End::Quit | End::Eof | End::StartTls => tracing::debug!("session ended"),
         }
         // Leaving without QUIT deletes nothing; the lock is given back so the user can log in again.
-        if let State::Transaction(drop) = &self.state
-            && let Err(e) = self.services.store.unlock(&drop.lease).await
-        {
-            tracing::warn!(error = %e, "releasing maildrop lock failed; it expires with its lease");
+        if let State::Transaction(drop) = &self.state {
+            self.kicks.remove(drop.lease.token);
+            if let Err(e) = self.services.store.unlock(&drop.lease).await {
+                tracing::warn!(error = %e, "releasing maildrop lock failed; it expires with its lease");
+            }
         }
         if let Some(mut conn) = conn {
             let _ = conn.shutdown().await;
@@ -225,6 +241,12 @@ impl Session {
                         self.queue(&Reply::Err(Some(RespCode::SysTemp), "server shutting down, try again later".into()));
                         let _ = self.flush(rd).await;
                         return End::Shutdown;
+                    }
+                    _ = self.kicked.cancelled() => {
+                        // The lock is gone: nothing may be deleted now, and the client is told why.
+                        self.queue(&Reply::Err(Some(RespCode::SysTemp), "session ended by an administrator".into()));
+                        let _ = self.flush(rd).await;
+                        return End::Kicked;
                     }
                     read = tokio::time::timeout(self.config.idle_timeout, rd.read(&mut buf)) => read,
                 };
@@ -499,6 +521,7 @@ impl Session {
         };
         tracing::Span::current().record("user", login);
         tracing::info!(messages = messages.len(), "logged in");
+        self.kicks.insert(lease.token, self.kicked.clone());
         let drop = Maildrop::new(lease, messages);
         let (count, size) = drop.stat();
         self.state = State::Transaction(drop);
@@ -588,4 +611,33 @@ fn sys_temp() -> Reply {
         Some(RespCode::SysTemp),
         "temporary server failure, try again later".into(),
     )
+}
+
+/// The leases this server's sessions hold, by token: when lease renewal finds one gone from the
+/// store (an admin broke the lock, or it expired and another frontend took it), the session
+/// holding it is ended at once instead of at its next QUIT.
+#[derive(Clone, Default)]
+pub struct Kicks(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<i64, CancellationToken>>>);
+
+impl Kicks {
+    fn insert(&self, token: i64, kicked: CancellationToken) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token, kicked);
+    }
+
+    fn remove(&self, token: i64) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&token);
+    }
+
+    /// Ends the sessions holding `lost` leases.
+    pub fn kick(&self, lost: &[i64]) {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for token in lost {
+            if let Some(kicked) = map.get(token) {
+                kicked.cancel();
+            }
+        }
+    }
 }

@@ -36,6 +36,9 @@ pub enum Command {
         /// LMTP listen address (default 127.0.0.1:2424).
         #[arg(long)]
         lmtp_listen: Option<SocketAddr>,
+        /// Admin UI and API listen address (default 127.0.0.1:8080).
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
         /// Do not apply pending schema migrations at start (run `pophost migrate` instead).
         #[arg(long)]
         no_migrate: bool,
@@ -51,6 +54,25 @@ pub enum Command {
     /// Inspect logins.
     #[command(subcommand)]
     Login(LoginCommand),
+    /// Manage admin UI accounts.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Add an admin: a super admin (--super) or the admin of one or more domains (--domain).
+    Add {
+        email: String,
+        /// Super admin: every domain, and the service-wide pages.
+        #[arg(long = "super", conflicts_with = "domain", required_unless_present = "domain")]
+        super_admin: bool,
+        /// A domain this admin manages (repeat for several).
+        #[arg(long)]
+        domain: Vec<String>,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -331,6 +353,50 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
     let out = match command {
         Command::Serve { .. } => bail!("serve is not a provisioning command"),
         Command::Migrate => "database schema is up to date".to_string(),
+        Command::Admin(AdminCommand::Add {
+            email,
+            super_admin,
+            domain,
+            password,
+        }) => {
+            let email = email.trim().to_ascii_lowercase();
+            Address::parse(&email).context("the admin's e-mail address")?;
+            let scope = if super_admin {
+                mailstore::Scope::All
+            } else {
+                mailstore::Scope::Domains(
+                    domain
+                        .iter()
+                        .map(|d| DomainName::parse(d))
+                        .collect::<Result<_, _>>()?,
+                )
+            };
+            let password = password.read()?;
+            let hash =
+                tokio::task::spawn_blocking(move || tenancy::hash_password(password.as_bytes()))
+                    .await??;
+            store.add_admin(&email, &hash, &scope).await?;
+            store
+                .record_audit(&mailstore::AuditEntry {
+                    at: 0,
+                    actor: "cli".into(),
+                    action: "admin.create".into(),
+                    object: email.clone(),
+                    domain: None,
+                    before: None,
+                    after: Some(format!("{scope:?}")),
+                    ip: None,
+                    success: true,
+                })
+                .await?;
+            match scope {
+                mailstore::Scope::All => format!("added super admin {email}"),
+                mailstore::Scope::Domains(d) => format!(
+                    "added admin {email} of {}",
+                    d.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            }
+        }
         Command::Domain(DomainCommand::Add { domain }) => {
             let domain = DomainName::parse(&domain)?;
             dir.add_domain(&domain).await?;
@@ -483,20 +549,24 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
 
 /// Settings for `cli`, with its command-line overrides applied.
 pub fn settings(cli: &Cli) -> anyhow::Result<Settings> {
-    let (pop3_listen, pop3s_listen, lmtp_listen) = match &cli.command {
+    let overrides = match &cli.command {
         Command::Serve {
             pop3_listen,
             pop3s_listen,
             lmtp_listen,
+            admin_listen,
             ..
-        } => (*pop3_listen, *pop3s_listen, *lmtp_listen),
-        _ => (None, None, None),
-    };
-    let overrides = Overrides {
-        data_dir: cli.data_dir.clone(),
-        pop3_listen,
-        pop3s_listen,
-        lmtp_listen,
+        } => Overrides {
+            data_dir: cli.data_dir.clone(),
+            pop3_listen: *pop3_listen,
+            pop3s_listen: *pop3s_listen,
+            lmtp_listen: *lmtp_listen,
+            admin_listen: *admin_listen,
+        },
+        _ => Overrides {
+            data_dir: cli.data_dir.clone(),
+            ..Overrides::default()
+        },
     };
     let url = std::env::var("POPHOST_DATABASE_URL")
         .ok()

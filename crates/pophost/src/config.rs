@@ -24,6 +24,7 @@ struct File {
     locks: LocksFile,
     shutdown: ShutdownFile,
     proxy: ProxyFile,
+    admin: AdminFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,6 +111,16 @@ struct ProxyFile {
     trusted_networks: Option<Vec<String>>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AdminFile {
+    listen: Option<SocketAddr>,
+    tls: Option<bool>,
+    session_idle_minutes: Option<u64>,
+    session_absolute_hours: Option<u64>,
+    signin_failures: Option<u64>,
+}
+
 /// Where the store is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Database {
@@ -134,6 +145,7 @@ pub struct Overrides {
     pub pop3_listen: Option<SocketAddr>,
     pub pop3s_listen: Option<SocketAddr>,
     pub lmtp_listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// Typed settings, ready to use.
@@ -156,6 +168,9 @@ pub struct Settings {
     pub apop: bool,
     /// The server key APOP secrets are encrypted under; made on first use.
     pub apop_key_file: PathBuf,
+    /// The admin UI and API (HTTP, or HTTPS with the service's certificates).
+    pub admin_listen: SocketAddr,
+    pub admin: admin_web::WebConfig,
 }
 
 /// RFC 1939 §3: the autologout timer must be at least 10 minutes.
@@ -233,6 +248,32 @@ impl Settings {
             bail!("lmtp.hostname: must be non-empty printable ASCII without spaces");
         }
         let tls = tls_source(file.tls, &data_dir)?;
+        let admin_listen = o
+            .admin_listen
+            .or(file.admin.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let admin_tls = file.admin.tls.unwrap_or(false);
+        if !admin_tls && !admin_listen.ip().is_loopback() {
+            bail!(
+                "admin.tls: the admin UI listens on {admin_listen}, which is not a loopback address; \
+                 plain HTTP is allowed only on loopback, so set admin.tls = true (or listen on 127.0.0.1)"
+            );
+        }
+        let admin = admin_web::WebConfig {
+            session_idle: Duration::from_secs(
+                60 * positive(file.admin.session_idle_minutes, 30, "admin.session_idle_minutes")?,
+            ),
+            session_absolute: Duration::from_secs(
+                3600 * positive(
+                    file.admin.session_absolute_hours,
+                    12,
+                    "admin.session_absolute_hours",
+                )?,
+            ),
+            tls: admin_tls,
+            signin_failures: positive(file.admin.signin_failures, 5, "admin.signin_failures")?,
+            ..admin_web::WebConfig::default()
+        };
         let default_hashes = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
             database,
@@ -295,6 +336,8 @@ impl Settings {
                 .auth
                 .apop_key_file
                 .unwrap_or_else(|| data_dir.join("apop.key")),
+            admin_listen,
+            admin,
         })
     }
 }
@@ -533,6 +576,7 @@ mod tests {
             pop3_listen: Some("0.0.0.0:110".parse().expect("addr")),
             pop3s_listen: None,
             lmtp_listen: None,
+            admin_listen: None,
         };
         let s = Settings::from_file(parse_file("data_dir = \"/x\"\n").expect("parse"), None, &o)
             .expect("load");

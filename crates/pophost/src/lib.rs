@@ -86,26 +86,56 @@ pub async fn open_store(settings: &Settings, migrate: bool) -> anyhow::Result<Ar
     })
 }
 
+/// The bound listening sockets (POP3S is bound in `serve`, after the certificates load).
+pub struct Listeners {
+    pub pop3: TcpListener,
+    pub lmtp: TcpListener,
+    pub admin: TcpListener,
+}
+
 /// Binds the configured addresses, naming the setting when one cannot be bound.
-pub async fn bind(settings: &Settings) -> anyhow::Result<(TcpListener, TcpListener)> {
+pub async fn bind(settings: &Settings) -> anyhow::Result<Listeners> {
     let pop3 = TcpListener::bind(settings.pop3_listen)
         .await
         .with_context(|| format!("pop3.listen: cannot listen on {}", settings.pop3_listen))?;
     let lmtp = TcpListener::bind(settings.lmtp_listen)
         .await
         .with_context(|| format!("lmtp.listen: cannot listen on {}", settings.lmtp_listen))?;
-    Ok((pop3, lmtp))
+    let admin = TcpListener::bind(settings.admin_listen)
+        .await
+        .with_context(|| format!("admin.listen: cannot listen on {}", settings.admin_listen))?;
+    Ok(Listeners { pop3, lmtp, admin })
 }
 
-/// Runs POP3 and LMTP on the given listeners until `shutdown`, then drains both. `migrate`
-/// applies pending schema migrations first.
+/// With no admin yet, arms the one-time bootstrap link and prints it: whoever opens it first
+/// creates the first super admin (`pophost admin add` is the other way).
+async fn announce_bootstrap(
+    store: &dyn Store,
+    state: &admin_web::AppState,
+    addr: std::net::SocketAddr,
+    tls: bool,
+) -> anyhow::Result<()> {
+    if store.count_admins().await? > 0 {
+        return Ok(());
+    }
+    let token = state.arm_bootstrap();
+    let scheme = if tls { "https" } else { "http" };
+    tracing::warn!(
+        "no admin account exists: open {scheme}://{addr}/bootstrap/{token} to create the first \
+         super admin (the link works once), or run `pophost admin add EMAIL --super`"
+    );
+    Ok(())
+}
+
+/// Runs POP3, LMTP and the admin UI on the given listeners until `shutdown`, then drains them.
+/// `migrate` applies pending schema migrations first.
 pub async fn serve(
     settings: Settings,
     migrate: bool,
-    pop3: TcpListener,
-    lmtp: TcpListener,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Listeners { pop3, lmtp, admin } = listeners;
     let store = open_store(&settings, migrate).await?;
     // Locks held by this node's crashed predecessor are freed before the first login.
     store
@@ -129,11 +159,20 @@ pub async fn serve(
     tracing::info!(addr = %pop3.local_addr()?, "POP3 listening");
     tracing::info!(addr = %pop3s.local_addr()?, "POP3S listening");
     tracing::info!(addr = %lmtp.local_addr()?, "LMTP listening");
+    let admin_addr = admin.local_addr()?;
+    let admin_state = admin_web::AppState::new(
+        store.clone(),
+        settings.admin.clone(),
+        admin_web::system_clock(),
+    );
+    announce_bootstrap(&*store, &admin_state, admin_addr, settings.admin.tls).await?;
+    let admin_tls = settings.admin.tls.then(|| acceptor.clone());
+    tracing::info!(addr = %admin_addr, tls = settings.admin.tls, "admin UI listening");
     let auth = Arc::new(auth);
     let services = pop3_server::Services {
         store: store.clone(),
         auth: auth.clone(),
-        tls: Some(acceptor),
+        tls: Some(acceptor.clone()),
         apop: apop_verifier(&settings, &auth)?,
     };
     tokio::join!(
@@ -144,7 +183,12 @@ pub async fn serve(
             settings.pop3.clone(),
             shutdown.clone()
         ),
-        lmtp::run(lmtp, store, settings.lmtp.clone(), shutdown),
+        lmtp::run(lmtp, store, settings.lmtp.clone(), shutdown.clone()),
+        async {
+            if let Err(e) = admin_web::serve(admin, admin_state, admin_tls, shutdown).await {
+                tracing::error!(error = %e, "admin UI stopped");
+            }
+        },
     );
     tracing::info!("stopped");
     Ok(())

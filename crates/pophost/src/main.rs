@@ -38,10 +38,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_ansi(std::io::stderr().is_terminal())
                 .with_writer(std::io::stderr)
                 .init();
-            let (pop3, lmtp) = pophost::bind(&settings).await?;
+            let listeners = pophost::bind(&settings).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(on_signal(shutdown.clone()));
-            pophost::serve(settings, !no_migrate, pop3, lmtp, shutdown).await
+            pophost::serve(settings, !no_migrate, listeners, shutdown).await
         }
         command => {
             println!("{}", pophost::cli::provision(&settings, command).await?);

@@ -571,3 +571,181 @@ pub fn show(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// An HTTP/1.1 response as the tests look at it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value a `Set-Cookie` of this response gives `name`.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+            .filter_map(|(_, v)| v.split(';').next()?.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+
+    /// The `value` of the hidden input `name` in the body.
+    pub fn hidden(&self, name: &str) -> Option<String> {
+        let at = self.body.find(&format!("name=\"{name}\" value=\""))?;
+        let rest = &self.body[at + name.len() + 15..];
+        Some(rest[..rest.find('"')?].to_string())
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`), over plain HTTP.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
+    let mut s = TcpStream::connect(addr).expect("connect to the admin UI");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).expect("send request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    HttpResponse {
+        status,
+        headers,
+        body: if chunked { dechunk(body) } else { body.to_string() },
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A signed-in admin UI session over plain HTTP: the cookie and the CSRF token of its forms.
+pub struct AdminHttp {
+    pub addr: SocketAddr,
+    pub cookie: String,
+    pub csrf: String,
+}
+
+impl AdminHttp {
+    /// Signs in through the real form (its double-submit token included).
+    pub fn sign_in(addr: SocketAddr, email: &str, password: &str) -> AdminHttp {
+        let form = http(addr, "GET", "/signin", &[], "");
+        let pre = form.cookie("__Host-pophost-pre").expect("pre cookie");
+        let body = form_body(&[
+            ("email", email),
+            ("password", password),
+            ("_pre", &form.hidden("_pre").expect("_pre field")),
+        ]);
+        let res = http(
+            addr,
+            "POST",
+            "/signin",
+            &[
+                ("Cookie", &format!("__Host-pophost-pre={pre}")),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            &body,
+        );
+        assert_eq!(res.status, 303, "sign-in refused: {}", res.body);
+        let cookie = res
+            .cookie("__Host-pophost-session")
+            .expect("session cookie");
+        let mut admin = AdminHttp {
+            addr,
+            cookie,
+            csrf: String::new(),
+        };
+        admin.csrf = admin.get("/").hidden("_csrf").expect("csrf on the dashboard");
+        admin
+    }
+
+    pub fn get(&self, path: &str) -> HttpResponse {
+        http(self.addr, "GET", path, &[("Cookie", &self.session())], "")
+    }
+
+    /// A form POST with this session's CSRF token.
+    pub fn post(&self, path: &str, fields: &[(&str, &str)]) -> HttpResponse {
+        let mut fields = fields.to_vec();
+        fields.push(("_csrf", &self.csrf));
+        http(
+            self.addr,
+            "POST",
+            path,
+            &[
+                ("Cookie", &self.session()),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            &form_body(&fields),
+        )
+    }
+
+    fn session(&self) -> String {
+        format!("__Host-pophost-session={}", self.cookie)
+    }
+}
+
+/// `application/x-www-form-urlencoded`.
+pub fn form_body(fields: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}

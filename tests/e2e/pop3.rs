@@ -420,6 +420,7 @@ fn idle_session_is_logged_out_without_update() {
         pop3_listen: Some("127.0.0.1:0".parse().expect("addr")),
         pop3s_listen: Some("127.0.0.1:0".parse().expect("addr")),
         lmtp_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
     };
     // Provisioned through the real CLI first, so the server opens an existing database.
     let dir = tmp.path();
@@ -432,13 +433,13 @@ fn idle_session_is_logged_out_without_update() {
     let mut settings = pophost::config::Settings::load(None, None, &overrides).expect("settings");
     settings.pop3.idle_timeout = Duration::from_secs(1);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (pop3, lmtp) = rt.block_on(pophost::bind(&settings)).expect("bind");
+    let listeners = rt.block_on(pophost::bind(&settings)).expect("bind");
     let (pop3_addr, lmtp_addr) = (
-        pop3.local_addr().expect("addr"),
-        lmtp.local_addr().expect("addr"),
+        listeners.pop3.local_addr().expect("addr"),
+        listeners.lmtp.local_addr().expect("addr"),
     );
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let server = rt.spawn(pophost::serve(settings, true, pop3, lmtp, shutdown.clone()));
+    let server = rt.spawn(pophost::serve(settings, true, listeners, shutdown.clone()));
     let replies = Lmtp::connect(lmtp_addr).deliver("a@b.example", &[JOHN], &message("idle"));
     assert!(replies[0].starts_with("250"), "{replies:?}");
 

@@ -151,8 +151,13 @@ pub trait Admin: Send + Sync {
     async fn prune_admin_sessions(&self, idle_before: i64, created_before: i64) -> Result<()>;
 
     /// Stores an API token by the hash of its secret.
-    async fn add_api_token(&self, admin: AdminId, name: &str, token_hash: &str, now: i64)
-    -> Result<i64>;
+    async fn add_api_token(
+        &self,
+        admin: AdminId,
+        name: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<i64>;
     /// The admin a token belongs to, recording its use.
     async fn use_api_token(&self, token_hash: &str, now: i64) -> Result<Option<AdminId>>;
     async fn list_api_tokens(&self, admin: AdminId) -> Result<Vec<ApiToken>>;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 use tracing::instrument;
 
 use crate::convert::*;
@@ -277,7 +277,27 @@ impl Directory for PostgresStore {
         scram: Option<&str>,
     ) -> Result<UserId> {
         let mut tx = self.pool.begin().await?;
-        let domain = Self::domain_id(&mut tx, &address.domain).await?;
+        // The domain row stays locked until commit, so concurrent additions cannot both pass
+        // the user limit.
+        let row =
+            sqlx::query("SELECT id, max_users FROM domains WHERE name = $1 FOR NO KEY UPDATE")
+                .bind(address.domain.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("domain {}", address.domain)))?;
+        let (domain, max): (i64, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
+        if let Some(max) = max {
+            let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE domain_id = $1")
+                .bind(domain)
+                .fetch_one(&mut *tx)
+                .await?;
+            if users >= max {
+                return Err(StoreError::Conflict(format!(
+                    "domain {} has reached its limit of {max} users",
+                    address.domain
+                )));
+            }
+        }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO users (domain_id, localpart, password_hash, scram_verifier)
              VALUES ($1, $2, $3, $4) RETURNING id",
@@ -376,7 +396,7 @@ impl Directory for PostgresStore {
     async fn find_user(&self, address: &Address) -> Result<Option<UserAuth>> {
         let row = sqlx::query(
             "SELECT u.id, u.password_hash, u.scram_verifier FROM users u JOIN domains d ON d.id = u.domain_id
-             WHERE d.name = $1 AND u.localpart = $2",
+             WHERE d.name = $1 AND u.localpart = $2 AND u.enabled AND d.enabled",
         )
         .bind(address.domain.as_str())
         .bind(address.local.as_str())
@@ -450,7 +470,7 @@ impl Directory for PostgresStore {
     async fn find_apop_user(&self, address: &Address) -> Result<Option<ApopUser>> {
         let row = sqlx::query(
             "SELECT u.id, u.apop_secret, d.allow_apop FROM users u JOIN domains d ON d.id = u.domain_id
-             WHERE d.name = $1 AND u.localpart = $2",
+             WHERE d.name = $1 AND u.localpart = $2 AND u.enabled AND d.enabled",
         )
         .bind(address.domain.as_str())
         .bind(address.local.as_str())
@@ -574,15 +594,26 @@ impl Maildrops for PostgresStore {
     #[instrument(skip_all, fields(user = user.0))]
     async fn lock(&self, user: UserId) -> Result<Lease> {
         // One statement: take a free maildrop, or take over a lease whose holder stopped
-        // renewing it. A live lease makes the upsert's WHERE false, so nothing is returned.
+        // renewing it. A live lease makes the upsert's WHERE false, so nothing is returned and
+        // no login is counted.
         let token: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO maildrop_locks (user_id, node, incarnation, token, expires_at)
-             VALUES ($1, $2, $3, nextval('lock_tokens'), clock_timestamp() + make_interval(secs => $4))
-             ON CONFLICT (user_id) DO UPDATE
-                 SET node = EXCLUDED.node, incarnation = EXCLUDED.incarnation,
-                     token = EXCLUDED.token, expires_at = EXCLUDED.expires_at
-                 WHERE maildrop_locks.expires_at < clock_timestamp()
-             RETURNING token",
+            "WITH taken AS (
+                 INSERT INTO maildrop_locks (user_id, node, incarnation, token, expires_at, locked_at)
+                 VALUES ($1, $2, $3, nextval('lock_tokens'),
+                         clock_timestamp() + make_interval(secs => $4), clock_timestamp())
+                 ON CONFLICT (user_id) DO UPDATE
+                     SET node = EXCLUDED.node, incarnation = EXCLUDED.incarnation,
+                         token = EXCLUDED.token, expires_at = EXCLUDED.expires_at,
+                         locked_at = EXCLUDED.locked_at
+                     WHERE maildrop_locks.expires_at < clock_timestamp()
+                 RETURNING token, user_id
+             ), counted AS (
+                 INSERT INTO hourly_stats (hour, domain_id, logins)
+                 SELECT floor(extract(epoch FROM clock_timestamp()) / 3600)::BIGINT, u.domain_id, 1
+                 FROM taken JOIN users u ON u.id = taken.user_id
+                 ON CONFLICT (hour, domain_id) DO UPDATE SET logins = hourly_stats.logins + 1
+             )
+             SELECT token FROM taken",
         )
         .bind(user.0)
         .bind(&self.node)
@@ -685,11 +716,16 @@ impl Delivery for PostgresStore {
         let Some(policy) = self.domain_policy(&address.domain).await? else {
             return Ok(None);
         };
-        let address = Address {
-            local: address.local.clone(),
-            domain: policy.name,
-        };
-        Ok(self.find_user(&address).await?.map(|u| u.id))
+        // Not `find_user`: a disabled account cannot log in but still receives mail.
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT u.id FROM users u JOIN domains d ON d.id = u.domain_id
+             WHERE d.name = $1 AND u.localpart = $2",
+        )
+        .bind(policy.name.as_str())
+        .bind(address.local.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(id.map(UserId))
     }
 
     async fn begin_blob(&self) -> Result<BlobId> {
@@ -720,16 +756,18 @@ impl Delivery for PostgresStore {
         let mut tx = self.pool.begin().await?;
         // Quota checks read and then update usage counters; concurrent deliveries must not both
         // pass. Lock the domain rows, then the user rows, each in id order, so two deliveries
-        // never wait on each other in a cycle.
+        // never wait on each other in a cycle. NO KEY UPDATE, not UPDATE: a lock() inserting
+        // rows that reference these (maildrop_locks, hourly_stats) must not wait on a delivery
+        // that may itself wait for lock()'s hourly_stats row.
         let users: Vec<i64> = recipients.iter().map(|r| r.user.0).collect();
         sqlx::query(
             "SELECT id FROM domains WHERE id IN (SELECT domain_id FROM users WHERE id = ANY($1))
-             ORDER BY id FOR UPDATE",
+             ORDER BY id FOR NO KEY UPDATE",
         )
         .bind(&users)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        sqlx::query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
             .bind(&users)
             .execute(&mut *tx)
             .await?;
@@ -745,6 +783,7 @@ impl Delivery for PostgresStore {
             .clone();
         let mut outcomes = Vec::with_capacity(recipients.len());
         let mut refs = 0i64;
+        let mut per_domain = std::collections::BTreeMap::<i64, i64>::new();
         for r in recipients {
             let size = to_i64(body_size).saturating_add(to_i64(r.prefix.len() as u64));
             let row = sqlx::query(
@@ -798,8 +837,21 @@ impl Delivery for PostgresStore {
             .bind(domain)
             .execute(&mut *tx)
             .await?;
+            *per_domain.entry(domain).or_default() += 1;
             refs += 1;
             outcomes.push(Ok(()));
+        }
+        for (domain, delivered) in per_domain {
+            sqlx::query(
+                "INSERT INTO hourly_stats (hour, domain_id, delivered)
+                 VALUES (floor(extract(epoch FROM clock_timestamp()) / 3600)::BIGINT, $1, $2)
+                 ON CONFLICT (hour, domain_id)
+                     DO UPDATE SET delivered = hourly_stats.delivered + EXCLUDED.delivered",
+            )
+            .bind(domain)
+            .bind(delivered)
+            .execute(&mut *tx)
+            .await?;
         }
         if refs == 0 {
             sqlx::query("DELETE FROM blobs WHERE id = $1")
@@ -827,130 +879,610 @@ impl Delivery for PostgresStore {
     }
 }
 
+/// A scope as SQL parameters: whether it is `All`, and otherwise its domains for `= ANY`.
+fn scope_binds(scope: &Scope) -> (bool, Vec<String>) {
+    match scope {
+        Scope::All => (true, Vec::new()),
+        Scope::Domains(list) => (false, list.iter().map(|d| d.to_string()).collect()),
+    }
+}
+
+/// The columns `domain_row` reads, from `domains d`.
+/// Names sort by `COLLATE "C"` here and below: byte order, as SQLite sorts, whatever the
+/// database's locale.
+const DOMAIN_COLUMNS: &str = "d.name, d.quota_bytes, d.quota_messages, d.used_bytes,
+    d.used_messages, (SELECT count(*) FROM users u WHERE u.domain_id = d.id), d.max_users,
+    d.login_forms, d.allow_apop, d.enabled,
+    coalesce((SELECT array_agg(a.alias ORDER BY a.alias COLLATE \"C\") FROM domain_aliases a
+              WHERE a.domain_id = d.id), '{}')";
+
+fn domain_row(r: &sqlx::postgres::PgRow) -> Result<DomainDetail> {
+    let aliases: Vec<String> = r.try_get(10)?;
+    let aliases = aliases
+        .iter()
+        .map(|a| DomainName::parse(a))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(DomainDetail {
+        name: DomainName::parse(r.try_get(0)?)?,
+        quota: quota(r.try_get(1)?, r.try_get(2)?),
+        usage: Usage {
+            bytes: to_u64(r.try_get(3)?),
+            messages: to_u64(r.try_get(4)?),
+        },
+        users: to_u64(r.try_get(5)?),
+        max_users: r.try_get::<Option<i64>, _>(6)?.map(to_u64),
+        login_forms: LoginForms::parse(r.try_get(7)?)?,
+        allow_apop: r.try_get(8)?,
+        enabled: r.try_get(9)?,
+        aliases,
+    })
+}
+
+/// The columns `user_row` reads, from `users u`.
+const USER_COLUMNS: &str = "u.localpart, u.quota_bytes, u.quota_messages, u.used_bytes,
+    u.used_messages, u.enabled,
+    floor(extract(epoch FROM u.created_at) * 1000)::BIGINT";
+
+fn user_row(r: &sqlx::postgres::PgRow, domain: &DomainName) -> Result<UserDetail> {
+    Ok(UserDetail {
+        address: Address {
+            local: LocalPart::parse(r.try_get(0)?)?,
+            domain: domain.clone(),
+        },
+        quota: quota(r.try_get(1)?, r.try_get(2)?),
+        usage: Usage {
+            bytes: to_u64(r.try_get(3)?),
+            messages: to_u64(r.try_get(4)?),
+        },
+        enabled: r.try_get(5)?,
+        created_at: r.try_get(6)?,
+    })
+}
+
+impl PostgresStore {
+    /// An admin row (`id, email, password_hash, is_super`) with its scope.
+    async fn admin_account(
+        &self,
+        row: Option<sqlx::postgres::PgRow>,
+    ) -> Result<Option<AdminAccount>> {
+        let Some(row) = row else { return Ok(None) };
+        let id: i64 = row.try_get(0)?;
+        let scope = if row.try_get(3)? {
+            Scope::All
+        } else {
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT d.name FROM admin_domains a JOIN domains d ON d.id = a.domain_id
+                 WHERE a.admin_id = $1 ORDER BY d.name COLLATE \"C\"",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            Scope::Domains(
+                names
+                    .iter()
+                    .map(|n| DomainName::parse(n))
+                    .collect::<Result<_>>()?,
+            )
+        };
+        Ok(Some(AdminAccount {
+            id: AdminId(id),
+            email: row.try_get(1)?,
+            password_hash: row.try_get(2)?,
+            scope,
+        }))
+    }
+}
+
 #[async_trait]
 impl Admin for PostgresStore {
-    async fn add_admin(&self, _email: &str, _password_hash: &str, _scope: &Scope) -> Result<AdminId> {
-        todo!("add_admin")
+    #[instrument(skip_all, fields(admin = %email))]
+    async fn add_admin(&self, email: &str, password_hash: &str, scope: &Scope) -> Result<AdminId> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO admins (email, password_hash, is_super, created_at)
+             VALUES ($1, $2, $3, floor(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT)
+             RETURNING id",
+        )
+        .bind(email)
+        .bind(password_hash)
+        .bind(scope.is_all())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::Conflict(_) => {
+                StoreError::Conflict(format!("admin {email} already exists"))
+            }
+            other => other,
+        })?;
+        if let Scope::Domains(list) = scope {
+            for name in list {
+                let domain = Self::domain_id(&mut tx, name).await?;
+                sqlx::query(
+                    "INSERT INTO admin_domains (admin_id, domain_id) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(id)
+                .bind(domain)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(AdminId(id))
     }
 
-    async fn find_admin(&self, _email: &str) -> Result<Option<AdminAccount>> {
-        todo!("find_admin")
+    async fn find_admin(&self, email: &str) -> Result<Option<AdminAccount>> {
+        let row =
+            sqlx::query("SELECT id, email, password_hash, is_super FROM admins WHERE email = $1")
+                .bind(email)
+                .fetch_optional(&self.pool)
+                .await?;
+        self.admin_account(row).await
     }
 
-    async fn admin_by_id(&self, _id: AdminId) -> Result<Option<AdminAccount>> {
-        todo!("admin_by_id")
+    async fn admin_by_id(&self, id: AdminId) -> Result<Option<AdminAccount>> {
+        let row =
+            sqlx::query("SELECT id, email, password_hash, is_super FROM admins WHERE id = $1")
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        self.admin_account(row).await
     }
 
     async fn count_admins(&self) -> Result<u64> {
-        todo!("count_admins")
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM admins")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(to_u64(n))
     }
 
+    #[instrument(skip_all, fields(admin = admin.0))]
     async fn create_admin_session(
         &self,
-        _id_hash: &str,
-        _admin: AdminId,
-        _csrf: &str,
-        _now: i64,
+        id_hash: &str,
+        admin: AdminId,
+        csrf: &str,
+        now: i64,
     ) -> Result<()> {
-        todo!("create_admin_session")
+        sqlx::query(
+            "INSERT INTO admin_sessions (id_hash, admin_id, csrf, created_at, last_seen)
+             VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(id_hash)
+        .bind(admin.0)
+        .bind(csrf)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
-    async fn admin_session(&self, _id_hash: &str) -> Result<Option<AdminSession>> {
-        todo!("admin_session")
+    async fn admin_session(&self, id_hash: &str) -> Result<Option<AdminSession>> {
+        let row = sqlx::query(
+            "SELECT admin_id, csrf, created_at, last_seen FROM admin_sessions WHERE id_hash = $1",
+        )
+        .bind(id_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(AdminSession {
+                admin: AdminId(r.try_get(0)?),
+                csrf: r.try_get(1)?,
+                created_at: r.try_get(2)?,
+                last_seen: r.try_get(3)?,
+            })
+        })
+        .transpose()
     }
 
-    async fn touch_admin_session(&self, _id_hash: &str, _now: i64) -> Result<()> {
-        todo!("touch_admin_session")
+    async fn touch_admin_session(&self, id_hash: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE admin_sessions SET last_seen = $1 WHERE id_hash = $2")
+            .bind(now)
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
-    async fn delete_admin_session(&self, _id_hash: &str) -> Result<()> {
-        todo!("delete_admin_session")
+    #[instrument(skip_all)]
+    async fn delete_admin_session(&self, id_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM admin_sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
-    async fn prune_admin_sessions(&self, _idle_before: i64, _created_before: i64) -> Result<()> {
-        todo!("prune_admin_sessions")
+    #[instrument(skip_all)]
+    async fn prune_admin_sessions(&self, idle_before: i64, created_before: i64) -> Result<()> {
+        sqlx::query("DELETE FROM admin_sessions WHERE last_seen < $1 OR created_at < $2")
+            .bind(idle_before)
+            .bind(created_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
-    async fn add_api_token(&self, _admin: AdminId, _name: &str, _token_hash: &str, _now: i64) -> Result<i64> {
-        todo!("add_api_token")
+    #[instrument(skip_all, fields(admin = admin.0))]
+    async fn add_api_token(
+        &self,
+        admin: AdminId,
+        name: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<i64> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO api_tokens (admin_id, name, token_hash, created_at)
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(admin.0)
+        .bind(name)
+        .bind(token_hash)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
     }
 
-    async fn use_api_token(&self, _token_hash: &str, _now: i64) -> Result<Option<AdminId>> {
-        todo!("use_api_token")
+    async fn use_api_token(&self, token_hash: &str, now: i64) -> Result<Option<AdminId>> {
+        let admin: Option<i64> = sqlx::query_scalar(
+            "UPDATE api_tokens SET last_used = $1 WHERE token_hash = $2 RETURNING admin_id",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(admin.map(AdminId))
     }
 
-    async fn list_api_tokens(&self, _admin: AdminId) -> Result<Vec<ApiToken>> {
-        todo!("list_api_tokens")
+    async fn list_api_tokens(&self, admin: AdminId) -> Result<Vec<ApiToken>> {
+        let rows = sqlx::query(
+            "SELECT id, name, created_at, last_used FROM api_tokens WHERE admin_id = $1
+             ORDER BY id",
+        )
+        .bind(admin.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ApiToken {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    created_at: r.try_get(2)?,
+                    last_used: r.try_get(3)?,
+                })
+            })
+            .collect()
     }
 
-    async fn revoke_api_token(&self, _admin: AdminId, _id: i64) -> Result<()> {
-        todo!("revoke_api_token")
+    #[instrument(skip_all, fields(admin = admin.0, token = id))]
+    async fn revoke_api_token(&self, admin: AdminId, id: i64) -> Result<()> {
+        let removed = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND admin_id = $2")
+            .bind(id)
+            .bind(admin.0)
+            .execute(&self.pool)
+            .await?;
+        if removed.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("API token {id}")));
+        }
+        Ok(())
     }
 
     async fn domain_page(
         &self,
-        _scope: &Scope,
-        _search: &str,
-        _offset: u64,
-        _limit: u64,
+        scope: &Scope,
+        search: &str,
+        offset: u64,
+        limit: u64,
     ) -> Result<Page<DomainDetail>> {
-        todo!("domain_page")
+        let (all, list) = scope_binds(scope);
+        let filter = "($1 OR d.name = ANY($2))
+                      AND strpos(lower(d.name), lower($3)) > 0";
+        let mut tx = self.pool.begin().await?;
+        let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM domains d WHERE {filter}"
+        )))
+        .bind(all)
+        .bind(&list)
+        .bind(search)
+        .fetch_one(&mut *tx)
+        .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {DOMAIN_COLUMNS} FROM domains d WHERE {filter}
+             ORDER BY d.name COLLATE \"C\" LIMIT $4 OFFSET $5"
+        )))
+        .bind(all)
+        .bind(&list)
+        .bind(search)
+        .bind(to_i64(limit))
+        .bind(to_i64(offset))
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok(Page {
+            items: rows.iter().map(domain_row).collect::<Result<_>>()?,
+            total: to_u64(total),
+        })
     }
 
-    async fn domain_detail(&self, _name: &DomainName) -> Result<Option<DomainDetail>> {
-        todo!("domain_detail")
+    async fn domain_detail(&self, name: &DomainName) -> Result<Option<DomainDetail>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {DOMAIN_COLUMNS} FROM domains d WHERE d.name = $1"
+        )))
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(domain_row).transpose()
     }
 
-    async fn update_domain(&self, _name: &DomainName, _settings: &DomainSettings) -> Result<()> {
-        todo!("update_domain")
+    #[instrument(skip_all, fields(domain = %name))]
+    async fn update_domain(&self, name: &DomainName, settings: &DomainSettings) -> Result<()> {
+        let updated = sqlx::query(
+            "UPDATE domains SET quota_bytes = $1, quota_messages = $2, max_users = $3,
+                                login_forms = $4, enabled = $5
+             WHERE name = $6",
+        )
+        .bind(settings.quota.bytes.map(to_i64))
+        .bind(settings.quota.messages.map(to_i64))
+        .bind(settings.max_users.map(to_i64))
+        .bind(settings.login_forms.to_string())
+        .bind(settings.enabled)
+        .bind(name.as_str())
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("domain {name}")));
+        }
+        Ok(())
     }
 
     async fn user_page(
         &self,
-        _domain: &DomainName,
-        _search: &str,
-        _offset: u64,
-        _limit: u64,
+        domain: &DomainName,
+        search: &str,
+        offset: u64,
+        limit: u64,
     ) -> Result<Page<UserDetail>> {
-        todo!("user_page")
+        let mut tx = self.pool.begin().await?;
+        let domain_id = Self::domain_id(&mut tx, domain).await?;
+        let filter = "u.domain_id = $1 AND strpos(lower(u.localpart), lower($2)) > 0";
+        let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM users u WHERE {filter}"
+        )))
+        .bind(domain_id)
+        .bind(search)
+        .fetch_one(&mut *tx)
+        .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users u WHERE {filter}
+             ORDER BY u.localpart COLLATE \"C\" LIMIT $3 OFFSET $4"
+        )))
+        .bind(domain_id)
+        .bind(search)
+        .bind(to_i64(limit))
+        .bind(to_i64(offset))
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok(Page {
+            items: rows
+                .iter()
+                .map(|r| user_row(r, domain))
+                .collect::<Result<_>>()?,
+            total: to_u64(total),
+        })
     }
 
-    async fn user_detail(&self, _address: &Address) -> Result<Option<UserDetail>> {
-        todo!("user_detail")
+    async fn user_detail(&self, address: &Address) -> Result<Option<UserDetail>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users u JOIN domains d ON d.id = u.domain_id
+             WHERE d.name = $1 AND u.localpart = $2"
+        )))
+        .bind(address.domain.as_str())
+        .bind(address.local.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| user_row(&r, &address.domain)).transpose()
     }
 
-    async fn set_user_enabled(&self, _address: &Address, _enabled: bool) -> Result<()> {
-        todo!("set_user_enabled")
+    #[instrument(skip_all, fields(user = %address, enabled))]
+    async fn set_user_enabled(&self, address: &Address, enabled: bool) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let user = Self::user_id(&mut tx, address).await?;
+        sqlx::query("UPDATE users SET enabled = $1 WHERE id = $2")
+            .bind(enabled)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
-    async fn live_sessions(&self, _scope: &Scope) -> Result<Vec<LiveSession>> {
-        todo!("live_sessions")
+    async fn live_sessions(&self, scope: &Scope) -> Result<Vec<LiveSession>> {
+        let (all, list) = scope_binds(scope);
+        let rows = sqlx::query(
+            "SELECT u.localpart, d.name, l.node,
+                    floor(extract(epoch FROM l.locked_at) * 1000)::BIGINT
+             FROM maildrop_locks l JOIN users u ON u.id = l.user_id
+                  JOIN domains d ON d.id = u.domain_id
+             WHERE l.expires_at > clock_timestamp() AND ($1 OR d.name = ANY($2))
+             ORDER BY d.name COLLATE \"C\", u.localpart COLLATE \"C\"",
+        )
+        .bind(all)
+        .bind(list)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LiveSession {
+                    address: Address {
+                        local: LocalPart::parse(r.try_get(0)?)?,
+                        domain: DomainName::parse(r.try_get(1)?)?,
+                    },
+                    node: r.try_get(2)?,
+                    since: r.try_get(3)?,
+                })
+            })
+            .collect()
     }
 
-    async fn break_lock(&self, _address: &Address) -> Result<bool> {
-        todo!("break_lock")
+    #[instrument(skip_all, fields(user = %address))]
+    async fn break_lock(&self, address: &Address) -> Result<bool> {
+        let removed = sqlx::query(
+            "DELETE FROM maildrop_locks WHERE user_id =
+                 (SELECT u.id FROM users u JOIN domains d ON d.id = u.domain_id
+                  WHERE d.name = $1 AND u.localpart = $2)",
+        )
+        .bind(address.domain.as_str())
+        .bind(address.local.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(removed.rows_affected() > 0)
     }
 
-    async fn record_audit(&self, _entry: &AuditEntry) -> Result<()> {
-        todo!("record_audit")
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, object, domain, before, after, ip, success)
+             VALUES (floor(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT,
+                     $1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.object)
+        .bind(entry.domain.as_ref().map(DomainName::as_str))
+        .bind(&entry.before)
+        .bind(&entry.after)
+        .bind(&entry.ip)
+        .bind(entry.success)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn audit_page(
         &self,
-        _scope: &Scope,
-        _filter: &AuditFilter,
-        _offset: u64,
-        _limit: u64,
+        scope: &Scope,
+        filter: &AuditFilter,
+        offset: u64,
+        limit: u64,
     ) -> Result<Page<AuditEntry>> {
-        todo!("audit_page")
+        let (all, list) = scope_binds(scope);
+        // `domain IN (...)` is never true for a NULL domain: service-wide entries stay hidden
+        // from domain admins.
+        let cond = "($1 OR domain = ANY($2))
+                    AND strpos(lower(actor), lower($3)) > 0
+                    AND strpos(lower(action), lower($4)) > 0
+                    AND strpos(lower(object), lower($5)) > 0";
+        let mut tx = self.pool.begin().await?;
+        let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM audit_log WHERE {cond}"
+        )))
+        .bind(all)
+        .bind(&list)
+        .bind(&filter.actor)
+        .bind(&filter.action)
+        .bind(&filter.object)
+        .fetch_one(&mut *tx)
+        .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT at, actor, action, object, domain, before, after, ip, success
+             FROM audit_log WHERE {cond} ORDER BY id DESC LIMIT $6 OFFSET $7"
+        )))
+        .bind(all)
+        .bind(&list)
+        .bind(&filter.actor)
+        .bind(&filter.action)
+        .bind(&filter.object)
+        .bind(to_i64(limit))
+        .bind(to_i64(offset))
+        .fetch_all(&mut *tx)
+        .await?;
+        let items = rows
+            .iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    at: r.try_get(0)?,
+                    actor: r.try_get(1)?,
+                    action: r.try_get(2)?,
+                    object: r.try_get(3)?,
+                    domain: r
+                        .try_get::<Option<&str>, _>(4)?
+                        .map(DomainName::parse)
+                        .transpose()?,
+                    before: r.try_get(5)?,
+                    after: r.try_get(6)?,
+                    ip: r.try_get(7)?,
+                    success: r.try_get(8)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Page {
+            items,
+            total: to_u64(total),
+        })
     }
 
-    async fn hourly_stats(&self, _scope: &Scope, _since_hour: i64) -> Result<Vec<HourlyStat>> {
-        todo!("hourly_stats")
+    async fn hourly_stats(&self, scope: &Scope, since_hour: i64) -> Result<Vec<HourlyStat>> {
+        let (all, list) = scope_binds(scope);
+        let rows = sqlx::query(
+            "SELECT h.hour, sum(h.delivered)::BIGINT, sum(h.logins)::BIGINT
+             FROM hourly_stats h JOIN domains d ON d.id = h.domain_id
+             WHERE h.hour >= $1 AND ($2 OR d.name = ANY($3))
+             GROUP BY h.hour ORDER BY h.hour",
+        )
+        .bind(since_hour)
+        .bind(all)
+        .bind(list)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HourlyStat {
+                    hour: r.try_get(0)?,
+                    delivered: to_u64(r.try_get(1)?),
+                    logins: to_u64(r.try_get(2)?),
+                })
+            })
+            .collect()
     }
 
-    async fn totals(&self, _scope: &Scope) -> Result<Totals> {
-        todo!("totals")
+    async fn totals(&self, scope: &Scope) -> Result<Totals> {
+        let (all, list) = scope_binds(scope);
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT count(*),
+                    (SELECT count(*) FROM users u WHERE u.domain_id IN
+                         (SELECT id FROM domains WHERE $1 OR name = ANY($2))),
+                    coalesce(sum(d.used_bytes), 0)::BIGINT,
+                    coalesce(sum(d.used_messages), 0)::BIGINT,
+                    coalesce(sum(d.quota_bytes), 0)::BIGINT, count(d.quota_bytes)
+             FROM domains d
+             WHERE $1 OR d.name = ANY($2)",
+        )
+        .bind(all)
+        .bind(&list)
+        .fetch_one(&mut *tx)
+        .await?;
+        let sessions: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM maildrop_locks l JOIN users u ON u.id = l.user_id
+                  JOIN domains d ON d.id = u.domain_id
+             WHERE l.expires_at > clock_timestamp() AND ($1 OR d.name = ANY($2))",
+        )
+        .bind(all)
+        .bind(&list)
+        .fetch_one(&mut *tx)
+        .await?;
+        let domains: i64 = row.try_get(0)?;
+        let quota_sum: i64 = row.try_get(4)?;
+        let limited: i64 = row.try_get(5)?;
+        Ok(Totals {
+            domains: to_u64(domains),
+            users: to_u64(row.try_get(1)?),
+            usage: Usage {
+                bytes: to_u64(row.try_get(2)?),
+                messages: to_u64(row.try_get(3)?),
+            },
+            // An unlimited domain makes the sum meaningless, and no domains has no quota.
+            quota_bytes: (domains > 0 && limited == domains).then_some(to_u64(quota_sum)),
+            sessions: to_u64(sessions),
+        })
     }
-
 }

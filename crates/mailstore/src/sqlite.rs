@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 use tracing::instrument;
 
 use crate::convert::*;
@@ -265,6 +265,20 @@ impl Directory for SqliteStore {
     ) -> Result<UserId> {
         let mut tx = self.write().await?;
         let domain = Self::domain_id(&mut tx, &address.domain).await?;
+        let row = sqlx::query(
+            "SELECT max_users, (SELECT count(*) FROM users WHERE domain_id = $1)
+             FROM domains WHERE id = $1",
+        )
+        .bind(domain)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (max, users): (Option<i64>, i64) = (row.try_get(0)?, row.try_get(1)?);
+        if let Some(max) = max.filter(|max| users >= *max) {
+            return Err(StoreError::Conflict(format!(
+                "domain {} has reached its limit of {max} users",
+                address.domain
+            )));
+        }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO users (domain_id, localpart, password_hash, created_at, scram_verifier)
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -364,7 +378,7 @@ impl Directory for SqliteStore {
     async fn find_user(&self, address: &Address) -> Result<Option<UserAuth>> {
         let row = sqlx::query(
             "SELECT u.id, u.password_hash, u.scram_verifier FROM users u JOIN domains d ON d.id = u.domain_id
-             WHERE d.name = $1 AND u.localpart = $2",
+             WHERE d.name = $1 AND u.localpart = $2 AND u.enabled AND d.enabled",
         )
         .bind(address.domain.as_str())
         .bind(address.local.as_str())
@@ -438,7 +452,7 @@ impl Directory for SqliteStore {
     async fn find_apop_user(&self, address: &Address) -> Result<Option<ApopUser>> {
         let row = sqlx::query(
             "SELECT u.id, u.apop_secret, d.allow_apop FROM users u JOIN domains d ON d.id = u.domain_id
-             WHERE d.name = $1 AND u.localpart = $2",
+             WHERE d.name = $1 AND u.localpart = $2 AND u.enabled AND d.enabled",
         )
         .bind(address.domain.as_str())
         .bind(address.local.as_str())
@@ -577,20 +591,30 @@ impl Maildrops for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         let taken = sqlx::query(
-            "INSERT INTO maildrop_locks (user_id, node, incarnation, token, expires_at)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id) DO NOTHING",
+            "INSERT INTO maildrop_locks (user_id, node, incarnation, token, expires_at, locked_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO NOTHING",
         )
         .bind(user.0)
         .bind(&self.node)
         .bind(&self.incarnation)
         .bind(token)
         .bind(now + i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX / 2))
+        .bind(now)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if taken == 0 {
             return Err(StoreError::InUse);
         }
+        sqlx::query(
+            "INSERT INTO hourly_stats (hour, domain_id, logins)
+             SELECT $1, domain_id, 1 FROM users WHERE id = $2
+             ON CONFLICT (hour, domain_id) DO UPDATE SET logins = logins + 1",
+        )
+        .bind(now / 3_600_000)
+        .bind(user.0)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         self.held.add(token);
         Ok(Lease { user, token })
@@ -693,11 +717,16 @@ impl Delivery for SqliteStore {
         let Some(policy) = self.domain_policy(&address.domain).await? else {
             return Ok(None);
         };
-        let address = Address {
-            local: address.local.clone(),
-            domain: policy.name,
-        };
-        Ok(self.find_user(&address).await?.map(|u| u.id))
+        // Not `find_user`: a disabled account cannot log in but still receives mail.
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT u.id FROM users u JOIN domains d ON d.id = u.domain_id
+             WHERE d.name = $1 AND u.localpart = $2",
+        )
+        .bind(policy.name.as_str())
+        .bind(address.local.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(id.map(UserId))
     }
 
     async fn begin_blob(&self) -> Result<BlobId> {
@@ -742,6 +771,7 @@ impl Delivery for SqliteStore {
             .clone();
         let mut outcomes = Vec::with_capacity(recipients.len());
         let mut refs = 0i64;
+        let mut per_domain = std::collections::BTreeMap::<i64, i64>::new();
         for r in recipients {
             let size = to_i64(body_size).saturating_add(to_i64(r.prefix.len() as u64));
             let row = sqlx::query(
@@ -801,8 +831,20 @@ impl Delivery for SqliteStore {
             .bind(domain)
             .execute(&mut *tx)
             .await?;
+            *per_domain.entry(domain).or_default() += 1;
             refs += 1;
             outcomes.push(Ok(()));
+        }
+        for (domain, delivered) in per_domain {
+            sqlx::query(
+                "INSERT INTO hourly_stats (hour, domain_id, delivered) VALUES ($1, $2, $3)
+                 ON CONFLICT (hour, domain_id) DO UPDATE SET delivered = delivered + $3",
+            )
+            .bind(now / 3_600_000)
+            .bind(domain)
+            .bind(delivered)
+            .execute(&mut *tx)
+            .await?;
         }
         if refs == 0 {
             sqlx::query("DELETE FROM blobs WHERE id = $1")
@@ -830,130 +872,621 @@ impl Delivery for SqliteStore {
     }
 }
 
+/// A scope as SQL parameters: whether it is `All`, and otherwise its domains as a JSON array
+/// for `json_each` (domain names are validated LDH labels, so they need no escaping).
+fn scope_binds(scope: &Scope) -> (bool, String) {
+    match scope {
+        Scope::All => (true, "[]".into()),
+        Scope::Domains(list) => (
+            false,
+            format!(
+                "[{}]",
+                list.iter()
+                    .map(|d| format!("\"{d}\""))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        ),
+    }
+}
+
+/// The columns `domain_row` reads, from `domains d`.
+const DOMAIN_COLUMNS: &str = "d.name, d.quota_bytes, d.quota_messages, d.used_bytes,
+    d.used_messages, (SELECT count(*) FROM users u WHERE u.domain_id = d.id), d.max_users,
+    d.login_forms, d.allow_apop, d.enabled,
+    (SELECT group_concat(a.alias, ',') FROM domain_aliases a WHERE a.domain_id = d.id)";
+
+fn domain_row(r: &sqlx::sqlite::SqliteRow) -> Result<DomainDetail> {
+    let aliases: Option<String> = r.try_get(10)?;
+    let mut aliases = aliases
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter(|a| !a.is_empty())
+        .map(DomainName::parse)
+        .collect::<Result<Vec<_>>>()?;
+    aliases.sort();
+    Ok(DomainDetail {
+        name: DomainName::parse(r.try_get(0)?)?,
+        quota: quota(r.try_get(1)?, r.try_get(2)?),
+        usage: Usage {
+            bytes: to_u64(r.try_get(3)?),
+            messages: to_u64(r.try_get(4)?),
+        },
+        users: to_u64(r.try_get(5)?),
+        max_users: r.try_get::<Option<i64>, _>(6)?.map(to_u64),
+        login_forms: LoginForms::parse(r.try_get(7)?)?,
+        allow_apop: r.try_get(8)?,
+        enabled: r.try_get(9)?,
+        aliases,
+    })
+}
+
+/// The columns `user_row` reads, from `users u`.
+const USER_COLUMNS: &str = "u.localpart, u.quota_bytes, u.quota_messages, u.used_bytes,
+    u.used_messages, u.enabled, u.created_at";
+
+fn user_row(r: &sqlx::sqlite::SqliteRow, domain: &DomainName) -> Result<UserDetail> {
+    Ok(UserDetail {
+        address: Address {
+            local: LocalPart::parse(r.try_get(0)?)?,
+            domain: domain.clone(),
+        },
+        quota: quota(r.try_get(1)?, r.try_get(2)?),
+        usage: Usage {
+            bytes: to_u64(r.try_get(3)?),
+            messages: to_u64(r.try_get(4)?),
+        },
+        enabled: r.try_get(5)?,
+        created_at: r.try_get(6)?,
+    })
+}
+
+impl SqliteStore {
+    /// An admin row (`id, email, password_hash, is_super`) with its scope.
+    async fn admin_account(
+        &self,
+        row: Option<sqlx::sqlite::SqliteRow>,
+    ) -> Result<Option<AdminAccount>> {
+        let Some(row) = row else { return Ok(None) };
+        let id: i64 = row.try_get(0)?;
+        let scope = if row.try_get(3)? {
+            Scope::All
+        } else {
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT d.name FROM admin_domains a JOIN domains d ON d.id = a.domain_id
+                 WHERE a.admin_id = $1 ORDER BY d.name",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            Scope::Domains(
+                names
+                    .iter()
+                    .map(|n| DomainName::parse(n))
+                    .collect::<Result<_>>()?,
+            )
+        };
+        Ok(Some(AdminAccount {
+            id: AdminId(id),
+            email: row.try_get(1)?,
+            password_hash: row.try_get(2)?,
+            scope,
+        }))
+    }
+}
+
 #[async_trait]
 impl Admin for SqliteStore {
-    async fn add_admin(&self, _email: &str, _password_hash: &str, _scope: &Scope) -> Result<AdminId> {
-        todo!("add_admin")
+    #[instrument(skip_all, fields(admin = %email))]
+    async fn add_admin(&self, email: &str, password_hash: &str, scope: &Scope) -> Result<AdminId> {
+        let mut tx = self.write().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO admins (email, password_hash, is_super, created_at)
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(email)
+        .bind(password_hash)
+        .bind(scope.is_all())
+        .bind(now_ms())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::Conflict(_) => {
+                StoreError::Conflict(format!("admin {email} already exists"))
+            }
+            other => other,
+        })?;
+        if let Scope::Domains(list) = scope {
+            for name in list {
+                let domain = Self::domain_id(&mut tx, name).await?;
+                sqlx::query(
+                    "INSERT INTO admin_domains (admin_id, domain_id) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(id)
+                .bind(domain)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(AdminId(id))
     }
 
-    async fn find_admin(&self, _email: &str) -> Result<Option<AdminAccount>> {
-        todo!("find_admin")
+    async fn find_admin(&self, email: &str) -> Result<Option<AdminAccount>> {
+        let row =
+            sqlx::query("SELECT id, email, password_hash, is_super FROM admins WHERE email = $1")
+                .bind(email)
+                .fetch_optional(&self.pool)
+                .await?;
+        self.admin_account(row).await
     }
 
-    async fn admin_by_id(&self, _id: AdminId) -> Result<Option<AdminAccount>> {
-        todo!("admin_by_id")
+    async fn admin_by_id(&self, id: AdminId) -> Result<Option<AdminAccount>> {
+        let row =
+            sqlx::query("SELECT id, email, password_hash, is_super FROM admins WHERE id = $1")
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        self.admin_account(row).await
     }
 
     async fn count_admins(&self) -> Result<u64> {
-        todo!("count_admins")
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM admins")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(to_u64(n))
     }
 
+    #[instrument(skip_all, fields(admin = admin.0))]
     async fn create_admin_session(
         &self,
-        _id_hash: &str,
-        _admin: AdminId,
-        _csrf: &str,
-        _now: i64,
+        id_hash: &str,
+        admin: AdminId,
+        csrf: &str,
+        now: i64,
     ) -> Result<()> {
-        todo!("create_admin_session")
+        sqlx::query(
+            "INSERT INTO admin_sessions (id_hash, admin_id, csrf, created_at, last_seen)
+             VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(id_hash)
+        .bind(admin.0)
+        .bind(csrf)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
-    async fn admin_session(&self, _id_hash: &str) -> Result<Option<AdminSession>> {
-        todo!("admin_session")
+    async fn admin_session(&self, id_hash: &str) -> Result<Option<AdminSession>> {
+        let row = sqlx::query(
+            "SELECT admin_id, csrf, created_at, last_seen FROM admin_sessions WHERE id_hash = $1",
+        )
+        .bind(id_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(AdminSession {
+                admin: AdminId(r.try_get(0)?),
+                csrf: r.try_get(1)?,
+                created_at: r.try_get(2)?,
+                last_seen: r.try_get(3)?,
+            })
+        })
+        .transpose()
     }
 
-    async fn touch_admin_session(&self, _id_hash: &str, _now: i64) -> Result<()> {
-        todo!("touch_admin_session")
+    async fn touch_admin_session(&self, id_hash: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE admin_sessions SET last_seen = $1 WHERE id_hash = $2")
+            .bind(now)
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
-    async fn delete_admin_session(&self, _id_hash: &str) -> Result<()> {
-        todo!("delete_admin_session")
+    #[instrument(skip_all)]
+    async fn delete_admin_session(&self, id_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM admin_sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
-    async fn prune_admin_sessions(&self, _idle_before: i64, _created_before: i64) -> Result<()> {
-        todo!("prune_admin_sessions")
+    #[instrument(skip_all)]
+    async fn prune_admin_sessions(&self, idle_before: i64, created_before: i64) -> Result<()> {
+        sqlx::query("DELETE FROM admin_sessions WHERE last_seen < $1 OR created_at < $2")
+            .bind(idle_before)
+            .bind(created_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
-    async fn add_api_token(&self, _admin: AdminId, _name: &str, _token_hash: &str, _now: i64) -> Result<i64> {
-        todo!("add_api_token")
+    #[instrument(skip_all, fields(admin = admin.0))]
+    async fn add_api_token(
+        &self,
+        admin: AdminId,
+        name: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<i64> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO api_tokens (admin_id, name, token_hash, created_at)
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(admin.0)
+        .bind(name)
+        .bind(token_hash)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
     }
 
-    async fn use_api_token(&self, _token_hash: &str, _now: i64) -> Result<Option<AdminId>> {
-        todo!("use_api_token")
+    async fn use_api_token(&self, token_hash: &str, now: i64) -> Result<Option<AdminId>> {
+        let admin: Option<i64> = sqlx::query_scalar(
+            "UPDATE api_tokens SET last_used = $1 WHERE token_hash = $2 RETURNING admin_id",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(admin.map(AdminId))
     }
 
-    async fn list_api_tokens(&self, _admin: AdminId) -> Result<Vec<ApiToken>> {
-        todo!("list_api_tokens")
+    async fn list_api_tokens(&self, admin: AdminId) -> Result<Vec<ApiToken>> {
+        let rows = sqlx::query(
+            "SELECT id, name, created_at, last_used FROM api_tokens WHERE admin_id = $1
+             ORDER BY id",
+        )
+        .bind(admin.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ApiToken {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    created_at: r.try_get(2)?,
+                    last_used: r.try_get(3)?,
+                })
+            })
+            .collect()
     }
 
-    async fn revoke_api_token(&self, _admin: AdminId, _id: i64) -> Result<()> {
-        todo!("revoke_api_token")
+    #[instrument(skip_all, fields(admin = admin.0, token = id))]
+    async fn revoke_api_token(&self, admin: AdminId, id: i64) -> Result<()> {
+        let removed = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND admin_id = $2")
+            .bind(id)
+            .bind(admin.0)
+            .execute(&self.pool)
+            .await?;
+        if removed.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("API token {id}")));
+        }
+        Ok(())
     }
 
     async fn domain_page(
         &self,
-        _scope: &Scope,
-        _search: &str,
-        _offset: u64,
-        _limit: u64,
+        scope: &Scope,
+        search: &str,
+        offset: u64,
+        limit: u64,
     ) -> Result<Page<DomainDetail>> {
-        todo!("domain_page")
+        let (all, list) = scope_binds(scope);
+        let filter = "($1 OR d.name IN (SELECT value FROM json_each($2)))
+                      AND instr(lower(d.name), lower($3)) > 0";
+        let mut tx = self.pool.begin().await?;
+        let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM domains d WHERE {filter}"
+        )))
+        .bind(all)
+        .bind(&list)
+        .bind(search)
+        .fetch_one(&mut *tx)
+        .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {DOMAIN_COLUMNS} FROM domains d WHERE {filter}
+             ORDER BY d.name LIMIT $4 OFFSET $5"
+        )))
+        .bind(all)
+        .bind(&list)
+        .bind(search)
+        .bind(to_i64(limit))
+        .bind(to_i64(offset))
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok(Page {
+            items: rows.iter().map(domain_row).collect::<Result<_>>()?,
+            total: to_u64(total),
+        })
     }
 
-    async fn domain_detail(&self, _name: &DomainName) -> Result<Option<DomainDetail>> {
-        todo!("domain_detail")
+    async fn domain_detail(&self, name: &DomainName) -> Result<Option<DomainDetail>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {DOMAIN_COLUMNS} FROM domains d WHERE d.name = $1"
+        )))
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(domain_row).transpose()
     }
 
-    async fn update_domain(&self, _name: &DomainName, _settings: &DomainSettings) -> Result<()> {
-        todo!("update_domain")
+    #[instrument(skip_all, fields(domain = %name))]
+    async fn update_domain(&self, name: &DomainName, settings: &DomainSettings) -> Result<()> {
+        let updated = sqlx::query(
+            "UPDATE domains SET quota_bytes = $1, quota_messages = $2, max_users = $3,
+                                login_forms = $4, enabled = $5
+             WHERE name = $6",
+        )
+        .bind(settings.quota.bytes.map(to_i64))
+        .bind(settings.quota.messages.map(to_i64))
+        .bind(settings.max_users.map(to_i64))
+        .bind(settings.login_forms.to_string())
+        .bind(settings.enabled)
+        .bind(name.as_str())
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("domain {name}")));
+        }
+        Ok(())
     }
 
     async fn user_page(
         &self,
-        _domain: &DomainName,
-        _search: &str,
-        _offset: u64,
-        _limit: u64,
+        domain: &DomainName,
+        search: &str,
+        offset: u64,
+        limit: u64,
     ) -> Result<Page<UserDetail>> {
-        todo!("user_page")
+        let mut tx = self.pool.begin().await?;
+        let domain_id = Self::domain_id(&mut tx, domain).await?;
+        let filter = "u.domain_id = $1 AND instr(lower(u.localpart), lower($2)) > 0";
+        let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM users u WHERE {filter}"
+        )))
+        .bind(domain_id)
+        .bind(search)
+        .fetch_one(&mut *tx)
+        .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users u WHERE {filter}
+             ORDER BY u.localpart LIMIT $3 OFFSET $4"
+        )))
+        .bind(domain_id)
+        .bind(search)
+        .bind(to_i64(limit))
+        .bind(to_i64(offset))
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok(Page {
+            items: rows
+                .iter()
+                .map(|r| user_row(r, domain))
+                .collect::<Result<_>>()?,
+            total: to_u64(total),
+        })
     }
 
-    async fn user_detail(&self, _address: &Address) -> Result<Option<UserDetail>> {
-        todo!("user_detail")
+    async fn user_detail(&self, address: &Address) -> Result<Option<UserDetail>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users u JOIN domains d ON d.id = u.domain_id
+             WHERE d.name = $1 AND u.localpart = $2"
+        )))
+        .bind(address.domain.as_str())
+        .bind(address.local.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| user_row(&r, &address.domain)).transpose()
     }
 
-    async fn set_user_enabled(&self, _address: &Address, _enabled: bool) -> Result<()> {
-        todo!("set_user_enabled")
+    #[instrument(skip_all, fields(user = %address, enabled))]
+    async fn set_user_enabled(&self, address: &Address, enabled: bool) -> Result<()> {
+        let mut tx = self.write().await?;
+        let user = Self::user_id(&mut tx, address).await?;
+        sqlx::query("UPDATE users SET enabled = $1 WHERE id = $2")
+            .bind(enabled)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
-    async fn live_sessions(&self, _scope: &Scope) -> Result<Vec<LiveSession>> {
-        todo!("live_sessions")
+    async fn live_sessions(&self, scope: &Scope) -> Result<Vec<LiveSession>> {
+        let (all, list) = scope_binds(scope);
+        let rows = sqlx::query(
+            "SELECT u.localpart, d.name, l.node, l.locked_at
+             FROM maildrop_locks l JOIN users u ON u.id = l.user_id
+                  JOIN domains d ON d.id = u.domain_id
+             WHERE l.expires_at > $1
+               AND ($2 OR d.name IN (SELECT value FROM json_each($3)))
+             ORDER BY d.name, u.localpart",
+        )
+        .bind(now_ms())
+        .bind(all)
+        .bind(list)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LiveSession {
+                    address: Address {
+                        local: LocalPart::parse(r.try_get(0)?)?,
+                        domain: DomainName::parse(r.try_get(1)?)?,
+                    },
+                    node: r.try_get(2)?,
+                    since: r.try_get(3)?,
+                })
+            })
+            .collect()
     }
 
-    async fn break_lock(&self, _address: &Address) -> Result<bool> {
-        todo!("break_lock")
+    #[instrument(skip_all, fields(user = %address))]
+    async fn break_lock(&self, address: &Address) -> Result<bool> {
+        let removed = sqlx::query(
+            "DELETE FROM maildrop_locks WHERE user_id =
+                 (SELECT u.id FROM users u JOIN domains d ON d.id = u.domain_id
+                  WHERE d.name = $1 AND u.localpart = $2)",
+        )
+        .bind(address.domain.as_str())
+        .bind(address.local.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(removed.rows_affected() > 0)
     }
 
-    async fn record_audit(&self, _entry: &AuditEntry) -> Result<()> {
-        todo!("record_audit")
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, object, domain, before, after, ip, success)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(now_ms())
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.object)
+        .bind(entry.domain.as_ref().map(DomainName::as_str))
+        .bind(&entry.before)
+        .bind(&entry.after)
+        .bind(&entry.ip)
+        .bind(entry.success)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn audit_page(
         &self,
-        _scope: &Scope,
-        _filter: &AuditFilter,
-        _offset: u64,
-        _limit: u64,
+        scope: &Scope,
+        filter: &AuditFilter,
+        offset: u64,
+        limit: u64,
     ) -> Result<Page<AuditEntry>> {
-        todo!("audit_page")
+        let (all, list) = scope_binds(scope);
+        // `domain IN (...)` is never true for a NULL domain: service-wide entries stay hidden
+        // from domain admins.
+        let cond = "($1 OR domain IN (SELECT value FROM json_each($2)))
+                    AND instr(lower(actor), lower($3)) > 0
+                    AND instr(lower(action), lower($4)) > 0
+                    AND instr(lower(object), lower($5)) > 0";
+        let mut tx = self.pool.begin().await?;
+        let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM audit_log WHERE {cond}"
+        )))
+        .bind(all)
+        .bind(&list)
+        .bind(&filter.actor)
+        .bind(&filter.action)
+        .bind(&filter.object)
+        .fetch_one(&mut *tx)
+        .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT at, actor, action, object, domain, before, after, ip, success
+             FROM audit_log WHERE {cond} ORDER BY id DESC LIMIT $6 OFFSET $7"
+        )))
+        .bind(all)
+        .bind(&list)
+        .bind(&filter.actor)
+        .bind(&filter.action)
+        .bind(&filter.object)
+        .bind(to_i64(limit))
+        .bind(to_i64(offset))
+        .fetch_all(&mut *tx)
+        .await?;
+        let items = rows
+            .iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    at: r.try_get(0)?,
+                    actor: r.try_get(1)?,
+                    action: r.try_get(2)?,
+                    object: r.try_get(3)?,
+                    domain: r
+                        .try_get::<Option<&str>, _>(4)?
+                        .map(DomainName::parse)
+                        .transpose()?,
+                    before: r.try_get(5)?,
+                    after: r.try_get(6)?,
+                    ip: r.try_get(7)?,
+                    success: r.try_get(8)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Page {
+            items,
+            total: to_u64(total),
+        })
     }
 
-    async fn hourly_stats(&self, _scope: &Scope, _since_hour: i64) -> Result<Vec<HourlyStat>> {
-        todo!("hourly_stats")
+    async fn hourly_stats(&self, scope: &Scope, since_hour: i64) -> Result<Vec<HourlyStat>> {
+        let (all, list) = scope_binds(scope);
+        let rows = sqlx::query(
+            "SELECT h.hour, sum(h.delivered), sum(h.logins)
+             FROM hourly_stats h JOIN domains d ON d.id = h.domain_id
+             WHERE h.hour >= $1 AND ($2 OR d.name IN (SELECT value FROM json_each($3)))
+             GROUP BY h.hour ORDER BY h.hour",
+        )
+        .bind(since_hour)
+        .bind(all)
+        .bind(list)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HourlyStat {
+                    hour: r.try_get(0)?,
+                    delivered: to_u64(r.try_get(1)?),
+                    logins: to_u64(r.try_get(2)?),
+                })
+            })
+            .collect()
     }
 
-    async fn totals(&self, _scope: &Scope) -> Result<Totals> {
-        todo!("totals")
+    async fn totals(&self, scope: &Scope) -> Result<Totals> {
+        let (all, list) = scope_binds(scope);
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT count(*),
+                    coalesce(sum((SELECT count(*) FROM users u WHERE u.domain_id = d.id)), 0),
+                    coalesce(sum(d.used_bytes), 0), coalesce(sum(d.used_messages), 0),
+                    coalesce(sum(d.quota_bytes), 0), count(d.quota_bytes)
+             FROM domains d
+             WHERE $1 OR d.name IN (SELECT value FROM json_each($2))",
+        )
+        .bind(all)
+        .bind(&list)
+        .fetch_one(&mut *tx)
+        .await?;
+        let sessions: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM maildrop_locks l JOIN users u ON u.id = l.user_id
+                  JOIN domains d ON d.id = u.domain_id
+             WHERE l.expires_at > $1
+               AND ($2 OR d.name IN (SELECT value FROM json_each($3)))",
+        )
+        .bind(now_ms())
+        .bind(all)
+        .bind(&list)
+        .fetch_one(&mut *tx)
+        .await?;
+        let domains: i64 = row.try_get(0)?;
+        let quota_sum: i64 = row.try_get(4)?;
+        let limited: i64 = row.try_get(5)?;
+        Ok(Totals {
+            domains: to_u64(domains),
+            users: to_u64(row.try_get(1)?),
+            usage: Usage {
+                bytes: to_u64(row.try_get(2)?),
+                messages: to_u64(row.try_get(3)?),
+            },
+            // An unlimited domain makes the sum meaningless, and no domains has no quota.
+            quota_bytes: (domains > 0 && limited == domains).then_some(to_u64(quota_sum)),
+            sessions: to_u64(sessions),
+        })
     }
-
 }

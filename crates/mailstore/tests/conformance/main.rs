@@ -629,6 +629,826 @@ async fn uids_are_never_reused(b: impl Backend) {
     }
 }
 
+fn scope_of(names: &[&str]) -> Scope {
+    Scope::Domains(names.iter().map(|n| domain(n)).collect())
+}
+
+fn now_hour() -> i64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    (secs / 3600) as i64
+}
+
+fn audit(actor: &str, action: &str, object: &str, domain_name: Option<&str>) -> AuditEntry {
+    AuditEntry {
+        at: 0,
+        actor: actor.into(),
+        action: action.into(),
+        object: object.into(),
+        domain: domain_name.map(domain),
+        before: None,
+        after: Some("{}".into()),
+        ip: Some("192.0.2.1".into()),
+        success: true,
+    }
+}
+
+fn settings(d: &DomainDetail) -> DomainSettings {
+    DomainSettings {
+        quota: d.quota,
+        max_users: d.max_users,
+        login_forms: d.login_forms,
+        enabled: d.enabled,
+    }
+}
+
+async fn detail(store: &dyn Store, name: &str) -> DomainDetail {
+    store
+        .domain_detail(&domain(name))
+        .await
+        .expect("detail")
+        .expect("domain exists")
+}
+
+async fn a_domain_admin_sees_nothing_of_other_domains(b: impl Backend) {
+    let s = b.open(lock("n1", 60_000)).await;
+    let ann = user(&*s, "ann@a.example").await;
+    let bob = user(&*s, "bob@b.example").await;
+    let a = scope_of(&["a.example"]);
+    let none = Scope::Domains(vec![]);
+
+    let page = s.domain_page(&a, "", 0, 10).await.expect("page");
+    assert_eq!(page.total, 1);
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].name, domain("a.example"));
+    assert_eq!(page.items[0].users, 1);
+    assert_eq!(
+        s.domain_page(&Scope::All, "", 0, 10)
+            .await
+            .expect("page")
+            .total,
+        2
+    );
+    let page = s.domain_page(&none, "", 0, 10).await.expect("page");
+    assert_eq!(
+        (page.total, page.items.len()),
+        (0, 0),
+        "an empty scope matches nothing"
+    );
+    assert_eq!(
+        s.domain_page(&a, "b.example", 0, 10)
+            .await
+            .expect("page")
+            .total,
+        0,
+        "search does not widen the scope"
+    );
+
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    s.lock(ann).await.expect("lock");
+    s.lock(bob).await.expect("lock");
+    deliver(&*s, b"hello\r\n", 64, &[(bob, "")]).await;
+    let live = s.live_sessions(&a).await.expect("live");
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0].address, addr("ann@a.example"));
+    assert_eq!(live[0].node, "n1");
+    assert!(
+        live[0].since >= before - 1_000 && live[0].since <= before + 60_000,
+        "since {} vs {before}",
+        live[0].since
+    );
+    assert_eq!(s.live_sessions(&Scope::All).await.expect("live").len(), 2);
+    assert!(s.live_sessions(&none).await.expect("live").is_empty());
+
+    let stats = s.hourly_stats(&a, 0).await.expect("stats");
+    assert_eq!(
+        stats.iter().map(|h| h.delivered).sum::<u64>(),
+        0,
+        "{stats:?}"
+    );
+    assert_eq!(stats.iter().map(|h| h.logins).sum::<u64>(), 1, "{stats:?}");
+    let stats = s.hourly_stats(&Scope::All, 0).await.expect("stats");
+    assert_eq!(
+        stats.iter().map(|h| h.delivered).sum::<u64>(),
+        1,
+        "{stats:?}"
+    );
+    assert_eq!(stats.iter().map(|h| h.logins).sum::<u64>(), 2, "{stats:?}");
+    assert!(s.hourly_stats(&none, 0).await.expect("stats").is_empty());
+
+    s.record_audit(&audit(
+        "root@x",
+        "domain.create",
+        "a.example",
+        Some("a.example"),
+    ))
+    .await
+    .expect("audit");
+    s.record_audit(&audit(
+        "root@x",
+        "domain.create",
+        "b.example",
+        Some("b.example"),
+    ))
+    .await
+    .expect("audit");
+    s.record_audit(&audit("root@x", "signin", "root@x", None))
+        .await
+        .expect("audit");
+    let log = s
+        .audit_page(&a, &AuditFilter::default(), 0, 10)
+        .await
+        .expect("audit");
+    assert_eq!(log.total, 1);
+    assert_eq!(log.items.len(), 1);
+    assert_eq!(log.items[0].object, "a.example");
+    let log = s
+        .audit_page(&Scope::All, &AuditFilter::default(), 0, 10)
+        .await
+        .expect("audit");
+    assert_eq!(log.total, 3);
+    assert!(
+        s.audit_page(&none, &AuditFilter::default(), 0, 10)
+            .await
+            .expect("audit")
+            .items
+            .is_empty()
+    );
+
+    let t = s.totals(&a).await.expect("totals");
+    assert_eq!((t.domains, t.users, t.sessions), (1, 1, 1), "{t:?}");
+    assert_eq!(t.usage, Usage::default());
+    assert_eq!(t.quota_bytes, None, "an unlimited domain");
+    let t = s.totals(&Scope::All).await.expect("totals");
+    assert_eq!((t.domains, t.users, t.sessions), (2, 2, 2), "{t:?}");
+    assert_eq!(
+        t.usage,
+        Usage {
+            bytes: 7,
+            messages: 1
+        }
+    );
+    let t = s.totals(&none).await.expect("totals");
+    assert_eq!(t, Totals::default());
+    for (name, bytes) in [("a.example", 1000), ("b.example", 500)] {
+        let mut set = settings(&detail(&*s, name).await);
+        set.quota.bytes = Some(bytes);
+        s.update_domain(&domain(name), &set).await.expect("update");
+    }
+    assert_eq!(
+        s.totals(&Scope::All).await.expect("totals").quota_bytes,
+        Some(1500)
+    );
+    assert_eq!(s.totals(&a).await.expect("totals").quota_bytes, Some(1000));
+    assert_eq!(s.totals(&none).await.expect("totals").quota_bytes, None);
+}
+
+async fn pages_count_every_match_and_search_ignores_case(b: impl Backend) {
+    let s = b.open(LockOptions::default()).await;
+    for name in [
+        "gamma.example",
+        "alpha.example",
+        "beta.example",
+        "alphabet.test",
+    ] {
+        s.add_domain(&domain(name)).await.expect("add");
+    }
+    let page = s
+        .domain_page(&Scope::All, "ALPHA", 0, 1)
+        .await
+        .expect("page");
+    assert_eq!(page.total, 2);
+    assert_eq!(
+        page.items
+            .iter()
+            .map(|d| d.name.clone())
+            .collect::<Vec<_>>(),
+        vec![domain("alpha.example")]
+    );
+    let page = s
+        .domain_page(&Scope::All, "alpha", 1, 1)
+        .await
+        .expect("page");
+    assert_eq!(page.total, 2);
+    assert_eq!(page.items[0].name, domain("alphabet.test"));
+    let page = s
+        .domain_page(&Scope::All, "alpha", 5, 10)
+        .await
+        .expect("page");
+    assert_eq!(
+        (page.total, page.items.len()),
+        (2, 0),
+        "past the end still counts"
+    );
+    let page = s.domain_page(&Scope::All, "", 0, 10).await.expect("page");
+    assert_eq!(page.total, 4);
+    let names: Vec<String> = page.items.iter().map(|d| d.name.to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "alpha.example",
+            "alphabet.test",
+            "beta.example",
+            "gamma.example"
+        ]
+    );
+    assert_eq!(
+        s.domain_page(&Scope::All, "%", 0, 10)
+            .await
+            .expect("page")
+            .total,
+        0,
+        "no wildcards"
+    );
+
+    for local in ["zed", "amy", "Amos", "bert"] {
+        user(&*s, &format!("{local}@alpha.example")).await;
+    }
+    let page = s
+        .user_page(&domain("alpha.example"), "AM", 0, 10)
+        .await
+        .expect("users");
+    assert_eq!(page.total, 2);
+    let locals: Vec<String> = page
+        .items
+        .iter()
+        .map(|u| u.address.local.to_string())
+        .collect();
+    assert_eq!(locals, ["amos", "amy"]);
+    let page = s
+        .user_page(&domain("alpha.example"), "", 1, 2)
+        .await
+        .expect("users");
+    assert_eq!(page.total, 4);
+    let locals: Vec<String> = page
+        .items
+        .iter()
+        .map(|u| u.address.local.to_string())
+        .collect();
+    assert_eq!(locals, ["amy", "bert"]);
+    assert!(
+        page.items
+            .iter()
+            .all(|u| u.enabled && u.created_at > 1_600_000_000_000)
+    );
+    assert!(matches!(
+        s.user_page(&domain("nowhere.example"), "", 0, 10).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let amy = s
+        .user_detail(&addr("amy@alpha.example"))
+        .await
+        .expect("detail")
+        .expect("amy");
+    assert_eq!(amy.address, addr("amy@alpha.example"));
+    assert!(amy.enabled);
+    assert!(
+        s.user_detail(&addr("nobody@alpha.example"))
+            .await
+            .expect("detail")
+            .is_none()
+    );
+
+    // Details and settings.
+    s.add_alias(&domain("alpha.net"), &domain("alpha.example"))
+        .await
+        .expect("alias");
+    s.add_alias(&domain("alpha.biz"), &domain("alpha.example"))
+        .await
+        .expect("alias");
+    let d = detail(&*s, "alpha.example").await;
+    assert_eq!(d.aliases, vec![domain("alpha.biz"), domain("alpha.net")]);
+    assert_eq!(d.users, 4);
+    assert_eq!(d.max_users, None);
+    assert!(d.enabled && !d.allow_apop);
+    assert_eq!(d.login_forms, LoginForms::all());
+    assert!(
+        s.domain_detail(&domain("alpha.net"))
+            .await
+            .expect("detail")
+            .is_none(),
+        "an alias is not a domain"
+    );
+    let new = DomainSettings {
+        quota: Quota {
+            bytes: Some(10_000),
+            messages: Some(50),
+        },
+        max_users: Some(9),
+        login_forms: LoginForms::parse("at").expect("forms"),
+        enabled: false,
+    };
+    s.update_domain(&domain("alpha.example"), &new)
+        .await
+        .expect("update");
+    assert_eq!(settings(&detail(&*s, "alpha.example").await), new);
+    assert!(
+        detail(&*s, "beta.example").await.enabled,
+        "others untouched"
+    );
+    assert!(matches!(
+        s.update_domain(&domain("alpha.net"), &new).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn disabled_accounts_cannot_log_in_but_still_get_mail(b: impl Backend) {
+    let s = b.open(LockOptions::default()).await;
+    let john = user(&*s, "john@example.com").await;
+    s.add_alias(&domain("example.net"), &domain("example.com"))
+        .await
+        .expect("alias");
+    let john_addr = addr("john@example.com");
+    s.set_user_enabled(&john_addr, false)
+        .await
+        .expect("disable");
+    assert!(s.find_user(&john_addr).await.expect("find").is_none());
+    assert!(s.find_apop_user(&john_addr).await.expect("find").is_none());
+    assert_eq!(
+        s.find_recipient(&john_addr).await.expect("rcpt"),
+        Some(john)
+    );
+    assert!(
+        !s.user_detail(&john_addr)
+            .await
+            .expect("detail")
+            .expect("john")
+            .enabled
+    );
+    assert!(deliver(&*s, b"x", 64, &[(john, "")]).await[0].is_ok());
+    s.set_user_enabled(&john_addr, true).await.expect("enable");
+    assert_eq!(
+        s.find_user(&john_addr).await.expect("find").map(|u| u.id),
+        Some(john)
+    );
+    assert!(matches!(
+        s.set_user_enabled(&addr("nobody@example.com"), false).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let mut set = settings(&detail(&*s, "example.com").await);
+    set.enabled = false;
+    s.update_domain(&domain("example.com"), &set)
+        .await
+        .expect("disable domain");
+    assert!(s.find_user(&john_addr).await.expect("find").is_none());
+    assert!(s.find_apop_user(&john_addr).await.expect("find").is_none());
+    assert_eq!(
+        s.find_recipient(&addr("john@example.net"))
+            .await
+            .expect("rcpt"),
+        Some(john),
+        "delivery through an alias of a disabled domain"
+    );
+    assert!(deliver(&*s, b"y", 64, &[(john, "")]).await[0].is_ok());
+    assert_eq!(s.list(john).await.expect("list").len(), 2);
+    set.enabled = true;
+    s.update_domain(&domain("example.com"), &set)
+        .await
+        .expect("enable domain");
+    assert!(s.find_apop_user(&john_addr).await.expect("find").is_some());
+}
+
+async fn a_domain_cannot_exceed_its_user_limit(b: impl Backend) {
+    let s = b.open(LockOptions::default()).await;
+    user(&*s, "one@example.com").await;
+    user(&*s, "x@example.org").await;
+    let mut set = settings(&detail(&*s, "example.com").await);
+    set.max_users = Some(2);
+    s.update_domain(&domain("example.com"), &set)
+        .await
+        .expect("limit");
+    assert_eq!(detail(&*s, "example.com").await.max_users, Some(2));
+    s.add_user(&addr("two@example.com"), "h", None)
+        .await
+        .expect("second");
+    match s.add_user(&addr("three@example.com"), "h", None).await {
+        Err(StoreError::Conflict(msg)) => {
+            assert_eq!(msg, "domain example.com has reached its limit of 2 users")
+        }
+        other => panic!("expected the limit, got {other:?}"),
+    }
+    assert_eq!(detail(&*s, "example.com").await.users, 2);
+    s.add_user(&addr("y@example.org"), "h", None)
+        .await
+        .expect("other domains are not limited");
+    s.remove_user(&addr("one@example.com"))
+        .await
+        .expect("remove");
+    s.add_user(&addr("three@example.com"), "h", None)
+        .await
+        .expect("room again");
+    set.max_users = None;
+    s.update_domain(&domain("example.com"), &set)
+        .await
+        .expect("unlimit");
+    s.add_user(&addr("four@example.com"), "h", None)
+        .await
+        .expect("unlimited");
+}
+
+async fn admin_accounts(b: impl Backend) {
+    let s = b.open(LockOptions::default()).await;
+    s.add_domain(&domain("b.example")).await.expect("add");
+    s.add_domain(&domain("a.example")).await.expect("add");
+    assert_eq!(s.count_admins().await.expect("count"), 0);
+    let root = s
+        .add_admin("root@example.com", "$argon2id$root", &Scope::All)
+        .await
+        .expect("super");
+    let tenant = s
+        .add_admin(
+            "ten@example.com",
+            "$argon2id$ten",
+            &scope_of(&["b.example", "a.example"]),
+        )
+        .await
+        .expect("tenant");
+    assert_ne!(root, tenant);
+    assert_eq!(s.count_admins().await.expect("count"), 2);
+    let found = s
+        .find_admin("ten@example.com")
+        .await
+        .expect("find")
+        .expect("tenant");
+    assert_eq!(found.id, tenant);
+    assert_eq!(found.password_hash, "$argon2id$ten");
+    assert_eq!(found.scope, scope_of(&["a.example", "b.example"]), "sorted");
+    let by_id = s.admin_by_id(root).await.expect("by id").expect("root");
+    assert_eq!(by_id.email, "root@example.com");
+    assert_eq!(by_id.scope, Scope::All);
+    assert!(
+        s.find_admin("nobody@example.com")
+            .await
+            .expect("find")
+            .is_none()
+    );
+    assert!(s.admin_by_id(AdminId(-5)).await.expect("by id").is_none());
+    match s.add_admin("root@example.com", "h", &Scope::All).await {
+        Err(StoreError::Conflict(msg)) => assert_eq!(msg, "admin root@example.com already exists"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(matches!(
+        s.add_admin(
+            "new@example.com",
+            "h",
+            &scope_of(&["a.example", "nowhere.example"])
+        )
+        .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(
+        s.find_admin("new@example.com")
+            .await
+            .expect("find")
+            .is_none(),
+        "a failed add leaves nothing behind"
+    );
+    assert_eq!(s.count_admins().await.expect("count"), 2);
+}
+
+async fn admin_sessions_expire(b: impl Backend) {
+    let s = b.open(LockOptions::default()).await;
+    let root = s
+        .add_admin("root@example.com", "h", &Scope::All)
+        .await
+        .expect("admin");
+    s.create_admin_session("old", root, "csrf1", 1_000)
+        .await
+        .expect("create");
+    s.create_admin_session("idle", root, "csrf2", 2_000)
+        .await
+        .expect("create");
+    assert_eq!(
+        s.admin_session("old").await.expect("get"),
+        Some(AdminSession {
+            admin: root,
+            csrf: "csrf1".into(),
+            created_at: 1_000,
+            last_seen: 1_000
+        })
+    );
+    s.touch_admin_session("old", 5_000).await.expect("touch");
+    let got = s.admin_session("old").await.expect("get").expect("old");
+    assert_eq!((got.created_at, got.last_seen), (1_000, 5_000));
+    assert!(s.admin_session("nope").await.expect("get").is_none());
+
+    s.prune_admin_sessions(3_000, 0).await.expect("prune idle");
+    assert!(
+        s.admin_session("idle").await.expect("get").is_none(),
+        "idle pruned"
+    );
+    assert!(
+        s.admin_session("old").await.expect("get").is_some(),
+        "recently seen kept"
+    );
+    s.prune_admin_sessions(0, 1_000).await.expect("prune");
+    assert!(
+        s.admin_session("old").await.expect("get").is_some(),
+        "created at the limit kept"
+    );
+    s.prune_admin_sessions(0, 1_001).await.expect("prune old");
+    assert!(
+        s.admin_session("old").await.expect("get").is_none(),
+        "too old pruned"
+    );
+
+    s.create_admin_session("x", root, "c", 10)
+        .await
+        .expect("create");
+    s.delete_admin_session("x").await.expect("delete");
+    assert!(s.admin_session("x").await.expect("get").is_none());
+}
+
+async fn api_tokens_belong_to_their_admin(b: impl Backend) {
+    let s = b.open(LockOptions::default()).await;
+    let root = s
+        .add_admin("root@example.com", "h", &Scope::All)
+        .await
+        .expect("admin");
+    let other = s
+        .add_admin("other@example.com", "h", &Scope::All)
+        .await
+        .expect("admin");
+    let t1 = s
+        .add_api_token(root, "ci", "hash1", 100)
+        .await
+        .expect("token");
+    let t2 = s
+        .add_api_token(root, "backup", "hash2", 200)
+        .await
+        .expect("token");
+    let t3 = s
+        .add_api_token(other, "mine", "hash3", 300)
+        .await
+        .expect("token");
+    assert_eq!(
+        s.list_api_tokens(root).await.expect("list"),
+        vec![
+            ApiToken {
+                id: t1,
+                name: "ci".into(),
+                created_at: 100,
+                last_used: None
+            },
+            ApiToken {
+                id: t2,
+                name: "backup".into(),
+                created_at: 200,
+                last_used: None
+            },
+        ]
+    );
+    assert_eq!(
+        s.use_api_token("hash1", 555).await.expect("use"),
+        Some(root)
+    );
+    assert_eq!(
+        s.use_api_token("hash3", 556).await.expect("use"),
+        Some(other)
+    );
+    assert_eq!(s.use_api_token("bogus", 557).await.expect("use"), None);
+    assert_eq!(
+        s.list_api_tokens(root).await.expect("list")[0].last_used,
+        Some(555)
+    );
+    assert!(matches!(
+        s.revoke_api_token(root, t3).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        s.use_api_token("hash3", 600).await.expect("use"),
+        Some(other),
+        "another admin's token survives"
+    );
+    s.revoke_api_token(root, t1).await.expect("revoke");
+    assert_eq!(s.use_api_token("hash1", 700).await.expect("use"), None);
+    assert_eq!(s.list_api_tokens(root).await.expect("list").len(), 1);
+    assert!(matches!(
+        s.revoke_api_token(root, t1).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn a_broken_lock_is_reported_at_renewal(b: impl Backend) {
+    let s = b.open(lock("n1", 60_000)).await;
+    let john = user(&*s, "john@example.com").await;
+    let jane = user(&*s, "jane@example.com").await;
+    let lease = s.lock(john).await.expect("lock");
+    let kept = s.lock(jane).await.expect("lock");
+    assert!(s.renew_leases().await.expect("renew").is_empty());
+    assert!(
+        s.break_lock(&addr("john@example.com"))
+            .await
+            .expect("break")
+    );
+    assert!(
+        !s.break_lock(&addr("john@example.com"))
+            .await
+            .expect("break")
+    );
+    assert!(
+        !s.break_lock(&addr("nobody@example.com"))
+            .await
+            .expect("break")
+    );
+    let live = s.live_sessions(&Scope::All).await.expect("live");
+    assert_eq!(
+        live.iter().map(|l| l.address.clone()).collect::<Vec<_>>(),
+        vec![addr("jane@example.com")]
+    );
+    assert_eq!(s.renew_leases().await.expect("renew"), vec![lease.token]);
+    assert!(
+        s.renew_leases().await.expect("renew").is_empty(),
+        "reported once"
+    );
+    assert!(matches!(
+        s.commit_update(&lease, &[]).await,
+        Err(StoreError::LeaseLost)
+    ));
+    s.lock(john).await.expect("free again");
+    s.unlock(&kept).await.expect("unlock");
+
+    // A lock whose holder stopped renewing is no live session.
+    let stalled = b.open(lock("n2", 200)).await;
+    let ann = user(&*s, "ann@example.com").await;
+    stalled.lock(ann).await.expect("lock");
+    assert_eq!(s.totals(&Scope::All).await.expect("totals").sessions, 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let live = s.live_sessions(&Scope::All).await.expect("live");
+    assert_eq!(
+        live.iter().map(|l| l.address.clone()).collect::<Vec<_>>(),
+        vec![addr("john@example.com")]
+    );
+    assert_eq!(s.totals(&Scope::All).await.expect("totals").sessions, 1);
+}
+
+async fn hourly_stats_count_deliveries_and_logins(b: impl Backend) {
+    let s = b.open(LockOptions::default()).await;
+    let start = now_hour();
+    let john = user(&*s, "john@example.com").await;
+    let jane = user(&*s, "jane@example.com").await;
+    let full = user(&*s, "full@example.com").await;
+    s.set_user_quota(
+        &addr("full@example.com"),
+        QuotaChange {
+            bytes: Some(Some(1)),
+            messages: None,
+        },
+    )
+    .await
+    .expect("quota");
+    assert!(
+        s.hourly_stats(&Scope::All, 0)
+            .await
+            .expect("stats")
+            .is_empty()
+    );
+    let out = deliver(&*s, b"hello\r\n", 64, &[(john, ""), (jane, ""), (full, "")]).await;
+    assert!(out[0].is_ok() && out[1].is_ok() && out[2].is_err());
+    let lease = s.lock(john).await.expect("lock");
+    assert!(matches!(s.lock(john).await, Err(StoreError::InUse)));
+    let end = now_hour();
+    let stats = s.hourly_stats(&Scope::All, start).await.expect("stats");
+    assert!(
+        stats.iter().all(|h| (start..=end).contains(&h.hour)),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.iter().map(|h| h.delivered).sum::<u64>(),
+        2,
+        "{stats:?}"
+    );
+    assert_eq!(stats.iter().map(|h| h.logins).sum::<u64>(), 1, "{stats:?}");
+    assert!(
+        s.hourly_stats(&Scope::All, end + 1)
+            .await
+            .expect("stats")
+            .is_empty(),
+        "hours before since_hour are left out"
+    );
+    // A login in an hour and domain with no activity yet.
+    let other = user(&*s, "ann@other.example").await;
+    s.lock(other).await.expect("lock");
+    let stats = s
+        .hourly_stats(&scope_of(&["other.example"]), start)
+        .await
+        .expect("stats");
+    assert_eq!(stats.iter().map(|h| h.logins).sum::<u64>(), 1, "{stats:?}");
+    assert_eq!(
+        stats.iter().map(|h| h.delivered).sum::<u64>(),
+        0,
+        "{stats:?}"
+    );
+    s.commit_update(&lease, &[]).await.expect("update");
+    s.lock(john).await.expect("lock again");
+    let stats = s.hourly_stats(&Scope::All, start).await.expect("stats");
+    assert_eq!(stats.iter().map(|h| h.logins).sum::<u64>(), 3, "{stats:?}");
+}
+
+async fn the_audit_log_is_newest_first_and_filters(b: impl Backend) {
+    let s = b.open(LockOptions::default()).await;
+    s.add_domain(&domain("a.example")).await.expect("add");
+    s.add_domain(&domain("b.example")).await.expect("add");
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    s.record_audit(&audit(
+        "Root@X",
+        "domain.create",
+        "a.example",
+        Some("a.example"),
+    ))
+    .await
+    .expect("audit");
+    s.record_audit(&audit(
+        "ten@a.example",
+        "user.create",
+        "bob@a.example",
+        Some("a.example"),
+    ))
+    .await
+    .expect("audit");
+    let mut failed = audit("mallory", "signin", "mallory", None);
+    failed.success = false;
+    failed.after = None;
+    s.record_audit(&failed).await.expect("audit");
+    s.record_audit(&audit(
+        "root@x",
+        "user.create",
+        "eve@b.example",
+        Some("b.example"),
+    ))
+    .await
+    .expect("audit");
+
+    let all = s
+        .audit_page(&Scope::All, &AuditFilter::default(), 0, 10)
+        .await
+        .expect("page");
+    assert_eq!(all.total, 4);
+    let objects: Vec<&str> = all.items.iter().map(|e| e.object.as_str()).collect();
+    assert_eq!(
+        objects,
+        ["eve@b.example", "mallory", "bob@a.example", "a.example"]
+    );
+    assert!(
+        all.items
+            .iter()
+            .all(|e| e.at >= before - 1_000 && e.at < before + 60_000)
+    );
+    assert_eq!(all.items[1], {
+        let mut e = failed.clone();
+        e.at = all.items[1].at;
+        e
+    });
+    let page = s
+        .audit_page(&Scope::All, &AuditFilter::default(), 1, 2)
+        .await
+        .expect("page");
+    assert_eq!(page.total, 4);
+    assert_eq!(page.items[0].object, "mallory");
+    assert_eq!(page.items.len(), 2);
+
+    let filter = AuditFilter {
+        actor: "ROOT".into(),
+        action: "".into(),
+        object: "".into(),
+    };
+    let page = s
+        .audit_page(&Scope::All, &filter, 0, 10)
+        .await
+        .expect("page");
+    assert_eq!(page.total, 2, "{page:?}");
+    let filter = AuditFilter {
+        actor: "".into(),
+        action: "user.".into(),
+        object: "A.EXAMPLE".into(),
+    };
+    let page = s
+        .audit_page(&Scope::All, &filter, 0, 10)
+        .await
+        .expect("page");
+    assert_eq!(page.total, 1);
+    assert_eq!(page.items[0].object, "bob@a.example");
+    let page = s
+        .audit_page(&scope_of(&["a.example"]), &AuditFilter::default(), 0, 10)
+        .await
+        .expect("page");
+    assert_eq!(page.total, 2);
+    assert!(
+        page.items
+            .iter()
+            .all(|e| e.domain == Some(domain("a.example")))
+    );
+}
+
 macro_rules! stories {
     ($($story:ident),* $(,)?) => {
         mod sqlite {
@@ -662,4 +1482,14 @@ stories!(
     a_restart_frees_the_previous_runs_locks_and_partial_bodies,
     uids_are_never_reused,
     apop_secrets_and_domain_switch,
+    a_domain_admin_sees_nothing_of_other_domains,
+    pages_count_every_match_and_search_ignores_case,
+    disabled_accounts_cannot_log_in_but_still_get_mail,
+    a_domain_cannot_exceed_its_user_limit,
+    admin_accounts,
+    admin_sessions_expire,
+    api_tokens_belong_to_their_admin,
+    a_broken_lock_is_reported_at_renewal,
+    hourly_stats_count_deliveries_and_logins,
+    the_audit_log_is_newest_first_and_filters,
 );

@@ -1,0 +1,259 @@
+//! The admin listener over real TCP: the bootstrap link, `pophost admin add`, sign-in (cookie
+//! attributes, throttling, sign-out), security headers, HTTPS, the loopback-only rule for plain
+//! HTTP, and "end session" reaching a live POP3 session on its frontend.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+const ADMIN: &str = "root@isp.example";
+const ADMIN_PW: &str = "admin password 1";
+
+fn add_super(server: &Server) {
+    let out = server.cli(&["admin", "add", ADMIN, "--super", "--password", ADMIN_PW]);
+    assert!(out.status.success(), "{}", show(&out));
+}
+
+fn bootstrap_link(server: &Server) -> Option<String> {
+    let log = server.log.lock().expect("log").clone();
+    let at = log.find("/bootstrap/")?;
+    let token: String = log[at + 11..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    Some(format!("/bootstrap/{token}"))
+}
+
+#[test]
+fn bootstrap_link_creates_the_first_super_admin_once() {
+    let server = Server::start();
+    let link = bootstrap_link(&server).expect("a fresh install prints a bootstrap link");
+    let form = http(server.admin, "GET", &link, &[], "");
+    assert_eq!(form.status, 200, "{}", form.body);
+    let pre = form.cookie("__Host-pophost-pre").expect("pre cookie");
+    let submit = |email: &str, password: &str| {
+        http(
+            server.admin,
+            "POST",
+            &link,
+            &[
+                ("Cookie", &format!("__Host-pophost-pre={pre}")),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            &form_body(&[
+                ("email", email),
+                ("password", password),
+                ("_pre", &form.hidden("_pre").expect("_pre")),
+            ]),
+        )
+    };
+    let short = submit(ADMIN, "short");
+    assert_eq!(short.status, 422, "a short password is a form error");
+    let made = submit(ADMIN, ADMIN_PW);
+    assert_eq!(made.status, 303, "{}", made.body);
+    assert!(made.cookie("__Host-pophost-session").is_some(), "signed in at once");
+    assert_eq!(submit("second@isp.example", ADMIN_PW).status, 404, "the link works once");
+    assert_eq!(http(server.admin, "GET", &link, &[], "").status, 404);
+    let admin = AdminHttp::sign_in(server.admin, ADMIN, ADMIN_PW);
+    assert!(admin.get("/").body.contains("(super admin)"));
+
+    // With an admin in the store, a restart prints no link.
+    let again = Server::restart(server.kill9());
+    assert_eq!(bootstrap_link(&again), None);
+}
+
+#[test]
+fn cli_adds_super_and_domain_admins() {
+    let server = Server::start();
+    server.add_user("john@example.com");
+    add_super(&server);
+    let out = server.cli(&[
+        "admin", "add", "boss@example.com", "--domain", "example.com", "--password", ADMIN_PW,
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(show(&out).contains("added admin boss@example.com of example.com"));
+    let dup = server.cli(&["admin", "add", ADMIN, "--super", "--password", ADMIN_PW]);
+    assert!(!dup.status.success() && show(&dup).contains("already exists"), "{}", show(&dup));
+    let missing = server.cli(&[
+        "admin", "add", "x@example.com", "--domain", "nosuch.example", "--password", ADMIN_PW,
+    ]);
+    assert!(!missing.status.success());
+    assert!(show(&missing).contains("nosuch.example"), "{}", show(&missing));
+    let neither = server.cli(&["admin", "add", "y@example.com", "--password", ADMIN_PW]);
+    assert!(!neither.status.success(), "a role is required");
+
+    // The domain admin signs in and sees their domain only.
+    let boss = AdminHttp::sign_in(server.admin, "boss@example.com", ADMIN_PW);
+    let dash = boss.get("/");
+    assert!(!dash.body.contains("(super admin)"));
+    assert_eq!(boss.get("/sessions").status, 200);
+}
+
+#[test]
+fn sign_in_sets_a_strict_cookie_and_security_headers() {
+    let server = Server::start();
+    add_super(&server);
+    let page = http(server.admin, "GET", "/signin", &[], "");
+    let csp = page.header("content-security-policy").expect("CSP");
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"));
+    assert!(!csp.contains("unsafe-inline"));
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+
+    let first = AdminHttp::sign_in(server.admin, ADMIN, ADMIN_PW);
+    let second = AdminHttp::sign_in(server.admin, ADMIN, ADMIN_PW);
+    assert_ne!(first.cookie, second.cookie, "a new session id at every sign-in");
+    assert_ne!(first.csrf, second.csrf);
+    // The raw Set-Cookie carries every attribute.
+    let form = http(server.admin, "GET", "/signin", &[], "");
+    let pre = form.cookie("__Host-pophost-pre").expect("pre");
+    let res = http(
+        server.admin,
+        "POST",
+        "/signin",
+        &[
+            ("Cookie", &format!("__Host-pophost-pre={pre}")),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        &form_body(&[
+            ("email", ADMIN),
+            ("password", ADMIN_PW),
+            ("_pre", &form.hidden("_pre").expect("_pre")),
+        ]),
+    );
+    let set = res
+        .headers
+        .iter()
+        .find(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.starts_with("__Host-pophost-session="))
+        .map(|(_, v)| v.clone())
+        .expect("session cookie");
+    for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(set.contains(attr), "{set} lacks {attr}");
+    }
+    assert!(!set.contains("Domain="), "{set}");
+
+    // Sign-out ends the session on the server, not just in the browser.
+    let out = first.post("/signout", &[]);
+    assert_eq!(out.status, 303);
+    assert_eq!(first.get("/").status, 303, "the old cookie no longer signs in");
+    assert_eq!(second.get("/").status, 200, "other sessions live on");
+    let log = server.log.lock().expect("log").clone();
+    assert!(!log.contains(ADMIN_PW), "the admin password is never logged");
+}
+
+#[test]
+fn failed_sign_ins_are_throttled_and_audited() {
+    let server = Server::start();
+    add_super(&server);
+    let try_sign_in = |password: &str| {
+        let form = http(server.admin, "GET", "/signin", &[], "");
+        let pre = form.cookie("__Host-pophost-pre").expect("pre");
+        http(
+            server.admin,
+            "POST",
+            "/signin",
+            &[
+                ("Cookie", &format!("__Host-pophost-pre={pre}")),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            &form_body(&[
+                ("email", ADMIN),
+                ("password", password),
+                ("_pre", &form.hidden("_pre").expect("_pre")),
+            ]),
+        )
+    };
+    for _ in 0..5 {
+        assert_eq!(try_sign_in("wrong password").status, 401);
+    }
+    let refused = try_sign_in(ADMIN_PW);
+    assert_eq!(refused.status, 429, "the right password is refused while throttled");
+    assert!(refused.cookie("__Host-pophost-session").is_none());
+    let failures = server
+        .data()
+        .sql("SELECT count(*) FROM audit_log WHERE action = 'signin' AND NOT success");
+    assert_eq!(failures, "6");
+    // Without the double-submit token the form is refused outright.
+    let res = http(
+        server.admin,
+        "POST",
+        "/signin",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &form_body(&[("email", ADMIN), ("password", ADMIN_PW)]),
+    );
+    assert_eq!(res.status, 403);
+}
+
+#[test]
+fn ending_a_session_in_the_ui_closes_it_on_its_frontend_and_deletes_nothing() {
+    // Leases renew every second, so a broken lock is noticed within about a second.
+    let server = Server::start_with_config("[locks]\nttl_secs = 3\n");
+    server.add_user("john@example.com");
+    add_super(&server);
+    deliver(&server, "john@example.com", &message("keep me"));
+    let mut pop = Pop3::login(server.pop3, "john@example.com");
+    assert!(pop.cmd("DELE 1").starts_with("+OK"));
+
+    let admin = AdminHttp::sign_in(server.admin, ADMIN, ADMIN_PW);
+    let page = admin.get("/sessions");
+    assert!(page.body.contains("john@example.com"), "{}", page.body);
+    let ended = admin.post("/sessions/john@example.com/end", &[]);
+    assert_eq!(ended.status, 303);
+
+    let t = Instant::now();
+    let line = pop.try_line().expect("the server says why it ends the session");
+    assert!(line.starts_with("-ERR [SYS/TEMP]"), "{line}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(pop.closed());
+    let mut again = Pop3::login(server.pop3, "john@example.com");
+    assert_eq!(again.stat().0, 1, "the DELE of the ended session was not applied");
+    assert_eq!(
+        server
+            .data()
+            .sql("SELECT count(*) FROM audit_log WHERE action = 'session.end' AND object = 'john@example.com' AND success"),
+        "1"
+    );
+}
+
+#[test]
+fn plain_http_admin_is_refused_off_loopback() {
+    let data = Data::new().with_config("[admin]\nlisten = \"0.0.0.0:0\"\n");
+    let out = data
+        .command()
+        .args(["serve", "--pop3-listen", "127.0.0.1:0", "--pop3s-listen", "127.0.0.1:0", "--lmtp-listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pophost");
+    assert!(!out.status.success());
+    assert!(show(&out).contains("admin.tls"), "{}", show(&out));
+}
+
+#[test]
+fn admin_ui_over_https() {
+    let server = Server::start_with_config("[admin]\ntls = true\n");
+    let url = format!("https://{}/healthz", server.admin);
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-k", "--max-time", "10", &url])
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    let plain = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", &format!("http://{}/healthz", server.admin)])
+        .output()
+        .expect("curl");
+    assert!(
+        !String::from_utf8_lossy(&plain.stdout).contains("ok"),
+        "no plain HTTP on the TLS listener"
+    );
+    assert!(bootstrap_link(&server).is_some_and(|_| server.log.lock().expect("log").contains("https://")));
+}
+
+#[test]
+fn health_and_readiness() {
+    let server = Server::start();
+    assert_eq!(http(server.admin, "GET", "/healthz", &[], "").status, 200);
+    let ready = http(server.admin, "GET", "/readyz", &[], "");
+    assert_eq!((ready.status, ready.body.as_str()), (200, "ready\n"));
+}

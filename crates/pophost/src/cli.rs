@@ -100,6 +100,12 @@ pub enum DomainCommand {
         /// Whether the domain's users may log in with APOP (RFC 1939 §7; weak, off by default).
         #[arg(long, value_name = "true|false")]
         allow_apop: Option<bool>,
+        /// Most users the domain may have ("unlimited" removes the limit).
+        #[arg(long, value_parser = parse_limit_count)]
+        max_users: Option<Limit>,
+        /// Whether the domain's users may log in (mail is delivered either way).
+        #[arg(long, value_name = "true|false")]
+        enabled: Option<bool>,
     },
     /// Manage domain aliases (another name of a domain, for logins and deliveries).
     #[command(subcommand)]
@@ -148,11 +154,14 @@ pub enum UserCommand {
     },
     /// Remove a user and all their mail.
     Remove { address: String },
-    /// Set the user's quotas.
+    /// Set the user's quotas, or enable/disable the account.
     Set {
         address: String,
         #[command(flatten)]
         quota: QuotaArgs,
+        /// Whether the user may log in (mail is delivered either way).
+        #[arg(long, value_name = "true|false")]
+        enabled: Option<bool>,
     },
     /// Set or clear the user's APOP secret (stored encrypted under auth.apop_key_file).
     Apop {
@@ -429,13 +438,37 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             quota,
             login_forms,
             allow_apop,
+            max_users,
+            enabled,
         }) => {
             let domain = DomainName::parse(&domain)?;
             let change = quota.change();
-            if change == QuotaChange::default() && login_forms.is_none() && allow_apop.is_none() {
+            if change == QuotaChange::default()
+                && login_forms.is_none()
+                && allow_apop.is_none()
+                && max_users.is_none()
+                && enabled.is_none()
+            {
                 bail!(
-                    "nothing to set: give --quota-bytes, --quota-messages, --login-forms or --allow-apop"
+                    "nothing to set: give --quota-bytes, --quota-messages, --login-forms, --allow-apop, --max-users or --enabled"
                 );
+            }
+            if max_users.is_some() || enabled.is_some() {
+                let current = store
+                    .domain_detail(&domain)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("domain {domain} not found"))?;
+                store
+                    .update_domain(
+                        &domain,
+                        &mailstore::DomainSettings {
+                            quota: current.quota,
+                            max_users: max_users.map_or(current.max_users, |l| l.0),
+                            login_forms: current.login_forms,
+                            enabled: enabled.unwrap_or(current.enabled),
+                        },
+                    )
+                    .await?;
             }
             if let Some(allow) = allow_apop {
                 dir.set_allow_apop(&domain, allow).await?;
@@ -538,9 +571,21 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
                 }
             }
         }
-        Command::User(UserCommand::Set { address, quota }) => {
+        Command::User(UserCommand::Set {
+            address,
+            quota,
+            enabled,
+        }) => {
             let address = Address::parse(&address)?;
-            dir.set_user_quota(&address, quota.change()).await?;
+            if quota.change() == QuotaChange::default() && enabled.is_none() {
+                bail!("nothing to set: give --quota-bytes, --quota-messages or --enabled");
+            }
+            if quota.change() != QuotaChange::default() {
+                dir.set_user_quota(&address, quota.change()).await?;
+            }
+            if let Some(enabled) = enabled {
+                store.set_user_enabled(&address, enabled).await?;
+            }
             format!("updated user {address}")
         }
     };

@@ -86,8 +86,10 @@ async fn show(State(state): State<AppState>, actor: Actor) -> Result<Dashboard, 
 
 /// Two bars per hour (deliveries, logins), scaled to the busiest hour; the last hour on the right.
 fn chart(stats: &[HourlyStat], this_hour: i64) -> (Vec<Bar>, Vec<Tick>, u64) {
+    let first = this_hour - (HOURS - 1);
     let peak = stats
         .iter()
+        .filter(|s| (first..=this_hour).contains(&s.hour))
         .flat_map(|s| [s.delivered, s.logins])
         .max()
         .unwrap_or(0)
@@ -95,7 +97,7 @@ fn chart(stats: &[HourlyStat], this_hour: i64) -> (Vec<Bar>, Vec<Tick>, u64) {
     let mut bars = Vec::new();
     let mut ticks = Vec::new();
     for slot in 0..HOURS {
-        let hour = this_hour - (HOURS - 1) + slot;
+        let hour = first + slot;
         let stat = stats.iter().find(|s| s.hour == hour).copied().unwrap_or_default();
         let x = u32::try_from(slot).unwrap_or(0) * SLOT + 4;
         for (offset, value, class, what) in [

@@ -1,1 +1,8 @@
 //! Router tests: every route through `oneshot`, against a real SQLite file.
+
+mod api;
+mod core;
+mod domains;
+mod matrix;
+mod support;
+mod users;

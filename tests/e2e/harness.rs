@@ -138,6 +138,11 @@ impl Server {
 
     /// Starts `pophost serve` on `data`; `extra` goes after `serve`.
     pub fn spawn(data: Data, extra: &[&str]) -> Server {
+        Server::spawn_env(data, extra, &[])
+    }
+
+    /// `spawn` with environment variables of its own (`RUST_LOG` is `info` unless given).
+    pub fn spawn_env(data: Data, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let data = match data.config {
             Some(_) => data,
             None => data.with_config(""),
@@ -157,6 +162,7 @@ impl Server {
             ])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -173,9 +179,13 @@ impl Server {
                     ("LMTP listening", "lmtp"),
                     ("admin UI listening", "admin"),
                 ] {
+                    // `addr=…` in human-format logs, `"addr":"…"` in JSON ones.
                     if line.contains(key)
-                        && let Some(addr) = line.split("addr=").nth(1)
-                        && let Some(addr) = addr.split_whitespace().next()
+                        && let Some(addr) = line
+                            .split("addr=")
+                            .nth(1)
+                            .or_else(|| line.split("\"addr\":\"").nth(1))
+                        && let Some(addr) = addr.split([' ', '"']).next()
                         && let Ok(addr) = addr.parse::<SocketAddr>()
                     {
                         let _ = tx.send((proto, addr));
@@ -676,23 +686,7 @@ pub struct AdminHttp {
 impl AdminHttp {
     /// Signs in through the real form (its double-submit token included).
     pub fn sign_in(addr: SocketAddr, email: &str, password: &str) -> AdminHttp {
-        let form = http(addr, "GET", "/signin", &[], "");
-        let pre = form.cookie("__Host-pophost-pre").expect("pre cookie");
-        let body = form_body(&[
-            ("email", email),
-            ("password", password),
-            ("_pre", &form.hidden("_pre").expect("_pre field")),
-        ]);
-        let res = http(
-            addr,
-            "POST",
-            "/signin",
-            &[
-                ("Cookie", &format!("__Host-pophost-pre={pre}")),
-                ("Content-Type", "application/x-www-form-urlencoded"),
-            ],
-            &body,
-        );
+        let res = submit_sign_in(addr, "/signin", email, password);
         assert_eq!(res.status, 303, "sign-in refused: {}", res.body);
         let cookie = res
             .cookie("__Host-pophost-session")
@@ -729,6 +723,27 @@ impl AdminHttp {
     fn session(&self) -> String {
         format!("__Host-pophost-session={}", self.cookie)
     }
+}
+
+/// Opens the sign-in form at `path` (`/signin`, or a bootstrap link) and submits it as a browser
+/// would: with the double-submit cookie and field the form came with.
+pub fn submit_sign_in(addr: SocketAddr, path: &str, email: &str, password: &str) -> HttpResponse {
+    let form = http(addr, "GET", path, &[], "");
+    let pre = form.cookie("__Host-pophost-pre").expect("pre cookie");
+    http(
+        addr,
+        "POST",
+        path,
+        &[
+            ("Cookie", &format!("__Host-pophost-pre={pre}")),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        &form_body(&[
+            ("email", email),
+            ("password", password),
+            ("_pre", &form.hidden("_pre").expect("_pre field")),
+        ]),
+    )
 }
 
 /// `application/x-www-form-urlencoded`.

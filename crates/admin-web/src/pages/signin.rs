@@ -58,17 +58,6 @@ fn pre_cookie(value: &str) -> String {
     format!("{PRE_COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Strict")
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
-}
-
 /// The form, with a fresh double-submit token.
 fn form_page(status: StatusCode, page: SigninPage) -> Response {
     let pre = page.pre.clone();
@@ -76,7 +65,7 @@ fn form_page(status: StatusCode, page: SigninPage) -> Response {
 }
 
 fn pre_ok(headers: &HeaderMap, sent: &str) -> bool {
-    cookie(headers, PRE_COOKIE).is_some_and(|c| !sent.is_empty() && secrets_equal(&c, sent))
+    auth::cookie(headers, PRE_COOKIE).is_some_and(|c| !sent.is_empty() && secrets_equal(&c, sent))
 }
 
 async fn show(actor: Option<Actor>) -> Response {

@@ -44,7 +44,7 @@ fn timestamp(greeting: &str) -> Option<&str> {
 }
 
 /// Connects and sends `APOP name digest(secret)` against the greeting's timestamp.
-fn apop(server: &Server, name: &str, secret: &str) -> (Pop3, String) {
+pub(crate) fn apop(server: &Server, name: &str, secret: &str) -> (Pop3, String) {
     let (mut c, greeting) = Pop3::connect_greeting(server.pop3);
     let ts = timestamp(&greeting).unwrap_or_else(|| panic!("no timestamp: {greeting}"));
     let digest = tenancy::apop::digest_hex(ts, secret.as_bytes());

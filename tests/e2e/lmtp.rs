@@ -117,10 +117,17 @@ fn quotas_refuse_with_552_5_2_2_and_usage_stays_exact() {
             .success()
     );
     deliver(&s, JOHN, &message("one"));
+    // A full mailbox is refused at RCPT already; the other recipient still gets the message.
     let mut c = Lmtp::connect(s.lmtp);
-    let replies = c.deliver("a@b.example", &[JOHN, JANE], &message("two"));
-    assert!(replies[0].starts_with("552 5.2.2"), "{replies:?}");
-    assert!(replies[1].starts_with("250 2.0.0"), "{replies:?}");
+    assert!(c.cmd("LHLO mta.example").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<a@b.example>").starts_with("250"));
+    let full = c.cmd(&format!("RCPT TO:<{JOHN}>"));
+    assert!(full.starts_with("552 5.2.2"), "{full}");
+    assert!(c.cmd(&format!("RCPT TO:<{JANE}>")).starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send_raw(&stuff(&message("two")));
+    let replies = vec![c.reply()];
+    assert!(replies[0].starts_with("250 2.0.0"), "{replies:?}");
 
     // Domain byte quota: the next message would not fit.
     let listing = usage(&s, "example.com");

@@ -3,14 +3,21 @@
 //! POP3/LMTP bytes and by real mail clients from Debian. One binary for the folder so it
 //! compiles once; each test starts its own server on port 0.
 
+mod admin_ui;
+mod admin;
 mod apop;
+mod browser;
 mod clients;
 mod crash;
 mod defence;
+mod deploy;
 mod harness;
 mod large;
 mod lmtp;
+mod import;
 mod logins;
+mod ops;
+mod policies;
 mod pop3;
 mod proxy;
 mod sasl;

@@ -25,7 +25,7 @@ fn proxy_config(node: &str, trusted: &str, pop3: bool, lmtp: bool) -> String {
     )
 }
 
-fn haproxy_bin() -> PathBuf {
+pub(crate) fn haproxy_bin() -> PathBuf {
     let on_path = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();
@@ -37,7 +37,7 @@ fn haproxy_bin() -> PathBuf {
         .expect("haproxy not found: install the Debian package `haproxy` (scripts/test does)")
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }

@@ -197,7 +197,7 @@ send('STAT'); print(line())
 send('QUIT'); print(line())
 "#;
 
-fn scram(server: &Server, user: &str, password: &str) -> String {
+pub(crate) fn scram(server: &Server, user: &str, password: &str) -> String {
     let out: Output = Command::new("timeout")
         .args(["60", "python3", "-c", SCRAM_CLIENT])
         .arg(server.pop3.ip().to_string())

@@ -29,6 +29,10 @@ pub fn routes() -> Router<AppState> {
             "/domains/{domain}",
             get(get_domain).patch(patch_domain).delete(delete_domain),
         )
+        .route(
+            "/domains/{domain}/policies",
+            get(crate::pages::policies::api_get).patch(crate::pages::policies::api_patch),
+        )
         .route("/domains/{domain}/users", get(list_users).post(create_user))
         .route(
             "/domains/{domain}/users/{local}",
@@ -496,6 +500,28 @@ pub fn openapi() -> Value {
                     }))
                 }
             },
+            "/domains/{domain}/policies": {
+                "parameters": [domain],
+                "get": {
+                    "operationId": "getDomainPolicies",
+                    "summary": "A domain's mailbox policies: quota refusal, warning, retention (EXPIRE), LOGIN-DELAY",
+                    "responses": common(json!({
+                        "200": ok("The policies", reference("DomainPolicies")),
+                        "404": error("No such domain in scope")
+                    }))
+                },
+                "patch": {
+                    "operationId": "updateDomainPolicies",
+                    "summary": "Change a domain's policies (super admin); absent fields are kept, null means none",
+                    "requestBody": body("DomainPoliciesPatch"),
+                    "responses": common(json!({
+                        "200": ok("The policies after the change", reference("DomainPolicies")),
+                        "403": error("Not a super admin"),
+                        "404": error("No such domain in scope"),
+                        "422": error("Invalid input")
+                    }))
+                }
+            },
             "/domains/{domain}/users": {
                 "parameters": [domain],
                 "get": {
@@ -593,6 +619,29 @@ pub fn openapi() -> Value {
                         "allow_apop": { "type": "boolean" },
                         "enabled": { "type": "boolean" },
                         "aliases": { "type": "array", "items": { "type": "string" } }
+                    }
+                },
+                "DomainPolicies": {
+                    "type": "object",
+                    "required": ["quota_tempfail", "quota_warn_percent", "retention_days", "login_delay_secs"],
+                    "properties": {
+                        "quota_tempfail": { "type": "boolean",
+                            "description": "Over quota: 452 4.2.2 (retry) instead of 552 5.2.2" },
+                        "quota_warn_percent": { "type": "integer", "minimum": 1, "maximum": 100, "nullable": true,
+                            "description": "Usage that delivers a one-time warning; null is none" },
+                        "retention_days": { "type": "integer", "minimum": 1, "maximum": 36500, "nullable": true,
+                            "description": "Messages older than this are deleted (CAPA EXPIRE); null is never" },
+                        "login_delay_secs": { "type": "integer", "minimum": 1, "maximum": 31536000, "nullable": true,
+                            "description": "Least time between POP3 logins (CAPA LOGIN-DELAY); null is none" }
+                    }
+                },
+                "DomainPoliciesPatch": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": {
+                        "quota_tempfail": { "type": "boolean" },
+                        "quota_warn_percent": { "type": "integer", "minimum": 1, "maximum": 100, "nullable": true },
+                        "retention_days": { "type": "integer", "minimum": 1, "maximum": 36500, "nullable": true },
+                        "login_delay_secs": { "type": "integer", "minimum": 1, "maximum": 31536000, "nullable": true }
                     }
                 },
                 "LoginForm": {

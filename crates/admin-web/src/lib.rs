@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 mod headers;
+mod metrics;
 pub mod pages;
 pub mod state;
 
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::{Actor, Audit, Chrome, FieldErrors};
 pub use error::{ApiError, AppError};
-pub use state::{AppState, Clock, WebConfig, system_clock};
+pub use state::{AppState, Clock, MetricsRender, WebConfig, system_clock};
 
 /// The whole admin application: browser pages, the API, health and static files.
 pub fn app(state: AppState) -> Router {
@@ -29,6 +30,7 @@ pub fn app(state: AppState) -> Router {
         .merge(pages::signin::routes())
         .merge(pages::dashboard::routes())
         .merge(pages::domains::routes())
+        .merge(pages::policies::routes())
         .merge(pages::users::routes())
         .merge(pages::sessions::routes())
         .merge(pages::audit::routes())
@@ -40,6 +42,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/v1", api)
         .merge(api::public_routes())
         .merge(pages::health::routes())
+        .merge(metrics::routes())
         .merge(pages::assets::routes())
         .fallback(|| async { AppError::NotFound })
         .layer(axum::middleware::from_fn(headers::security))

@@ -8,6 +8,9 @@ use mailstore::Store;
 /// Unix milliseconds now. A function so tests can move time (session expiry) without sleeping.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
+/// Renders the process's metrics in the Prometheus text format (installed by the binary).
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// The system clock.
 pub fn system_clock() -> Clock {
     Arc::new(|| {
@@ -55,6 +58,8 @@ pub struct Inner {
     pub clock: Clock,
     /// The one-time bootstrap token while no admin exists (see `pophost serve`).
     pub bootstrap: Mutex<Option<String>>,
+    /// `/metrics`: unset (404) unless the binary installed a recorder.
+    pub metrics: std::sync::OnceLock<MetricsRender>,
 }
 
 impl AppState {
@@ -64,7 +69,13 @@ impl AppState {
             config,
             clock,
             bootstrap: Mutex::new(None),
+            metrics: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Serves `render`'s output at `/metrics` (once; later calls are ignored).
+    pub fn set_metrics(&self, render: MetricsRender) {
+        let _ = self.0.metrics.set(render);
     }
 
     /// Arms the one-time bootstrap link; returns its token.

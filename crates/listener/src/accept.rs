@@ -110,7 +110,10 @@ pub async fn serve<F, Fut>(
                 continue;
             }
         };
+        metrics::counter!("pophost_connections_total", "listener" => name).increment(1);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!("pophost_connections_refused_total", "listener" => name, "reason" => "busy")
+                .increment(1);
             let busy = options.busy_reply;
             tracker.spawn(async move {
                 let _ = tokio::time::timeout(BUSY_WRITE_TIMEOUT, stream.write_all(busy)).await;
@@ -120,6 +123,7 @@ pub async fn serve<F, Fut>(
         let (policy, handler, abort) = (policy.clone(), handler.clone(), abort.clone());
         tracker.spawn(async move {
             let _slot = slot;
+            let _open = OpenGauge::new(name);
             let admitted = tokio::select! {
                 _ = abort.cancelled() => return,
                 admitted = admit(stream, tcp_peer, &policy, name) => admitted,
@@ -148,6 +152,23 @@ pub async fn serve<F, Fut>(
         );
         abort.cancel();
         tracker.wait().await;
+    }
+}
+
+/// `pophost_connections_open{listener}`: up while a connection holds a slot, down when its task
+/// ends however it ends.
+struct OpenGauge(&'static str);
+
+impl OpenGauge {
+    fn new(name: &'static str) -> Self {
+        metrics::gauge!("pophost_connections_open", "listener" => name).increment(1.0);
+        OpenGauge(name)
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("pophost_connections_open", "listener" => self.0).decrement(1.0);
     }
 }
 

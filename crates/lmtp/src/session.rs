@@ -23,6 +23,9 @@ pub struct Session {
     abort: CancellationToken,
     lhlo: Option<String>,
     from: Option<String>,
+    /// The size the client declared with `MAIL FROM … SIZE=` (RFC 1870), for the quota check
+    /// at RCPT.
+    declared_size: Option<u64>,
     rcpts: Vec<(Address, UserId)>,
 }
 
@@ -48,6 +51,7 @@ impl Session {
             abort,
             lhlo: None,
             from: None,
+            declared_size: None,
             rcpts: Vec::new(),
         }
     }
@@ -131,8 +135,9 @@ impl Session {
             {
                 "552 5.3.4 Message size exceeds fixed maximum message size".into()
             }
-            Command::Mail { from, .. } => {
+            Command::Mail { from, params } => {
                 self.from = Some(header_safe(&from));
+                self.declared_size = params.size;
                 "250 2.1.0 Sender OK".into()
             }
             Command::Rcpt { .. } if self.from.is_none() => "503 5.5.1 MAIL first".into(),
@@ -156,10 +161,15 @@ impl Session {
             return format!("550 5.1.1 <{}> No such user", header_safe(to));
         };
         match self.store.find_recipient(&address).await {
-            Ok(Some(user)) => {
-                self.rcpts.push((address, user));
-                "250 2.1.5 Recipient OK".into()
-            }
+            // A full mailbox is refused here already, so the sender does not transfer the
+            // body for nothing; DATA checks again, exactly, in the delivery transaction.
+            Ok(Some(user)) => match self.store.check_quota(user, self.declared_size).await {
+                Ok(()) => {
+                    self.rcpts.push((address, user));
+                    "250 2.1.5 Recipient OK".into()
+                }
+                Err(e) => quota_reply(&address, e),
+            },
             Ok(None) => format!("550 5.1.1 <{address}> No such user"),
             Err(e) => {
                 tracing::warn!(error = %e, "recipient lookup failed");
@@ -170,6 +180,7 @@ impl Session {
 
     fn reset(&mut self) {
         self.from = None;
+        self.declared_size = None;
         self.rcpts.clear();
     }
 
@@ -314,7 +325,11 @@ impl Session {
                 .into_bytes(),
             })
             .collect();
-        let outcomes = match self.store.deliver(blob, size, &recipients).await {
+        let started = std::time::Instant::now();
+        let delivered = self.store.deliver(blob, size, &recipients).await;
+        metrics::histogram!("pophost_store_seconds", "op" => "deliver")
+            .record(started.elapsed().as_secs_f64());
+        let outcomes = match delivered {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 tracing::warn!(error = %e, "delivery failed");
@@ -325,8 +340,13 @@ impl Session {
         let mut replies = String::new();
         for ((address, _), outcome) in rcpts.iter().zip(outcomes) {
             let line = match outcome {
-                Ok(()) => format!("250 2.0.0 <{address}> Delivered"),
-                Err(StoreError::QuotaExceeded) => format!("552 5.2.2 <{address}> Mailbox full"),
+                Ok(()) => {
+                    metrics::counter!("pophost_messages_delivered_total").increment(1);
+                    format!("250 2.0.0 <{address}> Delivered")
+                }
+                Err(e @ (StoreError::QuotaExceeded | StoreError::QuotaExceededTemporary)) => {
+                    quota_reply(address, e)
+                }
                 Err(StoreError::NotFound(_)) => format!("550 5.1.1 <{address}> No such user"),
                 Err(e) => {
                     tracing::warn!(error = %e, %address, "delivery failed");
@@ -373,6 +393,21 @@ impl Session {
                 }
                 return Ok(!too_long);
             }
+        }
+    }
+}
+
+/// The reply for a recipient the quota check refused (at RCPT or at DATA): permanent by
+/// default, temporary where the domain asks senders to retry (`--quota-tempfail`).
+fn quota_reply(address: &Address, e: StoreError) -> String {
+    match e {
+        StoreError::QuotaExceeded => format!("552 5.2.2 <{address}> Mailbox full"),
+        StoreError::QuotaExceededTemporary => {
+            format!("452 4.2.2 <{address}> Mailbox full, try again later")
+        }
+        e => {
+            tracing::warn!(error = %e, %address, "quota check failed");
+            format!("451 4.3.0 <{address}> Temporary failure")
         }
     }
 }

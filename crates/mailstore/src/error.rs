@@ -10,6 +10,12 @@ pub enum StoreError {
     /// Accepting the message would exceed the user's or the domain's quota.
     #[error("quota exceeded")]
     QuotaExceeded,
+    /// As `QuotaExceeded`, for a domain that asks senders to retry later (`452 4.2.2`).
+    #[error("quota exceeded (temporary)")]
+    QuotaExceededTemporary,
+    /// The user logged in successfully less than the domain's LOGIN-DELAY ago.
+    #[error("logged in too recently; wait {0} s")]
+    LoginDelay(u32),
     /// The named domain or user does not exist.
     #[error("{0} not found")]
     NotFound(String),

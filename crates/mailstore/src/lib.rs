@@ -12,6 +12,7 @@ mod convert;
 mod error;
 mod held;
 mod model;
+mod policy;
 mod postgres;
 mod sqlite;
 
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 pub use admin::*;
 pub use error::{Result, StoreError};
 pub use model::*;
+pub use policy::*;
 pub use postgres::{PgOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
@@ -209,8 +211,19 @@ pub trait Admin: Send + Sync {
 }
 
 /// Every role of one backend.
-pub trait Store: Directory + Maildrops + Delivery + Admin {}
-impl<T: Directory + Maildrops + Delivery + Admin> Store for T {}
+pub trait Store: Directory + Maildrops + Delivery + Admin + Policies {}
+impl<T: Directory + Maildrops + Delivery + Admin + Policies> Store for T {}
+
+/// A backend's connection pool at one moment (`SqliteStore::pool_usage`,
+/// `PostgresStore::pool_usage`), for the pool-usage metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// Open connections, idle or in use.
+    pub size: u32,
+    pub idle: usize,
+    /// The most the pool opens.
+    pub max: u32,
+}
 
 /// How this process takes part in maildrop locking.
 #[derive(Debug, Clone)]

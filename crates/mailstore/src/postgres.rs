@@ -45,6 +45,15 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
+    /// The connection pool's size and idle connections now (for the metrics).
+    pub fn pool_usage(&self) -> crate::PoolUsage {
+        crate::PoolUsage {
+            size: self.pool.size(),
+            idle: self.pool.num_idle(),
+            max: self.pool.options().get_max_connections(),
+        }
+    }
+
     /// Connects lazily (a frontend starts even while Postgres is down, and recovers by itself);
     /// `migrate` applies pending migrations first, which does need the database.
     pub async fn open(url: &str, lock: LockOptions, pg: PgOptions, migrate: bool) -> Result<Self> {
@@ -172,6 +181,147 @@ impl PostgresStore {
             .await?;
         Ok(())
     }
+
+    /// The install's UID prefix, read once.
+    async fn prefix(&self, tx: &mut Transaction<'_, Postgres>) -> Result<String> {
+        Ok(self
+            .uid_prefix
+            .get_or_try_init(|| async {
+                sqlx::query_scalar::<_, String>("SELECT value FROM meta WHERE key = 'uid_prefix'")
+                    .fetch_one(&mut **tx)
+                    .await
+            })
+            .await?
+            .clone())
+    }
+
+    async fn next_uid(tx: &mut Transaction<'_, Postgres>, prefix: &str) -> Result<String> {
+        let n: i64 = sqlx::query_scalar("SELECT nextval('message_uids')")
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(format!("{prefix}.{n}"))
+    }
+
+    /// Stores a whole message (no per-recipient header block) for one user, with its own
+    /// body, counting it in the user's and the domain's usage. For imports and notices.
+    async fn insert_whole_message(
+        tx: &mut Transaction<'_, Postgres>,
+        user: i64,
+        uid: &str,
+        data: &[u8],
+        import_key: Option<&str>,
+    ) -> Result<()> {
+        let size = to_i64(data.len() as u64);
+        let blob: i64 =
+            sqlx::query_scalar("INSERT INTO blobs (size, refs) VALUES ($1, 1) RETURNING id")
+                .bind(size)
+                .fetch_one(&mut **tx)
+                .await?;
+        for (seq, chunk) in data.chunks(CHUNK_SIZE).enumerate() {
+            sqlx::query("INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)")
+                .bind(blob)
+                .bind(
+                    i32::try_from(seq)
+                        .map_err(|_| StoreError::Invalid("message too large".into()))?,
+                )
+                .bind(chunk)
+                .execute(&mut **tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO messages (user_id, uid, blob_id, prefix, size, import_key)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(user)
+        .bind(uid)
+        .bind(blob)
+        .bind(&[][..] as &[u8])
+        .bind(size)
+        .bind(import_key)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "UPDATE users SET used_bytes = used_bytes + $1, used_messages = used_messages + 1
+             WHERE id = $2",
+        )
+        .bind(size)
+        .bind(user)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "UPDATE domains SET used_bytes = used_bytes + $1, used_messages = used_messages + 1
+             WHERE id = (SELECT domain_id FROM users WHERE id = $2)",
+        )
+        .bind(size)
+        .bind(user)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// After a delivery to `user` (whose rows the delivery has locked): sends the one-time
+    /// warning when usage crossed the domain's threshold, and re-arms it when usage is back
+    /// below. The notice is stored only if it fits the quotas: a warning never takes a mailbox
+    /// over its limit.
+    async fn quota_warning(
+        tx: &mut Transaction<'_, Postgres>,
+        user: i64,
+        prefix: &str,
+    ) -> Result<()> {
+        let r = sqlx::query(
+            "SELECT u.quota_bytes, u.quota_messages, u.used_bytes, u.used_messages,
+                    u.quota_warned, d.quota_warn_percent, u.localpart, d.name,
+                    d.quota_bytes, d.quota_messages, d.used_bytes, d.used_messages,
+                    floor(extract(epoch FROM clock_timestamp()))::BIGINT
+             FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.id = $1",
+        )
+        .bind(user)
+        .fetch_one(&mut **tx)
+        .await?;
+        let limit = quota(r.try_get(0)?, r.try_get(1)?);
+        let usage = Usage {
+            bytes: to_u64(r.try_get(2)?),
+            messages: to_u64(r.try_get(3)?),
+        };
+        let warned: bool = r.try_get(4)?;
+        let percent: Option<i32> = r.try_get(5)?;
+        let due = warning_due(limit, usage, percent.and_then(|p| u8::try_from(p).ok()));
+        if due == warned {
+            return Ok(());
+        }
+        sqlx::query("UPDATE users SET quota_warned = $1 WHERE id = $2")
+            .bind(due)
+            .bind(user)
+            .execute(&mut **tx)
+            .await?;
+        if !due {
+            return Ok(());
+        }
+        let (local, domain): (String, String) = (r.try_get(6)?, r.try_get(7)?);
+        let now: i64 = r.try_get(12)?;
+        let notice = quota_notice(&format!("{local}@{domain}"), &domain, limit, usage, now);
+        let size = to_i64(notice.len() as u64);
+        let fits = |limit: Option<i64>, used: i64, add: i64| limit.is_none_or(|l| used + add <= l);
+        let fits = fits(r.try_get(0)?, r.try_get(2)?, size)
+            && fits(r.try_get(1)?, r.try_get(3)?, 1)
+            && fits(r.try_get(8)?, r.try_get(10)?, size)
+            && fits(r.try_get(9)?, r.try_get(11)?, 1);
+        if fits {
+            let uid = Self::next_uid(tx, prefix).await?;
+            Self::insert_whole_message(tx, user, &uid, &notice, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses quotas where a user's limit is larger than their domain's. The caller holds the
+    /// domain row locked, so concurrent quota changes are checked one after the other.
+    async fn check_quota_nesting(tx: &mut Transaction<'_, Postgres>, domain: i64) -> Result<()> {
+        let n: i64 = sqlx::query_scalar(QUOTA_NESTING)
+            .bind(domain)
+            .fetch_one(&mut **tx)
+            .await?;
+        quota_nesting_result(n)
+    }
 }
 
 #[async_trait]
@@ -251,21 +401,22 @@ impl Directory for PostgresStore {
 
     async fn set_domain_quota(&self, name: &DomainName, change: QuotaChange) -> Result<()> {
         let (b, m) = quota_binds(change);
-        let updated = sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        let domain: Option<i64> = sqlx::query_scalar(
             "UPDATE domains SET quota_bytes = CASE WHEN $1 THEN $2 ELSE quota_bytes END,
                                 quota_messages = CASE WHEN $3 THEN $4 ELSE quota_messages END
-             WHERE name = $5",
+             WHERE name = $5 RETURNING id",
         )
         .bind(b.0)
         .bind(b.1)
         .bind(m.0)
         .bind(m.1)
         .bind(name.as_str())
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("domain {name}")));
-        }
+        let domain = domain.ok_or_else(|| StoreError::NotFound(format!("domain {name}")))?;
+        Self::check_quota_nesting(&mut tx, domain).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -375,6 +526,13 @@ impl Directory for PostgresStore {
 
     async fn set_user_quota(&self, address: &Address, change: QuotaChange) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        // The domain row first, as deliveries lock it (no wait cycle), and so a concurrent
+        // change of the domain's quota and this one see each other in the nesting check.
+        let domain = Self::domain_id(&mut tx, &address.domain).await?;
+        sqlx::query("SELECT id FROM domains WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(domain)
+            .execute(&mut *tx)
+            .await?;
         let user = Self::user_id(&mut tx, address).await?;
         let (b, m) = quota_binds(change);
         sqlx::query(
@@ -389,6 +547,7 @@ impl Directory for PostgresStore {
         .bind(user)
         .execute(&mut *tx)
         .await?;
+        Self::check_quota_nesting(&mut tx, domain).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -593,6 +752,21 @@ impl Maildrops for PostgresStore {
 
     #[instrument(skip_all, fields(user = user.0))]
     async fn lock(&self, user: UserId) -> Result<Lease> {
+        let mut tx = self.pool.begin().await?;
+        // The user row first (as deliveries lock it after the domain, never before a stats
+        // row): LOGIN-DELAY reads and moves last_login_at, and concurrent logins queue here.
+        // Seconds left before a login is allowed, if any.
+        let wait: Option<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM (u.last_login_at
+                        + make_interval(secs => d.login_delay_secs) - clock_timestamp()))::FLOAT8
+             FROM users u JOIN domains d ON d.id = u.domain_id
+             WHERE u.id = $1
+             FOR NO KEY UPDATE OF u",
+        )
+        .bind(user.0)
+        .fetch_optional(&mut *tx)
+        .await?
+        .flatten();
         // One statement: take a free maildrop, or take over a lease whose holder stopped
         // renewing it. A live lease makes the upsert's WHERE false, so nothing is returned and
         // no login is counted.
@@ -619,9 +793,18 @@ impl Maildrops for PostgresStore {
         .bind(&self.node)
         .bind(&self.incarnation)
         .bind(self.ttl_secs)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        // Dropping `tx` rolls back: a refused login takes no lock and counts nothing.
         let token = token.ok_or(StoreError::InUse)?;
+        if let Some(wait) = wait.filter(|w| *w > 0.0) {
+            return Err(StoreError::LoginDelay(wait.ceil() as u32));
+        }
+        sqlx::query("UPDATE users SET last_login_at = clock_timestamp() WHERE id = $1")
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         self.held.add(token);
         Ok(Lease { user, token })
     }
@@ -791,7 +974,8 @@ impl Delivery for PostgresStore {
                         u.quota_bytes IS NOT NULL AND u.used_bytes + $2 > u.quota_bytes,
                         u.quota_messages IS NOT NULL AND u.used_messages + 1 > u.quota_messages,
                         d.quota_bytes IS NOT NULL AND d.used_bytes + $2 > d.quota_bytes,
-                        d.quota_messages IS NOT NULL AND d.used_messages + 1 > d.quota_messages
+                        d.quota_messages IS NOT NULL AND d.used_messages + 1 > d.quota_messages,
+                        d.quota_tempfail
                  FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.id = $1",
             )
             .bind(r.user.0)
@@ -806,7 +990,11 @@ impl Delivery for PostgresStore {
                 row.try_get::<bool, _>(i).map(|over| acc || over)
             })?;
             if over {
-                outcomes.push(Err(StoreError::QuotaExceeded));
+                outcomes.push(Err(if row.try_get::<bool, _>(5)? {
+                    StoreError::QuotaExceededTemporary
+                } else {
+                    StoreError::QuotaExceeded
+                }));
                 continue;
             }
             let domain: i64 = row.try_get(0)?;
@@ -837,6 +1025,7 @@ impl Delivery for PostgresStore {
             .bind(domain)
             .execute(&mut *tx)
             .await?;
+            Self::quota_warning(&mut tx, r.user.0, &prefix).await?;
             *per_domain.entry(domain).or_default() += 1;
             refs += 1;
             outcomes.push(Ok(()));
@@ -1216,10 +1405,11 @@ impl Admin for PostgresStore {
 
     #[instrument(skip_all, fields(domain = %name))]
     async fn update_domain(&self, name: &DomainName, settings: &DomainSettings) -> Result<()> {
-        let updated = sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        let domain: Option<i64> = sqlx::query_scalar(
             "UPDATE domains SET quota_bytes = $1, quota_messages = $2, max_users = $3,
                                 login_forms = $4, enabled = $5
-             WHERE name = $6",
+             WHERE name = $6 RETURNING id",
         )
         .bind(settings.quota.bytes.map(to_i64))
         .bind(settings.quota.messages.map(to_i64))
@@ -1227,11 +1417,11 @@ impl Admin for PostgresStore {
         .bind(settings.login_forms.to_string())
         .bind(settings.enabled)
         .bind(name.as_str())
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("domain {name}")));
-        }
+        let domain = domain.ok_or_else(|| StoreError::NotFound(format!("domain {name}")))?;
+        Self::check_quota_nesting(&mut tx, domain).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1484,5 +1674,249 @@ impl Admin for PostgresStore {
             quota_bytes: (domains > 0 && limited == domains).then_some(to_u64(quota_sum)),
             sessions: to_u64(sessions),
         })
+    }
+}
+
+#[async_trait]
+impl Policies for PostgresStore {
+    async fn domain_policies(&self, domain: &DomainName) -> Result<DomainPolicies> {
+        let row = sqlx::query(
+            "SELECT quota_tempfail, quota_warn_percent, retention_days, login_delay_secs
+             FROM domains WHERE name = $1",
+        )
+        .bind(domain.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("domain {domain}")))?;
+        Ok(DomainPolicies {
+            quota_tempfail: row.try_get(0)?,
+            quota_warn_percent: row
+                .try_get::<Option<i32>, _>(1)?
+                .and_then(|p| u8::try_from(p).ok()),
+            retention_days: row
+                .try_get::<Option<i32>, _>(2)?
+                .and_then(|d| u32::try_from(d).ok()),
+            login_delay_secs: row
+                .try_get::<Option<i32>, _>(3)?
+                .and_then(|d| u32::try_from(d).ok()),
+        })
+    }
+
+    #[instrument(skip_all, fields(domain = %domain))]
+    async fn set_domain_policies(&self, domain: &DomainName, p: &DomainPolicies) -> Result<()> {
+        p.validate()?;
+        let int = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
+        let updated = sqlx::query(
+            "UPDATE domains SET quota_tempfail = $1, quota_warn_percent = $2, retention_days = $3,
+                                login_delay_secs = $4
+             WHERE name = $5",
+        )
+        .bind(p.quota_tempfail)
+        .bind(p.quota_warn_percent.map(i32::from))
+        .bind(int(p.retention_days))
+        .bind(int(p.login_delay_secs))
+        .bind(domain.as_str())
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("domain {domain}")));
+        }
+        Ok(())
+    }
+
+    async fn user_policy(&self, user: UserId) -> Result<UserPolicy> {
+        let row = sqlx::query(
+            "SELECT d.retention_days, d.login_delay_secs FROM users u
+             JOIN domains d ON d.id = u.domain_id WHERE u.id = $1",
+        )
+        .bind(user.0)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound("user".into()))?;
+        Ok(UserPolicy {
+            retention_days: row
+                .try_get::<Option<i32>, _>(0)?
+                .and_then(|d| u32::try_from(d).ok()),
+            login_delay_secs: row
+                .try_get::<Option<i32>, _>(1)?
+                .and_then(|d| u32::try_from(d).ok()),
+        })
+    }
+
+    async fn policy_summary(&self) -> Result<PolicySummary> {
+        let row = sqlx::query(POLICY_SUMMARY).fetch_one(&self.pool).await?;
+        let min = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok());
+        Ok(PolicySummary {
+            min_retention_days: min(row.try_get(0)?),
+            retention_varies: row.try_get::<i64, _>(1)? > 1,
+            min_login_delay_secs: min(row.try_get(2)?),
+            login_delay_varies: row.try_get::<i64, _>(3)? > 1,
+        })
+    }
+
+    async fn check_quota(&self, user: UserId, size: Option<u64>) -> Result<()> {
+        let row = sqlx::query(QUOTA_AT_RCPT)
+            .bind(user.0)
+            .bind(to_i64(size.unwrap_or(1)))
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound("recipient".into()))?;
+        match (row.try_get::<bool, _>(0)?, row.try_get::<bool, _>(1)?) {
+            (false, _) => Ok(()),
+            (true, false) => Err(StoreError::QuotaExceeded),
+            (true, true) => Err(StoreError::QuotaExceededTemporary),
+        }
+    }
+
+    #[instrument(skip_all)]
+    async fn expire(&self, now: i64, batch: u32) -> Result<ExpireReport> {
+        let mut report = ExpireReport::default();
+        let batch = batch.max(1);
+        loop {
+            let mut tx = self.pool.begin().await?;
+            // SKIP LOCKED: another frontend's job (or a QUIT deleting them) has these rows;
+            // this run takes the next ones instead of waiting or deleting them twice.
+            let rows = sqlx::query(
+                "SELECT m.id, m.user_id FROM messages m
+                 JOIN users u ON u.id = m.user_id JOIN domains d ON d.id = u.domain_id
+                 WHERE d.retention_days IS NOT NULL
+                   AND m.delivered_at < to_timestamp($1::FLOAT8 / 1000)
+                                        - make_interval(days => d.retention_days)
+                   AND NOT EXISTS (SELECT 1 FROM maildrop_locks l
+                                   WHERE l.user_id = m.user_id AND l.expires_at >= clock_timestamp())
+                 ORDER BY m.id LIMIT $2
+                 FOR UPDATE OF m SKIP LOCKED",
+            )
+            .bind(now)
+            .bind(i64::from(batch))
+            .fetch_all(&mut *tx)
+            .await?;
+            let found = rows.len();
+            let mut per_user = std::collections::BTreeMap::<i64, Vec<MessageId>>::new();
+            for r in &rows {
+                per_user
+                    .entry(r.try_get(1)?)
+                    .or_default()
+                    .push(MessageId(r.try_get(0)?));
+            }
+            let users: Vec<i64> = per_user.keys().copied().collect();
+            // Domains, then users, in id order, as deliveries lock them. FOR UPDATE on users
+            // (not NO KEY UPDATE) also holds off a login's lease insert until this commits;
+            // a login that got in before it is seen by the re-check below.
+            sqlx::query(
+                "SELECT id FROM domains WHERE id IN (SELECT domain_id FROM users WHERE id = ANY($1))
+                 ORDER BY id FOR NO KEY UPDATE",
+            )
+            .bind(&users)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+                .bind(&users)
+                .execute(&mut *tx)
+                .await?;
+            let locked: Vec<i64> = sqlx::query_scalar(
+                "SELECT user_id FROM maildrop_locks
+                 WHERE user_id = ANY($1) AND expires_at >= clock_timestamp()",
+            )
+            .bind(&users)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut deleted = 0u64;
+            for (user, ids) in &per_user {
+                if locked.contains(user) {
+                    continue;
+                }
+                Self::delete_messages(&mut tx, *user, ids).await?;
+                deleted += ids.len() as u64;
+            }
+            tx.commit().await?;
+            report.batches += 1;
+            report.deleted += deleted;
+            if found < batch as usize || deleted == 0 {
+                return Ok(report);
+            }
+        }
+    }
+
+    #[instrument(skip_all, fields(user = user.0, messages = messages.len()))]
+    async fn import(&self, user: UserId, messages: &[ImportMessage]) -> Result<Vec<ImportOutcome>> {
+        let mut tx = self.pool.begin().await?;
+        let prefix = self.prefix(&mut tx).await?;
+        // Domain then user, as deliveries lock them: usage counters stay exact, and two imports
+        // into one mailbox run one after the other.
+        let domain: Option<i64> = sqlx::query_scalar("SELECT domain_id FROM users WHERE id = $1")
+            .bind(user.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let domain = domain.ok_or_else(|| StoreError::NotFound("user".into()))?;
+        sqlx::query("SELECT id FROM domains WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(domain)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await?;
+        let mut outcomes = Vec::with_capacity(messages.len());
+        for m in messages {
+            let seen: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM messages WHERE user_id = $1 AND import_key = $2",
+            )
+            .bind(user.0)
+            .bind(&m.key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if seen.is_some() {
+                outcomes.push(ImportOutcome::Present);
+                continue;
+            }
+            let mut problem = None;
+            if let Some(uid) = &m.uid {
+                problem = uid_problem(uid);
+                if problem.is_none() {
+                    let taken: Option<i64> = sqlx::query_scalar(
+                        "SELECT id FROM messages WHERE user_id = $1 AND uid = $2",
+                    )
+                    .bind(user.0)
+                    .bind(uid)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if taken.is_some() {
+                        problem = Some("is already used by another message of this mailbox".into());
+                    }
+                }
+            }
+            let outcome = match (&m.uid, problem) {
+                (Some(uid), None) => {
+                    // Keep the sequence past an id of our own form, so new mail never collides.
+                    if let Some(n) = own_uid_number(uid, &prefix) {
+                        sqlx::query(
+                            "SELECT setval('message_uids', $1)
+                             WHERE $1 > (SELECT last_value FROM message_uids)",
+                        )
+                        .bind(n)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    ImportOutcome::Added { uid: uid.clone() }
+                }
+                (Some(old), Some(reason)) => ImportOutcome::Renumbered {
+                    old: old.clone(),
+                    uid: Self::next_uid(&mut tx, &prefix).await?,
+                    reason,
+                },
+                (None, _) => ImportOutcome::Added {
+                    uid: Self::next_uid(&mut tx, &prefix).await?,
+                },
+            };
+            let uid = match &outcome {
+                ImportOutcome::Added { uid } | ImportOutcome::Renumbered { uid, .. } => uid,
+                ImportOutcome::Present => continue,
+            };
+            Self::insert_whole_message(&mut tx, user.0, uid, &m.data, Some(&m.key)).await?;
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
     }
 }

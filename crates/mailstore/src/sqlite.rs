@@ -30,6 +30,15 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// The connection pool's size and idle connections now (for the metrics).
+    pub fn pool_usage(&self) -> crate::PoolUsage {
+        crate::PoolUsage {
+            size: self.pool.size(),
+            idle: self.pool.num_idle(),
+            max: self.pool.options().get_max_connections(),
+        }
+    }
+
     /// Opens (creating if missing) the database file; `migrate` applies pending migrations.
     pub async fn open(path: &Path, lock: LockOptions, migrate: bool) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -158,6 +167,153 @@ impl SqliteStore {
             .await?;
         Ok(())
     }
+
+    /// The install's UID prefix, read once.
+    async fn prefix(&self, tx: &mut Transaction<'_, Sqlite>) -> Result<String> {
+        Ok(self
+            .uid_prefix
+            .get_or_try_init(|| async {
+                sqlx::query_scalar::<_, String>("SELECT value FROM meta WHERE key = 'uid_prefix'")
+                    .fetch_one(&mut **tx)
+                    .await
+            })
+            .await?
+            .clone())
+    }
+
+    async fn next_uid(tx: &mut Transaction<'_, Sqlite>, prefix: &str) -> Result<String> {
+        let n: i64 = sqlx::query_scalar(
+            "UPDATE counters SET value = value + 1 WHERE name = 'uid' RETURNING value",
+        )
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(format!("{prefix}.{n}"))
+    }
+
+    /// Stores a whole message (no per-recipient header block) for one user, with its own
+    /// body, counting it in the user's and the domain's usage. For imports and notices.
+    async fn insert_whole_message(
+        tx: &mut Transaction<'_, Sqlite>,
+        user: i64,
+        uid: &str,
+        data: &[u8],
+        now: i64,
+        import_key: Option<&str>,
+    ) -> Result<()> {
+        let size = to_i64(data.len() as u64);
+        let blob: i64 = sqlx::query_scalar(
+            "INSERT INTO blobs (size, refs, created_at) VALUES ($1, 1, $2) RETURNING id",
+        )
+        .bind(size)
+        .bind(now)
+        .fetch_one(&mut **tx)
+        .await?;
+        for (seq, chunk) in data.chunks(CHUNK_SIZE).enumerate() {
+            sqlx::query("INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)")
+                .bind(blob)
+                .bind(to_i64(seq as u64))
+                .bind(chunk)
+                .execute(&mut **tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO messages (user_id, uid, blob_id, prefix, size, delivered_at, import_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(user)
+        .bind(uid)
+        .bind(blob)
+        .bind(&[][..] as &[u8])
+        .bind(size)
+        .bind(now)
+        .bind(import_key)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "UPDATE users SET used_bytes = used_bytes + $1, used_messages = used_messages + 1
+             WHERE id = $2",
+        )
+        .bind(size)
+        .bind(user)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "UPDATE domains SET used_bytes = used_bytes + $1, used_messages = used_messages + 1
+             WHERE id = (SELECT domain_id FROM users WHERE id = $2)",
+        )
+        .bind(size)
+        .bind(user)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// After a delivery to `user`: sends the one-time warning when usage crossed the domain's
+    /// threshold, and re-arms it when usage is back below. The notice is stored only if it fits
+    /// the quotas itself: a warning never takes a mailbox over its limit.
+    async fn quota_warning(
+        tx: &mut Transaction<'_, Sqlite>,
+        user: i64,
+        prefix: &str,
+        now: i64,
+    ) -> Result<()> {
+        let r = sqlx::query(
+            "SELECT u.quota_bytes, u.quota_messages, u.used_bytes, u.used_messages,
+                    u.quota_warned, d.quota_warn_percent, u.localpart, d.name,
+                    d.quota_bytes, d.quota_messages, d.used_bytes, d.used_messages
+             FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.id = $1",
+        )
+        .bind(user)
+        .fetch_one(&mut **tx)
+        .await?;
+        let limit = quota(r.try_get(0)?, r.try_get(1)?);
+        let usage = Usage {
+            bytes: to_u64(r.try_get(2)?),
+            messages: to_u64(r.try_get(3)?),
+        };
+        let warned: bool = r.try_get(4)?;
+        let percent: Option<i64> = r.try_get(5)?;
+        let due = warning_due(limit, usage, percent.and_then(|p| u8::try_from(p).ok()));
+        if due == warned {
+            return Ok(());
+        }
+        sqlx::query("UPDATE users SET quota_warned = $1 WHERE id = $2")
+            .bind(due)
+            .bind(user)
+            .execute(&mut **tx)
+            .await?;
+        if !due {
+            return Ok(());
+        }
+        let (local, domain): (String, String) = (r.try_get(6)?, r.try_get(7)?);
+        let notice = quota_notice(
+            &format!("{local}@{domain}"),
+            &domain,
+            limit,
+            usage,
+            now / 1000,
+        );
+        let size = to_i64(notice.len() as u64);
+        let fits = |limit: Option<i64>, used: i64, add: i64| limit.is_none_or(|l| used + add <= l);
+        let fits = fits(r.try_get(0)?, r.try_get(2)?, size)
+            && fits(r.try_get(1)?, r.try_get(3)?, 1)
+            && fits(r.try_get(8)?, r.try_get(10)?, size)
+            && fits(r.try_get(9)?, r.try_get(11)?, 1);
+        if fits {
+            let uid = Self::next_uid(tx, prefix).await?;
+            Self::insert_whole_message(tx, user, &uid, &notice, now, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses quotas where a user's limit is larger than their domain's.
+    async fn check_quota_nesting(tx: &mut Transaction<'_, Sqlite>, domain: i64) -> Result<()> {
+        let n: i64 = sqlx::query_scalar(QUOTA_NESTING)
+            .bind(domain)
+            .fetch_one(&mut **tx)
+            .await?;
+        quota_nesting_result(n)
+    }
 }
 
 #[async_trait]
@@ -252,6 +408,7 @@ impl Directory for SqliteStore {
         .bind(domain)
         .execute(&mut *tx)
         .await?;
+        Self::check_quota_nesting(&mut tx, domain).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -371,6 +528,11 @@ impl Directory for SqliteStore {
         .bind(user)
         .execute(&mut *tx)
         .await?;
+        let domain: i64 = sqlx::query_scalar("SELECT domain_id FROM users WHERE id = $1")
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await?;
+        Self::check_quota_nesting(&mut tx, domain).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -606,6 +768,31 @@ impl Maildrops for SqliteStore {
         if taken == 0 {
             return Err(StoreError::InUse);
         }
+        // LOGIN-DELAY: refused logins do not move the clock; only successful ones do.
+        let row = sqlx::query(
+            "SELECT d.login_delay_secs, u.last_login_at FROM users u
+             JOIN domains d ON d.id = u.domain_id WHERE u.id = $1",
+        )
+        .bind(user.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = row {
+            let (delay, last): (Option<i64>, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
+            if let (Some(delay), Some(last)) = (delay, last) {
+                let wait_ms = last.saturating_add(delay.saturating_mul(1000)) - now;
+                if wait_ms > 0 {
+                    let secs = (wait_ms + 999) / 1000;
+                    return Err(StoreError::LoginDelay(
+                        u32::try_from(secs).unwrap_or(u32::MAX),
+                    ));
+                }
+            }
+        }
+        sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO hourly_stats (hour, domain_id, logins)
              SELECT $1, domain_id, 1 FROM users WHERE id = $2
@@ -779,7 +966,8 @@ impl Delivery for SqliteStore {
                         u.quota_bytes IS NOT NULL AND u.used_bytes + $2 > u.quota_bytes,
                         u.quota_messages IS NOT NULL AND u.used_messages + 1 > u.quota_messages,
                         d.quota_bytes IS NOT NULL AND d.used_bytes + $2 > d.quota_bytes,
-                        d.quota_messages IS NOT NULL AND d.used_messages + 1 > d.quota_messages
+                        d.quota_messages IS NOT NULL AND d.used_messages + 1 > d.quota_messages,
+                        d.quota_tempfail
                  FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.id = $1",
             )
             .bind(r.user.0)
@@ -794,7 +982,11 @@ impl Delivery for SqliteStore {
                 row.try_get::<bool, _>(i).map(|over| acc || over)
             })?;
             if over {
-                outcomes.push(Err(StoreError::QuotaExceeded));
+                outcomes.push(Err(if row.try_get::<bool, _>(5)? {
+                    StoreError::QuotaExceededTemporary
+                } else {
+                    StoreError::QuotaExceeded
+                }));
                 continue;
             }
             let domain: i64 = row.try_get(0)?;
@@ -831,6 +1023,7 @@ impl Delivery for SqliteStore {
             .bind(domain)
             .execute(&mut *tx)
             .await?;
+            Self::quota_warning(&mut tx, r.user.0, &prefix, now).await?;
             *per_domain.entry(domain).or_default() += 1;
             refs += 1;
             outcomes.push(Ok(()));
@@ -1219,6 +1412,7 @@ impl Admin for SqliteStore {
 
     #[instrument(skip_all, fields(domain = %name))]
     async fn update_domain(&self, name: &DomainName, settings: &DomainSettings) -> Result<()> {
+        let mut tx = self.write().await?;
         let updated = sqlx::query(
             "UPDATE domains SET quota_bytes = $1, quota_messages = $2, max_users = $3,
                                 login_forms = $4, enabled = $5
@@ -1230,11 +1424,14 @@ impl Admin for SqliteStore {
         .bind(settings.login_forms.to_string())
         .bind(settings.enabled)
         .bind(name.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("domain {name}")));
         }
+        let domain = Self::domain_id(&mut tx, name).await?;
+        Self::check_quota_nesting(&mut tx, domain).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1488,5 +1685,212 @@ impl Admin for SqliteStore {
             quota_bytes: (domains > 0 && limited == domains).then_some(to_u64(quota_sum)),
             sessions: to_u64(sessions),
         })
+    }
+}
+
+#[async_trait]
+impl Policies for SqliteStore {
+    async fn domain_policies(&self, domain: &DomainName) -> Result<DomainPolicies> {
+        let row = sqlx::query(
+            "SELECT quota_tempfail, quota_warn_percent, retention_days, login_delay_secs
+             FROM domains WHERE name = $1",
+        )
+        .bind(domain.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("domain {domain}")))?;
+        Ok(DomainPolicies {
+            quota_tempfail: row.try_get(0)?,
+            quota_warn_percent: row
+                .try_get::<Option<i64>, _>(1)?
+                .and_then(|p| u8::try_from(p).ok()),
+            retention_days: row
+                .try_get::<Option<i64>, _>(2)?
+                .and_then(|d| u32::try_from(d).ok()),
+            login_delay_secs: row
+                .try_get::<Option<i64>, _>(3)?
+                .and_then(|d| u32::try_from(d).ok()),
+        })
+    }
+
+    #[instrument(skip_all, fields(domain = %domain))]
+    async fn set_domain_policies(&self, domain: &DomainName, p: &DomainPolicies) -> Result<()> {
+        p.validate()?;
+        let updated = sqlx::query(
+            "UPDATE domains SET quota_tempfail = $1, quota_warn_percent = $2, retention_days = $3,
+                                login_delay_secs = $4
+             WHERE name = $5",
+        )
+        .bind(p.quota_tempfail)
+        .bind(p.quota_warn_percent.map(i64::from))
+        .bind(p.retention_days.map(i64::from))
+        .bind(p.login_delay_secs.map(i64::from))
+        .bind(domain.as_str())
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("domain {domain}")));
+        }
+        Ok(())
+    }
+
+    async fn user_policy(&self, user: UserId) -> Result<UserPolicy> {
+        let row = sqlx::query(
+            "SELECT d.retention_days, d.login_delay_secs FROM users u
+             JOIN domains d ON d.id = u.domain_id WHERE u.id = $1",
+        )
+        .bind(user.0)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound("user".into()))?;
+        Ok(UserPolicy {
+            retention_days: row
+                .try_get::<Option<i64>, _>(0)?
+                .and_then(|d| u32::try_from(d).ok()),
+            login_delay_secs: row
+                .try_get::<Option<i64>, _>(1)?
+                .and_then(|d| u32::try_from(d).ok()),
+        })
+    }
+
+    async fn policy_summary(&self) -> Result<PolicySummary> {
+        let row = sqlx::query(POLICY_SUMMARY).fetch_one(&self.pool).await?;
+        let min = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+        Ok(PolicySummary {
+            min_retention_days: min(row.try_get(0)?),
+            retention_varies: row.try_get::<i64, _>(1)? > 1,
+            min_login_delay_secs: min(row.try_get(2)?),
+            login_delay_varies: row.try_get::<i64, _>(3)? > 1,
+        })
+    }
+
+    async fn check_quota(&self, user: UserId, size: Option<u64>) -> Result<()> {
+        let row = sqlx::query(QUOTA_AT_RCPT)
+            .bind(user.0)
+            .bind(to_i64(size.unwrap_or(1)))
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound("recipient".into()))?;
+        match (row.try_get::<bool, _>(0)?, row.try_get::<bool, _>(1)?) {
+            (false, _) => Ok(()),
+            (true, false) => Err(StoreError::QuotaExceeded),
+            (true, true) => Err(StoreError::QuotaExceededTemporary),
+        }
+    }
+
+    #[instrument(skip_all)]
+    async fn expire(&self, now: i64, batch: u32) -> Result<ExpireReport> {
+        let mut report = ExpireReport::default();
+        loop {
+            // BEGIN IMMEDIATE: one writer at a time, so several frontends (or several runs)
+            // never work on the same rows; each batch is its own short transaction.
+            let mut tx = self.write().await?;
+            let rows = sqlx::query(
+                "SELECT m.id, m.user_id FROM messages m
+                 JOIN users u ON u.id = m.user_id JOIN domains d ON d.id = u.domain_id
+                 WHERE d.retention_days IS NOT NULL
+                   AND m.delivered_at < $1 - d.retention_days * 86400000
+                   AND NOT EXISTS (SELECT 1 FROM maildrop_locks l
+                                   WHERE l.user_id = m.user_id AND l.expires_at >= $2)
+                 ORDER BY m.id LIMIT $3",
+            )
+            .bind(now)
+            // Leases run on the real clock, whatever `now` the caller tests with.
+            .bind(now_ms())
+            .bind(i64::from(batch.max(1)))
+            .fetch_all(&mut *tx)
+            .await?;
+            let found = rows.len();
+            let mut per_user = std::collections::BTreeMap::<i64, Vec<MessageId>>::new();
+            for r in &rows {
+                per_user
+                    .entry(r.try_get(1)?)
+                    .or_default()
+                    .push(MessageId(r.try_get(0)?));
+            }
+            for (user, ids) in &per_user {
+                Self::delete_messages(&mut tx, *user, ids).await?;
+            }
+            tx.commit().await?;
+            report.batches += 1;
+            report.deleted += found as u64;
+            if found < batch.max(1) as usize {
+                return Ok(report);
+            }
+        }
+    }
+
+    #[instrument(skip_all, fields(user = user.0, messages = messages.len()))]
+    async fn import(&self, user: UserId, messages: &[ImportMessage]) -> Result<Vec<ImportOutcome>> {
+        let now = now_ms();
+        let mut tx = self.write().await?;
+        let prefix = self.prefix(&mut tx).await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
+            .bind(user.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound("user".into()));
+        }
+        let mut outcomes = Vec::with_capacity(messages.len());
+        for m in messages {
+            let seen: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM messages WHERE user_id = $1 AND import_key = $2",
+            )
+            .bind(user.0)
+            .bind(&m.key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if seen.is_some() {
+                outcomes.push(ImportOutcome::Present);
+                continue;
+            }
+            let mut problem = None;
+            if let Some(uid) = &m.uid {
+                problem = uid_problem(uid);
+                if problem.is_none() {
+                    let taken: Option<i64> = sqlx::query_scalar(
+                        "SELECT id FROM messages WHERE user_id = $1 AND uid = $2",
+                    )
+                    .bind(user.0)
+                    .bind(uid)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if taken.is_some() {
+                        problem = Some("is already used by another message of this mailbox".into());
+                    }
+                }
+            }
+            let outcome = match (&m.uid, problem) {
+                (Some(uid), None) => {
+                    // Keep the counter past an id of our own form, so new mail never collides.
+                    if let Some(n) = own_uid_number(uid, &prefix) {
+                        sqlx::query(
+                            "UPDATE counters SET value = max(value, $1) WHERE name = 'uid'",
+                        )
+                        .bind(n)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    ImportOutcome::Added { uid: uid.clone() }
+                }
+                (Some(old), Some(reason)) => ImportOutcome::Renumbered {
+                    old: old.clone(),
+                    uid: Self::next_uid(&mut tx, &prefix).await?,
+                    reason,
+                },
+                (None, _) => ImportOutcome::Added {
+                    uid: Self::next_uid(&mut tx, &prefix).await?,
+                },
+            };
+            let uid = match &outcome {
+                ImportOutcome::Added { uid } | ImportOutcome::Renumbered { uid, .. } => uid,
+                ImportOutcome::Present => continue,
+            };
+            Self::insert_whole_message(&mut tx, user.0, uid, &m.data, now, Some(&m.key)).await?;
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
     }
 }

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::observe::PreLogin;
 use crate::session::{Kicks, Session};
 
 /// Settings of the POP3 listener.
@@ -30,6 +31,19 @@ pub struct Config {
     pub proxy: ProxyPolicy,
     /// Clients allowed to send passwords without TLS, besides loopback.
     pub cleartext_networks: Vec<listener::Network>,
+    /// Before login a session gets this long between commands (shorter than `idle_timeout`,
+    /// which RFC 1939 fixes for logged-in sessions): unauthenticated connections are cheap to
+    /// open and must not sit on a slot.
+    pub login_timeout: Duration,
+    /// The longest a TLS handshake (POP3S, or after STLS) may take.
+    pub handshake_timeout: Duration,
+    /// Connections from one client address that have not logged in yet, across POP3 and POP3S.
+    pub max_connections_per_ip: usize,
+    /// Bad commands (unknown, malformed, wrong state, too long) tolerated before login; one
+    /// more closes the connection.
+    pub bad_commands_before_login: u32,
+    /// The same after login, where a confused client is more likely than a scanner.
+    pub bad_commands_after_login: u32,
 }
 
 impl Default for Config {
@@ -41,6 +55,11 @@ impl Default for Config {
             lease_renewal: Duration::from_secs(10),
             proxy: ProxyPolicy::default(),
             cleartext_networks: Vec::new(),
+            login_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(30),
+            max_connections_per_ip: 20,
+            bad_commands_before_login: 3,
+            bad_commands_after_login: 20,
         }
     }
 }
@@ -91,11 +110,18 @@ pub async fn run_with_pop3s(
         proxy: config.proxy.clone(),
     };
     let next_id = Arc::new(AtomicU64::new(1));
+    let pre_login = PreLogin::default();
     let plain = listener::serve(
         listener,
         options.clone(),
         shutdown.clone(),
-        handler(services.clone(), config.clone(), next_id.clone(), kicks.clone(), false),
+        handler(
+            services.clone(),
+            config.clone(),
+            next_id.clone(),
+            (kicks.clone(), pre_login.clone()),
+            false,
+        ),
     );
     let implicit = async {
         let Some(pop3s) = pop3s else {
@@ -115,7 +141,13 @@ pub async fn run_with_pop3s(
             pop3s,
             options,
             shutdown.clone(),
-            handler(services.clone(), config.clone(), next_id.clone(), kicks.clone(), true),
+            handler(
+                services.clone(),
+                config.clone(),
+                next_id.clone(),
+                (kicks.clone(), pre_login.clone()),
+                true,
+            ),
         )
         .await;
     };
@@ -132,7 +164,7 @@ fn handler(
     services: Services,
     config: Config,
     next_id: Arc<AtomicU64>,
-    kicks: Kicks,
+    (kicks, pre_login): (Kicks, PreLogin),
     implicit_tls: bool,
 ) -> impl Fn(Conn, CancellationToken) -> SessionFuture + Send + Sync + 'static {
     move |conn: Conn, abort| {
@@ -143,6 +175,7 @@ fn handler(
             pop3s = implicit_tls,
             peer = %conn.peer,
             proxy = tracing::field::Empty,
+            tenant = tracing::field::Empty,
             user = tracing::field::Empty,
         );
         if let Some(proxy) = conn.proxy {
@@ -153,6 +186,7 @@ fn handler(
                 .local(conn.local)
                 .peer(conn.peer)
                 .kicks(kicks.clone())
+                .pre_login(pre_login.clone())
                 .run(conn.stream, implicit_tls)
                 .instrument(span),
         ) as SessionFuture
@@ -172,7 +206,7 @@ async fn renew_leases(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match store.renew_leases().await {
+        match crate::observe::timed("renew_leases", store.renew_leases()).await {
             Ok(lost) if !lost.is_empty() => {
                 tracing::info!(sessions = lost.len(), "maildrop leases lost; ending their sessions");
                 kicks.kick(&lost);

@@ -15,18 +15,19 @@ use tokio_util::sync::CancellationToken;
 use crate::stream::Conn;
 
 use crate::maildrop::Maildrop;
+use crate::observe::{self, PreLogin, PreLoginSlot, Tally, names};
 
 mod apop;
+mod policy;
 mod sasl;
 use crate::server::{Config, Services};
 use sasl::SaslExchange;
 
-/// The longest a TLS handshake may take (never longer than the idle timeout): a connection
-/// that does not finish one is closed rather than holding a session slot.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// Replies are written out once this much is queued, even mid-RETR.
 const FLUSH_AT: usize = 64 * 1024;
+
+/// After the shutdown grace period, how long a pending write may still take.
+const WRITE_AFTER_ABORT: std::time::Duration = std::time::Duration::from_secs(5);
 
 const CAPABILITIES: &[&str] = &[
     "TOP",
@@ -63,6 +64,28 @@ enum End {
     Handshake(std::io::Error),
     /// An admin broke the maildrop lock (see `Kicks`).
     Kicked,
+    /// Too many bad commands (see `Config::bad_commands_before_login`).
+    BadCommands,
+    /// The client's address already has its most connections before login.
+    TooManyFromAddress,
+}
+
+impl End {
+    /// How the session ended, for the summary line.
+    fn as_str(&self) -> &'static str {
+        match self {
+            End::Quit => "quit",
+            End::Eof => "disconnected",
+            End::Idle => "timeout",
+            End::Shutdown => "shutdown",
+            End::Io(_) => "io-error",
+            End::StartTls => "starttls",
+            End::Handshake(_) => "tls-failed",
+            End::Kicked => "kicked",
+            End::BadCommands => "bad-commands",
+            End::TooManyFromAddress => "per-ip-limit",
+        }
+    }
 }
 
 pub struct Session {
@@ -84,6 +107,16 @@ pub struct Session {
     kicks: Kicks,
     /// Cancelled when the lease this session holds is gone from the store.
     kicked: CancellationToken,
+    /// The logged-in user's retention and login delay, for CAPA after login.
+    user_policy: Option<mailstore::UserPolicy>,
+    /// Counts for the logout summary line and the bad-command budget.
+    tally: Tally,
+    /// Connections before login, per client address (see `observe::PreLogin`).
+    pre_login: PreLogin,
+    /// This connection's pre-login slot, given back at login.
+    pre_login_slot: Option<PreLoginSlot>,
+    /// The mechanism of the login attempt under way (for the logins counter).
+    login_mechanism: &'static str,
 }
 
 impl Session {
@@ -100,7 +133,18 @@ impl Session {
             sasl: None,
             kicks: Kicks::default(),
             kicked: CancellationToken::new(),
+            user_policy: None,
+            tally: Tally::default(),
+            pre_login: PreLogin::default(),
+            pre_login_slot: None,
+            login_mechanism: "USER",
         }
+    }
+
+    /// The registry of connections before login, shared by this process's POP3 listeners.
+    pub fn pre_login(mut self, pre_login: PreLogin) -> Self {
+        self.pre_login = pre_login;
+        self
     }
 
     /// The registry of live leases of this server (see `Kicks`).
@@ -139,25 +183,88 @@ impl Session {
 
     /// Serves one connection; `implicit_tls` (POP3S) does the TLS handshake before the greeting.
     pub async fn run(mut self, stream: listener::Stream, implicit_tls: bool) {
-        let (end, conn) = self.serve_all(stream, implicit_tls).await;
+        let (end, conn) = match self.admit() {
+            Ok(()) => self.serve_all(stream, implicit_tls).await,
+            Err(end) => (end, Some(Conn::Plain(stream))),
+        };
         match &end {
             End::Io(e) => tracing::info!(error = %e, "connection lost"),
             End::Handshake(e) => tracing::info!(error = %e, "TLS handshake failed"),
             End::Idle => tracing::info!("autologout after idle timeout"),
             End::Shutdown => tracing::info!("ended by shutdown"),
             End::Kicked => tracing::info!("ended: the maildrop lock was broken by an admin"),
+            End::BadCommands => tracing::info!("closed after too many bad commands"),
+            End::TooManyFromAddress => {
+                tracing::info!("refused: too many connections from this address before login")
+            }
             End::Quit | End::Eof | End::StartTls => tracing::debug!("session ended"),
         }
+        self.summary(&end);
         // Leaving without QUIT deletes nothing; the lock is given back so the user can log in again.
         if let State::Transaction(drop) = &self.state {
             self.kicks.remove(drop.lease.token);
-            if let Err(e) = self.services.store.unlock(&drop.lease).await {
+            if let Err(e) = observe::timed("unlock", self.services.store.unlock(&drop.lease)).await
+            {
                 tracing::warn!(error = %e, "releasing maildrop lock failed; it expires with its lease");
             }
         }
         if let Some(mut conn) = conn {
+            // Not on POP3S: a plain-text line would only confuse a TLS client.
+            if matches!(end, End::TooManyFromAddress) && !implicit_tls {
+                // Said instead of the greeting, so the client does not retry at once.
+                self.queue(&Reply::Err(
+                    Some(RespCode::SysTemp),
+                    "too many connections from your address, try again later".into(),
+                ));
+                let _ = self.flush(&mut conn).await;
+            }
             let _ = conn.shutdown().await;
         }
+    }
+
+    /// Takes this connection's pre-login slot for its client address (POP3S included: the
+    /// limit is checked before the handshake, the expensive part).
+    fn admit(&mut self) -> Result<(), End> {
+        let Some(ip) = self.login_ctx.peer_ip else {
+            return Ok(());
+        };
+        match self.pre_login.enter(ip, self.config.max_connections_per_ip) {
+            Some(slot) => {
+                self.pre_login_slot = Some(slot);
+                Ok(())
+            }
+            None => {
+                metrics::counter!(names::LIMITED, "limit" => "per_ip").increment(1);
+                Err(End::TooManyFromAddress)
+            }
+        }
+    }
+
+    /// The one line that sums a session up at its end, like Dovecot's `pop3_logout_format`.
+    /// The span around it carries the session id, client address, tenant and user.
+    fn summary(&self, end: &End) {
+        let t = &self.tally;
+        tracing::info!(
+            end = end.as_str(),
+            commands = t.commands,
+            retr = t.retrieved,
+            retr_bytes = t.retrieved_bytes,
+            top = t.top,
+            dele = t.deleted,
+            bytes_out = t.bytes_out,
+            duration_ms = u64::try_from(t.duration().as_millis()).unwrap_or(u64::MAX),
+            "session summary"
+        );
+    }
+
+    /// Counts a bad command; true once the state's budget is spent (the connection closes).
+    fn bad_command(&mut self) -> bool {
+        self.tally.bad_commands += 1;
+        let budget = match self.state {
+            State::Authorization { .. } => self.config.bad_commands_before_login,
+            State::Transaction(_) => self.config.bad_commands_after_login,
+        };
+        self.tally.bad_commands > budget
     }
 
     /// The whole conversation, across STLS; the connection comes back unless a handshake failed.
@@ -198,12 +305,18 @@ impl Session {
         let Some(acceptor) = self.services.tls.clone() else {
             return Err(End::Handshake(std::io::Error::other("TLS not configured")));
         };
-        let limit = HANDSHAKE_TIMEOUT.min(self.config.idle_timeout);
+        let limit = self.config.handshake_timeout.min(self.config.idle_timeout);
         let shake = tokio::time::timeout(limit, acceptor.accept(stream));
         let tls = tokio::select! {
             _ = self.abort.cancelled() => return Err(End::Shutdown),
             r = shake => match r {
-                Err(_) => return Err(End::Idle),
+                Err(_) => {
+                    metrics::counter!(names::LIMITED, "limit" => "tls_handshake_timeout").increment(1);
+                    return Err(End::Handshake(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "TLS handshake timed out",
+                    )));
+                }
                 Ok(Err(e)) => return Err(End::Handshake(e)),
                 Ok(Ok(tls)) => tls,
             },
@@ -248,7 +361,7 @@ impl Session {
                         let _ = self.flush(rd).await;
                         return End::Kicked;
                     }
-                    read = tokio::time::timeout(self.config.idle_timeout, rd.read(&mut buf)) => read,
+                    read = tokio::time::timeout(self.read_timeout(), rd.read(&mut buf)) => read,
                 };
                 match read {
                     Err(_) => return End::Idle,
@@ -261,6 +374,7 @@ impl Session {
             let Some(line) = lines.next_line() else {
                 continue;
             };
+            let (bad_before, out_before) = (self.tally.bad_commands, self.out.len());
             let flow = match line {
                 // A response line in an AUTH exchange; too long a one ends the exchange.
                 _ if self.sasl.is_some() => {
@@ -271,15 +385,20 @@ impl Session {
                             Reply::Err(None, "authentication response too long".into())
                         }
                     };
+                    let logged_in = matches!(self.state, State::Transaction(_));
+                    observe::login_result(self.login_mechanism, &reply, logged_in);
                     self.queue(&reply);
                     Flow::Continue
                 }
                 Err(_) => {
+                    self.tally.bad_commands += 1;
                     self.queue(&Reply::Err(None, "command line too long".into()));
                     Flow::Continue
                 }
                 Ok(line) => match parse_line(&line) {
                     Err(e) => {
+                        self.tally.bad_commands += 1;
+                        metrics::counter!(names::COMMANDS, "command" => "invalid").increment(1);
                         self.queue(&Reply::Err(None, e.to_string()));
                         Flow::Continue
                     }
@@ -289,6 +408,19 @@ impl Session {
                     },
                 },
             };
+            self.tally.commands += 1;
+            // A bad command past the budget is answered with this -ERR instead of its own (a bad
+            // command writes nothing else), then the connection is closed.
+            if self.tally.bad_commands > bad_before {
+                self.tally.bad_commands -= 1;
+                if self.bad_command() {
+                    metrics::counter!(names::LIMITED, "limit" => "bad_commands").increment(1);
+                    self.out.truncate(out_before);
+                    self.queue(&Reply::Err(None, "too many bad commands, closing".into()));
+                    let _ = self.flush(rd).await;
+                    return End::BadCommands;
+                }
+            }
             // RFC 5034 §4: response lines are not held to the 255-octet command-line limit.
             lines.set_limit(self.sasl.is_some().then_some(MAX_SASL_LINE));
             match flow {
@@ -308,11 +440,30 @@ impl Session {
         }
     }
 
+    /// How long the client may stay silent: the short pre-login timeout before login, the
+    /// RFC 1939 autologout timer after.
+    fn read_timeout(&self) -> std::time::Duration {
+        match self.state {
+            State::Authorization { .. } => self.config.login_timeout.min(self.config.idle_timeout),
+            State::Transaction(_) => self.config.idle_timeout,
+        }
+    }
+
     async fn command<W: AsyncWrite + Unpin>(
         &mut self,
         cmd: Command,
         wr: &mut W,
     ) -> Result<Flow, End> {
+        metrics::counter!(names::COMMANDS, "command" => observe::command_name(&cmd)).increment(1);
+        let attempt = observe::login_mechanism(&cmd);
+        if let Some(mechanism) = attempt {
+            self.login_mechanism = mechanism;
+        }
+        let policy_capability = if matches!(cmd, Command::Capa) {
+            self.policy_capability().await
+        } else {
+            Vec::new()
+        };
         let sasl_capability = matches!(cmd, Command::Capa)
             .then(|| self.sasl_capability())
             .flatten();
@@ -325,6 +476,7 @@ impl Session {
                     lines.push("USER".into());
                 }
                 lines.extend(sasl_capability);
+                lines.extend(policy_capability);
                 // Never once in TLS (RFC 2595), and only where a certificate is there to offer.
                 if !self.secure && self.services.tls.is_some() {
                     lines.push("STLS".into());
@@ -382,16 +534,20 @@ impl Session {
                 return Ok(Flow::Close);
             }
             (State::Authorization { .. }, _) => {
+                self.tally.bad_commands += 1;
                 Reply::Err(None, "command not valid before login".into())
             }
 
             (State::Transaction(_), Command::User(_) | Command::Pass(_) | Command::Auth { .. }) => {
+                self.tally.bad_commands += 1;
                 Reply::Err(None, "already logged in".into())
             }
             (State::Transaction(_), Command::Stls) => {
+                self.tally.bad_commands += 1;
                 Reply::Err(None, "STLS is only valid before login".into())
             }
             (State::Transaction(_), Command::Apop { .. }) => {
+                self.tally.bad_commands += 1;
                 Reply::Err(None, "already logged in".into())
             }
             (State::Transaction(drop), Command::Stat) => {
@@ -424,10 +580,12 @@ impl Session {
                 Err(e) => e,
             },
             (State::Transaction(_), Command::Retr(n)) => {
-                return self.send_message(n, BodyEncoder::retr(), wr).await;
+                return self.send_message(n, BodyEncoder::retr(), true, wr).await;
             }
             (State::Transaction(_), Command::Top(n, lines)) => {
-                return self.send_message(n, BodyEncoder::top(lines), wr).await;
+                return self
+                    .send_message(n, BodyEncoder::top(lines), false, wr)
+                    .await;
             }
             (State::Transaction(drop), Command::Dele(n)) => match drop.delete(n) {
                 Ok(()) => Reply::Ok(format!("message {n} deleted")),
@@ -440,13 +598,13 @@ impl Session {
             }
             (State::Transaction(drop), Command::Quit) => {
                 // UPDATE: +OK only once the deletions are committed.
-                let reply = match self
-                    .services
-                    .store
-                    .commit_update(&drop.lease, &drop.marked())
-                    .await
-                {
+                let marked = drop.marked();
+                let update = self.services.store.commit_update(&drop.lease, &marked);
+                let reply = match observe::timed("commit_update", update).await {
                     Ok(()) => {
+                        let deleted = u64::try_from(marked.len()).unwrap_or(u64::MAX);
+                        self.tally.deleted += deleted;
+                        metrics::counter!(names::DELETED).increment(deleted);
                         let (count, _) = drop.stat();
                         // The lock went with the commit: nothing left for `run` to release.
                         self.state = State::Authorization { user: None };
@@ -464,6 +622,10 @@ impl Session {
                 return Ok(Flow::Close);
             }
         };
+        if let Some(mechanism) = attempt {
+            let logged_in = matches!(self.state, State::Transaction(_));
+            observe::login_result(mechanism, &reply, logged_in);
+        }
         self.queue(&reply);
         Ok(Flow::Continue)
     }
@@ -498,12 +660,20 @@ impl Session {
         login: &str,
     ) -> Reply {
         let services = &self.services;
-        let lease = match services.store.lock(user).await {
+        let lease = match observe::timed("lock", services.store.lock(user)).await {
             Ok(lease) => lease,
             Err(StoreError::InUse) => {
+                metrics::counter!(names::LOCK_CONFLICTS).increment(1);
                 return Reply::Err(
                     Some(RespCode::InUse),
                     "maildrop is locked by another session".into(),
+                );
+            }
+            Err(StoreError::LoginDelay(wait)) => {
+                tracing::info!(wait, "login refused: LOGIN-DELAY");
+                return Reply::Err(
+                    Some(RespCode::LoginDelay),
+                    format!("logged in too recently; try again in {wait} seconds"),
                 );
             }
             Err(e) => {
@@ -511,7 +681,17 @@ impl Session {
                 return sys_temp();
             }
         };
-        let messages = match services.store.list(user).await {
+        // What CAPA shows after login is read with the lock, so it is what this session's
+        // domain really runs.
+        let policy = match services.store.user_policy(user).await {
+            Ok(policy) => policy,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading mailbox policy failed");
+                let _ = services.store.unlock(&lease).await;
+                return sys_temp();
+            }
+        };
+        let messages = match observe::timed("list", services.store.list(user)).await {
             Ok(messages) => messages,
             Err(e) => {
                 tracing::warn!(error = %e, "listing maildrop failed");
@@ -519,11 +699,24 @@ impl Session {
                 return sys_temp();
             }
         };
-        tracing::Span::current().record("user", login);
+        let span = tracing::Span::current();
+        span.record("user", login);
+        // The tenant as the login names it, else the one the connection implies (TLS name).
+        let tenant = tenancy::Login::parse(login)
+            .and_then(|l| l.domain)
+            .or_else(|| self.login_ctx.sni.clone());
+        if let Some(tenant) = tenant {
+            span.record("tenant", tracing::field::display(tenant));
+        }
+        // Logged in: the connection no longer counts against its address's pre-login limit,
+        // and its bad-command budget starts again at the after-login size.
+        self.pre_login_slot = None;
+        self.tally.bad_commands = 0;
         tracing::info!(messages = messages.len(), "logged in");
         self.kicks.insert(lease.token, self.kicked.clone());
         let drop = Maildrop::new(lease, messages);
         let (count, size) = drop.stat();
+        self.user_policy = Some(policy);
         self.state = State::Transaction(drop);
         Reply::Ok(format!("{count} messages ({size} octets)"))
     }
@@ -534,6 +727,7 @@ impl Session {
         &mut self,
         n: MsgNum,
         mut body: BodyEncoder,
+        retr: bool,
         wr: &mut W,
     ) -> Result<Flow, End> {
         let State::Transaction(drop) = &self.state else {
@@ -548,7 +742,7 @@ impl Session {
         };
         let store = self.services.store.clone();
         // The store is read before the status line, so a failing store still gets a clean -ERR.
-        let mut part = match store.read_part(&message, 0).await {
+        let mut part = match observe::timed("read_part", store.read_part(&message, 0)).await {
             Ok(Some(prefix)) => Some(prefix),
             Ok(None) | Err(_) => {
                 self.queue(&sys_temp());
@@ -565,7 +759,7 @@ impl Session {
             if body.is_done() {
                 break;
             }
-            part = match store.read_part(&message, next).await {
+            part = match observe::timed("read_part", store.read_part(&message, next)).await {
                 Ok(p) => p,
                 Err(e) => {
                     // Mid-message there is no way to say -ERR: drop the connection (no UPDATE).
@@ -576,6 +770,13 @@ impl Session {
             next += 1;
         }
         body.finish(&mut self.out);
+        if retr {
+            self.tally.retrieved += 1;
+            self.tally.retrieved_bytes += message.size;
+            metrics::counter!(names::RETRIEVED).increment(1);
+        } else {
+            self.tally.top += 1;
+        }
         Ok(Flow::Continue)
     }
 
@@ -591,11 +792,25 @@ impl Session {
             wr.write_all(&self.out).await?;
             wr.flush().await
         };
+        // Once the shutdown grace period is over, a write (the rest of a RETR, the closing
+        // -ERR) gets a few more seconds: a client that stopped reading cannot hold up the exit.
+        let abort = self.abort.clone();
+        let drain_deadline = async move {
+            abort.cancelled().await;
+            tokio::time::sleep(WRITE_AFTER_ABORT).await;
+        };
         // A client that stops reading is as idle as one that stops writing.
-        match tokio::time::timeout(self.config.idle_timeout, write).await {
+        let written = tokio::select! {
+            written = tokio::time::timeout(self.config.idle_timeout, write) => written,
+            _ = drain_deadline => return Err(End::Shutdown),
+        };
+        match written {
             Err(_) => Err(End::Idle),
             Ok(Err(e)) => Err(End::Io(e)),
             Ok(Ok(())) => {
+                let sent = u64::try_from(self.out.len()).unwrap_or(u64::MAX);
+                self.tally.bytes_out += sent;
+                metrics::counter!(names::BYTES_SENT).increment(sent);
                 self.out.clear();
                 if self.out.capacity() > 4 * FLUSH_AT {
                     self.out.shrink_to(FLUSH_AT);

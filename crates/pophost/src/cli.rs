@@ -57,6 +57,116 @@ pub enum Command {
     /// Manage admin UI accounts.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Import existing mail into a mailbox, keeping its POP3 unique-ids (UIDLs).
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Run the retention job once now (serve runs it every retention.interval_secs).
+    Expire {
+        /// Act as if it were this Unix time in milliseconds (for trying a policy out).
+        #[arg(long)]
+        now_ms: Option<i64>,
+        /// Messages deleted per transaction (default retention.batch_size).
+        #[arg(long)]
+        batch_size: Option<u32>,
+    },
+    /// List the POP3 sessions holding a maildrop, on every frontend of the store.
+    Who,
+    /// End USER@DOMAIN's POP3 session: its lock is broken, and the frontend holding it ends
+    /// the session with -ERR [SYS/TEMP] within a third of locks.ttl_secs, deleting nothing.
+    Kick { address: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Import a Maildir (cur/ and new/), with UIDLs from Dovecot's dovecot-uidlist or X-UIDL.
+    Maildir {
+        path: PathBuf,
+        /// The mailbox to import into: USER@DOMAIN.
+        #[arg(long)]
+        user: String,
+        /// The old Dovecot's pop3_uidl_format, for messages without a saved UIDL
+        /// (%u, %v, %f with Dovecot's modifiers).
+        #[arg(long, default_value = crate::import::DOVECOT_DEFAULT_UIDL_FORMAT)]
+        uidl_format: String,
+    },
+    /// Import an mbox file, with UIDLs from X-UIDL headers.
+    Mbox {
+        file: PathBuf,
+        /// The mailbox to import into: USER@DOMAIN.
+        #[arg(long)]
+        user: String,
+    },
+}
+
+/// `domain set` flags for the mailbox policies (issue 6).
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// Over quota, answer 452 4.2.2 (retry later) instead of 552 5.2.2 (bounce).
+    #[arg(long, value_name = "true|false")]
+    quota_tempfail: Option<bool>,
+    /// Usage (percent of a user's quota) that delivers a one-time warning ("off": none).
+    #[arg(long, value_name = "PERCENT|off", value_parser = parse_optional_number)]
+    quota_warn_percent: Option<Limit>,
+    /// Delete messages older than this many days ("never": keep them); CAPA shows EXPIRE.
+    #[arg(long, value_name = "DAYS|never", value_parser = parse_optional_number)]
+    retention_days: Option<Limit>,
+    /// Refuse logins sooner than this after the last one ("none"); CAPA shows LOGIN-DELAY.
+    #[arg(long, value_name = "SECONDS|none", value_parser = parse_optional_number)]
+    login_delay: Option<Limit>,
+}
+
+fn parse_optional_number(s: &str) -> Result<Limit, String> {
+    if ["never", "none", "off"]
+        .iter()
+        .any(|w| s.eq_ignore_ascii_case(w))
+    {
+        return Ok(Limit(None));
+    }
+    s.parse::<u64>()
+        .map(|n| Limit(Some(n)))
+        .map_err(|_| format!("{s:?} is not a number, \"never\", \"none\" or \"off\""))
+}
+
+impl PolicyArgs {
+    fn is_empty(&self) -> bool {
+        self.quota_tempfail.is_none()
+            && self.quota_warn_percent.is_none()
+            && self.retention_days.is_none()
+            && self.login_delay.is_none()
+    }
+
+    fn apply(&self, p: &mut mailstore::DomainPolicies) -> anyhow::Result<()> {
+        let small = |l: Limit, what: &str| -> anyhow::Result<Option<u32>> {
+            l.0.map(|n| u32::try_from(n).with_context(|| format!("{what} {n} is too large")))
+                .transpose()
+        };
+        if let Some(t) = self.quota_tempfail {
+            p.quota_tempfail = t;
+        }
+        if let Some(l) = self.quota_warn_percent {
+            p.quota_warn_percent =
+                l.0.map(|n| u8::try_from(n).context("--quota-warn-percent must be 1-100"))
+                    .transpose()?;
+        }
+        if let Some(l) = self.retention_days {
+            p.retention_days = small(l, "--retention-days")?;
+        }
+        if let Some(l) = self.login_delay {
+            p.login_delay_secs = small(l, "--login-delay")?;
+        }
+        Ok(())
+    }
+}
+
+fn show_policies(p: &mailstore::DomainPolicies) -> String {
+    let f = |v: Option<u32>, none: &str| v.map_or(none.to_string(), |n| n.to_string());
+    format!(
+        "quota_tempfail={} quota_warn_percent={} retention_days={} login_delay={}",
+        p.quota_tempfail,
+        f(p.quota_warn_percent.map(u32::from), "off"),
+        f(p.retention_days, "never"),
+        f(p.login_delay_secs, "none"),
+    )
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +216,8 @@ pub enum DomainCommand {
         /// Whether the domain's users may log in (mail is delivered either way).
         #[arg(long, value_name = "true|false")]
         enabled: Option<bool>,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// Manage domain aliases (another name of a domain, for logins and deliveries).
     #[command(subcommand)]
@@ -355,6 +467,37 @@ async fn hash_and_verifier(password: String) -> anyhow::Result<(String, String)>
 }
 
 /// Runs a provisioning command; returns what to print.
+/// `pophost who`: one line per live session, oldest first.
+async fn who(store: &dyn mailstore::Store) -> anyhow::Result<String> {
+    let mut sessions = store.live_sessions(&mailstore::Scope::All).await?;
+    sessions.sort_by_key(|s| s.since);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let width = sessions
+        .iter()
+        .map(|s| s.address.to_string().len())
+        .max()
+        .unwrap_or(0)
+        .max("ADDRESS".len());
+    let mut out = format!("{:width$}  {:16}  FOR", "ADDRESS", "NODE");
+    for s in &sessions {
+        let secs = (now - s.since).max(0) / 1000;
+        let age = match secs {
+            s if s < 60 => format!("{s}s"),
+            s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+            s => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        };
+        out.push_str(&format!(
+            "\n{:width$}  {:16}  {age}",
+            s.address.to_string(),
+            s.node
+        ));
+    }
+    out.push_str(&format!("\n{} session(s)", sessions.len()));
+    Ok(out)
+}
+
 pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<String> {
     // Provisioning may be the first thing run against a new SQLite file: bring the schema up.
     let store = crate::open_store(settings, true).await?;
@@ -406,28 +549,51 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
                 ),
             }
         }
+        Command::Who => who(&*store).await?,
+        Command::Kick { address } => {
+            let address = Address::parse(&address)?;
+            let was_locked = store.break_lock(&address).await?;
+            store
+                .record_audit(&mailstore::AuditEntry {
+                    at: 0,
+                    actor: "cli".into(),
+                    action: "session.end".into(),
+                    object: address.to_string(),
+                    domain: Some(address.domain.clone()),
+                    before: None,
+                    after: None,
+                    ip: None,
+                    success: was_locked,
+                })
+                .await?;
+            if !was_locked {
+                bail!("{address} has no POP3 session");
+            }
+            format!(
+                "ended {address}'s session: its frontend closes it at the next lease renewal, deleting nothing"
+            )
+        }
         Command::Domain(DomainCommand::Add { domain }) => {
             let domain = DomainName::parse(&domain)?;
             dir.add_domain(&domain).await?;
             format!("added domain {domain}")
         }
-        Command::Domain(DomainCommand::List) => dir
-            .list_domains()
-            .await?
-            .iter()
-            .map(|d| {
-                format!(
-                    "{} users={} messages={} bytes={} {}\n",
+        Command::Domain(DomainCommand::List) => {
+            let mut out = String::new();
+            for d in dir.list_domains().await? {
+                let policies = store.domain_policies(&d.name).await?;
+                out.push_str(&format!(
+                    "{} users={} messages={} bytes={} {} {}\n",
                     d.name,
                     d.users,
                     d.usage.messages,
                     d.usage.bytes,
-                    show_quota(d.quota)
-                )
-            })
-            .collect::<String>()
-            .trim_end()
-            .to_string(),
+                    show_quota(d.quota),
+                    show_policies(&policies),
+                ));
+            }
+            out.trim_end().to_string()
+        }
         Command::Domain(DomainCommand::Remove { domain, force }) => {
             let domain = DomainName::parse(&domain)?;
             dir.remove_domain(&domain, force).await?;
@@ -440,6 +606,7 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             allow_apop,
             max_users,
             enabled,
+            policy,
         }) => {
             let domain = DomainName::parse(&domain)?;
             let change = quota.change();
@@ -448,10 +615,16 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
                 && allow_apop.is_none()
                 && max_users.is_none()
                 && enabled.is_none()
+                && policy.is_empty()
             {
                 bail!(
-                    "nothing to set: give --quota-bytes, --quota-messages, --login-forms, --allow-apop, --max-users or --enabled"
+                    "nothing to set: give --quota-bytes, --quota-messages, --login-forms, --allow-apop, --max-users, --enabled, --quota-tempfail, --quota-warn-percent, --retention-days or --login-delay"
                 );
+            }
+            if !policy.is_empty() {
+                let mut p = store.domain_policies(&domain).await?;
+                policy.apply(&mut p)?;
+                store.set_domain_policies(&domain, &p).await?;
             }
             if max_users.is_some() || enabled.is_some() {
                 let current = store
@@ -500,6 +673,37 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             .collect::<String>()
             .trim_end()
             .to_string(),
+        Command::Import(ImportCommand::Maildir {
+            path,
+            user,
+            uidl_format,
+        }) => {
+            let address = Address::parse(&user)?;
+            let input = crate::import::Input::Maildir {
+                path: &path,
+                uidl_format: &uidl_format,
+            };
+            crate::import::run(&*store, input, &address).await?
+        }
+        Command::Import(ImportCommand::Mbox { file, user }) => {
+            let address = Address::parse(&user)?;
+            crate::import::run(
+                &*store,
+                crate::import::Input::Mbox { file: &file },
+                &address,
+            )
+            .await?
+        }
+        Command::Expire { now_ms, batch_size } => {
+            let now = now_ms.unwrap_or_else(crate::retention::now_ms);
+            let report = store
+                .expire(now, batch_size.unwrap_or(settings.retention.batch_size))
+                .await?;
+            format!(
+                "deleted {} expired message(s) in {} batch(es)",
+                report.deleted, report.batches
+            )
+        }
         Command::Login(LoginCommand::Explain {
             login,
             listener,

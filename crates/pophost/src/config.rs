@@ -25,6 +25,31 @@ struct File {
     shutdown: ShutdownFile,
     proxy: ProxyFile,
     admin: AdminFile,
+    log: LogFile,
+    telemetry: TelemetryFile,
+    retention: RetentionFile,
+}
+
+/// `[retention]`: how often the retention job runs and how much it deletes per transaction.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RetentionFile {
+    interval_secs: Option<u64>,
+    batch_size: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LogFile {
+    format: Option<String>,
+    filter: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TelemetryFile {
+    otlp_endpoint: Option<String>,
+    service_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -43,6 +68,10 @@ struct Pop3File {
     max_connections: Option<usize>,
     proxy_protocol: Option<bool>,
     apop: Option<bool>,
+    login_timeout_secs: Option<u64>,
+    max_connections_per_ip: Option<usize>,
+    bad_commands_before_login: Option<u32>,
+    bad_commands_after_login: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,6 +85,7 @@ struct Pop3sFile {
 struct TlsFile {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
+    handshake_timeout_secs: Option<u64>,
     sni: Vec<SniFile>,
 }
 
@@ -171,6 +201,18 @@ pub struct Settings {
     /// The admin UI and API (HTTP, or HTTPS with the service's certificates).
     pub admin_listen: SocketAddr,
     pub admin: admin_web::WebConfig,
+    /// Log format and filter, and the OTLP trace export.
+    pub log: crate::telemetry::LogSettings,
+    /// The retention job (domains' `--retention-days`).
+    pub retention: RetentionSettings,
+}
+
+/// How the retention job runs on this frontend (several may run it at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionSettings {
+    pub interval: Duration,
+    /// Messages deleted per transaction: bounds how long one holds its locks.
+    pub batch_size: u32,
 }
 
 /// RFC 1939 §3: the autologout timer must be at least 10 minutes.
@@ -247,6 +289,18 @@ impl Settings {
         if hostname.is_empty() || !hostname.bytes().all(|b| b.is_ascii_graphic()) {
             bail!("lmtp.hostname: must be non-empty printable ASCII without spaces");
         }
+        let login_timeout = positive(file.pop3.login_timeout_secs, 60, "pop3.login_timeout_secs")?;
+        if login_timeout > pop3_idle {
+            bail!(
+                "pop3.login_timeout_secs: must not exceed pop3.idle_timeout_secs ({pop3_idle}), got {login_timeout}"
+            );
+        }
+        let handshake_timeout = positive(
+            file.tls.handshake_timeout_secs,
+            30,
+            "tls.handshake_timeout_secs",
+        )?;
+        let log = log_settings(file.log, file.telemetry)?;
         let tls = tls_source(file.tls, &data_dir)?;
         let admin_listen = o
             .admin_listen
@@ -295,6 +349,15 @@ impl Settings {
                     &file.auth.cleartext_networks,
                     "auth.cleartext_networks",
                 )?,
+                login_timeout: Duration::from_secs(login_timeout),
+                handshake_timeout: Duration::from_secs(handshake_timeout),
+                max_connections_per_ip: positive(
+                    file.pop3.max_connections_per_ip,
+                    20,
+                    "pop3.max_connections_per_ip",
+                )?,
+                bad_commands_before_login: file.pop3.bad_commands_before_login.unwrap_or(3),
+                bad_commands_after_login: file.pop3.bad_commands_after_login.unwrap_or(20),
             },
             pop3s_listen: o
                 .pop3s_listen
@@ -338,8 +401,48 @@ impl Settings {
                 .unwrap_or_else(|| data_dir.join("apop.key")),
             admin_listen,
             admin,
+            log,
+            retention: RetentionSettings {
+                interval: Duration::from_secs(positive(
+                    file.retention.interval_secs,
+                    3600,
+                    "retention.interval_secs",
+                )?),
+                batch_size: positive(file.retention.batch_size, 500, "retention.batch_size")?,
+            },
         })
     }
+}
+
+/// `[log]` and `[telemetry]`.
+fn log_settings(
+    log: LogFile,
+    telemetry: TelemetryFile,
+) -> anyhow::Result<crate::telemetry::LogSettings> {
+    use crate::telemetry::{LogFormat, LogSettings};
+    let defaults = LogSettings::default();
+    let format = match log.format.as_deref() {
+        None | Some("human") => LogFormat::Human,
+        Some("json") => LogFormat::Json,
+        Some(other) => bail!("log.format: expected \"human\" or \"json\", got {other:?}"),
+    };
+    let filter = log.filter.unwrap_or(defaults.filter);
+    tracing_subscriber::EnvFilter::try_new(&filter)
+        .map_err(|e| anyhow::anyhow!("log.filter: {e}"))?;
+    let otlp_endpoint = telemetry.otlp_endpoint.filter(|e| !e.is_empty());
+    if let Some(endpoint) = &otlp_endpoint
+        && !endpoint.starts_with("http://")
+    {
+        bail!(
+            "telemetry.otlp_endpoint: expected an http:// URL (OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces), got {endpoint:?}"
+        );
+    }
+    Ok(LogSettings {
+        format,
+        filter,
+        otlp_endpoint,
+        service_name: telemetry.service_name.unwrap_or(defaults.service_name),
+    })
 }
 
 fn default_domains(
@@ -638,5 +741,40 @@ mod tests {
         let e = err("[lmtp]\nproxy_protocol = \"yes\"\n");
         assert!(e.starts_with("lmtp.proxy_protocol: "), "{e}");
         assert!(err("[lmtp]\nmax_connections = 0\n").contains("lmtp.max_connections"));
+    }
+
+    #[test]
+    fn limits_and_observability() {
+        let s = load("").expect("empty config");
+        assert_eq!(s.pop3.login_timeout, Duration::from_secs(60));
+        assert!(s.pop3.login_timeout < s.pop3.idle_timeout);
+        assert_eq!(s.pop3.handshake_timeout, Duration::from_secs(30));
+        assert_eq!(s.pop3.max_connections_per_ip, 20);
+        assert_eq!(s.pop3.bad_commands_before_login, 3);
+        assert_eq!(s.pop3.bad_commands_after_login, 20);
+        assert_eq!(s.log, crate::telemetry::LogSettings::default());
+        assert!(s.log.otlp_endpoint.is_none(), "no trace export unless configured");
+
+        let s = load(
+            "[log]\nformat = \"json\"\nfilter = \"debug\"\n[telemetry]\n\
+             otlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\n",
+        )
+        .expect("log config");
+        assert_eq!(s.log.format, crate::telemetry::LogFormat::Json);
+        assert_eq!(s.log.filter, "debug");
+        assert_eq!(
+            s.log.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+
+        assert!(err("[log]\nformat = \"xml\"\n").starts_with("log.format: "));
+        assert!(err("[log]\nfilter = \"=[\"\n").starts_with("log.filter: "));
+        let e = err("[telemetry]\notlp_endpoint = \"grpc://x:4317\"\n");
+        assert!(e.starts_with("telemetry.otlp_endpoint: "), "{e}");
+        let e = err("[pop3]\nlogin_timeout_secs = 900\n");
+        assert!(e.starts_with("pop3.login_timeout_secs: "), "{e}");
+        assert!(err("[pop3]\nlogin_timeout_secs = 0\n").contains("pop3.login_timeout_secs"));
+        assert!(err("[pop3]\nmax_connections_per_ip = 0\n").contains("max_connections_per_ip"));
+        assert!(err("[tls]\nhandshake_timeout_secs = 0\n").contains("tls.handshake_timeout_secs"));
     }
 }

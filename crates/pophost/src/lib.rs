@@ -5,6 +5,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod import;
+pub mod retention;
+pub mod telemetry;
 
 use std::sync::Arc;
 
@@ -72,17 +75,36 @@ fn apop_verifier(
 
 /// Opens the configured store; `migrate` first applies pending schema migrations.
 pub async fn open_store(settings: &Settings, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(open_store_with_pool(settings, migrate).await?.0)
+}
+
+/// Reads the store's connection pool usage (for `/metrics`).
+type PoolProbe = Box<dyn Fn() -> mailstore::PoolUsage + Send + Sync>;
+
+/// `open_store`, plus a probe of the backend's connection pool.
+async fn open_store_with_pool(
+    settings: &Settings,
+    migrate: bool,
+) -> anyhow::Result<(Arc<dyn Store>, PoolProbe)> {
     Ok(match &settings.database {
-        Database::Sqlite(path) => Arc::new(
-            SqliteStore::open(path, settings.lock.clone(), migrate)
-                .await
-                .with_context(|| format!("cannot open database {}", path.display()))?,
-        ),
-        Database::Postgres(url, pg) => Arc::new(
-            PostgresStore::open(url, settings.lock.clone(), pg.clone(), migrate)
-                .await
-                .context("cannot open the Postgres database")?,
-        ),
+        Database::Sqlite(path) => {
+            let store = Arc::new(
+                SqliteStore::open(path, settings.lock.clone(), migrate)
+                    .await
+                    .with_context(|| format!("cannot open database {}", path.display()))?,
+            );
+            let probe = store.clone();
+            (store, Box::new(move || probe.pool_usage()))
+        }
+        Database::Postgres(url, pg) => {
+            let store = Arc::new(
+                PostgresStore::open(url, settings.lock.clone(), pg.clone(), migrate)
+                    .await
+                    .context("cannot open the Postgres database")?,
+            );
+            let probe = store.clone();
+            (store, Box::new(move || probe.pool_usage()))
+        }
     })
 }
 
@@ -136,7 +158,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Listeners { pop3, lmtp, admin } = listeners;
-    let store = open_store(&settings, migrate).await?;
+    let (store, pool) = open_store_with_pool(&settings, migrate).await?;
     // Locks held by this node's crashed predecessor are freed before the first login.
     store
         .recover()
@@ -156,6 +178,11 @@ pub async fn serve(
         .await
         .with_context(|| format!("pop3s.listen: cannot listen on {}", settings.pop3s_listen))?;
     tokio::spawn(reload_on_sighup(certs, shutdown.clone()));
+    tokio::spawn(retention::run(
+        store.clone(),
+        settings.retention,
+        shutdown.clone(),
+    ));
     tracing::info!(addr = %pop3.local_addr()?, "POP3 listening");
     tracing::info!(addr = %pop3s.local_addr()?, "POP3S listening");
     tracing::info!(addr = %lmtp.local_addr()?, "LMTP listening");
@@ -165,6 +192,11 @@ pub async fn serve(
         settings.admin.clone(),
         admin_web::system_clock(),
     );
+    // The Prometheus recorder: the crates' `metrics` calls record from here on.
+    match telemetry::metrics() {
+        Ok(handle) => admin_state.set_metrics(telemetry::metrics_render(handle, pool)),
+        Err(e) => tracing::warn!(error = %e, "metrics unavailable"),
+    }
     announce_bootstrap(&*store, &admin_state, admin_addr, settings.admin.tls).await?;
     let admin_tls = settings.admin.tls.then(|| acceptor.clone());
     tracing::info!(addr = %admin_addr, tls = settings.admin.tls, "admin UI listening");

@@ -138,7 +138,12 @@ impl Authenticator {
         let mut keys = Vec::with_capacity(2);
         keys.extend(ctx.peer_ip.map(network_key));
         keys.extend(address.as_ref().map(account_key));
-        tokio::time::sleep(self.penalty(ctx, address.as_ref()).await?).await;
+        let penalty = self.penalty(ctx, address.as_ref()).await?;
+        if !penalty.is_zero() {
+            // Seen on the service's dashboards: a rising rate means someone is guessing.
+            metrics::counter!("pophost_auth_penalties_total").increment(1);
+        }
+        tokio::time::sleep(penalty).await;
         Ok(Attempt { address, keys })
     }
 

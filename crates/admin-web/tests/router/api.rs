@@ -477,6 +477,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/domains/{domain}"),
     ("patch", "/domains/{domain}"),
     ("delete", "/domains/{domain}"),
+    ("get", "/domains/{domain}/policies"),
+    ("patch", "/domains/{domain}/policies"),
     ("get", "/domains/{domain}/users"),
     ("post", "/domains/{domain}/users"),
     ("get", "/domains/{domain}/users/{local}"),

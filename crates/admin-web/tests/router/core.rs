@@ -75,12 +75,26 @@ async fn a_session_ends_an_hour_after_sign_in_however_busy() {
 }
 
 async fn raw_post(env: &Env, b: &Browser, path: &str, body: &str, origin: Option<&str>) -> StatusCode {
+    raw_post_from(env, b, path, body, origin, None).await
+}
+
+async fn raw_post_from(
+    env: &Env,
+    b: &Browser,
+    path: &str,
+    body: &str,
+    origin: Option<&str>,
+    site: Option<&str>,
+) -> StatusCode {
     let mut req = Request::post(path)
         .header(header::HOST, "admin.example:8080")
         .header(header::COOKIE, &b.cookie)
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
     if let Some(o) = origin {
         req = req.header(header::ORIGIN, o);
+    }
+    if let Some(s) = site {
+        req = req.header("sec-fetch-site", s);
     }
     env.send(req.body(Body::from(body.to_string())).expect("request"))
         .await
@@ -106,11 +120,23 @@ async fn every_post_needs_the_csrf_token_and_our_origin() {
             "{body} from {origin:?}"
         );
     }
+    // What Chromium sends for a cross-site form, and for its own form under `no-referrer`.
+    for (origin, site) in [(Some("http://evil.example"), "cross-site"), (Some("null"), "cross-site"), (None, "same-site")] {
+        assert_eq!(
+            raw_post_from(&env, &b, "/domains", &good, origin, Some(site)).await,
+            StatusCode::FORBIDDEN,
+            "{origin:?} {site}"
+        );
+    }
     assert!(env.store.domain_detail(&domain("shop.example")).await.expect("detail").is_none());
     // Sign-out is a state change too.
     assert_eq!(raw_post(&env, &b, "/signout", "", None).await, StatusCode::FORBIDDEN);
     assert_eq!(
-        raw_post(&env, &b, "/domains", &good, Some("http://admin.example:8080")).await,
+        raw_post_from(&env, &b, "/domains", &good, Some("null"), Some("same-origin")).await,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        raw_post(&env, &b, "/domains", &good.replace("shop", "shop2"), Some("http://admin.example:8080")).await,
         StatusCode::SEE_OTHER
     );
     assert!(env.store.domain_detail(&domain("shop.example")).await.expect("detail").is_some());

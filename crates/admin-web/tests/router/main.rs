@@ -4,5 +4,6 @@ mod api;
 mod core;
 mod domains;
 mod matrix;
+mod policies;
 mod support;
 mod users;

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use mailstore::*;
 
+mod policies;
+use policies::*;
+
 /// Opens stores on one database, as separate server runs would.
 trait Backend {
     async fn open(&self, lock: LockOptions) -> Arc<dyn Store>;
@@ -1492,4 +1495,12 @@ stories!(
     a_broken_lock_is_reported_at_renewal,
     hourly_stats_count_deliveries_and_logins,
     the_audit_log_is_newest_first_and_filters,
+    domain_policies_round_trip_and_are_validated,
+    a_user_quota_lies_inside_the_domains,
+    a_full_mailbox_is_refused_at_rcpt_permanently_or_temporarily,
+    the_quota_warning_is_sent_once_per_crossing,
+    parallel_deliveries_never_exceed_a_quota,
+    retention_deletes_old_mail_in_batches_but_not_in_open_maildrops,
+    login_delay_refuses_early_logins,
+    import_keeps_uids_reports_bad_ones_and_is_idempotent,
 );

@@ -37,7 +37,10 @@ fn bootstrap_link_creates_the_first_super_admin_once() {
     assert_eq!(short.status, 422, "a short password is a form error");
     let made = submit(ADMIN, ADMIN_PW);
     assert_eq!(made.status, 303, "{}", made.body);
-    assert!(made.cookie("__Host-pophost-session").is_some(), "signed in at once");
+    assert!(
+        made.cookie("__Host-pophost-session").is_some(),
+        "signed in at once"
+    );
     let pre = stale.cookie("__Host-pophost-pre").expect("pre");
     let second = http(
         server.admin,
@@ -69,17 +72,37 @@ fn cli_adds_super_and_domain_admins() {
     server.add_user("john@example.com");
     add_super(&server);
     let out = server.cli(&[
-        "admin", "add", "boss@example.com", "--domain", "example.com", "--password", ADMIN_PW,
+        "admin",
+        "add",
+        "boss@example.com",
+        "--domain",
+        "example.com",
+        "--password",
+        ADMIN_PW,
     ]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(show(&out).contains("added admin boss@example.com of example.com"));
     let dup = server.cli(&["admin", "add", ADMIN, "--super", "--password", ADMIN_PW]);
-    assert!(!dup.status.success() && show(&dup).contains("already exists"), "{}", show(&dup));
+    assert!(
+        !dup.status.success() && show(&dup).contains("already exists"),
+        "{}",
+        show(&dup)
+    );
     let missing = server.cli(&[
-        "admin", "add", "x@example.com", "--domain", "nosuch.example", "--password", ADMIN_PW,
+        "admin",
+        "add",
+        "x@example.com",
+        "--domain",
+        "nosuch.example",
+        "--password",
+        ADMIN_PW,
     ]);
     assert!(!missing.status.success());
-    assert!(show(&missing).contains("nosuch.example"), "{}", show(&missing));
+    assert!(
+        show(&missing).contains("nosuch.example"),
+        "{}",
+        show(&missing)
+    );
     let neither = server.cli(&["admin", "add", "y@example.com", "--password", ADMIN_PW]);
     assert!(!neither.status.success(), "a role is required");
 
@@ -103,14 +126,19 @@ fn sign_in_sets_a_strict_cookie_and_security_headers() {
 
     let first = AdminHttp::sign_in(server.admin, ADMIN, ADMIN_PW);
     let second = AdminHttp::sign_in(server.admin, ADMIN, ADMIN_PW);
-    assert_ne!(first.cookie, second.cookie, "a new session id at every sign-in");
+    assert_ne!(
+        first.cookie, second.cookie,
+        "a new session id at every sign-in"
+    );
     assert_ne!(first.csrf, second.csrf);
     // The raw Set-Cookie carries every attribute.
     let res = submit_sign_in(server.admin, "/signin", ADMIN, ADMIN_PW);
     let set = res
         .headers
         .iter()
-        .find(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.starts_with("__Host-pophost-session="))
+        .find(|(k, v)| {
+            k.eq_ignore_ascii_case("set-cookie") && v.starts_with("__Host-pophost-session=")
+        })
         .map(|(_, v)| v.clone())
         .expect("session cookie");
     for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
@@ -121,10 +149,17 @@ fn sign_in_sets_a_strict_cookie_and_security_headers() {
     // Sign-out ends the session on the server, not just in the browser.
     let out = first.post("/signout", &[]);
     assert_eq!(out.status, 303);
-    assert_eq!(first.get("/").status, 303, "the old cookie no longer signs in");
+    assert_eq!(
+        first.get("/").status,
+        303,
+        "the old cookie no longer signs in"
+    );
     assert_eq!(second.get("/").status, 200, "other sessions live on");
     let log = server.log.lock().expect("log").clone();
-    assert!(!log.contains(ADMIN_PW), "the admin password is never logged");
+    assert!(
+        !log.contains(ADMIN_PW),
+        "the admin password is never logged"
+    );
 }
 
 #[test]
@@ -136,7 +171,10 @@ fn failed_sign_ins_are_throttled_and_audited() {
         assert_eq!(try_sign_in("wrong password").status, 401);
     }
     let refused = try_sign_in(ADMIN_PW);
-    assert_eq!(refused.status, 429, "the right password is refused while throttled");
+    assert_eq!(
+        refused.status, 429,
+        "the right password is refused while throttled"
+    );
     assert!(refused.cookie("__Host-pophost-session").is_none());
     let failures = server
         .data()
@@ -170,12 +208,18 @@ fn ending_a_session_in_the_ui_closes_it_on_its_frontend_and_deletes_nothing() {
     assert_eq!(ended.status, 303);
 
     let t = Instant::now();
-    let line = pop.try_line().expect("the server says why it ends the session");
+    let line = pop
+        .try_line()
+        .expect("the server says why it ends the session");
     assert!(line.starts_with("-ERR [SYS/TEMP]"), "{line}");
     assert!(t.elapsed() < Duration::from_secs(5));
     assert!(pop.closed());
     let mut again = Pop3::login(server.pop3, "john@example.com");
-    assert_eq!(again.stat().0, 1, "the DELE of the ended session was not applied");
+    assert_eq!(
+        again.stat().0,
+        1,
+        "the DELE of the ended session was not applied"
+    );
     assert_eq!(
         server
             .data()
@@ -189,7 +233,15 @@ fn plain_http_admin_is_refused_off_loopback() {
     let data = Data::new().with_config("[admin]\nlisten = \"0.0.0.0:0\"\n");
     let out = data
         .command()
-        .args(["serve", "--pop3-listen", "127.0.0.1:0", "--pop3s-listen", "127.0.0.1:0", "--lmtp-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--pop3-listen",
+            "127.0.0.1:0",
+            "--pop3s-listen",
+            "127.0.0.1:0",
+            "--lmtp-listen",
+            "127.0.0.1:0",
+        ])
         .stdin(Stdio::null())
         .output()
         .expect("run pophost");
@@ -208,14 +260,25 @@ fn admin_ui_over_https() {
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
     let plain = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "5", &format!("http://{}/healthz", server.admin)])
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            &format!("http://{}/healthz", server.admin),
+        ])
         .output()
         .expect("curl");
     assert!(
         !String::from_utf8_lossy(&plain.stdout).contains("ok"),
         "no plain HTTP on the TLS listener"
     );
-    assert!(bootstrap_link(&server).is_some_and(|_| server.log.lock().expect("log").contains("https://")));
+    assert!(
+        bootstrap_link(&server).is_some_and(|_| server
+            .log
+            .lock()
+            .expect("log")
+            .contains("https://"))
+    );
 }
 
 #[test]
@@ -241,8 +304,8 @@ fn disabled_accounts_and_domains_cannot_log_in_but_receive_mail() {
         assert!(pass.starts_with("-ERR [AUTH]"), "{pass}");
         // SASL PLAIN is refused the same way.
         use base64::Engine;
-        let blob = base64::engine::general_purpose::STANDARD
-            .encode(format!("\0{user}\0{PASSWORD}"));
+        let blob =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{PASSWORD}"));
         let auth = c.cmd(&format!("AUTH PLAIN {blob}"));
         assert!(auth.starts_with("-ERR"), "{auth}");
     };
@@ -254,7 +317,15 @@ fn disabled_accounts_and_domains_cannot_log_in_but_receive_mail() {
 
     ok(&["domain", "set", "example.com", "--enabled", "false"]);
     refused("john@example.com");
-    ok(&["domain", "set", "example.com", "--enabled", "true", "--max-users", "1"]);
+    ok(&[
+        "domain",
+        "set",
+        "example.com",
+        "--enabled",
+        "true",
+        "--max-users",
+        "1",
+    ]);
     let full = server.cli(&["user", "add", "jane@example.com", "--password", PASSWORD]);
     assert!(!full.status.success());
     assert!(show(&full).contains("limit of 1 users"), "{}", show(&full));

@@ -657,7 +657,11 @@ pub fn http(
     HttpResponse {
         status,
         headers,
-        body: if chunked { dechunk(body) } else { body.to_string() },
+        body: if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
     }
 }
 
@@ -696,7 +700,10 @@ impl AdminHttp {
             cookie,
             csrf: String::new(),
         };
-        admin.csrf = admin.get("/").hidden("_csrf").expect("csrf on the dashboard");
+        admin.csrf = admin
+            .get("/")
+            .hidden("_csrf")
+            .expect("csrf on the dashboard");
         admin
     }
 

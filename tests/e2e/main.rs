@@ -3,8 +3,8 @@
 //! POP3/LMTP bytes and by real mail clients from Debian. One binary for the folder so it
 //! compiles once; each test starts its own server on port 0.
 
-mod admin_ui;
 mod admin;
+mod admin_ui;
 mod apop;
 mod browser;
 mod clients;
@@ -12,9 +12,9 @@ mod crash;
 mod defence;
 mod deploy;
 mod harness;
+mod import;
 mod large;
 mod lmtp;
-mod import;
 mod logins;
 mod ops;
 mod policies;

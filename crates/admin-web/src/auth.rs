@@ -236,9 +236,7 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 pub fn session_set_cookie(id: Option<&str>) -> String {
     match id {
         Some(id) => format!("{SESSION_COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict"),
-        None => format!(
-            "{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"
-        ),
+        None => format!("{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"),
     }
 }
 

@@ -131,7 +131,9 @@ impl TlsListener {
                         Ok(Ok(stream)) => {
                             let _ = tx.send((stream, peer)).await;
                         }
-                        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "admin TLS handshake failed"),
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, %peer, "admin TLS handshake failed")
+                        }
                         Err(_) => tracing::debug!(%peer, "admin TLS handshake timed out"),
                     }
                 });

@@ -79,9 +79,8 @@ pub fn human_bytes(n: u64) -> String {
 
 /// A Unix-milliseconds time as `2026-11-26 16:40:00 UTC`.
 pub fn human_time(ms: i64) -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
-    );
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
     time::OffsetDateTime::from_unix_timestamp(ms / 1000)
         .ok()
         .and_then(|t| t.format(&format).ok())

@@ -208,7 +208,10 @@ async fn renew_leases(
         }
         match crate::observe::timed("renew_leases", store.renew_leases()).await {
             Ok(lost) if !lost.is_empty() => {
-                tracing::info!(sessions = lost.len(), "maildrop leases lost; ending their sessions");
+                tracing::info!(
+                    sessions = lost.len(),
+                    "maildrop leases lost; ending their sessions"
+                );
                 kicks.kick(&lost);
             }
             Ok(_) => {}

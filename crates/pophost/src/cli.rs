@@ -175,7 +175,11 @@ pub enum AdminCommand {
     Add {
         email: String,
         /// Super admin: every domain, and the service-wide pages.
-        #[arg(long = "super", conflicts_with = "domain", required_unless_present = "domain")]
+        #[arg(
+            long = "super",
+            conflicts_with = "domain",
+            required_unless_present = "domain"
+        )]
         super_admin: bool,
         /// A domain this admin manages (repeat for several).
         #[arg(long)]

@@ -315,7 +315,11 @@ impl Settings {
         }
         let admin = admin_web::WebConfig {
             session_idle: Duration::from_secs(
-                60 * positive(file.admin.session_idle_minutes, 30, "admin.session_idle_minutes")?,
+                60 * positive(
+                    file.admin.session_idle_minutes,
+                    30,
+                    "admin.session_idle_minutes",
+                )?,
             ),
             session_absolute: Duration::from_secs(
                 3600 * positive(
@@ -753,7 +757,10 @@ mod tests {
         assert_eq!(s.pop3.bad_commands_before_login, 3);
         assert_eq!(s.pop3.bad_commands_after_login, 20);
         assert_eq!(s.log, crate::telemetry::LogSettings::default());
-        assert!(s.log.otlp_endpoint.is_none(), "no trace export unless configured");
+        assert!(
+            s.log.otlp_endpoint.is_none(),
+            "no trace export unless configured"
+        );
 
         let s = load(
             "[log]\nformat = \"json\"\nfilter = \"debug\"\n[telemetry]\n\

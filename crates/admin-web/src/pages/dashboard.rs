@@ -98,7 +98,11 @@ fn chart(stats: &[HourlyStat], this_hour: i64) -> (Vec<Bar>, Vec<Tick>, u64) {
     let mut ticks = Vec::new();
     for slot in 0..HOURS {
         let hour = first + slot;
-        let stat = stats.iter().find(|s| s.hour == hour).copied().unwrap_or_default();
+        let stat = stats
+            .iter()
+            .find(|s| s.hour == hour)
+            .copied()
+            .unwrap_or_default();
         let x = u32::try_from(slot).unwrap_or(0) * SLOT + 4;
         for (offset, value, class, what) in [
             (0, stat.delivered, "delivered", "delivered"),
@@ -131,8 +135,16 @@ mod tests {
     fn bars_scale_to_the_busiest_hour_and_the_last_hour_is_rightmost() {
         let now = 1_000_000;
         let stats = [
-            HourlyStat { hour: now, delivered: 10, logins: 5 },
-            HourlyStat { hour: now - 30, delivered: 99, logins: 0 },
+            HourlyStat {
+                hour: now,
+                delivered: 10,
+                logins: 5,
+            },
+            HourlyStat {
+                hour: now - 30,
+                delivered: 99,
+                logins: 0,
+            },
         ];
         let (bars, ticks, peak) = chart(&stats, now);
         assert_eq!(peak, 10, "hours outside the window do not count");

@@ -86,17 +86,14 @@ async fn show(actor: Option<Actor>) -> Response {
 /// A hash to verify against when the account does not exist, so that answer takes as long.
 fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| {
-        tenancy::hash_password(b"pophost admin dummy password").unwrap_or_default()
-    })
+    DUMMY
+        .get_or_init(|| tenancy::hash_password(b"pophost admin dummy password").unwrap_or_default())
 }
 
 async fn verify(password: String, hash: String) -> Result<bool, AppError> {
-    tokio::task::spawn_blocking(move || {
-        tenancy::verify_password(password.as_bytes(), &hash)
-    })
-    .await
-    .map_err(|e| AppError::Internal(e.to_string()))
+    tokio::task::spawn_blocking(move || tenancy::verify_password(password.as_bytes(), &hash))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))
 }
 
 async fn submit(
@@ -123,8 +120,7 @@ async fn submit(
         )
     };
     for key in &keys {
-        if state.store.auth_failures(key, FAILURE_WINDOW).await? >= state.config.signin_failures
-        {
+        if state.store.auth_failures(key, FAILURE_WINDOW).await? >= state.config.signin_failures {
             record(&state, &email, "signin", &ip, false).await;
             return Ok(again(
                 "Too many failed attempts. Try again in a few minutes.",
@@ -165,8 +161,8 @@ async fn start_session(state: &AppState, admin: AdminId) -> Result<Response, App
     if let Ok(v) = auth::session_set_cookie(Some(&id)).parse() {
         h.append(header::SET_COOKIE, v);
     }
-    if let Ok(v) = format!("{PRE_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
-        .parse()
+    if let Ok(v) =
+        format!("{PRE_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0").parse()
     {
         h.append(header::SET_COOKIE, v);
     }

@@ -102,9 +102,15 @@ async fn create(
         )
         .await;
     // Shown in this response only (not after a redirect): the store keeps no copy.
-    Ok(page(&state, &actor, Some(secret), String::new(), FieldErrors::default())
-        .await?
-        .into_response())
+    Ok(page(
+        &state,
+        &actor,
+        Some(secret),
+        String::new(),
+        FieldErrors::default(),
+    )
+    .await?
+    .into_response())
 }
 
 async fn revoke(
@@ -114,7 +120,10 @@ async fn revoke(
 ) -> Result<Redirect, AppError> {
     state.store.revoke_api_token(actor.id, id).await?;
     actor
-        .audit(&state, Audit::new("token.revoke", &format!("token {id}"), None))
+        .audit(
+            &state,
+            Audit::new("token.revoke", &format!("token {id}"), None),
+        )
         .await;
     Ok(Redirect::to("/tokens"))
 }

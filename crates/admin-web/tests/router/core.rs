@@ -54,7 +54,11 @@ async fn an_idle_session_ends_and_use_keeps_it_alive() {
     let minute = 60_000;
     for _ in 0..5 {
         clock.fetch_add(9 * minute, Ordering::SeqCst);
-        assert_eq!(env.get(&b, "/").await.status, StatusCode::OK, "used within 10 minutes");
+        assert_eq!(
+            env.get(&b, "/").await.status,
+            StatusCode::OK,
+            "used within 10 minutes"
+        );
     }
     clock.fetch_add(11 * minute, Ordering::SeqCst);
     env.get(&b, "/").await.assert_redirect("/signin");
@@ -74,7 +78,13 @@ async fn a_session_ends_an_hour_after_sign_in_however_busy() {
     env.get(&b, "/").await.assert_redirect("/signin");
 }
 
-async fn raw_post(env: &Env, b: &Browser, path: &str, body: &str, origin: Option<&str>) -> StatusCode {
+async fn raw_post(
+    env: &Env,
+    b: &Browser,
+    path: &str,
+    body: &str,
+    origin: Option<&str>,
+) -> StatusCode {
     raw_post_from(env, b, path, body, origin, None).await
 }
 
@@ -121,35 +131,85 @@ async fn every_post_needs_the_csrf_token_and_our_origin() {
         );
     }
     // What Chromium sends for a cross-site form, and for its own form under `no-referrer`.
-    for (origin, site) in [(Some("http://evil.example"), "cross-site"), (Some("null"), "cross-site"), (None, "same-site")] {
+    for (origin, site) in [
+        (Some("http://evil.example"), "cross-site"),
+        (Some("null"), "cross-site"),
+        (None, "same-site"),
+    ] {
         assert_eq!(
             raw_post_from(&env, &b, "/domains", &good, origin, Some(site)).await,
             StatusCode::FORBIDDEN,
             "{origin:?} {site}"
         );
     }
-    assert!(env.store.domain_detail(&domain("shop.example")).await.expect("detail").is_none());
+    assert!(
+        env.store
+            .domain_detail(&domain("shop.example"))
+            .await
+            .expect("detail")
+            .is_none()
+    );
     // Sign-out is a state change too.
-    assert_eq!(raw_post(&env, &b, "/signout", "", None).await, StatusCode::FORBIDDEN);
     assert_eq!(
-        raw_post_from(&env, &b, "/domains", &good, Some("null"), Some("same-origin")).await,
+        raw_post(&env, &b, "/signout", "", None).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        raw_post_from(
+            &env,
+            &b,
+            "/domains",
+            &good,
+            Some("null"),
+            Some("same-origin")
+        )
+        .await,
         StatusCode::SEE_OTHER
     );
     assert_eq!(
-        raw_post(&env, &b, "/domains", &good.replace("shop", "shop2"), Some("http://admin.example:8080")).await,
+        raw_post(
+            &env,
+            &b,
+            "/domains",
+            &good.replace("shop", "shop2"),
+            Some("http://admin.example:8080")
+        )
+        .await,
         StatusCode::SEE_OTHER
     );
-    assert!(env.store.domain_detail(&domain("shop.example")).await.expect("detail").is_some());
+    assert!(
+        env.store
+            .domain_detail(&domain("shop.example"))
+            .await
+            .expect("detail")
+            .is_some()
+    );
 }
 
 #[tokio::test]
 async fn pages_carry_security_headers_and_errors_show_no_internals() {
     let env = Env::new().await;
     let b = env.super_admin().await;
-    for path in ["/", "/domains", "/signin", "/nope", "/domains/nosuch.example", "/healthz"] {
+    for path in [
+        "/",
+        "/domains",
+        "/signin",
+        "/nope",
+        "/domains/nosuch.example",
+        "/healthz",
+    ] {
         let r = env.get(&b, path).await;
-        let h = |n| r.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        assert!(h("content-security-policy").contains("frame-ancestors 'none'"), "{path}");
+        let h = |n| {
+            r.headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        assert!(
+            h("content-security-policy").contains("frame-ancestors 'none'"),
+            "{path}"
+        );
         assert_eq!(h("x-content-type-options"), "nosniff", "{path}");
         assert_eq!(h("referrer-policy"), "no-referrer", "{path}");
     }
@@ -159,7 +219,11 @@ async fn pages_carry_security_headers_and_errors_show_no_internals() {
     assert_eq!(weird.status, StatusCode::NOT_FOUND);
     for r in [&missing, &weird] {
         for leak in ["sqlx", "SELECT", "panicked", "src/", "sqlite"] {
-            assert!(!r.body.contains(leak), "error page shows {leak}: {}", r.body);
+            assert!(
+                !r.body.contains(leak),
+                "error page shows {leak}: {}",
+                r.body
+            );
         }
     }
 }
@@ -173,40 +237,78 @@ async fn api_tokens_are_shown_once_work_and_are_revoked_by_their_owner_only() {
     let start = page.body.find("id=\"new-token\">").expect("token shown") + 15;
     let token = &page.body[start..start + page.body[start..].find('<').expect("end")];
     assert!(token.starts_with("ph_"));
-    let listed = env.api(axum::http::Method::GET, "/api/v1/domains", Some(token), None).await;
+    let listed = env
+        .api(
+            axum::http::Method::GET,
+            "/api/v1/domains",
+            Some(token),
+            None,
+        )
+        .await;
     assert_eq!(listed.status, StatusCode::OK);
-    assert!(!env.get(&b, "/tokens").await.body.contains(token), "shown once");
+    assert!(
+        !env.get(&b, "/tokens").await.body.contains(token),
+        "shown once"
+    );
     assert_eq!(
         env.post(&b, "/tokens", &[("name", "")]).await.status,
         StatusCode::UNPROCESSABLE_ENTITY
     );
 
-    let other_id = env.add_admin("tenant@ops.example", Scope::Domains(vec![domain("a.test")])).await;
+    let other_id = env
+        .add_admin("tenant@ops.example", Scope::Domains(vec![domain("a.test")]))
+        .await;
     let other = env.sign_in(other_id).await;
-    let tokens = env.store.list_api_tokens(mailstore::AdminId(1)).await.expect("tokens");
+    let tokens = env
+        .store
+        .list_api_tokens(mailstore::AdminId(1))
+        .await
+        .expect("tokens");
     let id = tokens[0].id;
     assert_eq!(
-        env.post(&other, &format!("/tokens/{id}/revoke"), &[]).await.status,
+        env.post(&other, &format!("/tokens/{id}/revoke"), &[])
+            .await
+            .status,
         StatusCode::NOT_FOUND,
         "another admin's token"
     );
-    env.post(&b, &format!("/tokens/{id}/revoke"), &[]).await.assert_redirect("/tokens");
-    let after = env.api(axum::http::Method::GET, "/api/v1/domains", Some(token), None).await;
+    env.post(&b, &format!("/tokens/{id}/revoke"), &[])
+        .await
+        .assert_redirect("/tokens");
+    let after = env
+        .api(
+            axum::http::Method::GET,
+            "/api/v1/domains",
+            Some(token),
+            None,
+        )
+        .await;
     assert_eq!(after.status, StatusCode::UNAUTHORIZED);
     let actions = env.audit_actions().await;
-    assert!(actions.contains(&"token.create".to_string()) && actions.contains(&"token.revoke".to_string()));
+    assert!(
+        actions.contains(&"token.create".to_string())
+            && actions.contains(&"token.revoke".to_string())
+    );
 }
 
 #[tokio::test]
 async fn the_audit_log_filters_and_a_domain_admin_sees_their_domain_only() {
     let env = Env::with_domains().await;
     let root = env.super_admin().await;
-    env.post(&root, "/domains/a.test/users", &[("local", "anna"), ("password", "long enough")])
-        .await
-        .assert_redirect("/domains/a.test/users/anna");
-    env.post(&root, "/domains/b.test/users", &[("local", "bert"), ("password", "long enough")])
-        .await
-        .assert_redirect("/domains/b.test/users/bert");
+    env.post(
+        &root,
+        "/domains/a.test/users",
+        &[("local", "anna"), ("password", "long enough")],
+    )
+    .await
+    .assert_redirect("/domains/a.test/users/anna");
+    env.post(
+        &root,
+        "/domains/b.test/users",
+        &[("local", "bert"), ("password", "long enough")],
+    )
+    .await
+    .assert_redirect("/domains/b.test/users/bert");
     let all = env.get(&root, "/audit").await.body;
     assert!(all.contains("anna@a.test") && all.contains("bert@b.test"));
     let filtered = env.get(&root, "/audit?object=bert").await.body;
@@ -217,7 +319,10 @@ async fn the_audit_log_filters_and_a_domain_admin_sees_their_domain_only() {
     assert!(theirs.contains("anna@a.test"), "{theirs}");
     assert!(!theirs.contains("bert@b.test"));
     // The audit log is read-only: there is no route to change it.
-    assert_eq!(env.post(&root, "/audit", &[]).await.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        env.post(&root, "/audit", &[]).await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
 }
 
 #[tokio::test]
@@ -227,7 +332,10 @@ async fn the_dashboard_counts_what_the_admin_may_see() {
     env.add_user("y@b.test").await;
     env.add_user("z@b.test").await;
     let root = env.get(&env.super_admin().await, "/").await.body;
-    assert!(root.contains("id=\"stat-domains\">2<") && root.contains("id=\"stat-users\">3<"), "{root}");
+    assert!(
+        root.contains("id=\"stat-domains\">2<") && root.contains("id=\"stat-users\">3<"),
+        "{root}"
+    );
     assert!(root.contains("<svg class=\"chart\""));
     let tenant = env.get(&env.domain_admin().await, "/").await.body;
     assert!(tenant.contains("id=\"stat-domains\">1<") && tenant.contains("id=\"stat-users\">1<"));

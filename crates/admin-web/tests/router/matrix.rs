@@ -10,9 +10,7 @@ use admin_web::{AppState, WebConfig, system_clock};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
-use mailstore::{
-    Address, Admin, AuditEntry, Directory, DomainName, Maildrops, Scope, SqliteStore,
-};
+use mailstore::{Address, Admin, AuditEntry, Directory, DomainName, Maildrops, Scope, SqliteStore};
 use tower::ServiceExt;
 
 const A: &str = "alpha.test";
@@ -111,23 +109,63 @@ fn endpoints() -> Vec<Endpoint> {
         page(M::GET, "/domains/new", "", Super),
         page(M::POST, "/domains", "name=new.test", Super),
         page(M::GET, "/domains/{d}", "", Scope),
-        page(M::POST, "/domains/{d}", "quota_bytes=1M&quota_messages=&max_users=&login_forms=at&enabled=on", Super),
+        page(
+            M::POST,
+            "/domains/{d}",
+            "quota_bytes=1M&quota_messages=&max_users=&login_forms=at&enabled=on",
+            Super,
+        ),
         page(M::POST, "/domains/{d}/aliases", "alias=other.{d}", Super),
         page(M::POST, "/domains/{d}/aliases/alias.{d}/delete", "", Super),
         page(M::GET, "/domains/{d}/delete", "", Super),
         page(M::POST, "/domains/{d}/delete", "force=on", Super),
         page(M::GET, "/domains/{d}/policies", "", Scope),
-        page(M::POST, "/domains/{d}/policies", "quota_warn_percent=80&retention_days=30&login_delay_secs=", Super),
+        page(
+            M::POST,
+            "/domains/{d}/policies",
+            "quota_warn_percent=80&retention_days=30&login_delay_secs=",
+            Super,
+        ),
         page(M::GET, "/domains/{d}/users", "", Scope),
         page(M::GET, "/domains/{d}/users?q=u", "", Scope),
         page(M::GET, "/domains/{d}/users/new", "", Scope),
-        page(M::POST, "/domains/{d}/users", "local=new&password=long+enough+pw&quota_bytes=&quota_messages=", Scope),
-        page(M::POST, "/domains/{d}/users/bulk", "action=disable&selected=u", Scope),
-        page(M::POST, "/domains/{d}/users/bulk", "action=delete&selected=u", Scope),
+        page(
+            M::POST,
+            "/domains/{d}/users",
+            "local=new&password=long+enough+pw&quota_bytes=&quota_messages=",
+            Scope,
+        ),
+        page(
+            M::POST,
+            "/domains/{d}/users/bulk",
+            "action=disable&selected=u",
+            Scope,
+        ),
+        page(
+            M::POST,
+            "/domains/{d}/users/bulk",
+            "action=delete&selected=u",
+            Scope,
+        ),
         page(M::GET, "/domains/{d}/users/u", "", Scope),
-        page(M::POST, "/domains/{d}/users/u", "quota_bytes=2M&quota_messages=10", Scope),
-        page(M::POST, "/domains/{d}/users/u/password", "password=another+password", Scope),
-        page(M::POST, "/domains/{d}/users/u/enabled", "enabled=false", Scope),
+        page(
+            M::POST,
+            "/domains/{d}/users/u",
+            "quota_bytes=2M&quota_messages=10",
+            Scope,
+        ),
+        page(
+            M::POST,
+            "/domains/{d}/users/u/password",
+            "password=another+password",
+            Scope,
+        ),
+        page(
+            M::POST,
+            "/domains/{d}/users/u/enabled",
+            "enabled=false",
+            Scope,
+        ),
         page(M::GET, "/domains/{d}/users/u/delete", "", Scope),
         page(M::POST, "/domains/{d}/users/u/delete", "", Scope),
         page(M::POST, "/sessions/u@{d}/end", "", Scope),
@@ -135,14 +173,34 @@ fn endpoints() -> Vec<Endpoint> {
         listing(true, "/api/v1/sessions", "u@{d}"),
         api(M::POST, "/api/v1/domains", r#"{"name":"new.test"}"#, Super),
         api(M::GET, "/api/v1/domains/{d}", "", Scope),
-        api(M::PATCH, "/api/v1/domains/{d}", r#"{"quota_bytes":1000000}"#, Super),
+        api(
+            M::PATCH,
+            "/api/v1/domains/{d}",
+            r#"{"quota_bytes":1000000}"#,
+            Super,
+        ),
         api(M::DELETE, "/api/v1/domains/{d}?force=true", "", Super),
         api(M::GET, "/api/v1/domains/{d}/policies", "", Scope),
-        api(M::PATCH, "/api/v1/domains/{d}/policies", r#"{"retention_days":30}"#, Super),
+        api(
+            M::PATCH,
+            "/api/v1/domains/{d}/policies",
+            r#"{"retention_days":30}"#,
+            Super,
+        ),
         api(M::GET, "/api/v1/domains/{d}/users", "", Scope),
-        api(M::POST, "/api/v1/domains/{d}/users", r#"{"local":"new","password":"long enough pw"}"#, Scope),
+        api(
+            M::POST,
+            "/api/v1/domains/{d}/users",
+            r#"{"local":"new","password":"long enough pw"}"#,
+            Scope,
+        ),
         api(M::GET, "/api/v1/domains/{d}/users/u", "", Scope),
-        api(M::PATCH, "/api/v1/domains/{d}/users/u", r#"{"quota_bytes":1000000,"enabled":false}"#, Scope),
+        api(
+            M::PATCH,
+            "/api/v1/domains/{d}/users/u",
+            r#"{"quota_bytes":1000000,"enabled":false}"#,
+            Scope,
+        ),
         api(M::DELETE, "/api/v1/domains/{d}/users/u", "", Scope),
         api(M::DELETE, "/api/v1/sessions/u@{d}", "", Scope),
     ]
@@ -223,8 +281,14 @@ async fn world() -> World {
     let mut creds = Vec::new();
     for (email, scope) in [
         ("root@ops.example", Scope::All),
-        ("alice@ops.example", Scope::Domains(vec![DomainName::parse(A).expect("a")])),
-        ("bob@ops.example", Scope::Domains(vec![DomainName::parse(B).expect("b")])),
+        (
+            "alice@ops.example",
+            Scope::Domains(vec![DomainName::parse(A).expect("a")]),
+        ),
+        (
+            "bob@ops.example",
+            Scope::Domains(vec![DomainName::parse(B).expect("b")]),
+        ),
     ] {
         let id = store.add_admin(email, hash(), &scope).await.expect("admin");
         let session = random_token();
@@ -260,7 +324,9 @@ async fn world() -> World {
 async fn reached(e: &Endpoint, caller: Caller, domain: &str) -> Result<bool, String> {
     let w = world().await;
     let fill = |s: &str| s.replace("{d}", domain);
-    let mut req = Request::builder().method(e.method.clone()).uri(fill(e.path));
+    let mut req = Request::builder()
+        .method(e.method.clone())
+        .uri(fill(e.path));
     let (cookie, token) = match caller {
         Caller::Super => (Some(&w.super_cookie), Some(&w.super_token)),
         Caller::AdminA => (Some(&w.a_cookie), Some(&w.a_token)),
@@ -322,7 +388,10 @@ async fn reached(e: &Endpoint, caller: Caller, domain: &str) -> Result<bool, Str
         return Ok(false);
     }
     if !(status.is_success() || status.is_redirection()) {
-        return Err(format!("{status}: {}", text.chars().take(300).collect::<String>()));
+        return Err(format!(
+            "{status}: {}",
+            text.chars().take(300).collect::<String>()
+        ));
     }
     Ok(match e.need {
         Need::Listing => text.contains(&fill(e.marker)),
@@ -371,6 +440,11 @@ async fn every_endpoint_every_caller_both_tenants() {
         endpoints.len(),
         CALLERS.len()
     );
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert_eq!(cases, endpoints.len() * CALLERS.len() * 2);
 }

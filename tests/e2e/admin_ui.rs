@@ -467,7 +467,7 @@ async fn domain_admin_sees_only_their_domain() {
         ("/sessions/bob%40beta.example/end", String::new(), 404),
     ] {
         let body = format!("{form}&_csrf={csrf}");
-        let (status, res) = post_form(server.admin, path, &cookie, &body, None);
+        let (status, res) = post_form(server.admin, path, &cookie, &body, &[]);
         assert_eq!(
             status, expected,
             "POST {path} by the admin of alpha:\n{res}"
@@ -487,7 +487,7 @@ async fn domain_admin_sees_only_their_domain() {
         "/domains/alpha.example/users",
         &cookie,
         &format!("local=amy&password=amy%27s+password&_csrf={csrf}"),
-        None,
+        &[],
     );
     assert!(
         (300..400).contains(&status),
@@ -645,29 +645,33 @@ fn http(addr: SocketAddr, request: &str) -> (u16, String) {
     (status, out)
 }
 
-/// POST `path` as a form would, with the session `cookie`, the form `body` and maybe an `Origin`.
+/// POST `path` as a form would, with the session `cookie`, the form `body` and more `headers`.
 fn post_form(
     addr: SocketAddr,
     path: &str,
     cookie: &str,
     body: &str,
-    origin: Option<&str>,
+    headers: &[(&str, &str)],
 ) -> (u16, String) {
-    let origin = origin.map_or_else(String::new, |o| format!("Origin: {o}\r\n"));
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     http(
         addr,
         &format!(
             "POST {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: __Host-pophost-session={cookie}\r\n\
-             {origin}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+             {extra}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
              Connection: close\r\n\r\n{body}",
             body.len()
         ),
     )
 }
 
-/// POST /domains.
+/// POST /domains, maybe with an `Origin`.
 fn post_domain(addr: SocketAddr, cookie: &str, body: &str, origin: Option<&str>) -> (u16, String) {
-    post_form(addr, "/domains", cookie, body, origin)
+    let headers: Vec<(&str, &str)> = origin.map(|o| ("Origin", o)).into_iter().collect();
+    post_form(addr, "/domains", cookie, body, &headers)
 }
 
 /// The browser's session cookie and the CSRF token of the page shown.
@@ -725,6 +729,26 @@ async fn csrf_less_post_is_refused() {
         Some("null"),
     );
     assert_eq!(status, 403, "POST with Origin: null:\n{res}");
+    // What a sandboxed frame on another site sends.
+    let (status, res) = post_form(
+        server.admin,
+        "/domains",
+        &cookie,
+        &format!("name=sandboxed.example&_csrf={csrf}"),
+        &[("Origin", "null"), ("Sec-Fetch-Site", "cross-site")],
+    );
+    assert_eq!(
+        status, 403,
+        "POST with Origin: null from another site:\n{res}"
+    );
+    let (status, res) = post_form(
+        server.admin,
+        "/domains",
+        &cookie,
+        &format!("name=crosssite.example&_csrf={csrf}"),
+        &[("Sec-Fetch-Site", "same-site")],
+    );
+    assert_eq!(status, 403, "POST from a sibling site:\n{res}");
     let list = domain_list(&server);
     for refused in [
         "nocsrf.example",
@@ -732,6 +756,8 @@ async fn csrf_less_post_is_refused() {
         "emptycsrf.example",
         "evil.example",
         "nullorigin.example",
+        "sandboxed.example",
+        "crosssite.example",
     ] {
         assert!(!list.contains(refused), "{refused} was created:\n{list}");
     }

@@ -13,7 +13,7 @@ set -euo pipefail
 N=${1:-10000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$ROOT/target/release/pophost
-PEER=$ROOT/../shared/peers/dovecot
+PEER=$ROOT/bench/dovecot
 WORK=$(mktemp -d /tmp/pophost-import-bench.XXXXXX)
 chmod 755 "$WORK"
 export ANCHOR=$WORK/dovecot POP3_PORT=${POP3_PORT:-31110} POP3S_PORT=${POP3S_PORT:-31995} LMTP_PORT=${LMTP_PORT:-32424}

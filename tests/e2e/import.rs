@@ -1,5 +1,5 @@
 //! `pophost import` (issue 6): a customer moved in from a real Dovecot (Debian's, started from
-//! ../shared/peers/dovecot on loopback) keeps every POP3 UIDL, so `mpop` in leave-on-server
+//! bench/dovecot on loopback) keeps every POP3 UIDL, so `mpop` in leave-on-server
 //! mode, having fetched everything from Dovecot, downloads nothing again from pophost; and the
 //! mbox importer keeps `X-UIDL:` ids and reports the ones RFC 1939 does not allow.
 
@@ -33,7 +33,7 @@ struct Dovecot {
 
 impl Dovecot {
     fn scripts() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/peers/dovecot")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/dovecot")
     }
 
     fn script(&self, name: &str) -> Command {

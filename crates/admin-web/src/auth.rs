@@ -232,11 +232,12 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// The `Set-Cookie` value for a session id (`None`: the cookie that deletes it).
-pub fn session_set_cookie(id: Option<&str>) -> String {
-    match id {
-        Some(id) => format!("{SESSION_COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict"),
-        None => format!("{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"),
+/// The `Set-Cookie` value giving cookie `name` the `value`, or deleting it (`None`). Every cookie
+/// of the admin UI is `__Host-`: Secure, Path=/, HttpOnly, SameSite=Strict.
+pub fn set_cookie(name: &str, value: Option<&str>) -> String {
+    match value {
+        Some(v) => format!("{name}={v}; Path=/; Secure; HttpOnly; SameSite=Strict"),
+        None => format!("{name}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"),
     }
 }
 

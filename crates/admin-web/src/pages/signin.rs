@@ -54,14 +54,15 @@ struct SigninForm {
     _pre: String,
 }
 
-fn pre_cookie(value: &str) -> String {
-    format!("{PRE_COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Strict")
-}
-
 /// The form, with a fresh double-submit token.
 fn form_page(status: StatusCode, page: SigninPage) -> Response {
     let pre = page.pre.clone();
-    (status, [(header::SET_COOKIE, pre_cookie(&pre))], page).into_response()
+    (
+        status,
+        [(header::SET_COOKIE, auth::set_cookie(PRE_COOKIE, Some(&pre)))],
+        page,
+    )
+        .into_response()
 }
 
 fn pre_ok(headers: &HeaderMap, sent: &str) -> bool {
@@ -158,12 +159,10 @@ async fn start_session(state: &AppState, admin: AdminId) -> Result<Response, App
         .await?;
     let mut res = Redirect::to("/").into_response();
     let h = res.headers_mut();
-    if let Ok(v) = auth::session_set_cookie(Some(&id)).parse() {
+    if let Ok(v) = auth::set_cookie(auth::SESSION_COOKIE, Some(&id)).parse() {
         h.append(header::SET_COOKIE, v);
     }
-    if let Ok(v) =
-        format!("{PRE_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0").parse()
-    {
+    if let Ok(v) = auth::set_cookie(PRE_COOKIE, None).parse() {
         h.append(header::SET_COOKIE, v);
     }
     Ok(res)
@@ -199,7 +198,10 @@ async fn signout(
         .audit(&state, Audit::new("signout", "admin", None))
         .await;
     Ok((
-        [(header::SET_COOKIE, auth::session_set_cookie(None))],
+        [(
+            header::SET_COOKIE,
+            auth::set_cookie(auth::SESSION_COOKIE, None),
+        )],
         Redirect::to("/signin"),
     )
         .into_response())

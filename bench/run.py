@@ -23,7 +23,7 @@ Measured binaries are copied (POPHOST_BIN overrides which pophost, for an A/B of
 nothing. Needs: Dovecot (`apt-get install -y dovecot-pop3d dovecot-lmtpd argon2`), psql, root (the
 Dovecot scripts chown its mail to uid 5000; the memory scenarios read other processes' smaps).
 """
-import argparse, json, os, re, resource, shutil, signal, subprocess, sys, tempfile, time
+import argparse, fcntl, json, os, re, resource, shutil, signal, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
@@ -313,6 +313,13 @@ def main():
         args.rounds, args.duration, args.big_mb, args.idle, args.idle_login = 1, 3, 5, 300, 30
         args.lmtp_count, args.bigbox = 200, 2000
     raise_nofile()
+    # One run at a time on a machine: the runs share Dovecot's ports and directory.
+    lock = open("/tmp/pophost-bench.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log("another benchmark run is active; waiting for it to finish")
+        fcntl.flock(lock, fcntl.LOCK_EX)
 
     run_dir = tempfile.mkdtemp(prefix="pophost-bench-")
     binary = os.path.join(run_dir, "pophost")

@@ -1,11 +1,11 @@
 //! One LMTP connection: LHLO, a transaction of MAIL, RCPT… and DATA, answered per recipient.
-//! The body goes to the store in chunks as it arrives; each recipient's 250 is sent only after
-//! the delivery transaction has committed.
+//! A large body goes to the store in chunks as it arrives; each recipient's 250 is sent only
+//! after the delivery transaction (shared with other deliveries: group commit) has committed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mailstore::{Address, BlobId, CHUNK_SIZE, Recipient, Store, StoreError, UserId};
+use mailstore::{Address, BlobId, CHUNK_SIZE, Parcel, Recipient, Store, StoreError, UserId};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +27,19 @@ pub struct Session {
     /// at RCPT.
     declared_size: Option<u64>,
     rcpts: Vec<(Address, UserId)>,
+}
+
+/// An id for the Received header, to find a delivery in the logs: this process's start in
+/// seconds and a counter (the body's row id is not known before the delivery commits).
+fn delivery_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static STARTED: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:X}.{n:X}", *STARTED)
 }
 
 /// How a read ended when it did not produce a line.
@@ -238,7 +251,9 @@ impl Session {
                 too_big = true;
                 chunk.clear();
             }
-            let full = chunk.len() >= CHUNK_SIZE || (decoder.is_done() && !chunk.is_empty());
+            // Full chunks of a large message go to the store as they arrive; the last part (all
+            // of a small message) goes with the delivery itself, in its one transaction.
+            let full = chunk.len() >= CHUNK_SIZE && !decoder.is_done();
             if full && !too_big && failed.is_none() {
                 if let Err(e) = self.append(&mut blob, seq, &chunk).await {
                     failed = Some(e);
@@ -249,7 +264,14 @@ impl Session {
                 chunk.clear();
             }
         }
-        self.finish(blob, size, too_big, failed).await
+        let parcel = Parcel {
+            blob,
+            chunks: seq,
+            tail: chunk,
+            size,
+            recipients: Vec::new(),
+        };
+        self.finish(parcel, too_big, failed).await
     }
 
     async fn append(
@@ -275,8 +297,7 @@ impl Session {
 
     async fn finish(
         &mut self,
-        blob: Option<BlobId>,
-        size: u64,
+        mut parcel: Parcel,
         too_big: bool,
         failed: Option<StoreError>,
     ) -> Result<String, Stop> {
@@ -289,29 +310,19 @@ impl Session {
                 .collect::<String>()
         };
         if too_big {
-            self.discard(blob).await;
+            self.discard(parcel.blob).await;
             return Ok(all(
                 "552 5.3.4 Message size exceeds fixed maximum message size",
             ));
         }
         if let Some(e) = failed {
             tracing::warn!(error = %e, "storing message body failed");
-            self.discard(blob).await;
+            self.discard(parcel.blob).await;
             return Ok(all("451 4.3.0 Temporary storage failure"));
         }
-        // An empty body has no chunks, but it still needs a blob to deliver.
-        let blob = match blob {
-            Some(b) => b,
-            None => match self.store.begin_blob().await {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(error = %e, "storing message failed");
-                    return Ok(all("451 4.3.0 Temporary storage failure"));
-                }
-            },
-        };
         let received = received_date();
-        let recipients: Vec<Recipient> = rcpts
+        let id = delivery_id();
+        parcel.recipients = rcpts
             .iter()
             .map(|(address, user)| Recipient {
                 user: *user,
@@ -320,20 +331,20 @@ impl Session {
                     lhlo = self.lhlo.as_deref().unwrap_or("unknown"),
                     ip = self.peer.ip(),
                     host = self.config.hostname,
-                    id = blob.0,
                 )
                 .into_bytes(),
             })
             .collect();
+        let (blob, size) = (parcel.blob, parcel.size);
         let started = std::time::Instant::now();
-        let delivered = self.store.deliver(blob, size, &recipients).await;
+        let delivered = self.store.deliver(parcel).await;
         metrics::histogram!("pophost_store_seconds", "op" => "deliver")
             .record(started.elapsed().as_secs_f64());
         let outcomes = match delivered {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 tracing::warn!(error = %e, "delivery failed");
-                self.discard(Some(blob)).await;
+                self.discard(blob).await;
                 return Ok(all("451 4.3.0 Temporary storage failure"));
             }
         };

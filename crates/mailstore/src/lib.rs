@@ -10,6 +10,7 @@
 mod admin;
 mod convert;
 mod error;
+mod group;
 mod held;
 mod model;
 mod policy;
@@ -111,18 +112,15 @@ pub trait Maildrops: Send + Sync {
 pub trait Delivery: Send + Sync {
     /// The user an envelope recipient names, through domain aliases.
     async fn find_recipient(&self, address: &Address) -> Result<Option<UserId>>;
-    /// Starts a body; it stays pending (and is cleaned up after a crash) until `deliver`.
+    /// Starts the body of a large message; it stays pending (and is cleaned up after a crash)
+    /// until `deliver`.
     async fn begin_blob(&self) -> Result<BlobId>;
     async fn append_chunk(&self, blob: BlobId, seq: u32, data: &[u8]) -> Result<()>;
-    /// Stores the body for each recipient whose quota allows it, all in one transaction;
-    /// returns one outcome per recipient, in order. The body is kept once however many
-    /// recipients got it, and dropped if none did.
-    async fn deliver(
-        &self,
-        blob: BlobId,
-        body_size: u64,
-        recipients: &[Recipient],
-    ) -> Result<Vec<Result<()>>>;
+    /// Stores the body for each recipient whose quota allows it, in one transaction; returns
+    /// one outcome per recipient, in order. The body is kept once however many recipients got
+    /// it, and dropped if none did. Deliveries arriving together share a transaction and its
+    /// commit (group commit): each is acknowledged only once that commit is durable.
+    async fn deliver(&self, parcel: Parcel) -> Result<Vec<Result<()>>>;
     async fn discard_blob(&self, blob: BlobId) -> Result<()>;
 }
 

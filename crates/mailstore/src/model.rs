@@ -205,6 +205,23 @@ pub struct Recipient {
     pub prefix: Vec<u8>,
 }
 
+/// A message on its way to its recipients: what `Delivery::deliver` stores in one transaction.
+///
+/// A small body travels whole in `tail` and is written in the delivery's own transaction (one
+/// commit for everything). A large one was streamed with `begin_blob`/`append_chunk` into
+/// `blob` as it arrived (so no delivery holds a whole large message in memory), and `tail` is
+/// its last part, appended as chunk number `chunks`.
+#[derive(Debug, Clone, Default)]
+pub struct Parcel {
+    pub blob: Option<BlobId>,
+    /// Chunks already appended to `blob`.
+    pub chunks: u32,
+    pub tail: Vec<u8>,
+    /// The whole body's size in octets (chunks and tail).
+    pub size: u64,
+    pub recipients: Vec<Recipient>,
+}
+
 /// A way of writing a login (see tenancy's `Login::parse`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LoginForm {

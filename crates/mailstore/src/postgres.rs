@@ -12,6 +12,7 @@ use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 use tracing::instrument;
 
 use crate::convert::*;
+use crate::group::{BatchWriter, GroupCommit, Outcomes};
 use crate::held::Held;
 use crate::*;
 
@@ -42,6 +43,7 @@ pub struct PostgresStore {
     /// The install's UID prefix (see the first migration).
     uid_prefix: tokio::sync::OnceCell<String>,
     ttl_secs: f64,
+    deliveries: GroupCommit,
 }
 
 impl PostgresStore {
@@ -78,12 +80,16 @@ impl PostgresStore {
                 .map_err(|e| StoreError::Unavailable(e.into()))?;
         }
         Ok(Self {
-            pool,
             node: lock.node,
             incarnation: incarnation(),
             held: Held::default(),
             uid_prefix: tokio::sync::OnceCell::new(),
             ttl_secs: lock.ttl.as_secs_f64(),
+            deliveries: GroupCommit::start(Writer {
+                pool: pool.clone(),
+                uid_prefix: tokio::sync::OnceCell::new(),
+            }),
+            pool,
         })
     }
 
@@ -896,15 +902,17 @@ impl Maildrops for PostgresStore {
 #[async_trait]
 impl Delivery for PostgresStore {
     async fn find_recipient(&self, address: &Address) -> Result<Option<UserId>> {
-        let Some(policy) = self.domain_policy(&address.domain).await? else {
-            return Ok(None);
-        };
-        // Not `find_user`: a disabled account cannot log in but still receives mail.
+        // Not `find_user`: a disabled account cannot log in but still receives mail. The
+        // domain, or the domain an alias stands for, in the same statement.
         let id: Option<i64> = sqlx::query_scalar(
-            "SELECT u.id FROM users u JOIN domains d ON d.id = u.domain_id
-             WHERE d.name = $1 AND u.localpart = $2",
+            "SELECT u.id FROM users u
+             WHERE u.localpart = $2 AND u.domain_id = (
+                 SELECT id FROM domains WHERE name = $1
+                 UNION ALL
+                 SELECT domain_id FROM domain_aliases WHERE alias = $1
+                 LIMIT 1)",
         )
-        .bind(policy.name.as_str())
+        .bind(address.domain.as_str())
         .bind(address.local.as_str())
         .fetch_optional(&self.pool)
         .await?;
@@ -929,20 +937,64 @@ impl Delivery for PostgresStore {
         Ok(())
     }
 
-    #[instrument(skip_all, fields(blob = blob.0, size = body_size, recipients = recipients.len()))]
-    async fn deliver(
-        &self,
-        blob: BlobId,
-        body_size: u64,
-        recipients: &[Recipient],
-    ) -> Result<Vec<Result<()>>> {
+    async fn deliver(&self, parcel: Parcel) -> Result<Vec<Result<()>>> {
+        self.deliveries.deliver(parcel).await
+    }
+
+    async fn discard_blob(&self, blob: BlobId) -> Result<()> {
+        sqlx::query("DELETE FROM blobs WHERE id = $1 AND pending_node IS NOT NULL")
+            .bind(blob.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A delivered body and its messages. $1 size, $2 refs, $3 the tail's chunk number, $4 the
+/// tail, $5 the UID prefix, $6/$7/$8 each recipient's user, header block and size.
+const STORE_PARCEL: &str = "
+    WITH b AS (INSERT INTO blobs (size, refs) VALUES ($1, $2) RETURNING id),
+    c AS (INSERT INTO blob_chunks (blob_id, seq, data)
+          SELECT id, $3, $4 FROM b WHERE octet_length($4) > 0)
+    INSERT INTO messages (user_id, uid, blob_id, prefix, size)
+    SELECT t.user_id, $5 || '.' || nextval('message_uids'), b.id, t.prefix, t.size
+    FROM b, unnest($6::BIGINT[], $7::BYTEA[], $8::BIGINT[]) WITH ORDINALITY
+        AS t(user_id, prefix, size, n)
+    ORDER BY t.n";
+
+/// As `STORE_PARCEL`, for a body streamed into blob $9 before the delivery.
+const STORE_STREAMED_PARCEL: &str = "
+    WITH b AS (UPDATE blobs SET pending_node = NULL, size = $1, refs = $2
+               WHERE id = $9::BIGINT RETURNING id),
+    c AS (INSERT INTO blob_chunks (blob_id, seq, data)
+          SELECT id, $3, $4 FROM b WHERE octet_length($4) > 0)
+    INSERT INTO messages (user_id, uid, blob_id, prefix, size)
+    SELECT t.user_id, $5 || '.' || nextval('message_uids'), b.id, t.prefix, t.size
+    FROM b, unnest($6::BIGINT[], $7::BYTEA[], $8::BIGINT[]) WITH ORDINALITY
+        AS t(user_id, prefix, size, n)
+    ORDER BY t.n";
+
+/// Stores deliveries, a batch per transaction (see `group`).
+struct Writer {
+    pool: PgPool,
+    /// The install's UID prefix, read once.
+    uid_prefix: tokio::sync::OnceCell<String>,
+}
+
+#[async_trait]
+impl BatchWriter for Writer {
+    #[instrument(skip_all, fields(parcels = parcels.len()))]
+    async fn write_batch(&self, parcels: &[Parcel]) -> Result<Vec<Outcomes>> {
         let mut tx = self.pool.begin().await?;
-        // Quota checks read and then update usage counters; concurrent deliveries must not both
-        // pass. Lock the domain rows, then the user rows, each in id order, so two deliveries
-        // never wait on each other in a cycle. NO KEY UPDATE, not UPDATE: a lock() inserting
-        // rows that reference these (maildrop_locks, hourly_stats) must not wait on a delivery
-        // that may itself wait for lock()'s hourly_stats row.
-        let users: Vec<i64> = recipients.iter().map(|r| r.user.0).collect();
+        // Quota checks read and then update usage counters; concurrent deliveries (from other
+        // frontends) must not both pass. Lock the batch's domain rows, then its user rows, each
+        // in id order, so two batches never wait on each other in a cycle. NO KEY UPDATE, not
+        // UPDATE: a lock() inserting rows that reference these (maildrop_locks, hourly_stats)
+        // must not wait on a delivery that may itself wait for lock()'s hourly_stats row.
+        let users: Vec<i64> = parcels
+            .iter()
+            .flat_map(|p| p.recipients.iter().map(|r| r.user.0))
+            .collect();
         sqlx::query(
             "SELECT id FROM domains WHERE id IN (SELECT domain_id FROM users WHERE id = ANY($1))
              ORDER BY id FOR NO KEY UPDATE",
@@ -954,7 +1006,6 @@ impl Delivery for PostgresStore {
             .bind(&users)
             .execute(&mut *tx)
             .await?;
-        // Fixed at install time: read once, not on every delivery.
         let prefix = self
             .uid_prefix
             .get_or_try_init(|| async {
@@ -964,71 +1015,98 @@ impl Delivery for PostgresStore {
             })
             .await?
             .clone();
-        let mut outcomes = Vec::with_capacity(recipients.len());
-        let mut refs = 0i64;
         let mut per_domain = std::collections::BTreeMap::<i64, i64>::new();
-        for r in recipients {
-            let size = to_i64(body_size).saturating_add(to_i64(r.prefix.len() as u64));
-            let row = sqlx::query(
-                "SELECT u.domain_id,
-                        u.quota_bytes IS NOT NULL AND u.used_bytes + $2 > u.quota_bytes,
-                        u.quota_messages IS NOT NULL AND u.used_messages + 1 > u.quota_messages,
-                        d.quota_bytes IS NOT NULL AND d.used_bytes + $2 > d.quota_bytes,
-                        d.quota_messages IS NOT NULL AND d.used_messages + 1 > d.quota_messages,
-                        d.quota_tempfail
-                 FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.id = $1",
-            )
-            .bind(r.user.0)
-            .bind(size)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else {
-                outcomes.push(Err(StoreError::NotFound("recipient".into())));
-                continue;
-            };
-            let over = (1..=4).try_fold(false, |acc, i| {
-                row.try_get::<bool, _>(i).map(|over| acc || over)
-            })?;
-            if over {
-                outcomes.push(Err(if row.try_get::<bool, _>(5)? {
-                    StoreError::QuotaExceededTemporary
-                } else {
-                    StoreError::QuotaExceeded
-                }));
-                continue;
+        let mut all = Vec::with_capacity(parcels.len());
+        for parcel in parcels {
+            let mut outcomes = Vec::with_capacity(parcel.recipients.len());
+            let mut accepted = Vec::new();
+            for r in &parcel.recipients {
+                let size = to_i64(parcel.size).saturating_add(to_i64(r.prefix.len() as u64));
+                // The check and the usage update in one round trip: every part of the statement
+                // sees the usage from before it, and the updates apply only when it fits.
+                let row = sqlx::query(
+                    "WITH q AS (
+                        SELECT u.domain_id,
+                            u.quota_bytes IS NOT NULL AND u.used_bytes + $2 > u.quota_bytes
+                            OR u.quota_messages IS NOT NULL AND u.used_messages + 1 > u.quota_messages
+                            OR d.quota_bytes IS NOT NULL AND d.used_bytes + $2 > d.quota_bytes
+                            OR d.quota_messages IS NOT NULL AND d.used_messages + 1 > d.quota_messages
+                                AS over,
+                            d.quota_tempfail,
+                            u.quota_warned OR u.quota_bytes IS NOT NULL
+                                OR u.quota_messages IS NOT NULL AS warn_check
+                        FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.id = $1
+                     ), user_usage AS (
+                        UPDATE users SET used_bytes = used_bytes + $2,
+                            used_messages = used_messages + 1
+                        WHERE id = $1 AND (SELECT NOT over FROM q)
+                     ), domain_usage AS (
+                        UPDATE domains SET used_bytes = used_bytes + $2,
+                            used_messages = used_messages + 1
+                        WHERE id = (SELECT domain_id FROM q) AND (SELECT NOT over FROM q)
+                     )
+                     SELECT domain_id, over, quota_tempfail, warn_check FROM q",
+                )
+                .bind(r.user.0)
+                .bind(size)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    outcomes.push(Err(StoreError::NotFound("recipient".into())));
+                    continue;
+                };
+                if row.try_get::<bool, _>(1)? {
+                    outcomes.push(Err(if row.try_get::<bool, _>(2)? {
+                        StoreError::QuotaExceededTemporary
+                    } else {
+                        StoreError::QuotaExceeded
+                    }));
+                    continue;
+                }
+                *per_domain.entry(row.try_get::<i64, _>(0)?).or_default() += 1;
+                // A user with no quota of their own is never warned: skip reading it again.
+                let warn_check: bool = row.try_get(3)?;
+                accepted.push((r, size, warn_check));
+                outcomes.push(Ok(()));
             }
-            let domain: i64 = row.try_get(0)?;
-            sqlx::query(
-                "INSERT INTO messages (user_id, uid, blob_id, prefix, size)
-                 VALUES ($1, $2 || '.' || nextval('message_uids'), $3, $4, $5)",
-            )
-            .bind(r.user.0)
-            .bind(&prefix)
-            .bind(blob.0)
-            .bind(&r.prefix)
-            .bind(size)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE users SET used_bytes = used_bytes + $1, used_messages = used_messages + 1
-                 WHERE id = $2",
-            )
-            .bind(size)
-            .bind(r.user.0)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE domains SET used_bytes = used_bytes + $1, used_messages = used_messages + 1
-                 WHERE id = $2",
-            )
-            .bind(size)
-            .bind(domain)
-            .execute(&mut *tx)
-            .await?;
-            Self::quota_warning(&mut tx, r.user.0, &prefix).await?;
-            *per_domain.entry(domain).or_default() += 1;
-            refs += 1;
-            outcomes.push(Ok(()));
+            if !accepted.is_empty() {
+                let users: Vec<i64> = accepted.iter().map(|(r, _, _)| r.user.0).collect();
+                let prefixes: Vec<&[u8]> = accepted.iter().map(|(r, _, _)| &r.prefix[..]).collect();
+                let sizes: Vec<i64> = accepted.iter().map(|(_, size, _)| *size).collect();
+                let seq = i32::try_from(parcel.chunks)
+                    .map_err(|_| StoreError::Invalid("message too large".into()))?;
+                // The body (a new blob, or the one streamed so far, now complete), its last
+                // chunk and each recipient's message, in one round trip.
+                let sql = if parcel.blob.is_some() {
+                    STORE_STREAMED_PARCEL
+                } else {
+                    STORE_PARCEL
+                };
+                let mut store = sqlx::query(sql)
+                    .bind(to_i64(parcel.size))
+                    .bind(to_i64(accepted.len() as u64))
+                    .bind(seq)
+                    .bind(&parcel.tail)
+                    .bind(&prefix)
+                    .bind(&users)
+                    .bind(&prefixes)
+                    .bind(&sizes);
+                if let Some(blob) = parcel.blob {
+                    store = store.bind(blob.0);
+                }
+                store.execute(&mut *tx).await?;
+            } else if let Some(blob) = parcel.blob {
+                sqlx::query("DELETE FROM blobs WHERE id = $1")
+                    .bind(blob.0)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (r, _, warn_check) in &accepted {
+                if *warn_check {
+                    PostgresStore::quota_warning(&mut tx, r.user.0, &prefix).await?;
+                }
+            }
+            all.push(outcomes);
         }
         for (domain, delivered) in per_domain {
             sqlx::query(
@@ -1042,29 +1120,8 @@ impl Delivery for PostgresStore {
             .execute(&mut *tx)
             .await?;
         }
-        if refs == 0 {
-            sqlx::query("DELETE FROM blobs WHERE id = $1")
-                .bind(blob.0)
-                .execute(&mut *tx)
-                .await?;
-        } else {
-            sqlx::query("UPDATE blobs SET pending_node = NULL, size = $1, refs = $2 WHERE id = $3")
-                .bind(to_i64(body_size))
-                .bind(refs)
-                .bind(blob.0)
-                .execute(&mut *tx)
-                .await?;
-        }
         tx.commit().await?;
-        Ok(outcomes)
-    }
-
-    async fn discard_blob(&self, blob: BlobId) -> Result<()> {
-        sqlx::query("DELETE FROM blobs WHERE id = $1 AND pending_node IS NOT NULL")
-            .bind(blob.0)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        Ok(all)
     }
 }
 

@@ -13,6 +13,7 @@ use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 use tracing::instrument;
 
 use crate::convert::*;
+use crate::group::{BatchWriter, GroupCommit, Outcomes};
 use crate::held::Held;
 use crate::*;
 
@@ -27,6 +28,7 @@ pub struct SqliteStore {
     /// The install's UID prefix (see the first migration).
     uid_prefix: tokio::sync::OnceCell<String>,
     ttl: Duration,
+    deliveries: GroupCommit,
 }
 
 impl SqliteStore {
@@ -68,12 +70,16 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Unavailable(e.into()))?;
         }
         Ok(Self {
-            pool,
             node: lock.node,
             incarnation: incarnation(),
             held: Held::default(),
             uid_prefix: tokio::sync::OnceCell::new(),
             ttl: lock.ttl,
+            deliveries: GroupCommit::start(Writer {
+                pool: pool.clone(),
+                uid_prefix: tokio::sync::OnceCell::new(),
+            }),
+            pool,
         })
     }
 
@@ -901,15 +907,17 @@ impl Maildrops for SqliteStore {
 #[async_trait]
 impl Delivery for SqliteStore {
     async fn find_recipient(&self, address: &Address) -> Result<Option<UserId>> {
-        let Some(policy) = self.domain_policy(&address.domain).await? else {
-            return Ok(None);
-        };
-        // Not `find_user`: a disabled account cannot log in but still receives mail.
+        // Not `find_user`: a disabled account cannot log in but still receives mail. The
+        // domain, or the domain an alias stands for, in the same statement.
         let id: Option<i64> = sqlx::query_scalar(
-            "SELECT u.id FROM users u JOIN domains d ON d.id = u.domain_id
-             WHERE d.name = $1 AND u.localpart = $2",
+            "SELECT u.id FROM users u
+             WHERE u.localpart = $2 AND u.domain_id = (
+                 SELECT id FROM domains WHERE name = $1
+                 UNION ALL
+                 SELECT domain_id FROM domain_aliases WHERE alias = $1
+                 LIMIT 1)",
         )
-        .bind(policy.name.as_str())
+        .bind(address.domain.as_str())
         .bind(address.local.as_str())
         .fetch_optional(&self.pool)
         .await?;
@@ -937,16 +945,32 @@ impl Delivery for SqliteStore {
         Ok(())
     }
 
-    #[instrument(skip_all, fields(blob = blob.0, size = body_size, recipients = recipients.len()))]
-    async fn deliver(
-        &self,
-        blob: BlobId,
-        body_size: u64,
-        recipients: &[Recipient],
-    ) -> Result<Vec<Result<()>>> {
+    async fn deliver(&self, parcel: Parcel) -> Result<Vec<Result<()>>> {
+        self.deliveries.deliver(parcel).await
+    }
+
+    async fn discard_blob(&self, blob: BlobId) -> Result<()> {
+        sqlx::query("DELETE FROM blobs WHERE id = $1 AND pending_node IS NOT NULL")
+            .bind(blob.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Stores deliveries, a batch per transaction (see `group`).
+struct Writer {
+    pool: SqlitePool,
+    /// The install's UID prefix, read once.
+    uid_prefix: tokio::sync::OnceCell<String>,
+}
+
+#[async_trait]
+impl BatchWriter for Writer {
+    #[instrument(skip_all, fields(parcels = parcels.len()))]
+    async fn write_batch(&self, parcels: &[Parcel]) -> Result<Vec<Outcomes>> {
         let now = now_ms();
-        let mut tx = self.write().await?;
-        // Fixed at install time: read once, not on every delivery.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let prefix = self
             .uid_prefix
             .get_or_try_init(|| async {
@@ -956,77 +980,136 @@ impl Delivery for SqliteStore {
             })
             .await?
             .clone();
-        let mut outcomes = Vec::with_capacity(recipients.len());
-        let mut refs = 0i64;
+        // UIDs for every recipient of the batch in one step; a refused recipient leaves a gap,
+        // which is harmless (UIDs are only ever compared for equality).
+        let wanted = to_i64(parcels.iter().map(|p| p.recipients.len() as u64).sum());
+        let last: i64 = sqlx::query_scalar(
+            "UPDATE counters SET value = value + $1 WHERE name = 'uid' RETURNING value",
+        )
+        .bind(wanted)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut next_uid = last - wanted + 1;
         let mut per_domain = std::collections::BTreeMap::<i64, i64>::new();
-        for r in recipients {
-            let size = to_i64(body_size).saturating_add(to_i64(r.prefix.len() as u64));
-            let row = sqlx::query(
-                "SELECT u.domain_id,
-                        u.quota_bytes IS NOT NULL AND u.used_bytes + $2 > u.quota_bytes,
-                        u.quota_messages IS NOT NULL AND u.used_messages + 1 > u.quota_messages,
-                        d.quota_bytes IS NOT NULL AND d.used_bytes + $2 > d.quota_bytes,
-                        d.quota_messages IS NOT NULL AND d.used_messages + 1 > d.quota_messages,
-                        d.quota_tempfail
-                 FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.id = $1",
-            )
-            .bind(r.user.0)
-            .bind(size)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else {
-                outcomes.push(Err(StoreError::NotFound("recipient".into())));
-                continue;
-            };
-            let over = (1..=4).try_fold(false, |acc, i| {
-                row.try_get::<bool, _>(i).map(|over| acc || over)
-            })?;
-            if over {
-                outcomes.push(Err(if row.try_get::<bool, _>(5)? {
-                    StoreError::QuotaExceededTemporary
-                } else {
-                    StoreError::QuotaExceeded
-                }));
-                continue;
+        let mut all = Vec::with_capacity(parcels.len());
+        for parcel in parcels {
+            let mut outcomes = Vec::with_capacity(parcel.recipients.len());
+            let mut accepted = Vec::new();
+            for r in &parcel.recipients {
+                let uid = format!("{prefix}.{next_uid}");
+                next_uid += 1;
+                let size = to_i64(parcel.size).saturating_add(to_i64(r.prefix.len() as u64));
+                let row = sqlx::query(
+                    "SELECT u.domain_id,
+                        u.quota_bytes IS NOT NULL AND u.used_bytes + $2 > u.quota_bytes
+                        OR u.quota_messages IS NOT NULL AND u.used_messages + 1 > u.quota_messages
+                        OR d.quota_bytes IS NOT NULL AND d.used_bytes + $2 > d.quota_bytes
+                        OR d.quota_messages IS NOT NULL AND d.used_messages + 1 > d.quota_messages,
+                        d.quota_tempfail,
+                        u.quota_warned OR u.quota_bytes IS NOT NULL OR u.quota_messages IS NOT NULL
+                     FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.id = $1",
+                )
+                .bind(r.user.0)
+                .bind(size)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    outcomes.push(Err(StoreError::NotFound("recipient".into())));
+                    continue;
+                };
+                if row.try_get::<bool, _>(1)? {
+                    outcomes.push(Err(if row.try_get::<bool, _>(2)? {
+                        StoreError::QuotaExceededTemporary
+                    } else {
+                        StoreError::QuotaExceeded
+                    }));
+                    continue;
+                }
+                let domain: i64 = row.try_get(0)?;
+                sqlx::query(
+                    "UPDATE users SET used_bytes = used_bytes + $1, used_messages = used_messages + 1
+                     WHERE id = $2",
+                )
+                .bind(size)
+                .bind(r.user.0)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE domains SET used_bytes = used_bytes + $1, used_messages = used_messages + 1
+                     WHERE id = $2",
+                )
+                .bind(size)
+                .bind(domain)
+                .execute(&mut *tx)
+                .await?;
+                *per_domain.entry(domain).or_default() += 1;
+                // A user with no quota of their own is never warned: skip reading it again.
+                let warn_check: bool = row.try_get(3)?;
+                accepted.push((r, uid, size, warn_check));
+                outcomes.push(Ok(()));
             }
-            let domain: i64 = row.try_get(0)?;
-            let n: i64 = sqlx::query_scalar(
-                "UPDATE counters SET value = value + 1 WHERE name = 'uid' RETURNING value",
-            )
-            .fetch_one(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO messages (user_id, uid, blob_id, prefix, size, delivered_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(r.user.0)
-            .bind(format!("{prefix}.{n}"))
-            .bind(blob.0)
-            .bind(&r.prefix)
-            .bind(size)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE users SET used_bytes = used_bytes + $1, used_messages = used_messages + 1
-                 WHERE id = $2",
-            )
-            .bind(size)
-            .bind(r.user.0)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE domains SET used_bytes = used_bytes + $1, used_messages = used_messages + 1
-                 WHERE id = $2",
-            )
-            .bind(size)
-            .bind(domain)
-            .execute(&mut *tx)
-            .await?;
-            Self::quota_warning(&mut tx, r.user.0, &prefix, now).await?;
-            *per_domain.entry(domain).or_default() += 1;
-            refs += 1;
-            outcomes.push(Ok(()));
+            let refs = to_i64(accepted.len() as u64);
+            let blob = match (parcel.blob, refs) {
+                (None, 0) => None,
+                (Some(blob), 0) => {
+                    sqlx::query("DELETE FROM blobs WHERE id = $1")
+                        .bind(blob.0)
+                        .execute(&mut *tx)
+                        .await?;
+                    None
+                }
+                (Some(blob), _) => {
+                    sqlx::query(
+                        "UPDATE blobs SET pending_node = NULL, size = $1, refs = $2 WHERE id = $3",
+                    )
+                    .bind(to_i64(parcel.size))
+                    .bind(refs)
+                    .bind(blob.0)
+                    .execute(&mut *tx)
+                    .await?;
+                    Some(blob.0)
+                }
+                (None, _) => Some(
+                    sqlx::query_scalar(
+                        "INSERT INTO blobs (size, refs, created_at) VALUES ($1, $2, $3) RETURNING id",
+                    )
+                    .bind(to_i64(parcel.size))
+                    .bind(refs)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?,
+                ),
+            };
+            if let Some(blob) = blob {
+                if !parcel.tail.is_empty() {
+                    sqlx::query("INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)")
+                        .bind(blob)
+                        .bind(i64::from(parcel.chunks))
+                        .bind(&parcel.tail)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for (r, uid, size, _) in &accepted {
+                    sqlx::query(
+                        "INSERT INTO messages (user_id, uid, blob_id, prefix, size, delivered_at)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(r.user.0)
+                    .bind(uid)
+                    .bind(blob)
+                    .bind(&r.prefix)
+                    .bind(size)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            for (r, _, _, warn_check) in &accepted {
+                if *warn_check {
+                    SqliteStore::quota_warning(&mut tx, r.user.0, &prefix, now).await?;
+                }
+            }
+            all.push(outcomes);
         }
         for (domain, delivered) in per_domain {
             sqlx::query(
@@ -1039,29 +1122,8 @@ impl Delivery for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        if refs == 0 {
-            sqlx::query("DELETE FROM blobs WHERE id = $1")
-                .bind(blob.0)
-                .execute(&mut *tx)
-                .await?;
-        } else {
-            sqlx::query("UPDATE blobs SET pending_node = NULL, size = $1, refs = $2 WHERE id = $3")
-                .bind(to_i64(body_size))
-                .bind(refs)
-                .bind(blob.0)
-                .execute(&mut *tx)
-                .await?;
-        }
         tx.commit().await?;
-        Ok(outcomes)
-    }
-
-    async fn discard_blob(&self, blob: BlobId) -> Result<()> {
-        sqlx::query("DELETE FROM blobs WHERE id = $1 AND pending_node IS NOT NULL")
-            .bind(blob.0)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        Ok(all)
     }
 }
 

@@ -83,24 +83,43 @@ async fn deliver(
     chunk: usize,
     to: &[(UserId, &str)],
 ) -> Vec<Result<()>> {
-    let blob = store.begin_blob().await.expect("blob");
-    for (seq, part) in body.chunks(chunk).enumerate() {
+    store
+        .deliver(parcel(store, body, chunk, to).await)
+        .await
+        .expect("deliver")
+}
+
+/// A body as LMTP hands it over: a body longer than one `chunk` streamed into a blob but for its
+/// last part, a short one whole.
+async fn parcel(store: &dyn Store, body: &[u8], chunk: usize, to: &[(UserId, &str)]) -> Parcel {
+    let parts: Vec<&[u8]> = body.chunks(chunk).collect();
+    let (streamed, tail) = match parts.split_last() {
+        Some((tail, streamed)) if !streamed.is_empty() => (streamed, *tail),
+        _ => (&[][..], body),
+    };
+    let mut blob = None;
+    for (seq, part) in streamed.iter().enumerate() {
+        if blob.is_none() {
+            blob = Some(store.begin_blob().await.expect("blob"));
+        }
         store
-            .append_chunk(blob, seq as u32, part)
+            .append_chunk(blob.expect("blob"), seq as u32, part)
             .await
             .expect("chunk");
     }
-    let recipients: Vec<Recipient> = to
-        .iter()
-        .map(|(u, prefix)| Recipient {
-            user: *u,
-            prefix: prefix.as_bytes().to_vec(),
-        })
-        .collect();
-    store
-        .deliver(blob, body.len() as u64, &recipients)
-        .await
-        .expect("deliver")
+    Parcel {
+        blob,
+        chunks: streamed.len() as u32,
+        tail: tail.to_vec(),
+        size: body.len() as u64,
+        recipients: to
+            .iter()
+            .map(|(u, prefix)| Recipient {
+                user: *u,
+                prefix: prefix.as_bytes().to_vec(),
+            })
+            .collect(),
+    }
 }
 
 async fn read_all(store: &dyn Store, m: &MessageMeta) -> Vec<u8> {

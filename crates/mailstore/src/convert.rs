@@ -69,3 +69,54 @@ pub(crate) const POLICY_SUMMARY: &str = "SELECT min(retention_days),
         count(DISTINCT coalesce(retention_days, -1)),
         min(login_delay_secs), count(DISTINCT coalesce(login_delay_secs, -1))
      FROM domains";
+
+/// Parses the one-row listing `Maildrops::list` reads on both backends: one message per line,
+/// `id size blob_id uid`, lines separated by LF, in id order. The uid comes last and may hold
+/// anything but an LF (uids are 0x21-0x7E, see `uid_problem`).
+pub(crate) fn parse_listing(listing: &str) -> crate::Result<Vec<crate::MessageMeta>> {
+    if listing.is_empty() {
+        return Ok(Vec::new());
+    }
+    let bad = |line: &str| crate::StoreError::Invalid(format!("malformed listing line {line:?}"));
+    let mut messages = Vec::with_capacity(listing.bytes().filter(|&b| b == b'\n').count() + 1);
+    for line in listing.split('\n') {
+        let mut fields = line.splitn(4, ' ');
+        let mut int = || -> Option<i64> { fields.next()?.parse().ok() };
+        let (Some(id), Some(size), Some(blob)) = (int(), int(), int()) else {
+            return Err(bad(line));
+        };
+        let uid = fields
+            .next()
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| bad(line))?;
+        messages.push(crate::MessageMeta {
+            id: crate::MessageId(id),
+            uid: uid.to_owned(),
+            size: to_u64(size),
+            blob: crate::BlobId(blob),
+        });
+    }
+    Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_lines_parse_in_order() {
+        assert!(parse_listing("").unwrap().is_empty());
+        let got = parse_listing("3 120 7 pfx.1\n9 5 7 a b\n10 0 11 x").unwrap();
+        let fields: Vec<_> = got
+            .iter()
+            .map(|m| (m.id.0, m.size, m.blob.0, m.uid.as_str()))
+            .collect();
+        assert_eq!(
+            fields,
+            [(3, 120, 7, "pfx.1"), (9, 5, 7, "a b"), (10, 0, 11, "x")]
+        );
+        for bad in ["3 120 7", "3 120 7 ", "x 1 2 u", "1 2 u", "1 2 3 u\n"] {
+            assert!(parse_listing(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -101,6 +101,23 @@ pub trait Maildrops: Send + Sync {
     async fn list(&self, user: UserId) -> Result<Vec<MessageMeta>>;
     /// Part 0 of a message is its header block, parts 1.. its body chunks; `None` past the end.
     async fn read_part(&self, message: &MessageMeta, part: u32) -> Result<Option<Vec<u8>>>;
+    /// Parts `first..first + count` of a message, as `read_part` gives them, fewer at its end
+    /// (none past it): one store round trip for several parts of a large message.
+    async fn read_parts(
+        &self,
+        message: &MessageMeta,
+        first: u32,
+        count: u32,
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut parts = Vec::new();
+        for part in first..first.saturating_add(count) {
+            match self.read_part(message, part).await? {
+                Some(data) => parts.push(data),
+                None => break,
+            }
+        }
+        Ok(parts)
+    }
     /// UPDATE: removes `deleted` and releases the lock in one transaction, only while `lease`
     /// still holds the maildrop (else `LeaseLost` and nothing changes). The lease is no longer
     /// renewed after this, whatever the outcome.

@@ -844,22 +844,16 @@ impl Maildrops for PostgresStore {
     }
 
     async fn list(&self, user: UserId) -> Result<Vec<MessageMeta>> {
-        let rows = sqlx::query(
-            "SELECT id, uid, size, blob_id FROM messages WHERE user_id = $1 ORDER BY id",
+        // One row for the whole listing (see `parse_listing`): a large maildrop's rows would
+        // otherwise each be decoded (and, on SQLite, handed across threads) one by one.
+        let listing: Option<String> = sqlx::query_scalar(
+            "SELECT string_agg(id || ' ' || size || ' ' || blob_id || ' ' || uid, E'\\n' ORDER BY id)
+             FROM messages WHERE user_id = $1",
         )
         .bind(user.0)
-        .fetch_all(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(MessageMeta {
-                    id: MessageId(r.try_get(0)?),
-                    uid: r.try_get(1)?,
-                    size: to_u64(r.try_get(2)?),
-                    blob: BlobId(r.try_get(3)?),
-                })
-            })
-            .collect()
+        parse_listing(listing.as_deref().unwrap_or_default())
     }
 
     async fn read_part(&self, message: &MessageMeta, part: u32) -> Result<Option<Vec<u8>>> {
@@ -876,6 +870,47 @@ impl Maildrops for PostgresStore {
                 .await?
         };
         Ok(data)
+    }
+
+    async fn read_parts(
+        &self,
+        message: &MessageMeta,
+        first: u32,
+        count: u32,
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut parts = Vec::new();
+        let mut next = first;
+        if next == 0 && count > 0 {
+            match self.read_part(message, 0).await? {
+                Some(prefix) => parts.push(prefix),
+                None => return Ok(parts),
+            }
+            next = 1;
+        }
+        let want = count.saturating_sub(u32::try_from(parts.len()).unwrap_or(u32::MAX));
+        if want == 0 {
+            return Ok(parts);
+        }
+        // Body part `n` is chunk `n - 1`.
+        let seq = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        let (from, to) = (next - 1, (next - 1).saturating_add(want));
+        let rows: Vec<(i32, Vec<u8>)> = sqlx::query_as(
+            "SELECT seq, data FROM blob_chunks WHERE blob_id = $1 AND seq >= $2 AND seq < $3
+             ORDER BY seq",
+        )
+        .bind(message.blob.0)
+        .bind(seq(from))
+        .bind(seq(to))
+        .fetch_all(&self.pool)
+        .await?;
+        // A missing chunk ends the message, as `read_part`'s `None` does.
+        for ((got, data), expected) in rows.into_iter().zip(from..) {
+            if got != seq(expected) {
+                break;
+            }
+            parts.push(data);
+        }
+        Ok(parts)
     }
 
     #[instrument(skip_all, fields(user = lease.user.0, deleted = deleted.len()))]

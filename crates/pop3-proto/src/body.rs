@@ -64,13 +64,47 @@ impl BodyEncoder {
 
     /// Appends the dot-stuffed form of the next `chunk` of the message to `out`. Once TOP has
     /// sent all it needs, further input is ignored.
-    pub fn push(&mut self, mut chunk: &[u8], out: &mut Vec<u8>) {
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        if self.body_lines_left.is_none() {
+            self.push_whole(chunk, out);
+        } else {
+            self.push_lines(chunk, out);
+        }
+    }
+
+    /// RETR: nothing is cut, so only the lines that start with `.` matter. The runs between them
+    /// are copied whole; `memmem` finds each `\n.` (a line start with a dot inside the chunk),
+    /// the line state carried over from the previous chunk covers a dot at the chunk's start.
+    fn push_whole(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let Some(&first) = chunk.first() else { return };
+        out.reserve(chunk.len() + chunk.len() / 64 + 1);
+        if first == b'.' && self.line == LineSoFar::Empty {
+            self.write(out, b".");
+        }
+        let mut start = 0;
+        for i in memchr::memmem::find_iter(chunk, b"\n.") {
+            // Up to and including the `\n`; the dot starts the next run.
+            let end = i + 1;
+            self.write(out, chunk.get(start..end).unwrap_or_default());
+            self.write(out, b".");
+            start = end;
+        }
+        self.write(out, chunk.get(start..).unwrap_or_default());
+        // The header/body split only matters to TOP; RETR just tracks whether a line is open.
+        self.line = match memchr::memrchr(b'\n', chunk) {
+            Some(i) => LineSoFar::Empty.extend(chunk.get(i + 1..).unwrap_or_default()),
+            None => self.line.extend(chunk),
+        };
+    }
+
+    /// TOP: line by line, counting the body lines.
+    fn push_lines(&mut self, mut chunk: &[u8], out: &mut Vec<u8>) {
         while !self.done {
             let Some(&first) = chunk.first() else { return };
             if first == b'.' && self.line == LineSoFar::Empty {
                 self.write(out, b".");
             }
-            let (segment, rest, ends_line) = match chunk.iter().position(|&b| b == b'\n') {
+            let (segment, rest, ends_line) = match memchr::memchr(b'\n', chunk) {
                 Some(i) => {
                     let (segment, rest) = chunk.split_at(i.saturating_add(1));
                     (segment, rest, true)
@@ -188,6 +222,85 @@ mod tests {
         let chunks: &[&[u8]] = &[b"a\r", b"\n", b".", b"b\r\n", b"", b".", b".\r", b"\n."];
         let (out, _) = run(BodyEncoder::retr(), chunks);
         assert_eq!(show(&out), "a\r\n..b\r\n...\r\n..\r\n.\r\n");
+    }
+
+    /// Inputs where a dot, a CR or an LF sits at or next to every place a chunk can end, plus a
+    /// long one so `memmem`'s vectorised paths (not only its short-haystack one) see dots at
+    /// many offsets.
+    fn tricky() -> Vec<Vec<u8>> {
+        let mut inputs: Vec<Vec<u8>> = [
+            &b"."[..],
+            b"..",
+            b".\r\n.",
+            b"\r\n.\r\n..\r\n",
+            b"a\r\n.b\r\n\r\n.\r\n.",
+            b"\n.\n.\n..\r.\r\n.",
+            b"x.\r\n.y.\r\n\r",
+            b"S: x\r\n\r\n.\r\n..x\r\n.y\r\na.b\r\n",
+        ]
+        .iter()
+        .map(|m| m.to_vec())
+        .collect();
+        let mut long = Vec::new();
+        for i in 0..300usize {
+            if i % 3 == 0 {
+                long.push(b'.');
+            }
+            long.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, i % 37));
+            long.extend_from_slice(if i % 5 == 0 { b".\r\n" } else { b"\r\n" });
+        }
+        long.extend_from_slice(b".");
+        inputs.push(long);
+        inputs
+    }
+
+    #[test]
+    fn retr_equals_the_line_model_at_every_split() {
+        for msg in tricky() {
+            let expected = model(&msg, None);
+            for i in 0..=msg.len() {
+                let (a, b) = msg.split_at(i);
+                let (out, _) = run(BodyEncoder::retr(), &[a, b]);
+                assert_eq!(
+                    show(&out),
+                    show(&expected),
+                    "split at {i} of {}",
+                    show(&msg)
+                );
+            }
+            // Two splits, on the short inputs (every pair) and byte by byte on all of them.
+            if msg.len() < 40 {
+                for i in 0..=msg.len() {
+                    for j in i..=msg.len() {
+                        let chunks = [&msg[..i], &msg[i..j], &msg[j..]];
+                        let (out, _) = run(BodyEncoder::retr(), &chunks);
+                        assert_eq!(show(&out), show(&expected), "splits {i},{j}");
+                    }
+                }
+            }
+            let bytes: Vec<&[u8]> = msg.chunks(1).collect();
+            let (out, _) = run(BodyEncoder::retr(), &bytes);
+            assert_eq!(show(&out), show(&expected), "byte by byte");
+        }
+    }
+
+    #[test]
+    fn top_equals_the_line_model_at_every_split() {
+        // TOP's model knows only CRLF line ends (stored messages are CRLF-normalised).
+        let crlf_only = |m: &Vec<u8>| m.windows(2).all(|w| w[1] != b'\n' || w[0] == b'\r');
+        for msg in tricky()
+            .into_iter()
+            .filter(|m| crlf_only(m) && !m.starts_with(b"\n"))
+        {
+            for n in [0, 1, 2, 5] {
+                let expected = model(&msg, Some(n));
+                for i in 0..=msg.len() {
+                    let (a, b) = msg.split_at(i);
+                    let (out, _) = run(BodyEncoder::top(n), &[a, b]);
+                    assert_eq!(show(&out), show(&expected), "TOP {n} split at {i}");
+                }
+            }
+        }
     }
 
     const MSG: &[u8] = b"Subject: x\r\nFrom: y\r\n\r\nline1\r\n.line2\r\nline3\r\n";

@@ -87,6 +87,29 @@ pub fn encode(reply: &Reply, out: &mut Vec<u8>) {
     }
 }
 
+/// Appends a multi-line `+OK` reply of `<number> <text>` lines, as LIST and UIDL send them: the
+/// same bytes as [`encode`] of a [`Reply::Multi`] with those lines, without a `String` per line
+/// (a listing of a large maildrop has tens of thousands).
+pub fn encode_listing<N: fmt::Display, T: fmt::Display>(
+    first: &str,
+    lines: impl IntoIterator<Item = (N, T)>,
+    out: &mut Vec<u8>,
+) {
+    use fmt::Write as _;
+    status_line(out, "+OK", None, first);
+    let mut line = String::new();
+    for (n, text) in lines {
+        line.clear();
+        let _ = write!(line, "{n} {text}");
+        if line.starts_with('.') {
+            out.push(b'.');
+        }
+        push_single_line(out, &line);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+}
+
 fn status_line(out: &mut Vec<u8>, indicator: &str, code: Option<RespCode>, text: &str) {
     let mut prefix = String::from(indicator);
     if let Some(code) = code {
@@ -128,6 +151,30 @@ mod tests {
         let mut out = Vec::new();
         encode(reply, &mut out);
         out
+    }
+
+    #[test]
+    fn a_listing_is_encoded_like_the_multi_line_reply() {
+        let items: Vec<(String, String)> = vec![
+            ("1".into(), "abc".into()),
+            ("2".into(), "x\r\ny".into()),
+            (".3".into(), "dot".into()),
+            (String::new(), "".into()),
+        ];
+        for n in 0..=items.len() {
+            let items = &items[..n];
+            let multi = Reply::Multi {
+                first: "listing\r\nfollows".into(),
+                lines: items.iter().map(|(a, b)| format!("{a} {b}")).collect(),
+            };
+            let mut listing = Vec::new();
+            encode_listing(
+                "listing\r\nfollows",
+                items.iter().map(|(a, b)| (a, b)),
+                &mut listing,
+            );
+            assert_eq!(listing, bytes(&multi));
+        }
     }
 
     #[test]

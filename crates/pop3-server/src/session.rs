@@ -6,7 +6,9 @@
 //! starts again in AUTHORIZATION.
 
 use mailstore::StoreError;
-use pop3_proto::{BodyEncoder, Command, LineBuffer, MsgNum, Reply, RespCode, encode, parse_line};
+use pop3_proto::{
+    BodyEncoder, Command, LineBuffer, MsgNum, Reply, RespCode, encode, encode_listing, parse_line,
+};
 use pop3_proto::{limits::MAX_SASL_LINE, parse_sasl_line};
 use tenancy::{AuthError, LoginContext};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -556,25 +558,20 @@ impl Session {
             }
             (State::Transaction(drop), Command::List(None)) => {
                 let (count, size) = drop.stat();
-                Reply::Multi {
-                    first: format!("{count} messages ({size} octets)"),
-                    lines: drop
-                        .iter_live()
-                        .map(|(n, m)| format!("{n} {}", m.size))
-                        .collect(),
-                }
+                let first = format!("{count} messages ({size} octets)");
+                let lines = drop.iter_live().map(|(n, m)| (n, m.size));
+                encode_listing(&first, lines, &mut self.out);
+                return Ok(Flow::Continue);
             }
             (State::Transaction(drop), Command::List(Some(n))) => match drop.live(n) {
                 Ok(m) => Reply::Ok(format!("{n} {}", m.size)),
                 Err(e) => e,
             },
-            (State::Transaction(drop), Command::Uidl(None)) => Reply::Multi {
-                first: "unique-id listing follows".into(),
-                lines: drop
-                    .iter_live()
-                    .map(|(n, m)| format!("{n} {}", m.uid))
-                    .collect(),
-            },
+            (State::Transaction(drop), Command::Uidl(None)) => {
+                let lines = drop.iter_live().map(|(n, m)| (n, &m.uid));
+                encode_listing("unique-id listing follows", lines, &mut self.out);
+                return Ok(Flow::Continue);
+            }
             (State::Transaction(drop), Command::Uidl(Some(n))) => match drop.live(n) {
                 Ok(m) => Reply::Ok(format!("{n} {}", m.uid)),
                 Err(e) => e,
@@ -750,11 +747,15 @@ impl Session {
             }
         };
         self.queue(&Reply::Ok(format!("{} octets", message.size)));
-        let mut next = 1;
         let mut read: u64 = 0;
+        // For RETR, a message of more than one body part is read by a task of its own, a few
+        // parts ahead of the writes (see `read_ahead`); anything else is read here part by part.
+        let mut ahead = None;
+        let mut next = 1;
         while let Some(data) = part {
             read = read.saturating_add(data.len() as u64);
             body.push(&data, &mut self.out);
+            std::mem::drop(data);
             if self.out.len() >= FLUSH_AT {
                 self.flush(wr).await?;
             }
@@ -764,9 +765,22 @@ impl Session {
             if body.is_done() || read == message.size {
                 break;
             }
-            part = match observe::timed("read_part", store.read_part(&message, next)).await {
-                Ok(p) => p,
-                Err(e) => {
+            let large = message.size.saturating_sub(read) > mailstore::CHUNK_SIZE as u64;
+            // TOP usually stops within the first body part: no reading ahead for it.
+            let fetched = if retr && next == 1 && large {
+                let mut parts = read_ahead(store.clone(), message.clone(), next, read);
+                let first = parts.recv().await;
+                ahead = Some(parts);
+                first
+            } else if let Some(parts) = &mut ahead {
+                parts.recv().await
+            } else {
+                Some(observe::timed("read_part", store.read_part(&message, next)).await)
+            };
+            part = match fetched {
+                None => None,
+                Some(Ok(p)) => p,
+                Some(Err(e)) => {
                     // Mid-message there is no way to say -ERR: drop the connection (no UPDATE).
                     tracing::warn!(error = %e, "reading message failed mid-transfer");
                     return Err(End::Io(std::io::Error::other("store failed mid-message")));
@@ -824,6 +838,49 @@ impl Session {
             }
         }
     }
+}
+
+/// The reader of a large message fetches this many body parts per store call, and may hold that
+/// many ready beyond the one being written: a RETR holds about `2 * READ_AHEAD + 1` parts
+/// (~1.1 MiB) at most, and a client that stops reading stops the reader too.
+const READ_AHEAD: u32 = 4;
+
+/// Reads the body parts of `message` from `first` on, `READ_AHEAD` per store call and ahead of
+/// the writes, so reading overlaps dot-stuffing and writing. It stops once the parts add up to
+/// `message.size` (counting the `read` octets already sent), at the end of the parts (`None`),
+/// at the first error (passed on), or when the session drops the receiver.
+fn read_ahead(
+    store: std::sync::Arc<dyn mailstore::Store>,
+    message: mailstore::MessageMeta,
+    first: u32,
+    mut read: u64,
+) -> tokio::sync::mpsc::Receiver<Result<Option<Vec<u8>>, StoreError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD as usize);
+    tokio::spawn(async move {
+        let mut next = first;
+        while read < message.size {
+            let batch = store.read_parts(&message, next, READ_AHEAD);
+            let parts = match observe::timed("read_parts", batch).await {
+                Ok(parts) if parts.is_empty() => {
+                    let _ = tx.send(Ok(None)).await;
+                    return;
+                }
+                Ok(parts) => parts,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            for data in parts {
+                read = read.saturating_add(data.len() as u64);
+                next += 1;
+                if tx.send(Ok(Some(data))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
 }
 
 fn sys_temp() -> Reply {

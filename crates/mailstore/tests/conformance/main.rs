@@ -1471,6 +1471,83 @@ async fn the_audit_log_is_newest_first_and_filters(b: impl Backend) {
     );
 }
 
+/// `list`: every message of the maildrop and no other's, by id, with its size, blob and uid
+/// exactly (odd but valid uids included), and an empty maildrop lists nothing.
+async fn the_listing_is_exact_and_in_id_order(b: impl Backend) {
+    let s = b.open(LockOptions::default()).await;
+    let john = user(&*s, "john@example.com").await;
+    let jane = user(&*s, "jane@example.com").await;
+    assert!(s.list(john).await.expect("list").is_empty());
+    let odd = r##"!"#$%&'()*+,-./0:;<=>?@[\]^_`{|}~"##;
+    let long = "u".repeat(70);
+    let batch: Vec<ImportMessage> = [
+        (odd, "a\r\n"),
+        (long.as_str(), "d\r\n"),
+        ("x", "b\r\n\r\nc\r\n"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (uid, body))| ImportMessage {
+        key: format!("k{i}"),
+        uid: Some((*uid).into()),
+        data: body.as_bytes().to_vec(),
+    })
+    .collect();
+    s.import(john, &batch).await.expect("import");
+    assert!(deliver(&*s, b"to both\r\n", 4, &[(john, "P: 1\r\n"), (jane, "")]).await[0].is_ok());
+    assert!(deliver(&*s, &[b'z'; 300], 128, &[(john, "")]).await[0].is_ok());
+    let listed = s.list(john).await.expect("list");
+    assert_eq!(listed.len(), 5);
+    assert!(
+        listed.windows(2).all(|w| w[0].id.0 < w[1].id.0),
+        "{listed:?}"
+    );
+    let uids: Vec<&str> = listed.iter().map(|m| m.uid.as_str()).collect();
+    assert_eq!(&uids[..3], [odd, long.as_str(), "x"]);
+    for m in &listed {
+        assert_eq!(read_all(&*s, m).await.len() as u64, m.size, "{m:?}");
+    }
+    assert_eq!((listed[3].size, listed[4].size), (15, 300));
+    let jane_listed = s.list(jane).await.expect("list");
+    assert_eq!(jane_listed.len(), 1);
+    assert_eq!(
+        jane_listed[0].blob, listed[3].blob,
+        "one body, two messages"
+    );
+    assert_ne!(listed[3].blob, listed[4].blob);
+    assert_ne!(jane_listed[0].id, listed[3].id);
+}
+
+/// `read_parts`: any run of parts, from the header block on or from any body part, is what
+/// `read_part` gives one by one; short at the end of the message, empty past it.
+async fn several_parts_read_at_once_equal_the_parts_one_by_one(b: impl Backend) {
+    let s = b.open(LockOptions::default()).await;
+    let john = user(&*s, "john@example.com").await;
+    let body: Vec<u8> = (0..5_000u32)
+        .flat_map(|i| format!("{i}\r\n").into_bytes())
+        .collect();
+    assert!(deliver(&*s, &body, 1000, &[(john, "P: 1\r\n")]).await[0].is_ok());
+    let m = s.list(john).await.expect("list").remove(0);
+    let mut one_by_one = Vec::new();
+    while let Some(data) = s
+        .read_part(&m, one_by_one.len() as u32)
+        .await
+        .expect("read")
+    {
+        one_by_one.push(data);
+    }
+    let n = one_by_one.len() as u32;
+    assert!(n > 3, "{n} parts");
+    for first in 0..=n + 1 {
+        for count in [0, 1, 2, 3, n, n + 5] {
+            let got = s.read_parts(&m, first, count).await.expect("read_parts");
+            let from = (first as usize).min(one_by_one.len());
+            let to = (first.saturating_add(count) as usize).min(one_by_one.len());
+            assert_eq!(got, one_by_one[from..to], "parts {first} + {count}");
+        }
+    }
+}
+
 macro_rules! stories {
     ($($story:ident),* $(,)?) => {
         mod sqlite {
@@ -1522,4 +1599,6 @@ stories!(
     retention_deletes_old_mail_in_batches_but_not_in_open_maildrops,
     login_delay_refuses_early_logins,
     import_keeps_uids_reports_bad_ones_and_is_idempotent,
+    the_listing_is_exact_and_in_id_order,
+    several_parts_read_at_once_equal_the_parts_one_by_one,
 );

@@ -136,7 +136,7 @@ fn metrics_move_when_a_session_runs() {
         delta(r#"pophost_store_seconds_count{op="commit_update"}"#),
         2.0
     );
-    assert!(get(&after, r#"pophost_store_seconds_sum{op="read_part"}"#) > 0.0);
+    assert!(get(&after, r#"pophost_store_seconds_sum{op="read_parts"}"#) > 0.0);
     assert!(get(&after, r#"pophost_store_pool_connections{state="max"}"#) >= 1.0);
     assert!(after.contains_key(r#"pophost_store_pool_connections{state="in_use"}"#));
 }

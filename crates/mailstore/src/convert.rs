@@ -96,6 +96,9 @@ pub(crate) fn parse_listing(listing: &str) -> crate::Result<Vec<crate::MessageMe
             blob: crate::BlobId(blob),
         });
     }
+    // The order the store gave is id order already (then this is one pass); sorting keeps it
+    // so even where SQL leaves the order of an aggregate open.
+    messages.sort_by_key(|m| m.id.0);
     Ok(messages)
 }
 

@@ -881,11 +881,29 @@ impl Maildrops for PostgresStore {
         let mut parts = Vec::new();
         let mut next = first;
         if next == 0 && count > 0 {
-            match self.read_part(message, 0).await? {
-                Some(prefix) => parts.push(prefix),
-                None => return Ok(parts),
-            }
+            // The header block and the first body chunk in one statement: all of a small
+            // message, which is what most RETRs read.
+            let row: Option<(Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+                "SELECT m.prefix, c.data FROM messages m
+                 LEFT JOIN blob_chunks c ON c.blob_id = m.blob_id AND c.seq = 0 AND $2
+                 WHERE m.id = $1",
+            )
+            .bind(message.id.0)
+            .bind(count > 1)
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some((prefix, chunk)) = row else {
+                return Ok(parts);
+            };
+            parts.push(prefix);
             next = 1;
+            if count > 1 {
+                let Some(chunk) = chunk else {
+                    return Ok(parts);
+                };
+                parts.push(chunk);
+                next = 2;
+            }
         }
         let want = count.saturating_sub(u32::try_from(parts.len()).unwrap_or(u32::MAX));
         if want == 0 {

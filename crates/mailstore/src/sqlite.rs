@@ -852,10 +852,11 @@ impl Maildrops for SqliteStore {
 
     async fn list(&self, user: UserId) -> Result<Vec<MessageMeta>> {
         // One row for the whole listing (see `parse_listing`): a large maildrop's rows would
-        // otherwise each be decoded (and, on SQLite, handed across threads) one by one.
+        // otherwise each be decoded (and, on SQLite, handed across threads) one by one. The
+        // index `messages_listing` covers the inner query, in id order, without a sort.
         let listing: Option<String> = sqlx::query_scalar(
-            "SELECT group_concat(id || ' ' || size || ' ' || blob_id || ' ' || uid, char(10) ORDER BY id)
-             FROM messages WHERE user_id = $1",
+            "SELECT group_concat(id || ' ' || size || ' ' || blob_id || ' ' || uid, char(10))
+             FROM (SELECT id, size, blob_id, uid FROM messages WHERE user_id = $1 ORDER BY id)",
         )
         .bind(user.0)
         .fetch_one(&self.pool)
@@ -888,11 +889,29 @@ impl Maildrops for SqliteStore {
         let mut parts = Vec::new();
         let mut next = first;
         if next == 0 && count > 0 {
-            match self.read_part(message, 0).await? {
-                Some(prefix) => parts.push(prefix),
-                None => return Ok(parts),
-            }
+            // The header block and the first body chunk in one statement: all of a small
+            // message, which is what most RETRs read.
+            let row: Option<(Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+                "SELECT m.prefix, c.data FROM messages m
+                 LEFT JOIN blob_chunks c ON c.blob_id = m.blob_id AND c.seq = 0 AND $2
+                 WHERE m.id = $1",
+            )
+            .bind(message.id.0)
+            .bind(count > 1)
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some((prefix, chunk)) = row else {
+                return Ok(parts);
+            };
+            parts.push(prefix);
             next = 1;
+            if count > 1 {
+                let Some(chunk) = chunk else {
+                    return Ok(parts);
+                };
+                parts.push(chunk);
+                next = 2;
+            }
         }
         let want = count.saturating_sub(u32::try_from(parts.len()).unwrap_or(u32::MAX));
         if want == 0 {

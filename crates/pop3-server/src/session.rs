@@ -739,13 +739,16 @@ impl Session {
         };
         let store = self.services.store.clone();
         // The store is read before the status line, so a failing store still gets a clean -ERR.
-        let mut part = match observe::timed("read_part", store.read_part(&message, 0)).await {
-            Ok(Some(prefix)) => Some(prefix),
-            Ok(None) | Err(_) => {
+        // The first read brings the header block and the first body part: all of a small
+        // message in one store round trip.
+        let mut head = match observe::timed("read_parts", store.read_parts(&message, 0, 2)).await {
+            Ok(parts) if !parts.is_empty() => parts.into_iter(),
+            Ok(_) | Err(_) => {
                 self.queue(&sys_temp());
                 return Ok(Flow::Continue);
             }
         };
+        let mut part = head.next();
         self.queue(&Reply::Ok(format!("{} octets", message.size)));
         let mut read: u64 = 0;
         // For RETR, a message of more than one body part is read by a task of its own, a few
@@ -767,7 +770,9 @@ impl Session {
             }
             let large = message.size.saturating_sub(read) > mailstore::CHUNK_SIZE as u64;
             // TOP usually stops within the first body part: no reading ahead for it.
-            let fetched = if retr && next == 1 && large {
+            let fetched = if let Some(data) = head.next() {
+                Some(Ok(Some(data)))
+            } else if retr && ahead.is_none() && large {
                 let mut parts = read_ahead(store.clone(), message.clone(), next, read);
                 let first = parts.recv().await;
                 ahead = Some(parts);

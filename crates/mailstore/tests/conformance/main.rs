@@ -1546,6 +1546,11 @@ async fn several_parts_read_at_once_equal_the_parts_one_by_one(b: impl Backend) 
             assert_eq!(got, one_by_one[from..to], "parts {first} + {count}");
         }
     }
+    // A message with an empty body is its header block alone.
+    assert!(deliver(&*s, b"", 1000, &[(john, "P: 2\r\n")]).await[0].is_ok());
+    let empty = s.list(john).await.expect("list").remove(1);
+    let got = s.read_parts(&empty, 0, 2).await.expect("read_parts");
+    assert_eq!(got, vec![b"P: 2\r\n".to_vec()]);
 }
 
 macro_rules! stories {

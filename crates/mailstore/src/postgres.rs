@@ -845,10 +845,11 @@ impl Maildrops for PostgresStore {
 
     async fn list(&self, user: UserId) -> Result<Vec<MessageMeta>> {
         // One row for the whole listing (see `parse_listing`): a large maildrop's rows would
-        // otherwise each be decoded (and, on SQLite, handed across threads) one by one.
+        // otherwise each be decoded one by one. The inner query reads `messages_listing` in id
+        // order; an ORDER BY inside the aggregate would sort the 50,000 rows again.
         let listing: Option<String> = sqlx::query_scalar(
-            "SELECT string_agg(id || ' ' || size || ' ' || blob_id || ' ' || uid, E'\\n' ORDER BY id)
-             FROM messages WHERE user_id = $1",
+            "SELECT string_agg(id || ' ' || size || ' ' || blob_id || ' ' || uid, E'\\n')
+             FROM (SELECT id, size, blob_id, uid FROM messages WHERE user_id = $1 ORDER BY id) m",
         )
         .bind(user.0)
         .fetch_one(&self.pool)

@@ -108,16 +108,7 @@ pub trait Maildrops: Send + Sync {
         message: &MessageMeta,
         first: u32,
         count: u32,
-    ) -> Result<Vec<Vec<u8>>> {
-        let mut parts = Vec::new();
-        for part in first..first.saturating_add(count) {
-            match self.read_part(message, part).await? {
-                Some(data) => parts.push(data),
-                None => break,
-            }
-        }
-        Ok(parts)
-    }
+    ) -> Result<Vec<Vec<u8>>>;
     /// UPDATE: removes `deleted` and releases the lock in one transaction, only while `lease`
     /// still holds the maildrop (else `LeaseLost` and nothing changes). The lease is no longer
     /// renewed after this, whatever the outcome.

@@ -41,7 +41,7 @@ pub struct PostgresStore {
     incarnation: String,
     held: Held,
     /// The install's UID prefix (see the first migration).
-    uid_prefix: tokio::sync::OnceCell<String>,
+    uid_prefix: std::sync::Arc<tokio::sync::OnceCell<String>>,
     ttl_secs: f64,
     deliveries: GroupCommit,
 }
@@ -79,17 +79,18 @@ impl PostgresStore {
                 .await
                 .map_err(|e| StoreError::Unavailable(e.into()))?;
         }
+        let uid_prefix = std::sync::Arc::new(tokio::sync::OnceCell::new());
         Ok(Self {
             node: lock.node,
             incarnation: incarnation(),
             held: Held::default(),
-            uid_prefix: tokio::sync::OnceCell::new(),
             ttl_secs: lock.ttl.as_secs_f64(),
             deliveries: GroupCommit::start(Writer {
                 pool: pool.clone(),
-                uid_prefix: tokio::sync::OnceCell::new(),
+                uid_prefix: uid_prefix.clone(),
             }),
             pool,
+            uid_prefix,
         })
     }
 
@@ -189,9 +190,11 @@ impl PostgresStore {
     }
 
     /// The install's UID prefix, read once.
-    async fn prefix(&self, tx: &mut Transaction<'_, Postgres>) -> Result<String> {
-        Ok(self
-            .uid_prefix
+    async fn prefix(
+        cell: &tokio::sync::OnceCell<String>,
+        tx: &mut Transaction<'_, Postgres>,
+    ) -> Result<String> {
+        Ok(cell
             .get_or_try_init(|| async {
                 sqlx::query_scalar::<_, String>("SELECT value FROM meta WHERE key = 'uid_prefix'")
                     .fetch_one(&mut **tx)
@@ -1004,22 +1007,16 @@ impl Delivery for PostgresStore {
     }
 }
 
-/// A delivered body and its messages. $1 size, $2 refs, $3 the tail's chunk number, $4 the
-/// tail, $5 the UID prefix, $6/$7/$8 each recipient's user, header block and size.
+/// A delivered body and its messages, in one round trip: the body is a new blob, or blob $9 (the
+/// one streamed before the delivery, now complete); then its last chunk and each recipient's
+/// message. $1 size, $2 refs, $3 the tail's chunk number, $4 the tail, $5 the UID prefix,
+/// $6/$7/$8 each recipient's user, header block and size, $9 the streamed blob or NULL.
 const STORE_PARCEL: &str = "
-    WITH b AS (INSERT INTO blobs (size, refs) VALUES ($1, $2) RETURNING id),
-    c AS (INSERT INTO blob_chunks (blob_id, seq, data)
-          SELECT id, $3, $4 FROM b WHERE octet_length($4) > 0)
-    INSERT INTO messages (user_id, uid, blob_id, prefix, size)
-    SELECT t.user_id, $5 || '.' || nextval('message_uids'), b.id, t.prefix, t.size
-    FROM b, unnest($6::BIGINT[], $7::BYTEA[], $8::BIGINT[]) WITH ORDINALITY
-        AS t(user_id, prefix, size, n)
-    ORDER BY t.n";
-
-/// As `STORE_PARCEL`, for a body streamed into blob $9 before the delivery.
-const STORE_STREAMED_PARCEL: &str = "
-    WITH b AS (UPDATE blobs SET pending_node = NULL, size = $1, refs = $2
-               WHERE id = $9::BIGINT RETURNING id),
+    WITH new_blob AS (INSERT INTO blobs (size, refs) SELECT $1, $2 WHERE $9::BIGINT IS NULL
+                      RETURNING id),
+    streamed AS (UPDATE blobs SET pending_node = NULL, size = $1, refs = $2
+                 WHERE id = $9::BIGINT RETURNING id),
+    b AS (SELECT id FROM new_blob UNION ALL SELECT id FROM streamed),
     c AS (INSERT INTO blob_chunks (blob_id, seq, data)
           SELECT id, $3, $4 FROM b WHERE octet_length($4) > 0)
     INSERT INTO messages (user_id, uid, blob_id, prefix, size)
@@ -1031,8 +1028,8 @@ const STORE_STREAMED_PARCEL: &str = "
 /// Stores deliveries, a batch per transaction (see `group`).
 struct Writer {
     pool: PgPool,
-    /// The install's UID prefix, read once.
-    uid_prefix: tokio::sync::OnceCell<String>,
+    /// The store's UID prefix cell.
+    uid_prefix: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
 #[async_trait]
@@ -1060,15 +1057,7 @@ impl BatchWriter for Writer {
             .bind(&users)
             .execute(&mut *tx)
             .await?;
-        let prefix = self
-            .uid_prefix
-            .get_or_try_init(|| async {
-                sqlx::query_scalar::<_, String>("SELECT value FROM meta WHERE key = 'uid_prefix'")
-                    .fetch_one(&mut *tx)
-                    .await
-            })
-            .await?
-            .clone();
+        let prefix = PostgresStore::prefix(&self.uid_prefix, &mut tx).await?;
         let mut per_domain = std::collections::BTreeMap::<i64, i64>::new();
         let mut all = Vec::with_capacity(parcels.len());
         for parcel in parcels {
@@ -1129,14 +1118,7 @@ impl BatchWriter for Writer {
                 let sizes: Vec<i64> = accepted.iter().map(|(_, size, _)| *size).collect();
                 let seq = i32::try_from(parcel.chunks)
                     .map_err(|_| StoreError::Invalid("message too large".into()))?;
-                // The body (a new blob, or the one streamed so far, now complete), its last
-                // chunk and each recipient's message, in one round trip.
-                let sql = if parcel.blob.is_some() {
-                    STORE_STREAMED_PARCEL
-                } else {
-                    STORE_PARCEL
-                };
-                let mut store = sqlx::query(sql)
+                sqlx::query(STORE_PARCEL)
                     .bind(to_i64(parcel.size))
                     .bind(to_i64(accepted.len() as u64))
                     .bind(seq)
@@ -1144,11 +1126,10 @@ impl BatchWriter for Writer {
                     .bind(&prefix)
                     .bind(&users)
                     .bind(&prefixes)
-                    .bind(&sizes);
-                if let Some(blob) = parcel.blob {
-                    store = store.bind(blob.0);
-                }
-                store.execute(&mut *tx).await?;
+                    .bind(&sizes)
+                    .bind(parcel.blob.map(|b| b.0))
+                    .execute(&mut *tx)
+                    .await?;
             } else if let Some(blob) = parcel.blob {
                 sqlx::query("DELETE FROM blobs WHERE id = $1")
                     .bind(blob.0)
@@ -1952,7 +1933,7 @@ impl Policies for PostgresStore {
     #[instrument(skip_all, fields(user = user.0, messages = messages.len()))]
     async fn import(&self, user: UserId, messages: &[ImportMessage]) -> Result<Vec<ImportOutcome>> {
         let mut tx = self.pool.begin().await?;
-        let prefix = self.prefix(&mut tx).await?;
+        let prefix = Self::prefix(&self.uid_prefix, &mut tx).await?;
         // Domain then user, as deliveries lock them: usage counters stay exact, and two imports
         // into one mailbox run one after the other.
         let domain: Option<i64> = sqlx::query_scalar("SELECT domain_id FROM users WHERE id = $1")

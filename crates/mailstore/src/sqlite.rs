@@ -26,7 +26,7 @@ pub struct SqliteStore {
     incarnation: String,
     held: Held,
     /// The install's UID prefix (see the first migration).
-    uid_prefix: tokio::sync::OnceCell<String>,
+    uid_prefix: std::sync::Arc<tokio::sync::OnceCell<String>>,
     ttl: Duration,
     deliveries: GroupCommit,
 }
@@ -69,17 +69,18 @@ impl SqliteStore {
                 .await
                 .map_err(|e| StoreError::Unavailable(e.into()))?;
         }
+        let uid_prefix = std::sync::Arc::new(tokio::sync::OnceCell::new());
         Ok(Self {
             node: lock.node,
             incarnation: incarnation(),
             held: Held::default(),
-            uid_prefix: tokio::sync::OnceCell::new(),
             ttl: lock.ttl,
             deliveries: GroupCommit::start(Writer {
                 pool: pool.clone(),
-                uid_prefix: tokio::sync::OnceCell::new(),
+                uid_prefix: uid_prefix.clone(),
             }),
             pool,
+            uid_prefix,
         })
     }
 
@@ -175,9 +176,11 @@ impl SqliteStore {
     }
 
     /// The install's UID prefix, read once.
-    async fn prefix(&self, tx: &mut Transaction<'_, Sqlite>) -> Result<String> {
-        Ok(self
-            .uid_prefix
+    async fn prefix(
+        cell: &tokio::sync::OnceCell<String>,
+        tx: &mut Transaction<'_, Sqlite>,
+    ) -> Result<String> {
+        Ok(cell
             .get_or_try_init(|| async {
                 sqlx::query_scalar::<_, String>("SELECT value FROM meta WHERE key = 'uid_prefix'")
                     .fetch_one(&mut **tx)
@@ -1015,8 +1018,8 @@ impl Delivery for SqliteStore {
 /// Stores deliveries, a batch per transaction (see `group`).
 struct Writer {
     pool: SqlitePool,
-    /// The install's UID prefix, read once.
-    uid_prefix: tokio::sync::OnceCell<String>,
+    /// The store's UID prefix cell.
+    uid_prefix: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
 #[async_trait]
@@ -1025,15 +1028,7 @@ impl BatchWriter for Writer {
     async fn write_batch(&self, parcels: &[Parcel]) -> Result<Vec<Outcomes>> {
         let now = now_ms();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let prefix = self
-            .uid_prefix
-            .get_or_try_init(|| async {
-                sqlx::query_scalar::<_, String>("SELECT value FROM meta WHERE key = 'uid_prefix'")
-                    .fetch_one(&mut *tx)
-                    .await
-            })
-            .await?
-            .clone();
+        let prefix = SqliteStore::prefix(&self.uid_prefix, &mut tx).await?;
         // UIDs for every recipient of the batch in one step; a refused recipient leaves a gap,
         // which is harmless (UIDs are only ever compared for equality).
         let wanted = to_i64(parcels.iter().map(|p| p.recipients.len() as u64).sum());
@@ -1940,7 +1935,7 @@ impl Policies for SqliteStore {
     async fn import(&self, user: UserId, messages: &[ImportMessage]) -> Result<Vec<ImportOutcome>> {
         let now = now_ms();
         let mut tx = self.write().await?;
-        let prefix = self.prefix(&mut tx).await?;
+        let prefix = Self::prefix(&self.uid_prefix, &mut tx).await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
             .bind(user.0)
             .fetch_optional(&mut *tx)

@@ -70,7 +70,7 @@ pub(crate) const POLICY_SUMMARY: &str = "SELECT min(retention_days),
         min(login_delay_secs), count(DISTINCT coalesce(login_delay_secs, -1))
      FROM domains";
 
-/// Parses the one-row listing `Maildrops::list` reads on both backends: one message per line,
+/// Parses the one-row listing `Maildrops::list` reads on SQLite: one message per line,
 /// `id size blob_id uid`, lines separated by LF, in id order. The uid comes last and may hold
 /// anything but an LF (uids are 0x21-0x7E, see `uid_problem`).
 pub(crate) fn parse_listing(listing: &str) -> crate::Result<Vec<crate::MessageMeta>> {
@@ -102,6 +102,47 @@ pub(crate) fn parse_listing(listing: &str) -> crate::Result<Vec<crate::MessageMe
     Ok(messages)
 }
 
+/// Joins the Postgres listing's columns (`Maildrops::list`): ids, sizes, bodies, and the uids
+/// one per line, all in the same order; the result is in id order.
+pub(crate) fn zip_listing(
+    ids: &[i64],
+    sizes: &[i64],
+    blobs: &[i64],
+    uids: &str,
+) -> crate::Result<Vec<crate::MessageMeta>> {
+    let uids: Vec<&str> = if ids.is_empty() {
+        Vec::new()
+    } else {
+        uids.split('\n').collect()
+    };
+    if sizes.len() != ids.len() || blobs.len() != ids.len() || uids.len() != ids.len() {
+        return Err(crate::StoreError::Invalid(format!(
+            "listing columns disagree: {} ids, {} sizes, {} bodies, {} uids",
+            ids.len(),
+            sizes.len(),
+            blobs.len(),
+            uids.len()
+        )));
+    }
+    // Id order: the rows come in the order Postgres scanned them, which is id order when it
+    // reads the index but may not be when it reads the heap. Sorting positions by id (rather
+    // than the finished entries) keeps an unsorted listing cheap.
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    if !ids.is_sorted() {
+        order.sort_unstable_by_key(|&i| ids[i]);
+    }
+    let messages = order
+        .into_iter()
+        .map(|i| crate::MessageMeta {
+            id: crate::MessageId(ids[i]),
+            uid: uids[i].to_owned(),
+            size: to_u64(sizes[i]),
+            blob: crate::BlobId(blobs[i]),
+        })
+        .collect();
+    Ok(messages)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +162,18 @@ mod tests {
         for bad in ["3 120 7", "3 120 7 ", "x 1 2 u", "1 2 u", "1 2 3 u\n"] {
             assert!(parse_listing(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn listing_columns_zip_in_order() {
+        assert!(zip_listing(&[], &[], &[], "").unwrap().is_empty());
+        let got = zip_listing(&[9, 3], &[5, 120], &[7, 7], "a b\npfx.1").unwrap();
+        let fields: Vec<_> = got
+            .iter()
+            .map(|m| (m.id.0, m.size, m.blob.0, m.uid.as_str()))
+            .collect();
+        assert_eq!(fields, [(3, 120, 7, "pfx.1"), (9, 5, 7, "a b")]);
+        assert!(zip_listing(&[1, 2], &[1, 2], &[1, 2], "only-one").is_err());
+        assert!(zip_listing(&[1], &[1, 2], &[1], "u").is_err());
     }
 }

@@ -945,6 +945,20 @@ impl Maildrops for SqliteStore {
     #[instrument(skip_all, fields(user = lease.user.0, deleted = deleted.len()))]
     async fn commit_update(&self, lease: &Lease, deleted: &[MessageId]) -> Result<()> {
         self.held.remove(lease.token);
+        if deleted.is_empty() {
+            // Nothing to apply: releasing the lease is the whole UPDATE state, one statement.
+            let held = sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND token = $2")
+                .bind(lease.user.0)
+                .bind(lease.token)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            return if held == 0 {
+                Err(StoreError::LeaseLost)
+            } else {
+                Ok(())
+            };
+        }
         let mut tx = self.write().await?;
         let held = sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND token = $2")
             .bind(lease.user.0)

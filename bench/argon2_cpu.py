@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""CPU time of one argon2id hash (m=19456 KiB, t=2, p=1): the argon2 crate pophost uses against
-libsodium, which Dovecot verifies with, taken in turn so machine noise hits both alike.
+"""CPU time of one argon2id hash (m=19456 KiB, t=2, p=1): the argon2 crate (which pophost hashes new
+passwords with, and used to verify with) against libsodium (which Dovecot verifies with, and
+pophost now too: see crates/tenancy/src/password.rs), taken in turn so machine noise hits both
+alike.
 
     CARGO_TARGET_DIR=$PWD/target cargo build --release -p tenancy --example argon2_cpu
     python3 bench/argon2_cpu.py          # needs libsodium.so.23 (Debian: libsodium23, with Dovecot)

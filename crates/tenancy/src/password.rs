@@ -1,5 +1,11 @@
 //! Stored passwords: argon2id PHC strings with the argon2 crate's defaults, which are the OWASP
-//! parameters (m=19456 KiB, t=2, p=1). Verification compares in constant time inside argon2.
+//! parameters (m=19456 KiB, t=2, p=1). Verification compares in constant time.
+//!
+//! Verifying is most of a login's CPU, so the common case (argon2id, version 0x13, one lane,
+//! every hash pophost writes) goes to libsodium, whose argon2 picks AVX-512 at run time where
+//! the CPU has it: 12.5 ms per hash against the argon2 crate's 18.3 (AVX2 at best) on such a
+//! machine (`bench/argon2_cpu.py`, docs/BENCHMARKS.md). Anything else (argon2i/d, more lanes,
+//! imported hashes) stays with the argon2 crate. Both read the same PHC strings.
 
 use argon2::password_hash::PasswordHasher;
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
@@ -34,8 +40,30 @@ pub fn verify_password(password: &[u8], hash: &str) -> bool {
 #[derive(Default)]
 pub struct Scratch(Vec<Block>);
 
-/// `verify_password` using `scratch` as argon2's memory. The comparison is constant-time.
+/// `verify_password` using `scratch` as argon2's memory where the argon2 crate verifies. The
+/// comparison is constant-time.
 pub fn verify_password_in(password: &[u8], hash: &str, scratch: &mut Scratch) -> bool {
+    if for_sodium(hash)
+        && let Some(verdict) = sodium_verify(password, hash)
+    {
+        return verdict;
+    }
+    crate_verify(password, hash, scratch)
+}
+
+/// Whether libsodium reads `hash` as the argon2 crate does: argon2id, an explicit version 0x13
+/// (the two disagree on what a missing version means), one lane (all libsodium computes).
+fn for_sodium(hash: &str) -> bool {
+    let Ok(phc) = PasswordHash::new(hash) else {
+        return false;
+    };
+    phc.algorithm.as_str() == "argon2id"
+        && phc.version == Some(0x13)
+        && Params::try_from(&phc).is_ok_and(|p| p.p_cost() == 1)
+}
+
+/// The argon2 crate's verification, in `scratch`.
+fn crate_verify(password: &[u8], hash: &str, scratch: &mut Scratch) -> bool {
     let Ok(phc) = PasswordHash::new(hash) else {
         return false;
     };
@@ -70,6 +98,33 @@ pub fn verify_password_in(password: &[u8], hash: &str, scratch: &mut Scratch) ->
         && bool::from(out.ct_eq(expected.as_bytes()))
 }
 
+/// libsodium's verdict on `password` against the argon2id PHC string `hash`, or `None` when
+/// libsodium cannot take it (it failed to initialise, or the string is longer than it reads).
+/// libsodium compares in constant time and maps its own working memory per call.
+fn sodium_verify(password: &[u8], hash: &str) -> Option<bool> {
+    use libsodium_sys as sodium;
+    static READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    // SAFETY: sodium_init may be called from any thread, any number of times.
+    if !*READY.get_or_init(|| unsafe { sodium::sodium_init() } >= 0) {
+        return None;
+    }
+    if hash.len() >= sodium::crypto_pwhash_argon2id_STRBYTES as usize {
+        return None;
+    }
+    let hash = std::ffi::CString::new(hash).ok()?;
+    let len = u64::try_from(password.len()).ok()?;
+    // SAFETY: `hash` is NUL-terminated and shorter than crypto_pwhash_argon2id_STRBYTES, as
+    // libsodium requires; `password` is read for `len` bytes and may hold any bytes.
+    let verdict = unsafe {
+        sodium::crypto_pwhash_argon2id_str_verify(
+            hash.as_ptr(),
+            password.as_ptr().cast::<std::ffi::c_char>(),
+            len,
+        )
+    };
+    Some(verdict == 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +155,44 @@ mod tests {
             hash_password(b"correct horse battery staple").expect("hash"),
             "salted"
         );
+    }
+
+    /// The two verifiers agree: on pophost's own hashes, on a hash from the reference `argon2`
+    /// CLI (as imported Dovecot users' are), whatever the password's bytes; and the shapes
+    /// libsodium is not given (two lanes, argon2i, no version) still verify, with the crate.
+    #[test]
+    fn libsodium_and_the_argon2_crate_agree() {
+        let password = b"p\xc3\xa4ss\0word with a NUL";
+        let ours = hash_password(password).expect("hash");
+        // `echo -n password | argon2 somesaltsomesalt -id -m 15 -t 2 -p 1 -e`
+        let reference = "$argon2id$v=19$m=32768,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$IX8rTqp0d9Pu37QS7l1Ix06hxksaav9Ey5Ztp+RIRS8";
+        for (hash, right) in [(&ours[..], &password[..]), (reference, b"password")] {
+            assert!(for_sodium(hash), "{hash}");
+            for (candidate, want) in [(right, true), (b"p".as_slice(), false), (b"", false)] {
+                assert_eq!(sodium_verify(candidate, hash), Some(want), "{hash}");
+                assert_eq!(
+                    crate_verify(candidate, hash, &mut Scratch::default()),
+                    want,
+                    "{hash}"
+                );
+            }
+        }
+        let argon = |algorithm, lanes| {
+            let params = Params::new(64, 1, lanes, None).expect("params");
+            Argon2::new(algorithm, Version::V0x13, params)
+                .hash_password(b"password")
+                .expect("hash")
+                .to_string()
+        };
+        let no_version = argon(Algorithm::Argon2id, 1).replace("$v=19", "");
+        for hash in [
+            argon(Algorithm::Argon2id, 2),
+            argon(Algorithm::Argon2i, 1),
+            no_version,
+        ] {
+            assert!(!for_sodium(&hash), "{hash}");
+            assert!(verify_password(b"password", &hash), "{hash}");
+            assert!(!verify_password(b"passwore", &hash), "{hash}");
+        }
     }
 }

@@ -766,7 +766,7 @@ impl Maildrops for PostgresStore {
         // last_login_at and concurrent logins queue there; then take a free maildrop, or take
         // over a lease whose holder stopped renewing it (a live lease makes the upsert's WHERE
         // false: nothing is returned and no login is counted). A login still inside its
-        // LOGIN-DELAY takes nothing. The last column says whether a live lease was there: "in
+        // LOGIN-DELAY takes nothing. The third column says whether a live lease was there: "in
         // use" is the answer a client should hear before the delay.
         let row = sqlx::query(
             "WITH me AS (

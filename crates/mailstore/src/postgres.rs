@@ -94,6 +94,18 @@ impl PostgresStore {
         })
     }
 
+    /// Deletes the lease's lock row; false when the lease was no longer held (expired and taken
+    /// over, or broken by an admin).
+    async fn release(&self, lease: &Lease) -> Result<bool> {
+        let rows = sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND token = $2")
+            .bind(lease.user.0)
+            .bind(lease.token)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(rows > 0)
+    }
+
     async fn domain_id(tx: &mut Transaction<'_, Postgres>, name: &DomainName) -> Result<i64> {
         sqlx::query_scalar("SELECT id FROM domains WHERE name = $1")
             .bind(name.as_str())
@@ -825,11 +837,7 @@ impl Maildrops for PostgresStore {
 
     async fn unlock(&self, lease: &Lease) -> Result<()> {
         self.held.remove(lease.token);
-        sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND token = $2")
-            .bind(lease.user.0)
-            .bind(lease.token)
-            .execute(&self.pool)
-            .await?;
+        self.release(lease).await?;
         Ok(())
     }
 
@@ -957,16 +965,10 @@ impl Maildrops for PostgresStore {
         self.held.remove(lease.token);
         if deleted.is_empty() {
             // Nothing to apply: releasing the lease is the whole UPDATE state, one statement.
-            let held = sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND token = $2")
-                .bind(lease.user.0)
-                .bind(lease.token)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-            return if held == 0 {
-                Err(StoreError::LeaseLost)
-            } else {
+            return if self.release(lease).await? {
                 Ok(())
+            } else {
+                Err(StoreError::LeaseLost)
             };
         }
         let mut tx = self.pool.begin().await?;
@@ -1235,10 +1237,11 @@ impl BatchWriter for Writer {
                     outcomes.push(Err(StoreError::NotFound("recipient".into())));
                     continue;
                 };
-                let (tempfail, domain_account) = accounts
-                    .domains
-                    .get_mut(domain)
-                    .expect("every locked user's domain is read with it");
+                let Some((tempfail, domain_account)) = accounts.domains.get_mut(domain) else {
+                    // Not reached: `lock_accounts` reads every user with their domain.
+                    outcomes.push(Err(StoreError::NotFound("recipient's domain".into())));
+                    continue;
+                };
                 if !user.fits(size) || !domain_account.fits(size) {
                     outcomes.push(Err(if *tempfail {
                         StoreError::QuotaExceededTemporary

@@ -88,6 +88,18 @@ impl SqliteStore {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// Deletes the lease's lock row; false when the lease was no longer held (expired and taken
+    /// over, or broken by an admin).
+    async fn release(&self, lease: &Lease) -> Result<bool> {
+        let rows = sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND token = $2")
+            .bind(lease.user.0)
+            .bind(lease.token)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(rows > 0)
+    }
+
     async fn domain_id(tx: &mut Transaction<'_, Sqlite>, name: &DomainName) -> Result<i64> {
         sqlx::query_scalar("SELECT id FROM domains WHERE name = $1")
             .bind(name.as_str())
@@ -818,11 +830,7 @@ impl Maildrops for SqliteStore {
 
     async fn unlock(&self, lease: &Lease) -> Result<()> {
         self.held.remove(lease.token);
-        sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND token = $2")
-            .bind(lease.user.0)
-            .bind(lease.token)
-            .execute(&self.pool)
-            .await?;
+        self.release(lease).await?;
         Ok(())
     }
 
@@ -947,16 +955,10 @@ impl Maildrops for SqliteStore {
         self.held.remove(lease.token);
         if deleted.is_empty() {
             // Nothing to apply: releasing the lease is the whole UPDATE state, one statement.
-            let held = sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND token = $2")
-                .bind(lease.user.0)
-                .bind(lease.token)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-            return if held == 0 {
-                Err(StoreError::LeaseLost)
-            } else {
+            return if self.release(lease).await? {
                 Ok(())
+            } else {
+                Err(StoreError::LeaseLost)
             };
         }
         let mut tx = self.write().await?;

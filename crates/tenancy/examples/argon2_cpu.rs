@@ -1,28 +1,46 @@
-//! One argon2id hash with pophost's parameters (m=19456 KiB, t=2, p=1), N times, as the hashing
-//! threads do it (working memory reused): prints the milliseconds per hash. `bench/argon2_cpu.py`
-//! runs it in turn with libsodium, the implementation Dovecot verifies with.
+//! One argon2id verification with pophost's parameters (m=19456 KiB, t=2, p=1), N times, on one
+//! thread: `argon2_cpu crate N` with the argon2 crate, working memory reused (as pophost's hashing
+//! threads run it for hashes libsodium does not take); `argon2_cpu sodium N` through
+//! `tenancy::verify_password_in` (libsodium, as pophost verifies its own hashes). Prints the
+//! milliseconds per hash; `bench/argon2_cpu.py` runs both in turn with Dovecot's libsodium and
+//! compares their CPU time.
 
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 fn main() {
-    let n: u32 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(10);
-    let params = Params::new(19456, 2, 1, Some(32)).expect("params");
-    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-    let mut memory = vec![Block::default(); params.block_count()];
-    let mut out = [0u8; 32];
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "crate".into());
+    let n: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
     let started = std::time::Instant::now();
-    for _ in 0..n {
-        argon2
-            .hash_password_into_with_memory(
-                b"bench-pass-1",
-                b"somesaltsomesalt",
-                &mut out,
-                &mut memory,
-            )
-            .expect("hash");
+    match mode.as_str() {
+        "crate" => {
+            let params = Params::new(19456, 2, 1, Some(32)).expect("params");
+            let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+            let mut memory = vec![Block::default(); params.block_count()];
+            let mut out = [0u8; 32];
+            for _ in 0..n {
+                argon2
+                    .hash_password_into_with_memory(
+                        b"bench-pass-1",
+                        b"somesaltsomesalt",
+                        &mut out,
+                        &mut memory,
+                    )
+                    .expect("hash");
+            }
+        }
+        "sodium" => {
+            let hash = tenancy::hash_password(b"bench-pass-1").expect("hash");
+            let mut scratch = tenancy::Scratch::default();
+            for _ in 0..n {
+                assert!(tenancy::verify_password_in(
+                    b"bench-pass-1",
+                    &hash,
+                    &mut scratch
+                ));
+            }
+        }
+        other => panic!("unknown mode {other}: crate or sodium"),
     }
     println!(
         "{:.2}",

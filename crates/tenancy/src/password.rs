@@ -2,16 +2,17 @@
 //! parameters (m=19456 KiB, t=2, p=1). Verification compares in constant time.
 //!
 //! Verifying is most of a login's CPU, so the common case (argon2id, version 0x13, one lane,
-//! every hash pophost writes) goes to libsodium, whose hand-vectorised argon2 (AVX2, AVX-512 where
-//! the CPU has it) computes a hash in about two thirds of the argon2 crate's time
+//! every hash pophost writes) goes to libsodium, whose hand-vectorised argon2 (AVX2, AVX-512
+//! where the CPU has it) computes a hash in about two thirds of the argon2 crate's time
 //! (`bench/argon2_cpu.py`, docs/BENCHMARKS.md). Anything else (argon2i/d, more lanes, imported
 //! hashes) stays with the argon2 crate. Both read the same PHC strings.
 //!
-//! libsodium maps fresh working memory (19 MiB) for every hash and unmaps it after; faulting
-//! those pages in is kernel CPU on top of the hash (on a VM, nearly as much again). Taking the
-//! memory from malloc instead (libsodium built without mmap) was tried and not kept: freeing a
-//! block that large makes glibc stop mapping anything smaller for the whole process, and the
-//! heaps kept ~400 MB after the first hundred logins (docs/BENCHMARKS.md, scenario (a)).
+//! libsodium is built to take its 19 MiB of working memory from plain `malloc`, not a fresh
+//! `mmap` per hash (`.cargo/config.toml`): a fresh mapping is 4,864 page faults, each page zeroed
+//! by the kernel, which on a VM cost as much again as the hash itself. From `malloc` a hashing
+//! thread gets the same block back each time (glibc stops mapping blocks this large once one has
+//! been freed), as the crate's `Scratch` does. Not `posix_memalign` either: its trimmed block is
+//! a little short of the next aligned request, so the heap grew by fresh pages every time.
 
 use argon2::password_hash::PasswordHasher;
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
@@ -106,7 +107,7 @@ fn crate_verify(password: &[u8], hash: &str, scratch: &mut Scratch) -> bool {
 
 /// libsodium's verdict on `password` against the argon2id PHC string `hash`, or `None` when
 /// libsodium cannot take it (it failed to initialise, or the string is longer than it reads).
-/// libsodium compares in constant time and maps its own working memory per call.
+/// libsodium compares in constant time; it allocates its working memory per call (see the top).
 fn sodium_verify(password: &[u8], hash: &str) -> Option<bool> {
     use libsodium_sys as sodium;
     static READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -200,5 +201,45 @@ mod tests {
             assert!(verify_password(b"password", &hash), "{hash}");
             assert!(!verify_password(b"passwore", &hash), "{hash}");
         }
+    }
+
+    /// A hashing thread verifies in the same memory each time, without faulting in 19 MiB of
+    /// fresh pages per login. Fails when libsodium was built to `mmap` its memory (a target dir
+    /// built without `.cargo/config.toml`'s setting: `cargo clean -p libsodium-sys-stable`).
+    #[test]
+    fn verification_reuses_its_working_memory() {
+        // Field 10 of /proc/thread-self/stat: this thread's minor page faults.
+        fn faults() -> u64 {
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+            let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
+            after_name
+                .split(' ')
+                .nth(7)
+                .expect("minflt")
+                .parse()
+                .expect("number")
+        }
+        let hash = hash_password(b"password").expect("hash");
+        assert!(for_sodium(&hash));
+        std::thread::spawn(move || {
+            let mut scratch = Scratch::default();
+            // The first block this large is mapped; freeing it moves glibc's threshold for
+            // mapping past it, and the next ones come from the heap.
+            for _ in 0..2 {
+                assert!(verify_password_in(b"password", &hash, &mut scratch));
+            }
+            let before = faults();
+            for _ in 0..4 {
+                assert!(verify_password_in(b"password", &hash, &mut scratch));
+            }
+            let pages = 19456 / 4;
+            let per_hash = (faults() - before) / 4;
+            assert!(
+                per_hash < pages / 4,
+                "{per_hash} page faults per verification (a fresh mapping is {pages})"
+            );
+        })
+        .join()
+        .expect("hashing thread");
     }
 }

@@ -8,6 +8,7 @@
 //! computed at delivery, so STAT and LIST never read bodies.
 
 mod admin;
+mod batch;
 mod convert;
 mod error;
 mod group;

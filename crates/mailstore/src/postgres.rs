@@ -11,6 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 use tracing::instrument;
 
+use crate::batch::{ACCOUNT_COLUMNS, Accounts, Pending};
 use crate::convert::*;
 use crate::group::{BatchWriter, GroupCommit, Outcomes};
 use crate::held::Held;
@@ -1085,30 +1086,6 @@ struct Writer {
     uid_prefix: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
-/// A quota and the usage it is checked against, as the batch has moved it so far.
-#[derive(Clone, Copy)]
-struct Account {
-    quota_bytes: Option<i64>,
-    quota_messages: Option<i64>,
-    used_bytes: i64,
-    used_messages: i64,
-}
-
-impl Account {
-    fn fits(&self, bytes: i64) -> bool {
-        self.quota_bytes
-            .is_none_or(|q| self.used_bytes + bytes <= q)
-            && self.quota_messages.is_none_or(|q| self.used_messages < q)
-    }
-}
-
-/// The batch's recipients and their domains, locked, with their quotas and usage.
-struct Accounts {
-    /// user → (domain, whether a delivery must run the quota warning check)
-    users: std::collections::HashMap<i64, (i64, bool, Account)>,
-    domains: std::collections::HashMap<i64, (bool, Account)>,
-}
-
 impl Writer {
     /// Locks the recipients' rows and reads their quotas. Concurrent deliveries (from other
     /// frontends) must not both pass a check. Rows are locked in (domain, user) id order, each
@@ -1117,66 +1094,24 @@ impl Writer {
     /// hourly_stats) must not wait on a delivery that may itself wait for lock()'s hourly_stats
     /// row.
     async fn lock_accounts(tx: &mut Transaction<'_, Postgres>, users: &[i64]) -> Result<Accounts> {
-        let rows = sqlx::query(
-            "SELECT u.id, u.domain_id,
-                    u.quota_warned OR u.quota_bytes IS NOT NULL OR u.quota_messages IS NOT NULL,
-                    u.quota_bytes, u.quota_messages, u.used_bytes, u.used_messages,
-                    d.quota_tempfail,
-                    d.quota_bytes, d.quota_messages, d.used_bytes, d.used_messages
-             FROM users u JOIN domains d ON d.id = u.domain_id
-             WHERE u.id = ANY($1)
-             ORDER BY d.id, u.id
-             FOR NO KEY UPDATE OF d, u",
-        )
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "{ACCOUNT_COLUMNS} WHERE u.id = ANY($1) ORDER BY d.id, u.id FOR NO KEY UPDATE OF d, u"
+        )))
         .bind(users)
         .fetch_all(&mut **tx)
         .await?;
-        let mut accounts = Accounts {
-            users: Default::default(),
-            domains: Default::default(),
-        };
-        for r in rows {
-            let account = |at: usize| -> Result<Account> {
-                Ok(Account {
-                    quota_bytes: r.try_get(at)?,
-                    quota_messages: r.try_get(at + 1)?,
-                    used_bytes: r.try_get(at + 2)?,
-                    used_messages: r.try_get(at + 3)?,
-                })
-            };
-            let domain: i64 = r.try_get(1)?;
-            accounts
-                .users
-                .insert(r.try_get(0)?, (domain, r.try_get(2)?, account(3)?));
-            accounts
-                .domains
-                .insert(domain, (r.try_get(7)?, account(8)?));
-        }
-        Ok(accounts)
+        Accounts::from_rows(&rows)
     }
 }
 
-/// Deliveries decided but not yet written: the columns of `STORE_PARCELS`.
-#[derive(Default)]
-struct Pending<'a> {
-    blobs: Vec<Option<i64>>,
-    sizes: Vec<i64>,
-    refs: Vec<i64>,
-    seqs: Vec<i32>,
-    tails: Vec<&'a [u8]>,
-    parcel: Vec<i64>,
-    users: Vec<i64>,
-    prefixes: Vec<&'a [u8]>,
-    message_sizes: Vec<i64>,
-    user_usage: std::collections::BTreeMap<i64, (i64, i64)>,
-    domain_usage: std::collections::BTreeMap<i64, (i64, i64)>,
-    /// Parcels none of whose recipients took them: their streamed blobs go.
-    unused_blobs: Vec<i64>,
-}
-
-impl Pending<'_> {
-    async fn flush(&mut self, tx: &mut Transaction<'_, Postgres>, prefix: &str) -> Result<()> {
-        let p = std::mem::take(self);
+impl Writer {
+    /// Writes what `pending` holds (`STORE_PARCELS`) and empties it.
+    async fn flush(
+        pending: &mut Pending<'_>,
+        tx: &mut Transaction<'_, Postgres>,
+        prefix: &str,
+    ) -> Result<()> {
+        let p = std::mem::take(pending);
         if !p.blobs.is_empty() {
             let (user_ids, (user_bytes, user_messages)): (Vec<i64>, (Vec<i64>, Vec<i64>)) =
                 p.user_usage.into_iter().unzip();
@@ -1228,66 +1163,11 @@ impl BatchWriter for Writer {
         let mut pending = Pending::default();
         let mut all = Vec::with_capacity(parcels.len());
         for parcel in parcels {
-            let mut outcomes = Vec::with_capacity(parcel.recipients.len());
-            let mut warn = Vec::new();
-            let mut accepted = 0;
-            for r in &parcel.recipients {
-                let size = to_i64(parcel.size).saturating_add(to_i64(r.prefix.len() as u64));
-                let Some((domain, warn_check, user)) = accounts.users.get_mut(&r.user.0) else {
-                    outcomes.push(Err(StoreError::NotFound("recipient".into())));
-                    continue;
-                };
-                let Some((tempfail, domain_account)) = accounts.domains.get_mut(domain) else {
-                    // Not reached: `lock_accounts` reads every user with their domain.
-                    outcomes.push(Err(StoreError::NotFound("recipient's domain".into())));
-                    continue;
-                };
-                if !user.fits(size) || !domain_account.fits(size) {
-                    outcomes.push(Err(if *tempfail {
-                        StoreError::QuotaExceededTemporary
-                    } else {
-                        StoreError::QuotaExceeded
-                    }));
-                    continue;
-                }
-                for account in [&mut *user, &mut *domain_account] {
-                    account.used_bytes += size;
-                    account.used_messages += 1;
-                }
-                for (usage, id) in [
-                    (&mut pending.user_usage, r.user.0),
-                    (&mut pending.domain_usage, *domain),
-                ] {
-                    let entry = usage.entry(id).or_default();
-                    entry.0 += size;
-                    entry.1 += 1;
-                }
-                pending.parcel.push(to_i64(pending.blobs.len() as u64 + 1));
-                pending.users.push(r.user.0);
-                pending.prefixes.push(&r.prefix);
-                pending.message_sizes.push(size);
-                if *warn_check {
-                    warn.push(r.user.0);
-                }
-                accepted += 1;
-                outcomes.push(Ok(()));
-            }
-            if accepted > 0 {
-                pending.blobs.push(parcel.blob.map(|b| b.0));
-                pending.sizes.push(to_i64(parcel.size));
-                pending.refs.push(accepted);
-                pending.seqs.push(
-                    i32::try_from(parcel.chunks)
-                        .map_err(|_| StoreError::Invalid("message too large".into()))?,
-                );
-                pending.tails.push(&parcel.tail);
-            } else if let Some(blob) = parcel.blob {
-                pending.unused_blobs.push(blob.0);
-            }
+            let (outcomes, warn) = pending.add(parcel, &mut accounts)?;
             // A user with a quota of their own may be due a warning, which is itself a message
             // counted in the usage: write what is decided, warn, and read the usage again.
             if !warn.is_empty() {
-                pending.flush(&mut tx, &prefix).await?;
+                Writer::flush(&mut pending, &mut tx, &prefix).await?;
                 for user in warn {
                     PostgresStore::quota_warning(&mut tx, user, &prefix).await?;
                 }
@@ -1295,7 +1175,7 @@ impl BatchWriter for Writer {
             }
             all.push(outcomes);
         }
-        pending.flush(&mut tx, &prefix).await?;
+        Writer::flush(&mut pending, &mut tx, &prefix).await?;
         tx.commit().await?;
         Ok(all)
     }

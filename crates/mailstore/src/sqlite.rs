@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 use tracing::instrument;
 
+use crate::batch::{ACCOUNT_COLUMNS, Accounts, Pending};
 use crate::convert::*;
 use crate::group::{BatchWriter, GroupCommit, Outcomes};
 use crate::held::Held;
@@ -1038,6 +1039,150 @@ struct Writer {
     uid_prefix: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
+/// Rows per multi-row `INSERT` in `Writer::flush`: 6 parameters each stays far below SQLite's
+/// limit of 32,766.
+const ROWS_PER_INSERT: usize = 1000;
+
+impl Writer {
+    /// The recipients' quotas and usage. No row locks here: the batch's `BEGIN IMMEDIATE` holds
+    /// the database's one write lock until the commit. `users` is a JSON array of ids.
+    async fn read_accounts(tx: &mut Transaction<'_, Sqlite>, users: &str) -> Result<Accounts> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "{ACCOUNT_COLUMNS} WHERE u.id IN (SELECT value FROM json_each($1))"
+        )))
+        .bind(users)
+        .fetch_all(&mut **tx)
+        .await?;
+        Accounts::from_rows(&rows)
+    }
+
+    /// Writes what `pending` holds and empties it, in a handful of statements whatever the
+    /// batch's size: every statement is a hand-over to SQLite's thread and back, and those
+    /// hand-overs, not SQLite's work, were what a delivery cost (docs/BENCHMARKS.md, (d)).
+    async fn flush(
+        pending: &mut Pending<'_>,
+        tx: &mut Transaction<'_, Sqlite>,
+        prefix: &str,
+        now: i64,
+    ) -> Result<()> {
+        let p = std::mem::take(pending);
+        if !p.unused_blobs.is_empty() {
+            sqlx::query("DELETE FROM blobs WHERE id IN (SELECT value FROM json_each($1))")
+                .bind(json_ids(p.unused_blobs.iter().copied()))
+                .execute(&mut **tx)
+                .await?;
+        }
+        if p.blobs.is_empty() {
+            return Ok(());
+        }
+        // A body streamed before the delivery has its row; the others get theirs here, in one
+        // statement. AUTOINCREMENT hands out ids in the order of the VALUES, whatever order
+        // RETURNING lists them in.
+        let mut ids: Vec<i64> = p.blobs.iter().map(|b| b.unwrap_or(0)).collect();
+        let new: Vec<usize> = (0..ids.len()).filter(|&i| p.blobs[i].is_none()).collect();
+        for part in new.chunks(ROWS_PER_INSERT) {
+            let mut q =
+                sqlx::QueryBuilder::<Sqlite>::new("INSERT INTO blobs (size, refs, created_at) ");
+            q.push_values(part, |mut row, &i| {
+                row.push_bind(p.sizes[i])
+                    .push_bind(p.refs[i])
+                    .push_bind(now);
+            });
+            q.push(" RETURNING id");
+            let mut got: Vec<i64> = q.build_query_scalar().fetch_all(&mut **tx).await?;
+            got.sort_unstable();
+            for (&i, id) in part.iter().zip(got) {
+                ids[i] = id;
+            }
+        }
+        for (i, blob) in p.blobs.iter().enumerate() {
+            if let Some(blob) = blob {
+                sqlx::query(
+                    "UPDATE blobs SET pending_node = NULL, size = $1, refs = $2 WHERE id = $3",
+                )
+                .bind(p.sizes[i])
+                .bind(p.refs[i])
+                .bind(blob)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        let tails: Vec<usize> = (0..ids.len()).filter(|&i| !p.tails[i].is_empty()).collect();
+        for part in tails.chunks(ROWS_PER_INSERT) {
+            let mut q =
+                sqlx::QueryBuilder::<Sqlite>::new("INSERT INTO blob_chunks (blob_id, seq, data) ");
+            q.push_values(part, |mut row, &i| {
+                row.push_bind(ids[i])
+                    .push_bind(p.seqs[i])
+                    .push_bind(p.tails[i]);
+            });
+            q.build().execute(&mut **tx).await?;
+        }
+        let count = to_i64(p.users.len() as u64);
+        let last: i64 = sqlx::query_scalar(
+            "UPDATE counters SET value = value + $1 WHERE name = 'uid' RETURNING value",
+        )
+        .bind(count)
+        .fetch_one(&mut **tx)
+        .await?;
+        let messages: Vec<usize> = (0..p.users.len()).collect();
+        for part in messages.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO messages (user_id, uid, blob_id, prefix, size, delivered_at) ",
+            );
+            q.push_values(part, |mut row, &k| {
+                let parcel = usize::try_from(p.parcel[k] - 1).unwrap_or(usize::MAX);
+                row.push_bind(p.users[k])
+                    .push_bind(format!("{prefix}.{}", last - count + 1 + to_i64(k as u64)))
+                    .push_bind(ids.get(parcel).copied())
+                    .push_bind(p.prefixes[k])
+                    .push_bind(p.message_sizes[k])
+                    .push_bind(now);
+            });
+            q.build().execute(&mut **tx).await?;
+        }
+        for (table, usage) in [("users", &p.user_usage), ("domains", &p.domain_usage)] {
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE {table} SET used_bytes = used_bytes + t.bytes,
+                     used_messages = used_messages + t.messages
+                 FROM (SELECT value ->> 0 AS id, value ->> 1 AS bytes, value ->> 2 AS messages
+                       FROM json_each($1)) AS t
+                 WHERE {table}.id = t.id"
+            )))
+            .bind(json_usage(usage))
+            .execute(&mut **tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO hourly_stats (hour, domain_id, delivered)
+             SELECT $1, value ->> 0, value ->> 2 FROM json_each($2) WHERE true
+             ON CONFLICT (hour, domain_id) DO UPDATE SET delivered = delivered + excluded.delivered",
+        )
+        .bind(now / 3_600_000)
+        .bind(json_usage(&p.domain_usage))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Ids as a JSON array, for `json_each`.
+fn json_ids(ids: impl Iterator<Item = i64>) -> String {
+    format!(
+        "[{}]",
+        ids.map(|id| id.to_string()).collect::<Vec<_>>().join(",")
+    )
+}
+
+/// Usage to add, `[[id, bytes, messages], ...]`, for `json_each`.
+fn json_usage(usage: &std::collections::BTreeMap<i64, (i64, i64)>) -> String {
+    let rows: Vec<String> = usage
+        .iter()
+        .map(|(id, (bytes, messages))| format!("[{id},{bytes},{messages}]"))
+        .collect();
+    format!("[{}]", rows.join(","))
+}
+
 #[async_trait]
 impl BatchWriter for Writer {
     #[instrument(skip_all, fields(parcels = parcels.len()))]
@@ -1045,148 +1190,30 @@ impl BatchWriter for Writer {
         let now = now_ms();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let prefix = SqliteStore::prefix(&self.uid_prefix, &mut tx).await?;
-        // UIDs for every recipient of the batch in one step; a refused recipient leaves a gap,
-        // which is harmless (UIDs are only ever compared for equality).
-        let wanted = to_i64(parcels.iter().map(|p| p.recipients.len() as u64).sum());
-        let last: i64 = sqlx::query_scalar(
-            "UPDATE counters SET value = value + $1 WHERE name = 'uid' RETURNING value",
-        )
-        .bind(wanted)
-        .fetch_one(&mut *tx)
-        .await?;
-        let mut next_uid = last - wanted + 1;
-        let mut per_domain = std::collections::BTreeMap::<i64, i64>::new();
+        let users = json_ids(
+            parcels
+                .iter()
+                .flat_map(|p| p.recipients.iter().map(|r| r.user.0)),
+        );
+        let mut accounts = Writer::read_accounts(&mut tx, &users).await?;
+        // Quotas are checked here, one delivery after the other against the usage the batch
+        // has reached (see `batch`).
+        let mut pending = Pending::default();
         let mut all = Vec::with_capacity(parcels.len());
         for parcel in parcels {
-            let mut outcomes = Vec::with_capacity(parcel.recipients.len());
-            let mut accepted = Vec::new();
-            for r in &parcel.recipients {
-                let uid = format!("{prefix}.{next_uid}");
-                next_uid += 1;
-                let size = to_i64(parcel.size).saturating_add(to_i64(r.prefix.len() as u64));
-                let row = sqlx::query(
-                    "SELECT u.domain_id,
-                        u.quota_bytes IS NOT NULL AND u.used_bytes + $2 > u.quota_bytes
-                        OR u.quota_messages IS NOT NULL AND u.used_messages + 1 > u.quota_messages
-                        OR d.quota_bytes IS NOT NULL AND d.used_bytes + $2 > d.quota_bytes
-                        OR d.quota_messages IS NOT NULL AND d.used_messages + 1 > d.quota_messages,
-                        d.quota_tempfail,
-                        u.quota_warned OR u.quota_bytes IS NOT NULL OR u.quota_messages IS NOT NULL
-                     FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.id = $1",
-                )
-                .bind(r.user.0)
-                .bind(size)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(row) = row else {
-                    outcomes.push(Err(StoreError::NotFound("recipient".into())));
-                    continue;
-                };
-                if row.try_get::<bool, _>(1)? {
-                    outcomes.push(Err(if row.try_get::<bool, _>(2)? {
-                        StoreError::QuotaExceededTemporary
-                    } else {
-                        StoreError::QuotaExceeded
-                    }));
-                    continue;
+            let (outcomes, warn) = pending.add(parcel, &mut accounts)?;
+            // A user with a quota of their own may be due a warning, which is itself a message
+            // counted in the usage: write what is decided, warn, and read the usage again.
+            if !warn.is_empty() {
+                Writer::flush(&mut pending, &mut tx, &prefix, now).await?;
+                for user in warn {
+                    SqliteStore::quota_warning(&mut tx, user, &prefix, now).await?;
                 }
-                let domain: i64 = row.try_get(0)?;
-                sqlx::query(
-                    "UPDATE users SET used_bytes = used_bytes + $1, used_messages = used_messages + 1
-                     WHERE id = $2",
-                )
-                .bind(size)
-                .bind(r.user.0)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE domains SET used_bytes = used_bytes + $1, used_messages = used_messages + 1
-                     WHERE id = $2",
-                )
-                .bind(size)
-                .bind(domain)
-                .execute(&mut *tx)
-                .await?;
-                *per_domain.entry(domain).or_default() += 1;
-                // A user with no quota of their own is never warned: skip reading it again.
-                let warn_check: bool = row.try_get(3)?;
-                accepted.push((r, uid, size, warn_check));
-                outcomes.push(Ok(()));
-            }
-            let refs = to_i64(accepted.len() as u64);
-            let blob = match (parcel.blob, refs) {
-                (None, 0) => None,
-                (Some(blob), 0) => {
-                    sqlx::query("DELETE FROM blobs WHERE id = $1")
-                        .bind(blob.0)
-                        .execute(&mut *tx)
-                        .await?;
-                    None
-                }
-                (Some(blob), _) => {
-                    sqlx::query(
-                        "UPDATE blobs SET pending_node = NULL, size = $1, refs = $2 WHERE id = $3",
-                    )
-                    .bind(to_i64(parcel.size))
-                    .bind(refs)
-                    .bind(blob.0)
-                    .execute(&mut *tx)
-                    .await?;
-                    Some(blob.0)
-                }
-                (None, _) => Some(
-                    sqlx::query_scalar(
-                        "INSERT INTO blobs (size, refs, created_at) VALUES ($1, $2, $3) RETURNING id",
-                    )
-                    .bind(to_i64(parcel.size))
-                    .bind(refs)
-                    .bind(now)
-                    .fetch_one(&mut *tx)
-                    .await?,
-                ),
-            };
-            if let Some(blob) = blob {
-                if !parcel.tail.is_empty() {
-                    sqlx::query("INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)")
-                        .bind(blob)
-                        .bind(i64::from(parcel.chunks))
-                        .bind(&parcel.tail)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                for (r, uid, size, _) in &accepted {
-                    sqlx::query(
-                        "INSERT INTO messages (user_id, uid, blob_id, prefix, size, delivered_at)
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(r.user.0)
-                    .bind(uid)
-                    .bind(blob)
-                    .bind(&r.prefix)
-                    .bind(size)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            for (r, _, _, warn_check) in &accepted {
-                if *warn_check {
-                    SqliteStore::quota_warning(&mut tx, r.user.0, &prefix, now).await?;
-                }
+                accounts = Writer::read_accounts(&mut tx, &users).await?;
             }
             all.push(outcomes);
         }
-        for (domain, delivered) in per_domain {
-            sqlx::query(
-                "INSERT INTO hourly_stats (hour, domain_id, delivered) VALUES ($1, $2, $3)
-                 ON CONFLICT (hour, domain_id) DO UPDATE SET delivered = delivered + $3",
-            )
-            .bind(now / 3_600_000)
-            .bind(domain)
-            .bind(delivered)
-            .execute(&mut *tx)
-            .await?;
-        }
+        Writer::flush(&mut pending, &mut tx, &prefix, now).await?;
         tx.commit().await?;
         Ok(all)
     }

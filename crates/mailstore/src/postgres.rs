@@ -1102,9 +1102,7 @@ impl Writer {
         .await?;
         Accounts::from_rows(&rows)
     }
-}
 
-impl Writer {
     /// Writes what `pending` holds (`STORE_PARCELS`) and empties it.
     async fn flush(
         pending: &mut Pending<'_>,

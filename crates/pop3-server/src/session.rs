@@ -847,8 +847,10 @@ impl Session {
 
 /// The reader of a large message fetches this many body parts per store call, and may hold that
 /// many ready beyond the one being written: a RETR holds about `2 * READ_AHEAD + 1` parts
-/// (~1.1 MiB) at most, and a client that stops reading stops the reader too.
-const READ_AHEAD: u32 = 4;
+/// (~2.1 MiB) at most, and a client that stops reading stops the reader too. 8 rather than 4:
+/// half the store calls per message, and on Postgres half the round trips a RETR waits on
+/// (docs/BENCHMARKS.md, (b)).
+const READ_AHEAD: u32 = 8;
 
 /// Reads the body parts of `message` from `first` on, `READ_AHEAD` per store call and ahead of
 /// the writes, so reading overlaps dot-stuffing and writing. It stops once the parts add up to

@@ -295,6 +295,7 @@ def main():
     ap.add_argument("--clients", type=int, default=4, help="(a) concurrent clients, one mailbox each")
     ap.add_argument("--duration", type=float, default=15, help="(a) seconds per round and server")
     ap.add_argument("--big-mb", type=int, default=50, help="(b) message size, MB")
+    ap.add_argument("--big-repeat", type=int, default=3, help="(b) RETRs per round and server; the round counts their median")
     ap.add_argument("--idle", type=int, default=10000, help="(c) connections idle at the greeting")
     ap.add_argument("--idle-login", type=int, default=1000, help="(c) logged-in idle sessions")
     ap.add_argument("--lmtp-count", type=int, default=2000, help="(d) messages per round and server")
@@ -373,7 +374,7 @@ def main():
         if "b" in args.only:
             results["b"] = rounds(servers, args.rounds, "b", lambda s: loader(
                 args, "retr", "--addr", s.pop3, "--user", "big@" + DOMAIN, "--pass", PASSWORD,
-                "--repeat", "1", "--server-pid", str(s.pid)))
+                "--repeat", str(args.big_repeat), "--server-pid", str(s.pid)))
         if "d" in args.only:
             results["d"] = rounds(servers, args.rounds, "d", lambda s: loader(
                 args, "lmtp", "--addr", s.lmtp, "--rcpt", "d{}@" + DOMAIN, "--rcpts", "10", "--clients", "10",

@@ -845,12 +845,15 @@ impl Session {
     }
 }
 
-/// The reader of a large message fetches this many body parts per store call, and may hold that
-/// many ready beyond the one being written: a RETR holds about `2 * READ_AHEAD + 1` parts
-/// (~2.1 MiB) at most, and a client that stops reading stops the reader too. 8 rather than 4:
-/// half the store calls per message, and on Postgres half the round trips a RETR waits on
-/// (docs/BENCHMARKS.md, (b)).
+/// The reader of a large message fetches this many body parts per store call. 8 rather than 4:
+/// half the store calls per message, and on Postgres half the round trips (docs/BENCHMARKS.md, (b)).
 const READ_AHEAD: u32 = 8;
+
+/// Store calls a large RETR keeps under way at once. Two: the next batch is being read (on a
+/// second pool connection) while this one is handed over, so the store is never idle waiting for
+/// the writer to ask, and a RETR holds at most about `(2 + IN_FLIGHT) * READ_AHEAD` parts
+/// (~4 MiB): the channel's, the batch in hand, the ones under way.
+const IN_FLIGHT: usize = 2;
 
 /// Reads the body parts of `message` from `first` on, `READ_AHEAD` per store call and ahead of
 /// the writes, so reading overlaps dot-stuffing and writing. It stops once the parts add up to
@@ -864,30 +867,66 @@ fn read_ahead(
 ) -> tokio::sync::mpsc::Receiver<Result<Option<Vec<u8>>, StoreError>> {
     let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD as usize);
     tokio::spawn(async move {
-        let mut next = first;
+        let fetch = |from: u32| {
+            let (store, message) = (store.clone(), message.clone());
+            AbortOnDrop(tokio::spawn(async move {
+                let batch = store.read_parts(&message, from, READ_AHEAD);
+                observe::timed("read_parts", batch).await
+            }))
+        };
+        let batch_octets = u64::from(READ_AHEAD) * mailstore::CHUNK_SIZE as u64;
+        let mut under_way = std::collections::VecDeque::new();
+        let (mut next, mut asked) = (first, read);
         while read < message.size {
-            let batch = store.read_parts(&message, next, READ_AHEAD);
-            let parts = match observe::timed("read_parts", batch).await {
-                Ok(parts) if parts.is_empty() => {
-                    let _ = tx.send(Ok(None)).await;
-                    return;
-                }
-                Ok(parts) => parts,
-                Err(e) => {
+            // A second batch only while the ones asked for may fall short of the size, reckoning
+            // `CHUNK_SIZE` a part (a delivered part is that or a little more). The estimate only
+            // saves a read past the end; the loop does not rely on it.
+            while under_way.is_empty() || (under_way.len() < IN_FLIGHT && asked < message.size) {
+                under_way.push_back(fetch(next));
+                next = next.saturating_add(READ_AHEAD);
+                asked = asked.saturating_add(batch_octets);
+            }
+            let Some(mut batch) = under_way.pop_front() else {
+                return;
+            };
+            let parts = match (&mut batch.0).await {
+                Ok(Ok(parts)) => parts,
+                Ok(Err(e)) => {
                     let _ = tx.send(Err(e)).await;
                     return;
                 }
+                Err(e) => {
+                    // The store call panicked (a bug): the session ends mid-message, as on a
+                    // store error, rather than sending a cut message as if whole.
+                    let failed = StoreError::Invalid(format!("reading the message failed: {e}"));
+                    let _ = tx.send(Err(failed)).await;
+                    return;
+                }
             };
+            // A short batch is the end of the parts: the batches after it start past a gap.
+            let short = parts.len() < READ_AHEAD as usize;
             for data in parts {
                 read = read.saturating_add(data.len() as u64);
-                next += 1;
                 if tx.send(Ok(Some(data))).await.is_err() {
                     return;
                 }
             }
+            if short && read < message.size {
+                let _ = tx.send(Ok(None)).await;
+                return;
+            }
         }
     });
     rx
+}
+
+/// A store call under way for a RETR: dropped (the client went away), it stops.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn sys_temp() -> Reply {

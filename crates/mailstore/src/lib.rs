@@ -79,8 +79,9 @@ pub trait Directory: Send + Sync {
     /// Records one failed login under each key (client network, account), and forgets
     /// failures older than an hour.
     async fn record_auth_failure(&self, keys: &[String]) -> Result<()>;
-    /// Failed logins under `key` in the last `window`.
-    async fn auth_failures(&self, key: &str, window: Duration) -> Result<u64>;
+    /// Failed logins in the last `window` under each of `keys`, in their order: one statement
+    /// for all of a login's counters.
+    async fn auth_failures(&self, keys: &[String], window: Duration) -> Result<Vec<u64>>;
 }
 
 /// What a POP3 session does to a maildrop.

@@ -740,15 +740,21 @@ impl Directory for PostgresStore {
         Ok(())
     }
 
-    async fn auth_failures(&self, key: &str, window: Duration) -> Result<u64> {
+    async fn auth_failures(&self, keys: &[String], window: Duration) -> Result<Vec<u64>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
-        let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM auth_failures WHERE key = $1 AND at >= $2")
-                .bind(key)
-                .bind(since)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(to_u64(n))
+        let counts: Vec<i64> = sqlx::query_scalar(
+            "SELECT count(a.key) FROM unnest($1::text[]) WITH ORDINALITY AS k(key, n)
+             LEFT JOIN auth_failures a ON a.key = k.key AND a.at >= $2
+             GROUP BY k.n ORDER BY k.n",
+        )
+        .bind(keys)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(counts.into_iter().map(to_u64).collect())
     }
 }
 

@@ -728,15 +728,21 @@ impl Directory for SqliteStore {
         Ok(())
     }
 
-    async fn auth_failures(&self, key: &str, window: Duration) -> Result<u64> {
+    async fn auth_failures(&self, keys: &[String], window: Duration) -> Result<Vec<u64>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
-        let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM auth_failures WHERE key = $1 AND at >= $2")
-                .bind(key)
-                .bind(since)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(to_u64(n))
+        // The keys as a VALUES list (column1: position, column2: key), one row out per key.
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new("SELECT count(a.key) FROM (");
+        q.push_values(keys.iter().zip(0i64..), |mut row, (key, n)| {
+            row.push_bind(n).push_bind(key.as_str());
+        });
+        q.push(") k LEFT JOIN auth_failures a ON a.key = k.column2 AND a.at >= ")
+            .push_bind(since)
+            .push(" GROUP BY k.column1 ORDER BY k.column1");
+        let counts: Vec<i64> = q.build_query_scalar().fetch_all(&self.pool).await?;
+        Ok(counts.into_iter().map(to_u64).collect())
     }
 }
 

@@ -138,7 +138,7 @@ impl Authenticator {
         let mut keys = Vec::with_capacity(2);
         keys.extend(ctx.peer_ip.map(network_key));
         keys.extend(address.as_ref().map(account_key));
-        let penalty = self.penalty(ctx, address.as_ref()).await?;
+        let penalty = self.penalty(ctx, &keys).await?;
         if !penalty.is_zero() {
             // Seen on the service's dashboards: a rising rate means someone is guessing.
             metrics::counter!("pophost_auth_penalties_total").increment(1);
@@ -148,31 +148,25 @@ impl Authenticator {
     }
 
     /// The wait before an attempt: the client network's growing penalty, plus the account's
-    /// when it has had too many failures this hour.
-    async fn penalty(
-        &self,
-        ctx: &LoginContext,
-        address: Option<&mailstore::Address>,
-    ) -> Result<Duration, AuthError> {
+    /// when it has had too many failures this hour. `keys` are the attempt's counters: the
+    /// network's if the client's address is known, then the account's if the name resolved.
+    async fn penalty(&self, ctx: &LoginContext, keys: &[String]) -> Result<Duration, AuthError> {
         const HOUR: Duration = Duration::from_secs(3600);
+        let counts = self
+            .directory
+            .auth_failures(keys, HOUR)
+            .await
+            .map_err(AuthError::Unavailable)?;
+        let mut counts = counts.into_iter();
         let mut wait = Duration::ZERO;
-        if let Some(ip) = ctx.peer_ip {
-            let failures = self
-                .directory
-                .auth_failures(&network_key(ip), HOUR)
-                .await
-                .map_err(AuthError::Unavailable)?;
+        if ctx.peer_ip.is_some() {
+            let failures = counts.next().unwrap_or(0);
             wait += ip_penalty(failures, self.policy.ip_penalty_max);
         }
-        if let Some(address) = address {
-            let failures = self
-                .directory
-                .auth_failures(&account_key(address), HOUR)
-                .await
-                .map_err(AuthError::Unavailable)?;
-            if failures >= self.policy.account_failures_per_hour {
-                wait += self.policy.account_penalty;
-            }
+        if let Some(failures) = counts.next()
+            && failures >= self.policy.account_failures_per_hour
+        {
+            wait += self.policy.account_penalty;
         }
         Ok(wait)
     }

@@ -120,14 +120,13 @@ async fn submit(
             },
         )
     };
-    for key in &keys {
-        if state.store.auth_failures(key, FAILURE_WINDOW).await? >= state.config.signin_failures {
-            record(&state, &email, "signin", &ip, false).await;
-            return Ok(again(
-                "Too many failed attempts. Try again in a few minutes.",
-                StatusCode::TOO_MANY_REQUESTS,
-            ));
-        }
+    let failures = state.store.auth_failures(&keys, FAILURE_WINDOW).await?;
+    if failures.iter().any(|&n| n >= state.config.signin_failures) {
+        record(&state, &email, "signin", &ip, false).await;
+        return Ok(again(
+            "Too many failed attempts. Try again in a few minutes.",
+            StatusCode::TOO_MANY_REQUESTS,
+        ));
     }
     let admin = state.store.find_admin(&email).await?;
     let hash = admin

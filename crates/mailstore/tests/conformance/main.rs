@@ -651,6 +651,54 @@ async fn uids_are_never_reused(b: impl Backend) {
     }
 }
 
+async fn failure_counters_are_per_key_in_the_order_asked(b: impl Backend) {
+    let s = b.open(LockOptions::default()).await;
+    let hour = Duration::from_secs(3600);
+    let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        s.auth_failures(&[], hour).await.expect("none"),
+        Vec::<u64>::new()
+    );
+    let net = "ip:192.0.2.0/24";
+    let john = "acct:john@example.com";
+    let odd = "acct:o'brien\\\"x\"@example.com";
+    s.record_auth_failure(&keys(&[net, john]))
+        .await
+        .expect("record");
+    s.record_auth_failure(&keys(&[net])).await.expect("record");
+    s.record_auth_failure(&keys(&[net, odd]))
+        .await
+        .expect("record");
+    assert_eq!(
+        s.auth_failures(&keys(&[net, john]), hour)
+            .await
+            .expect("count"),
+        vec![3, 1]
+    );
+    assert_eq!(
+        s.auth_failures(&keys(&["acct:nobody@example.com", odd, net]), hour)
+            .await
+            .expect("count"),
+        vec![0, 1, 3],
+        "one count per key, in the order asked, zero for an unknown key"
+    );
+    // The same key twice counts twice, as each of the caller's counters is its own question.
+    assert_eq!(
+        s.auth_failures(&keys(&[john, john]), hour)
+            .await
+            .expect("count"),
+        vec![1, 1]
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        s.auth_failures(&keys(&[net, john]), Duration::from_millis(10))
+            .await
+            .expect("count"),
+        vec![0, 0],
+        "failures older than the window do not count"
+    );
+}
+
 fn scope_of(names: &[&str]) -> Scope {
     Scope::Domains(names.iter().map(|n| domain(n)).collect())
 }
@@ -1606,4 +1654,5 @@ stories!(
     import_keeps_uids_reports_bad_ones_and_is_idempotent,
     the_listing_is_exact_and_in_id_order,
     several_parts_read_at_once_equal_the_parts_one_by_one,
+    failure_counters_are_per_key_in_the_order_asked,
 );

@@ -28,8 +28,11 @@ fn fifty_megabytes() -> (Vec<u8>, Vec<u8>) {
     let mut stored = wire.clone();
     let mut i = 0u64;
     while stored.len() < SIZE {
+        // Stretches of lines that need dot-stuffing and stretches without any (a few MB each),
+        // so RETR sends parts both ways: stuffed, and passed through as stored.
         let line = match i % 7 {
-            0 => format!(".dot line {i}"),
+            0 if (i / 20_000).is_multiple_of(2) => format!(".dot line {i}"),
+            0 => format!("no dot line {i}"),
             1 => "x".repeat((i % 3000) as usize),
             _ => format!("line {i} {}", "abcdefghij".repeat((i % 13) as usize)),
         };

@@ -72,6 +72,24 @@ impl BodyEncoder {
         }
     }
 
+    /// RETR: when no line in `chunk` needs a dot, counts `chunk` as sent and returns true: the
+    /// caller sends it as it is instead of copying it through [`push`](Self::push), which saves
+    /// a copy of a large message. Otherwise (or for TOP) returns false and changes nothing.
+    pub fn pass_through(&mut self, chunk: &[u8]) -> bool {
+        let Some(&first) = chunk.first() else {
+            return false;
+        };
+        if self.body_lines_left.is_some()
+            || (first == b'.' && self.line == LineSoFar::Empty)
+            || memchr::memmem::find(chunk, b"\n.").is_some()
+        {
+            return false;
+        }
+        self.note_written(chunk);
+        self.track_line(chunk);
+        true
+    }
+
     /// RETR: nothing is cut, so only the lines that start with `.` matter. The runs between them
     /// are copied whole; `memmem` finds each `\n.` (a line start with a dot inside the chunk),
     /// the line state carried over from the previous chunk covers a dot at the chunk's start.
@@ -90,7 +108,12 @@ impl BodyEncoder {
             start = end;
         }
         self.write(out, chunk.get(start..).unwrap_or_default());
-        // The header/body split only matters to TOP; RETR just tracks whether a line is open.
+        self.track_line(chunk);
+    }
+
+    /// RETR, after `chunk`: the header/body split only matters to TOP; RETR just tracks
+    /// whether a line is open.
+    fn track_line(&mut self, chunk: &[u8]) {
         self.line = match memchr::memrchr(b'\n', chunk) {
             Some(i) => LineSoFar::Empty.extend(chunk.get(i + 1..).unwrap_or_default()),
             None => self.line.extend(chunk),
@@ -153,6 +176,11 @@ impl BodyEncoder {
 
     fn write(&mut self, out: &mut Vec<u8>, bytes: &[u8]) {
         out.extend_from_slice(bytes);
+        self.note_written(bytes);
+    }
+
+    /// Remembers the end of what went out, for `finish`.
+    fn note_written(&mut self, bytes: &[u8]) {
         match bytes {
             [] => {}
             [b] => self.tail = [self.tail[1], *b],
@@ -175,6 +203,23 @@ mod tests {
         let done = enc.is_done();
         enc.finish(&mut out);
         (out, done)
+    }
+
+    /// As the server sends a large RETR: each chunk passed through as it is where the encoder
+    /// allows it, pushed otherwise. Returns the output and how many chunks passed.
+    fn run_passing(mut enc: BodyEncoder, chunks: &[&[u8]]) -> (Vec<u8>, usize) {
+        let mut out = Vec::new();
+        let mut passed = 0;
+        for chunk in chunks {
+            if enc.pass_through(chunk) {
+                out.extend_from_slice(chunk);
+                passed += 1;
+            } else {
+                enc.push(chunk, &mut out);
+            }
+        }
+        enc.finish(&mut out);
+        (out, passed)
     }
 
     fn retr(msg: &[u8]) -> Vec<u8> {
@@ -209,6 +254,27 @@ mod tests {
         for (msg, expected) in cases {
             assert_eq!(show(&retr(msg)), show(expected), "{}", show(msg));
         }
+    }
+
+    #[test]
+    fn only_chunks_without_a_line_starting_with_a_dot_pass_through() {
+        let chunks: [&[u8]; 5] = [
+            b"A: b\r\n\r\nbody\r",
+            b"\n.dot\r\n",
+            b"plain\r\n",
+            b".x\r\n",
+            b"end",
+        ];
+        let (out, passed) = run_passing(BodyEncoder::retr(), &chunks);
+        // The second starts with a dot after the first's line end is completed by its `\n`:
+        // it has `\n.` inside. The fourth starts a line with a dot.
+        assert_eq!(passed, 3);
+        assert_eq!(show(&out), show(&retr(&chunks.concat())));
+        assert!(
+            !BodyEncoder::top(5).pass_through(b"plain\r\n"),
+            "TOP counts lines"
+        );
+        assert!(!BodyEncoder::retr().pass_through(b""));
     }
 
     #[test]
@@ -265,6 +331,13 @@ mod tests {
                     show(&out),
                     show(&expected),
                     "split at {i} of {}",
+                    show(&msg)
+                );
+                let (out, _) = run_passing(BodyEncoder::retr(), &[a, b]);
+                assert_eq!(
+                    show(&out),
+                    show(&expected),
+                    "passing through, split at {i} of {}",
                     show(&msg)
                 );
             }
@@ -511,6 +584,8 @@ mod tests {
             }
             prop_assert_eq!(show(&unstuff(&out)), show(&expected));
             prop_assert_eq!(show(&out), show(&model(&msg, None)));
+            let (passing, _) = run_passing(BodyEncoder::retr(), &chunked(&msg, &sizes));
+            prop_assert_eq!(show(&passing), show(&out));
         }
 
         #[test]

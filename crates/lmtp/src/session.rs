@@ -173,17 +173,21 @@ impl Session {
         let Ok(address) = Address::parse(to) else {
             return format!("550 5.1.1 <{}> No such user", header_safe(to));
         };
-        match self.store.find_recipient(&address).await {
-            // A full mailbox is refused here already, so the sender does not transfer the
-            // body for nothing; DATA checks again, exactly, in the delivery transaction.
-            Ok(Some(user)) => match self.store.check_quota(user, self.declared_size).await {
-                Ok(()) => {
-                    self.rcpts.push((address, user));
-                    "250 2.1.5 Recipient OK".into()
-                }
-                Err(e) => quota_reply(&address, e),
-            },
+        // A full mailbox is refused here already, so the sender does not transfer the body for
+        // nothing; DATA checks again, exactly, in the delivery transaction.
+        match self
+            .store
+            .accept_recipient(&address, self.declared_size)
+            .await
+        {
+            Ok(Some(user)) => {
+                self.rcpts.push((address, user));
+                "250 2.1.5 Recipient OK".into()
+            }
             Ok(None) => format!("550 5.1.1 <{address}> No such user"),
+            Err(e @ (StoreError::QuotaExceeded | StoreError::QuotaExceededTemporary)) => {
+                quota_reply(&address, e)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "recipient lookup failed");
                 "451 4.3.0 Temporary lookup failure".into()

@@ -122,6 +122,14 @@ pub trait Maildrops: Send + Sync {
 pub trait Delivery: Send + Sync {
     /// The user an envelope recipient names, through domain aliases.
     async fn find_recipient(&self, address: &Address) -> Result<Option<UserId>>;
+    /// At RCPT, in one statement: the user `address` names (`None`: no such user), or
+    /// `Err(QuotaExceeded)` / `Err(QuotaExceededTemporary)` when they or their domain are
+    /// already full, or would be by a message of the declared `size`.
+    async fn accept_recipient(
+        &self,
+        address: &Address,
+        size: Option<u64>,
+    ) -> Result<Option<UserId>>;
     /// Starts the body of a large message; it stays pending (and is cleaned up after a crash)
     /// until `deliver`.
     async fn begin_blob(&self) -> Result<BlobId>;

@@ -130,9 +130,6 @@ pub trait Policies: Send + Sync {
     async fn user_policy(&self, user: UserId) -> Result<UserPolicy>;
     /// What CAPA shows before login.
     async fn policy_summary(&self) -> Result<PolicySummary>;
-    /// At RCPT: `Err(QuotaExceeded)` / `Err(QuotaExceededTemporary)` when the user or their
-    /// domain is already full, or would be by a message of the declared `size`.
-    async fn check_quota(&self, user: UserId, size: Option<u64>) -> Result<()>;
     /// One run of the retention job: deletes messages delivered before `now_ms` minus their
     /// domain's retention, at most `batch` per transaction, skipping maildrops locked by a live
     /// session. Safe to run from several frontends at once.

@@ -1004,6 +1004,20 @@ impl Delivery for SqliteStore {
         Ok(id.map(UserId))
     }
 
+    async fn accept_recipient(
+        &self,
+        address: &Address,
+        size: Option<u64>,
+    ) -> Result<Option<UserId>> {
+        let row = sqlx::query_as(RECIPIENT_AT_RCPT)
+            .bind(address.domain.as_str())
+            .bind(address.local.as_str())
+            .bind(to_i64(size.unwrap_or(1)))
+            .fetch_optional(&self.pool)
+            .await?;
+        recipient_at_rcpt(row)
+    }
+
     async fn begin_blob(&self) -> Result<BlobId> {
         let id = sqlx::query_scalar(
             "INSERT INTO blobs (pending_node, created_at) VALUES ($1, $2) RETURNING id",
@@ -1922,20 +1936,6 @@ impl Policies for SqliteStore {
             min_login_delay_secs: min(row.try_get(2)?),
             login_delay_varies: row.try_get::<i64, _>(3)? > 1,
         })
-    }
-
-    async fn check_quota(&self, user: UserId, size: Option<u64>) -> Result<()> {
-        let row = sqlx::query(QUOTA_AT_RCPT)
-            .bind(user.0)
-            .bind(to_i64(size.unwrap_or(1)))
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound("recipient".into()))?;
-        match (row.try_get::<bool, _>(0)?, row.try_get::<bool, _>(1)?) {
-            (false, _) => Ok(()),
-            (true, false) => Err(StoreError::QuotaExceeded),
-            (true, true) => Err(StoreError::QuotaExceededTemporary),
-        }
     }
 
     #[instrument(skip_all)]

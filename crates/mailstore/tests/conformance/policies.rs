@@ -165,15 +165,30 @@ pub(crate) async fn a_full_mailbox_is_refused_at_rcpt_permanently_or_temporarily
     .await
     .expect("quota");
     set_policies(&*s, "example.com", |p| p.quota_warn_percent = None).await;
-    s.check_quota(john, None).await.expect("room");
+    let john_at = addr("john@example.com");
+    assert_eq!(
+        s.accept_recipient(&john_at, None).await.expect("room"),
+        Some(john)
+    );
+    assert_eq!(
+        s.accept_recipient(&addr("nobody@example.com"), None)
+            .await
+            .expect("lookup"),
+        None
+    );
     assert!(matches!(
-        s.check_quota(john, Some(101)).await,
+        s.accept_recipient(&john_at, Some(101)).await,
         Err(StoreError::QuotaExceeded)
     ));
     assert!(deliver(&*s, &[b'x'; 60], 64, &[(john, "")]).await[0].is_ok());
-    s.check_quota(john, Some(40)).await.expect("40 fit");
+    assert_eq!(
+        s.accept_recipient(&john_at, Some(40))
+            .await
+            .expect("40 fit"),
+        Some(john)
+    );
     assert!(matches!(
-        s.check_quota(john, Some(41)).await,
+        s.accept_recipient(&john_at, Some(41)).await,
         Err(StoreError::QuotaExceeded)
     ));
     assert!(matches!(
@@ -182,7 +197,7 @@ pub(crate) async fn a_full_mailbox_is_refused_at_rcpt_permanently_or_temporarily
     ));
     set_policies(&*s, "example.com", |p| p.quota_tempfail = true).await;
     assert!(matches!(
-        s.check_quota(john, Some(41)).await,
+        s.accept_recipient(&john_at, Some(41)).await,
         Err(StoreError::QuotaExceededTemporary)
     ));
     assert!(matches!(
@@ -192,7 +207,7 @@ pub(crate) async fn a_full_mailbox_is_refused_at_rcpt_permanently_or_temporarily
     assert!(deliver(&*s, &[b'x'; 40], 64, &[(john, "")]).await[0].is_ok());
     // Full on messages: nothing fits, whatever the size.
     assert!(matches!(
-        s.check_quota(john, None).await,
+        s.accept_recipient(&john_at, None).await,
         Err(StoreError::QuotaExceededTemporary)
     ));
     assert_eq!(

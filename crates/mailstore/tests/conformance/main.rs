@@ -491,6 +491,20 @@ async fn aliases_and_login_forms(b: impl Backend) {
             .expect("rcpt"),
         None
     );
+    // RCPT's lookup (with its quota check) resolves the same way.
+    assert_eq!(
+        s.accept_recipient(&addr("JOHN@example.net"), Some(10))
+            .await
+            .expect("rcpt"),
+        Some(john),
+        "RCPT through the alias"
+    );
+    assert_eq!(
+        s.accept_recipient(&addr("jane@example.net"), None)
+            .await
+            .expect("rcpt"),
+        None
+    );
 
     let forms = LoginForms::parse("at,plus").expect("forms");
     s.set_login_forms(&real, forms).await.expect("set");
@@ -1042,6 +1056,11 @@ async fn disabled_accounts_cannot_log_in_but_still_get_mail(b: impl Backend) {
     assert_eq!(
         s.find_recipient(&john_addr).await.expect("rcpt"),
         Some(john)
+    );
+    assert_eq!(
+        s.accept_recipient(&john_addr, None).await.expect("rcpt"),
+        Some(john),
+        "a disabled account still receives mail"
     );
     assert!(
         !s.user_detail(&john_addr)

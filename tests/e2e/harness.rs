@@ -411,6 +411,13 @@ impl Pop3 {
         (count, size)
     }
 
+    /// Everything the server sends until it closes the connection.
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        self.rd.read_to_end(&mut all).expect("read to the end");
+        all
+    }
+
     /// True when the server closed the connection (reads EOF).
     pub fn closed(&mut self) -> bool {
         let mut b = [0u8; 1];

@@ -800,6 +800,18 @@ impl Session {
             };
             next += 1;
         }
+        // The parts ran out short of the size they add up to: one is missing from the store.
+        // Ending the reply with "." would hand the client a cut message as if whole (and it may
+        // DELE it next): drop the connection instead, as when a read fails (no UPDATE).
+        if !body.is_done() && read < message.size {
+            tracing::error!(
+                message = message.id.0,
+                read,
+                size = message.size,
+                "message body is shorter than its size; a body part is missing from the store"
+            );
+            return Err(End::Io(std::io::Error::other("message body incomplete")));
+        }
         body.finish(&mut self.out);
         if retr {
             self.tally.retrieved += 1;

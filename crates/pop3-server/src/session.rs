@@ -13,6 +13,7 @@ use pop3_proto::{limits::MAX_SASL_LINE, parse_sasl_line};
 use tenancy::{AuthError, LoginContext};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::stream::Conn;
 
@@ -900,7 +901,8 @@ fn read_ahead(
     tokio::spawn(async move {
         let fetch = |from: u32| {
             let (store, message) = (store.clone(), message.clone());
-            AbortOnDrop(tokio::spawn(async move {
+            // Dropped (the client went away), a read under way stops.
+            AbortOnDropHandle::new(tokio::spawn(async move {
                 let batch = store.read_parts(&message, from, READ_AHEAD);
                 observe::timed("read_parts", batch).await
             }))
@@ -917,10 +919,10 @@ fn read_ahead(
                 next = next.saturating_add(READ_AHEAD);
                 asked = asked.saturating_add(batch_octets);
             }
-            let Some(mut batch) = under_way.pop_front() else {
+            let Some(batch) = under_way.pop_front() else {
                 return;
             };
-            let parts = match (&mut batch.0).await {
+            let parts = match batch.await {
                 Ok(Ok(parts)) => parts,
                 Ok(Err(e)) => {
                     let _ = tx.send(Err(e)).await;
@@ -949,15 +951,6 @@ fn read_ahead(
         }
     });
     rx
-}
-
-/// A store call under way for a RETR: dropped (the client went away), it stops.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 fn sys_temp() -> Reply {

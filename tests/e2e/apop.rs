@@ -148,7 +148,8 @@ fn apop_failures_look_alike() {
         assert!(r.starts_with("-ERR [AUTH]"), "{name}: {r}");
         replies.push(r);
         // The session goes on.
-        let r = c.cmd("NOOP");
+        let r = c.cmd("CAPA");
+        c.multi();
         assert!(r.starts_with("+OK"), "{name}: {r}");
     }
     let first = &replies[0];

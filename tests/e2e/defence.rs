@@ -75,7 +75,7 @@ fn over_long_passwords_are_refused_without_hashing() {
     c.cmd(&format!("USER {JOHN}"));
     let r = c.cmd(&format!("PASS {}", "x".repeat(5000)));
     assert!(r.starts_with("-ERR"), "{r}");
-    assert_eq!(c.cmd("NOOP"), "+OK");
+    assert!(!c.capa().is_empty());
 }
 
 #[test]
@@ -147,7 +147,7 @@ fn cleartext_logins_only_from_trusted_networks() {
         "refused before any check: {r}"
     );
     assert!(far.cmd("AUTH LOGIN").starts_with("-ERR"));
-    assert_eq!(far.cmd("NOOP"), "+OK");
+    assert!(!far.capa().is_empty());
 
     let mut near = connect_as(&s, "198.51.100.20");
     assert!(near.cmd("CAPA").starts_with("+OK"));

@@ -365,6 +365,14 @@ impl Pop3 {
         self.line()
     }
 
+    /// CAPA's lines: valid in either state, so it shows the session goes on (NOOP is valid
+    /// only after login).
+    pub fn capa(&mut self) -> Vec<String> {
+        let status = self.cmd("CAPA");
+        assert!(status.starts_with("+OK"), "CAPA: {status}");
+        self.multi()
+    }
+
     /// The rest of a multi-line reply as sent (still dot-stuffed), including the final ".\r\n".
     pub fn multi_raw(&mut self) -> Vec<u8> {
         let mut all = Vec::new();
@@ -559,6 +567,22 @@ pub fn deliver(server: &Server, rcpt: &str, message: &[u8]) {
     let replies = Lmtp::connect(server.lmtp).deliver("sender@example.net", &[rcpt], message);
     assert_eq!(replies.len(), 1);
     assert!(replies[0].starts_with("250 2.0.0"), "{replies:?}");
+}
+
+/// Fills `rcpt`'s mailbox with `n` small messages at once (`pophost import mbox`), for tests
+/// of large maildrops; LMTP would take minutes for tens of thousands.
+pub fn import_messages(server: &Server, rcpt: &str, n: usize) {
+    let mut mbox = Vec::new();
+    for i in 1..=n {
+        mbox.extend_from_slice(b"From sender@example.net Mon Dec  7 00:00:00 2026\n");
+        mbox.extend_from_slice(&message(&format!("msg{i}")));
+        mbox.extend_from_slice(b"\n");
+    }
+    let path = server.data().dir.join(format!("import-{n}.mbox"));
+    std::fs::write(&path, mbox).expect("write mbox");
+    let path = path.to_str().expect("utf-8 path");
+    let out = server.cli(&["import", "mbox", path, "--user", rcpt]);
+    assert!(out.status.success(), "import: {}", show(&out));
 }
 
 /// A small message with a recognisable subject.

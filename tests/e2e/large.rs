@@ -122,3 +122,68 @@ fn a_missing_body_part_drops_the_connection_instead_of_a_cut_message() {
     let mut p = Pop3::login(s.pop3, JOHN);
     assert_eq!(p.stat().0, 1, "the message is still there");
 }
+
+/// Issue 16 (1): after login, a client that pipelines 800 listings in one write and never reads
+/// holds the session's output budget, not 800 listings of a 20,000-message maildrop (which
+/// grew the server by 273 MiB). UIDL and LIST alike; a client that does read gets each listing
+/// whole.
+#[test]
+fn pipelined_listings_that_are_never_read_hold_bounded_memory() {
+    const MESSAGES: usize = 20_000;
+    let s = Server::start();
+    s.add_user(JOHN);
+    import_messages(&s, JOHN, MESSAGES);
+    let pid = s.pid();
+
+    let mut reader = Pop3::login(s.pop3, JOHN);
+    reader.send_raw(b"UIDL\r\nLIST\r\nUIDL\r\n");
+    for _ in 0..3 {
+        assert!(reader.line().starts_with("+OK"));
+        let lines = reader.multi();
+        assert_eq!(lines.len(), MESSAGES);
+        assert!(lines[MESSAGES - 1].starts_with(&format!("{MESSAGES} ")));
+    }
+    assert!(reader.cmd("QUIT").starts_with("+OK"));
+
+    for command in ["UIDL", "LIST"] {
+        let mut c = login_when_free(&s);
+        let before = proc_status_kb(pid, "VmRSS:");
+        reset_peak(pid);
+        c.send_raw(format!("{command}\r\n").repeat(800).as_bytes());
+        // The server writes until the socket buffers are full, then must stop: wait until its
+        // memory stops moving.
+        let mut last = 0;
+        for _ in 0..20 {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let now = proc_status_kb(pid, "VmHWM:");
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        let growth = last.saturating_sub(before);
+        eprintln!(
+            "800 pipelined {command}s, never read: RSS {before} kB, peak {last} kB, growth {growth} kB"
+        );
+        assert!(
+            growth < 16 * 1024,
+            "{command}: server RSS grew by {growth} kB"
+        );
+        drop(c);
+    }
+}
+
+/// Logs in, retrying while the previous session's lock is still being given back.
+fn login_when_free(s: &Server) -> Pop3 {
+    for _ in 0..100 {
+        let mut c = Pop3::connect(s.pop3);
+        c.cmd(&format!("USER {JOHN}"));
+        let r = c.cmd(&format!("PASS {PASSWORD}"));
+        if r.starts_with("+OK") {
+            return c;
+        }
+        assert!(r.starts_with("-ERR [IN-USE]"), "{r}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("maildrop stayed locked");
+}

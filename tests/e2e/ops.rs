@@ -351,7 +351,7 @@ fn bad_commands_close_the_connection_before_and_after_login() {
     assert!(c.cmd("PASS wrong").starts_with("-ERR [AUTH]"));
     c.cmd(&format!("USER {USER}"));
     assert!(c.cmd("PASS wrong").starts_with("-ERR [AUTH]"));
-    assert!(c.cmd("NOOP").starts_with("+OK"));
+    assert!(!c.capa().is_empty());
     assert!(c.cmd("XYZZY").starts_with("-ERR"));
     // After login the budget starts again, at its own size.
     c.cmd(&format!("USER {USER}"));
@@ -407,7 +407,7 @@ fn connections_before_login_are_limited_per_client_address() {
     first.cmd(&format!("USER {USER}"));
     assert!(first.cmd(&format!("PASS {PASSWORD}")).starts_with("+OK"));
     let mut fourth = Pop3::connect(server.pop3);
-    assert!(fourth.cmd("NOOP").starts_with("+OK"));
+    assert!(!fourth.capa().is_empty());
 }
 
 #[test]

@@ -277,7 +277,7 @@ ctx = ssl.create_default_context()
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
 t = ctx.wrap_socket(s, server_hostname='localhost')
-t.sendall(b'NOOP\r\n')
+t.sendall(b'USER x\r\n')
 print('first', line(t.recv).strip())
 t.sendall(b'QUIT\r\n')
 print('quit', line(t.recv).strip())
@@ -292,7 +292,10 @@ fn stls_discards_commands_sent_before_the_handshake() {
         .lines()
         .find(|l| l.starts_with("first"))
         .unwrap_or_default();
-    assert_eq!(first, "first +OK", "injected CAPA answered in TLS: {out}");
+    assert_eq!(
+        first, "first +OK send PASS",
+        "injected CAPA answered in TLS: {out}"
+    );
     assert!(out.contains("quit +OK"), "{out}");
 }
 

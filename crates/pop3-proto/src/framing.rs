@@ -5,12 +5,15 @@
 use std::collections::VecDeque;
 use std::mem;
 
-use crate::limits::MAX_COMMAND_LINE;
+use crate::limits::{MAX_COMMAND_LINE, MAX_SASL_LINE};
 
-/// Most bytes a line may hold before its CRLF.
-const MAX_CONTENT: usize = MAX_COMMAND_LINE - 2;
+/// Most bytes a line may hold before its CRLF. Lines are framed at the longest limit any line
+/// has (a SASL response's); each consumer then holds the line to its own limit when it takes it
+/// ([`LineBuffer::next_line_within`]), so a pipelined response line is judged by the state it is
+/// read in, not by the state the session was in when its bytes arrived.
+const MAX_CONTENT: usize = MAX_SASL_LINE - 2;
 /// Most bytes of an unfinished line kept: the content plus a CR whose LF has not arrived yet.
-const MAX_PARTIAL: usize = MAX_COMMAND_LINE - 1;
+const MAX_PARTIAL: usize = MAX_SASL_LINE - 1;
 
 /// A command line was longer than RFC 2449's 255 octets (CRLF included) and was discarded.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, thiserror::Error)]
@@ -20,17 +23,14 @@ pub struct LineTooLong;
 /// Collects bytes read from the socket and hands out complete lines.
 ///
 /// A line ends at LF; a CR just before it is dropped, so clients that send bare LF still work.
-/// A line with more than 253 bytes before its line ending yields one `Err(LineTooLong)` when its
-/// LF arrives (so replies stay in command order), and at most 254 of its bytes are ever held
-/// whatever the client sends.
+/// A command line with more than 253 bytes before its line ending yields one `Err(LineTooLong)`
+/// (so replies stay in command order), and at most 1,023 bytes of a line are ever held whatever
+/// the client sends.
 #[derive(Debug, Default)]
 pub struct LineBuffer {
     ready: VecDeque<Result<Vec<u8>, LineTooLong>>,
     partial: Vec<u8>,
     overflowed: bool,
-    /// `Some(n)`: lines framed from now on may hold up to `n` octets with their CRLF
-    /// (see [`LineBuffer::set_limit`]); `None`: the command-line limit.
-    limit: Option<usize>,
 }
 
 impl LineBuffer {
@@ -57,9 +57,24 @@ impl LineBuffer {
         }
     }
 
-    /// The next complete line without its line ending, or `None` until one has arrived.
+    /// The next complete command line without its line ending, or `None` until one has arrived;
+    /// held to RFC 2449's 255 octets.
     pub fn next_line(&mut self) -> Option<Result<Vec<u8>, LineTooLong>> {
-        self.ready.pop_front()
+        self.next_line_within(MAX_COMMAND_LINE)
+    }
+
+    /// As [`next_line`](Self::next_line), for a line that may hold up to `max_line` octets with
+    /// its CRLF (at most [`MAX_SASL_LINE`]): a SASL response line (RFC 5034 §4), whether it
+    /// arrived after the `+` challenge or in the same write as the `AUTH` before it.
+    pub fn next_line_within(&mut self, max_line: usize) -> Option<Result<Vec<u8>, LineTooLong>> {
+        let line = self.ready.pop_front()?;
+        Some(line.and_then(|l| {
+            if l.len() + 2 > max_line {
+                Err(LineTooLong)
+            } else {
+                Ok(l)
+            }
+        }))
     }
 
     /// Whether [`next_line`](Self::next_line) has something to return. A server answering a
@@ -68,27 +83,11 @@ impl LineBuffer {
         !self.ready.is_empty()
     }
 
-    /// Sets the longest line (CRLF included) accepted from now on: a server that has sent a
-    /// SASL challenge expects a response line of up to
-    /// [`MAX_SASL_LINE`](crate::limits::MAX_SASL_LINE) octets; `None` goes back to
-    /// [`MAX_COMMAND_LINE`]. Lines already complete keep the limit they were framed under.
-    pub fn set_limit(&mut self, max_line: Option<usize>) {
-        self.limit = max_line.map(|n| n.max(MAX_COMMAND_LINE));
-    }
-
-    fn max_content(&self) -> usize {
-        self.limit.map_or(MAX_CONTENT, |n| n - 2)
-    }
-
-    fn max_partial(&self) -> usize {
-        self.limit.map_or(MAX_PARTIAL, |n| n - 1)
-    }
-
     fn append(&mut self, segment: &[u8]) {
         if self.overflowed {
             return;
         }
-        if segment.len() > self.max_partial().saturating_sub(self.partial.len()) {
+        if segment.len() > MAX_PARTIAL.saturating_sub(self.partial.len()) {
             // Drop what we have now rather than at the LF: the client may never send one.
             self.overflowed = true;
             self.partial = Vec::new();
@@ -103,8 +102,7 @@ impl LineBuffer {
             line.pop();
         }
         let overflowed = mem::take(&mut self.overflowed);
-        let max = self.max_content();
-        self.ready.push_back(if overflowed || line.len() > max {
+        self.ready.push_back(if overflowed || line.len() > MAX_CONTENT {
             Err(LineTooLong)
         } else {
             Ok(line)
@@ -117,20 +115,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sasl_limit_takes_longer_lines_until_reset() {
-        use crate::limits::MAX_SASL_LINE;
+    fn sasl_limit_applies_to_the_line_it_is_taken_for() {
         let mut buf = LineBuffer::new();
-        buf.set_limit(Some(MAX_SASL_LINE));
         let long = vec![b'A'; MAX_SASL_LINE - 2];
+        // A response pipelined behind `AUTH PLAIN` in one write: framed before the session knows
+        // it is a response, it still gets the response limit when taken as one.
+        buf.push(b"AUTH PLAIN\r\n");
         buf.push(&long);
         buf.push(b"\r\n");
-        assert_eq!(buf.next_line(), Some(Ok(long.clone())));
         buf.push(&[b'A'; MAX_SASL_LINE - 1]);
         buf.push(b"\r\n");
-        assert_eq!(buf.next_line(), Some(Err(LineTooLong)));
-        buf.set_limit(None);
         buf.push(&[b'A'; 300]);
         buf.push(b"\r\nNOOP\r\n");
+        assert_eq!(buf.next_line(), Some(Ok(b"AUTH PLAIN".to_vec())));
+        assert_eq!(buf.next_line_within(MAX_SASL_LINE), Some(Ok(long.clone())));
+        assert_eq!(buf.next_line_within(MAX_SASL_LINE), Some(Err(LineTooLong)));
         assert_eq!(buf.next_line(), Some(Err(LineTooLong)));
         assert_eq!(buf.next_line(), Some(Ok(b"NOOP".to_vec())));
     }
@@ -295,7 +294,7 @@ mod tests {
         let megabyte = vec![b'A'; 1 << 20];
         for _ in 0..4 {
             buf.push(&megabyte);
-            assert!(buf.partial.capacity() <= MAX_COMMAND_LINE * 2);
+            assert!(buf.partial.capacity() <= MAX_SASL_LINE * 2);
             assert!(buf.ready.is_empty());
         }
         buf.push(b"\r\nQUIT\r\n");

@@ -95,18 +95,35 @@ pub fn encode_listing<N: fmt::Display, T: fmt::Display>(
     lines: impl IntoIterator<Item = (N, T)>,
     out: &mut Vec<u8>,
 ) {
-    use fmt::Write as _;
     status_line(out, "+OK", None, first);
     let mut line = String::new();
     for (n, text) in lines {
-        line.clear();
-        let _ = write!(line, "{n} {text}");
-        if line.starts_with('.') {
-            out.push(b'.');
-        }
-        push_single_line(out, &line);
-        out.extend_from_slice(b"\r\n");
+        encode_listing_line(n, text, &mut line, out);
     }
+    encode_listing_end(out);
+}
+
+/// One line of a LIST/UIDL listing, for a server that writes a long listing out in parts:
+/// the `+OK` line is `Reply::Ok`'s, then these lines, then [`encode_listing_end`]. `scratch` is
+/// reused between lines.
+pub fn encode_listing_line<N: fmt::Display, T: fmt::Display>(
+    n: N,
+    text: T,
+    scratch: &mut String,
+    out: &mut Vec<u8>,
+) {
+    use fmt::Write as _;
+    scratch.clear();
+    let _ = write!(scratch, "{n} {text}");
+    if scratch.starts_with('.') {
+        out.push(b'.');
+    }
+    push_single_line(out, scratch);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The `.` line that ends a multi-line listing.
+pub fn encode_listing_end(out: &mut Vec<u8>) {
     out.extend_from_slice(b".\r\n");
 }
 

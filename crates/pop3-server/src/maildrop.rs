@@ -33,10 +33,16 @@ impl Maildrop {
 
     /// Live messages with their numbers, for STAT and the LIST/UIDL listings.
     pub fn iter_live(&self) -> impl Iterator<Item = (MsgNum, &MessageMeta)> {
+        self.iter_live_from(0)
+    }
+
+    /// As `iter_live`, from the message at `index` (0-based) on: a listing written in parts.
+    pub fn iter_live_from(&self, index: usize) -> impl Iterator<Item = (MsgNum, &MessageMeta)> {
         self.messages
             .iter()
             .zip(&self.deleted)
             .enumerate()
+            .skip(index)
             .filter(|(_, (_, deleted))| !**deleted)
             .filter_map(|(i, (m, _))| Some((MsgNum::from_index(i)?, m)))
     }

@@ -21,6 +21,8 @@ pub mod names {
     pub const LOCK_CONFLICTS: &str = "pophost_lock_conflicts_total";
     pub const STORE_SECONDS: &str = "pophost_store_seconds";
     pub const LIMITED: &str = "pophost_pop3_limited_total";
+    /// Maildrops this frontend's sessions hold locked now (read from `session::Kicks`).
+    pub const MAILDROPS_HELD: &str = "pophost_maildrops_held";
 }
 
 /// The command's keyword, for the per-command counter.
@@ -121,32 +123,36 @@ impl Tally {
     }
 }
 
-/// Connections per client address that have not logged in yet, shared by the POP3 and POP3S
-/// listeners of this process. An address at its limit gets `-ERR [SYS/TEMP]` before the
+/// Connections per client network that have not logged in yet, shared by the POP3 and POP3S
+/// listeners of this process. A network is what the brute-force counters count as one client
+/// (`tenancy::network_key`: an IPv4 address, an IPv6 /64), so a client that owns a /64 cannot
+/// take a slot per address. A network at its limit gets `-ERR [SYS/TEMP]` before the
 /// greeting; a login frees its slot, so a NAT full of logged-in users is not held back.
 #[derive(Clone, Default)]
 pub struct PreLogin {
-    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 /// A held pre-login slot; dropping it gives the slot back.
 pub(crate) struct PreLoginSlot {
-    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+    network: String,
 }
 
 impl PreLogin {
-    /// Takes a slot for `ip`, or `None` when it already has `max` connections before login.
+    /// Takes a slot for `ip`'s network, or `None` when it already has `max` connections
+    /// before login.
     pub(crate) fn enter(&self, ip: IpAddr, max: usize) -> Option<PreLoginSlot> {
+        let network = tenancy::network_key(ip);
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let n = counts.entry(ip).or_insert(0);
+        let n = counts.entry(network.clone()).or_insert(0);
         if *n >= max {
             return None;
         }
         *n += 1;
         Some(PreLoginSlot {
             counts: self.counts.clone(),
-            ip,
+            network,
         })
     }
 }
@@ -154,10 +160,10 @@ impl PreLogin {
 impl Drop for PreLoginSlot {
     fn drop(&mut self) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = counts.get_mut(&self.ip) {
+        if let Some(n) = counts.get_mut(&self.network) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                counts.remove(&self.ip);
+                counts.remove(&self.network);
             }
         }
     }
@@ -176,6 +182,12 @@ mod tests {
         let two = pre.enter(a, 2).expect("second");
         assert!(pre.enter(a, 2).is_none(), "third from the same address");
         assert!(pre.enter(b, 2).is_some(), "another address is not affected");
+        // IPv6: one /64 is one client, whichever of its addresses it connects from.
+        let v6 = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let held = pre.enter(v6("2001:db8:1:2::1"), 1).expect("first of the /64");
+        assert!(pre.enter(v6("2001:db8:1:2:ffff::9"), 1).is_none(), "same /64");
+        assert!(pre.enter(v6("2001:db8:1:3::1"), 1).is_some(), "the next /64");
+        drop(held);
         drop(one);
         let three = pre.enter(a, 2).expect("a slot was given back");
         drop((two, three));

@@ -96,6 +96,8 @@ pub async fn run_with_pop3s(
 ) {
     let stop_renewal = CancellationToken::new();
     let kicks = Kicks::default();
+    // Shown from the start, so a scrape before the first login reads 0 rather than nothing.
+    metrics::gauge!(crate::observe::names::MAILDROPS_HELD).set(0.0);
     let renewer = tokio::spawn(renew_leases(
         services.store.clone(),
         config.lease_renewal,

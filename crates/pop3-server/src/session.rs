@@ -7,7 +7,8 @@
 
 use mailstore::StoreError;
 use pop3_proto::{
-    BodyEncoder, Command, LineBuffer, MsgNum, Reply, RespCode, encode, encode_listing, parse_line,
+    BodyEncoder, Command, LineBuffer, MsgNum, Reply, RespCode, encode, encode_listing_end,
+    encode_listing_line, parse_line,
 };
 use pop3_proto::{limits::MAX_SASL_LINE, parse_sasl_line};
 use tenancy::{AuthError, LoginContext};
@@ -29,6 +30,11 @@ use sasl::SaslExchange;
 /// Replies are written out once this much is queued, even mid-RETR.
 const FLUSH_AT: usize = 64 * 1024;
 
+/// The most a client may send before it logs in: a whole pre-login conversation (CAPA, STLS,
+/// AUTH with a SCRAM exchange, USER and PASS) is well under 2 KiB. Past this the connection is
+/// closed, so a connection cannot be kept busy with endless valid commands until its deadline.
+const PRE_LOGIN_BYTES: usize = 16 * 1024;
+
 /// After the shutdown grace period, how long a pending write may still take.
 const WRITE_AFTER_ABORT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -43,7 +49,17 @@ const CAPABILITIES: &[&str] = &[
 
 enum State {
     Authorization { user: Option<String> },
-    Transaction(Maildrop),
+    /// Logged in: the maildrop, and its lease's entry in `Kicks`, removed when this state ends
+    /// however it ends (QUIT, disconnect, STLS never applies here).
+    // Kept for its `Drop` only.
+    Transaction(Maildrop, #[allow(dead_code)] Held),
+}
+
+/// What a LIST or UIDL listing shows of each message.
+#[derive(Clone, Copy)]
+enum Listing {
+    Sizes,
+    Uids,
 }
 
 /// Whether the connection goes on after a command.
@@ -71,6 +87,10 @@ enum End {
     BadCommands,
     /// The client's address already has its most connections before login.
     TooManyFromAddress,
+    /// No login within `Config::login_timeout` of the accept.
+    LoginDeadline,
+    /// More than `PRE_LOGIN_BYTES` sent before login.
+    TooMuchBeforeLogin,
 }
 
 impl End {
@@ -87,6 +107,8 @@ impl End {
             End::Kicked => "kicked",
             End::BadCommands => "bad-commands",
             End::TooManyFromAddress => "per-ip-limit",
+            End::LoginDeadline => "login-timeout",
+            End::TooMuchBeforeLogin => "pre-login-bytes",
         }
     }
 }
@@ -120,13 +142,18 @@ pub struct Session {
     pre_login_slot: Option<PreLoginSlot>,
     /// The mechanism of the login attempt under way (for the logins counter).
     login_mechanism: &'static str,
+    /// Until a login succeeds, the connection ends at this instant: the TLS handshake and every
+    /// read and write before login count against it, so a client that sends a byte now and then
+    /// cannot hold a connection slot past it.
+    login_deadline: tokio::time::Instant,
+    /// Octets read before login, against `PRE_LOGIN_BYTES`.
+    pre_login_bytes: usize,
 }
 
 impl Session {
     pub fn new(services: Services, config: Config, abort: CancellationToken) -> Self {
         Self {
             services,
-            config,
             abort,
             state: State::Authorization { user: None },
             out: Vec::new(),
@@ -141,6 +168,9 @@ impl Session {
             pre_login: PreLogin::default(),
             pre_login_slot: None,
             login_mechanism: "USER",
+            login_deadline: tokio::time::Instant::now() + config.login_timeout,
+            pre_login_bytes: 0,
+            config,
         }
     }
 
@@ -200,12 +230,13 @@ impl Session {
             End::TooManyFromAddress => {
                 tracing::info!("refused: too many connections from this address before login")
             }
+            End::LoginDeadline => tracing::info!("closed: no login within the login timeout"),
+            End::TooMuchBeforeLogin => tracing::info!("closed: too much data before login"),
             End::Quit | End::Eof | End::StartTls => tracing::debug!("session ended"),
         }
         self.summary(&end);
         // Leaving without QUIT deletes nothing; the lock is given back so the user can log in again.
-        if let State::Transaction(drop) = &self.state {
-            self.kicks.remove(drop.lease.token);
+        if let State::Transaction(drop, _) = &self.state {
             if let Err(e) = observe::timed("unlock", self.services.store.unlock(&drop.lease)).await
             {
                 tracing::warn!(error = %e, "releasing maildrop lock failed; it expires with its lease");
@@ -265,7 +296,7 @@ impl Session {
         self.tally.bad_commands += 1;
         let budget = match self.state {
             State::Authorization { .. } => self.config.bad_commands_before_login,
-            State::Transaction(_) => self.config.bad_commands_after_login,
+            State::Transaction(..) => self.config.bad_commands_after_login,
         };
         self.tally.bad_commands > budget
     }
@@ -309,7 +340,8 @@ impl Session {
             return Err(End::Handshake(std::io::Error::other("TLS not configured")));
         };
         let limit = self.config.handshake_timeout.min(self.config.idle_timeout);
-        let shake = tokio::time::timeout(limit, acceptor.accept(stream));
+        let until = (tokio::time::Instant::now() + limit).min(self.login_deadline);
+        let shake = tokio::time::timeout_at(until, acceptor.accept(stream));
         let tls = tokio::select! {
             _ = self.abort.cancelled() => return Err(End::Shutdown),
             r = shake => match r {
@@ -364,17 +396,35 @@ impl Session {
                         let _ = self.flush(rd).await;
                         return End::Kicked;
                     }
-                    read = tokio::time::timeout(self.read_timeout(), rd.read(&mut buf)) => read,
+                    read = tokio::time::timeout_at(self.deadline(), rd.read(&mut buf)) => read,
                 };
                 match read {
-                    Err(_) => return End::Idle,
+                    Err(_) => return self.timed_out(),
                     Ok(Err(e)) => return End::Io(e),
                     Ok(Ok(0)) => return End::Eof,
-                    Ok(Ok(n)) => lines.push(&buf[..n]),
+                    Ok(Ok(n)) => {
+                        if matches!(self.state, State::Authorization { .. }) {
+                            self.pre_login_bytes += n;
+                            if self.pre_login_bytes > PRE_LOGIN_BYTES {
+                                metrics::counter!(names::LIMITED, "limit" => "pre_login_bytes")
+                                    .increment(1);
+                                self.queue(&Reply::Err(None, "too much data before login".into()));
+                                let _ = self.flush(rd).await;
+                                return End::TooMuchBeforeLogin;
+                            }
+                        }
+                        lines.push(&buf[..n]);
+                    }
                 }
                 continue;
             }
-            let Some(line) = lines.next_line() else {
+            // RFC 5034 §4: response lines are not held to the 255-octet command-line limit.
+            let line = if self.sasl.is_some() {
+                lines.next_line_within(MAX_SASL_LINE)
+            } else {
+                lines.next_line()
+            };
+            let Some(line) = line else {
                 continue;
             };
             let (bad_before, out_before) = (self.tally.bad_commands, self.out.len());
@@ -388,7 +438,7 @@ impl Session {
                             Reply::Err(None, "authentication response too long".into())
                         }
                     };
-                    let logged_in = matches!(self.state, State::Transaction(_));
+                    let logged_in = matches!(self.state, State::Transaction(..));
                     observe::login_result(self.login_mechanism, &reply, logged_in);
                     self.queue(&reply);
                     Flow::Continue
@@ -424,9 +474,15 @@ impl Session {
                     return End::BadCommands;
                 }
             }
-            // RFC 5034 §4: response lines are not held to the 255-octet command-line limit.
-            lines.set_limit(self.sasl.is_some().then_some(MAX_SASL_LINE));
             match flow {
+                // One output budget for every reply: past `FLUSH_AT` unsent, the next pipelined
+                // command waits until this is written, so a client that sends commands and
+                // never reads holds no more than that (and the socket's buffers).
+                Flow::Continue if self.out.len() >= FLUSH_AT => {
+                    if let Err(e) = self.flush(rd).await {
+                        return e;
+                    }
+                }
                 Flow::Continue => {}
                 Flow::Close => {
                     let _ = self.flush(rd).await;
@@ -443,12 +499,24 @@ impl Session {
         }
     }
 
-    /// How long the client may stay silent: the short pre-login timeout before login, the
-    /// RFC 1939 autologout timer after.
-    fn read_timeout(&self) -> std::time::Duration {
+    /// Until when the next read or write may wait: the RFC 1939 autologout timer, and before
+    /// login no later than the login deadline.
+    fn deadline(&self) -> tokio::time::Instant {
+        let idle = tokio::time::Instant::now() + self.config.idle_timeout;
         match self.state {
-            State::Authorization { .. } => self.config.login_timeout.min(self.config.idle_timeout),
-            State::Transaction(_) => self.config.idle_timeout,
+            State::Authorization { .. } => idle.min(self.login_deadline),
+            State::Transaction(..) => idle,
+        }
+    }
+
+    /// How a read or write that hit `deadline` ends the session.
+    fn timed_out(&self) -> End {
+        match self.state {
+            State::Authorization { .. } if tokio::time::Instant::now() >= self.login_deadline => {
+                metrics::counter!(names::LIMITED, "limit" => "login_timeout").increment(1);
+                End::LoginDeadline
+            }
+            _ => End::Idle,
         }
     }
 
@@ -489,7 +557,6 @@ impl Session {
                     lines,
                 }
             }
-            (_, Command::Noop) => Reply::Ok(String::new()),
 
             (State::Authorization { .. }, Command::User(_)) if !cleartext => Reply::Err(
                 None,
@@ -541,60 +608,58 @@ impl Session {
                 Reply::Err(None, "command not valid before login".into())
             }
 
-            (State::Transaction(_), Command::User(_) | Command::Pass(_) | Command::Auth { .. }) => {
+            (State::Transaction(..), Command::User(_) | Command::Pass(_) | Command::Auth { .. }) => {
                 self.tally.bad_commands += 1;
                 Reply::Err(None, "already logged in".into())
             }
-            (State::Transaction(_), Command::Stls) => {
+            (State::Transaction(..), Command::Stls) => {
                 self.tally.bad_commands += 1;
                 Reply::Err(None, "STLS is only valid before login".into())
             }
-            (State::Transaction(_), Command::Apop { .. }) => {
+            (State::Transaction(..), Command::Apop { .. }) => {
                 self.tally.bad_commands += 1;
                 Reply::Err(None, "already logged in".into())
             }
-            (State::Transaction(drop), Command::Stat) => {
+            (State::Transaction(..), Command::Noop) => Reply::Ok(String::new()),
+            (State::Transaction(drop, _), Command::Stat) => {
                 let (count, size) = drop.stat();
                 Reply::Ok(format!("{count} {size}"))
             }
-            (State::Transaction(drop), Command::List(None)) => {
+            (State::Transaction(drop, _), Command::List(None)) => {
                 let (count, size) = drop.stat();
                 let first = format!("{count} messages ({size} octets)");
-                let lines = drop.iter_live().map(|(n, m)| (n, m.size));
-                encode_listing(&first, lines, &mut self.out);
-                return Ok(Flow::Continue);
+                return self.send_listing(first, Listing::Sizes, wr).await;
             }
-            (State::Transaction(drop), Command::List(Some(n))) => match drop.live(n) {
+            (State::Transaction(drop, _), Command::List(Some(n))) => match drop.live(n) {
                 Ok(m) => Reply::Ok(format!("{n} {}", m.size)),
                 Err(e) => e,
             },
-            (State::Transaction(drop), Command::Uidl(None)) => {
-                let lines = drop.iter_live().map(|(n, m)| (n, &m.uid));
-                encode_listing("unique-id listing follows", lines, &mut self.out);
-                return Ok(Flow::Continue);
+            (State::Transaction(..), Command::Uidl(None)) => {
+                let first = "unique-id listing follows".to_owned();
+                return self.send_listing(first, Listing::Uids, wr).await;
             }
-            (State::Transaction(drop), Command::Uidl(Some(n))) => match drop.live(n) {
+            (State::Transaction(drop, _), Command::Uidl(Some(n))) => match drop.live(n) {
                 Ok(m) => Reply::Ok(format!("{n} {}", m.uid)),
                 Err(e) => e,
             },
-            (State::Transaction(_), Command::Retr(n)) => {
+            (State::Transaction(..), Command::Retr(n)) => {
                 return self.send_message(n, BodyEncoder::retr(), true, wr).await;
             }
-            (State::Transaction(_), Command::Top(n, lines)) => {
+            (State::Transaction(..), Command::Top(n, lines)) => {
                 return self
                     .send_message(n, BodyEncoder::top(lines), false, wr)
                     .await;
             }
-            (State::Transaction(drop), Command::Dele(n)) => match drop.delete(n) {
+            (State::Transaction(drop, _), Command::Dele(n)) => match drop.delete(n) {
                 Ok(()) => Reply::Ok(format!("message {n} deleted")),
                 Err(e) => e,
             },
-            (State::Transaction(drop), Command::Rset) => {
+            (State::Transaction(drop, _), Command::Rset) => {
                 drop.reset();
                 let (count, size) = drop.stat();
                 Reply::Ok(format!("maildrop has {count} messages ({size} octets)"))
             }
-            (State::Transaction(drop), Command::Quit) => {
+            (State::Transaction(drop, _), Command::Quit) => {
                 // UPDATE: +OK only once the deletions are committed.
                 let marked = drop.marked();
                 let update = self.services.store.commit_update(&drop.lease, &marked);
@@ -608,20 +673,20 @@ impl Session {
                         self.state = State::Authorization { user: None };
                         Reply::Ok(format!("pophost signing off ({count} messages left)"))
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "UPDATE failed");
-                        Reply::Err(
-                            Some(RespCode::SysTemp),
-                            "some deleted messages not removed".into(),
-                        )
-                    }
+                    // RFC 1939's own words for a failed UPDATE, with the code the error maps to.
+                    Err(e) => match store_reply("UPDATE", &e) {
+                        Reply::Err(code, _) => {
+                            Reply::Err(code, "some deleted messages not removed".into())
+                        }
+                        other => other,
+                    },
                 };
                 self.queue(&reply);
                 return Ok(Flow::Close);
             }
         };
         if let Some(mechanism) = attempt {
-            let logged_in = matches!(self.state, State::Transaction(_));
+            let logged_in = matches!(self.state, State::Transaction(..));
             observe::login_result(mechanism, &reply, logged_in);
         }
         self.queue(&reply);
@@ -638,14 +703,7 @@ impl Session {
             .await
         {
             Ok(user) => user,
-            Err(AuthError::Rejected) => {
-                tracing::info!("login failed");
-                return Reply::Err(Some(RespCode::Auth), "invalid login or password".into());
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "login failed: store unavailable");
-                return sys_temp();
-            }
+            Err(e) => return auth_reply("login", &e),
         };
         self.enter_transaction(user, login).await
     }
@@ -660,41 +718,22 @@ impl Session {
         let services = &self.services;
         let lease = match observe::timed("lock", services.store.lock(user)).await {
             Ok(lease) => lease,
-            Err(StoreError::InUse) => {
-                metrics::counter!(names::LOCK_CONFLICTS).increment(1);
-                return Reply::Err(
-                    Some(RespCode::InUse),
-                    "maildrop is locked by another session".into(),
-                );
-            }
-            Err(StoreError::LoginDelay(wait)) => {
-                tracing::info!(wait, "login refused: LOGIN-DELAY");
-                return Reply::Err(
-                    Some(RespCode::LoginDelay),
-                    format!("logged in too recently; try again in {wait} seconds"),
-                );
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "taking maildrop lock failed");
-                return sys_temp();
-            }
+            Err(e) => return store_reply("taking maildrop lock", &e),
         };
         // What CAPA shows after login is read with the lock, so it is what this session's
         // domain really runs.
         let policy = match services.store.user_policy(user).await {
             Ok(policy) => policy,
             Err(e) => {
-                tracing::warn!(error = %e, "reading mailbox policy failed");
                 let _ = services.store.unlock(&lease).await;
-                return sys_temp();
+                return store_reply("reading mailbox policy", &e);
             }
         };
         let messages = match observe::timed("list", services.store.list(user)).await {
             Ok(messages) => messages,
             Err(e) => {
-                tracing::warn!(error = %e, "listing maildrop failed");
                 let _ = services.store.unlock(&lease).await;
-                return sys_temp();
+                return store_reply("listing maildrop", &e);
             }
         };
         let span = tracing::Span::current();
@@ -711,11 +750,11 @@ impl Session {
         self.pre_login_slot = None;
         self.tally.bad_commands = 0;
         tracing::info!(messages = messages.len(), "logged in");
-        self.kicks.insert(lease.token, self.kicked.clone());
+        let held = self.kicks.insert(lease.token, self.kicked.clone());
         let drop = Maildrop::new(lease, messages);
         let (count, size) = drop.stat();
         self.user_policy = Some(policy);
-        self.state = State::Transaction(drop);
+        self.state = State::Transaction(drop, held);
         Reply::Ok(format!("{count} messages ({size} octets)"))
     }
 
@@ -728,7 +767,7 @@ impl Session {
         retr: bool,
         wr: &mut W,
     ) -> Result<Flow, End> {
-        let State::Transaction(drop) = &self.state else {
+        let State::Transaction(drop, _) = &self.state else {
             return Ok(Flow::Continue);
         };
         let message = match drop.live(n) {
@@ -742,10 +781,16 @@ impl Session {
         // The store is read before the status line, so a failing store still gets a clean -ERR.
         // The first read brings the header block and the first body part: all of a small
         // message in one store round trip.
-        let mut head = match observe::timed("read_parts", store.read_parts(&message, 0, 2)).await {
+        let read = observe::timed("read_parts", store.read_parts(&message, 0, 2)).await;
+        let mut head = match read {
             Ok(parts) if !parts.is_empty() => parts.into_iter(),
-            Ok(_) | Err(_) => {
-                self.queue(&sys_temp());
+            Ok(_) => {
+                let missing = StoreError::Invalid(format!("message {} has no parts", message.id.0));
+                self.queue(&store_reply("reading message", &missing));
+                return Ok(Flow::Continue);
+            }
+            Err(e) => {
+                self.queue(&store_reply("reading message", &e));
                 return Ok(Flow::Continue);
             }
         };
@@ -824,6 +869,42 @@ impl Session {
         Ok(Flow::Continue)
     }
 
+    /// LIST and UIDL without an argument: written out `FLUSH_AT` at a time, so a listing of a
+    /// large maildrop takes no more memory than any other reply.
+    async fn send_listing<W: AsyncWrite + Unpin>(
+        &mut self,
+        first: String,
+        listing: Listing,
+        wr: &mut W,
+    ) -> Result<Flow, End> {
+        self.queue(&Reply::Ok(first));
+        let mut scratch = String::new();
+        let mut from = 0;
+        loop {
+            let State::Transaction(drop, _) = &self.state else {
+                break;
+            };
+            let mut rest = None;
+            for (n, m) in drop.iter_live_from(from) {
+                if self.out.len() >= FLUSH_AT {
+                    rest = Some(n.index());
+                    break;
+                }
+                match listing {
+                    Listing::Sizes => encode_listing_line(n, m.size, &mut scratch, &mut self.out),
+                    Listing::Uids => encode_listing_line(n, &m.uid, &mut scratch, &mut self.out),
+                }
+            }
+            let Some(rest) = rest else {
+                break;
+            };
+            from = rest;
+            self.flush(wr).await?;
+        }
+        encode_listing_end(&mut self.out);
+        Ok(Flow::Continue)
+    }
+
     fn queue(&mut self, reply: &Reply) {
         encode(reply, &mut self.out);
     }
@@ -861,11 +942,11 @@ impl Session {
         };
         // A client that stops reading is as idle as one that stops writing.
         let written = tokio::select! {
-            written = tokio::time::timeout(self.config.idle_timeout, write) => written,
+            written = tokio::time::timeout_at(self.deadline(), write) => written,
             _ = drain_deadline => return Err(End::Shutdown),
         };
         match written {
-            Err(_) => Err(End::Idle),
+            Err(_) => Err(self.timed_out()),
             Ok(Err(e)) => Err(End::Io(e)),
             Ok(Ok(())) => {
                 let sent = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
@@ -960,6 +1041,44 @@ fn sys_temp() -> Reply {
     )
 }
 
+/// The one mapping of a failed login to a POP3 reply: every mechanism's failure reads the same
+/// (`[AUTH]`, whatever the reason), a store that cannot answer is `[SYS/TEMP]`.
+pub(crate) fn auth_reply(doing: &str, e: &AuthError) -> Reply {
+    match e {
+        AuthError::Unavailable(e) => store_reply(doing, e),
+        _ => {
+            tracing::info!("{doing} failed");
+            Reply::Err(Some(RespCode::Auth), "invalid login or password".into())
+        }
+    }
+}
+
+/// The one mapping of a store error to a POP3 reply, logged with what was being done (`doing`).
+/// A lock held elsewhere and LOGIN-DELAY are the client's to know (RFC 2449 response codes);
+/// everything else is a temporary failure whose detail stays in the log.
+pub(crate) fn store_reply(doing: &str, e: &StoreError) -> Reply {
+    match e {
+        StoreError::InUse => {
+            metrics::counter!(names::LOCK_CONFLICTS).increment(1);
+            Reply::Err(
+                Some(RespCode::InUse),
+                "maildrop is locked by another session".into(),
+            )
+        }
+        StoreError::LoginDelay(wait) => {
+            tracing::info!(wait, "login refused: LOGIN-DELAY");
+            Reply::Err(
+                Some(RespCode::LoginDelay),
+                format!("logged in too recently; try again in {wait} seconds"),
+            )
+        }
+        e => {
+            tracing::warn!(error = %e, "{doing} failed");
+            sys_temp()
+        }
+    }
+}
+
 /// The leases this server's sessions hold, by token: when lease renewal finds one gone from the
 /// store (an admin broke the lock, or it expired and another frontend took it), the session
 /// holding it is ended at once instead of at its next QUIT.
@@ -969,18 +1088,15 @@ pub struct Kicks(
 );
 
 impl Kicks {
-    fn insert(&self, token: i64, kicked: CancellationToken) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(token, kicked);
-    }
-
-    fn remove(&self, token: i64) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&token);
+    /// Registers a lease; the entry lives as long as the returned guard.
+    fn insert(&self, token: i64, kicked: CancellationToken) -> Held {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(token, kicked);
+        metrics::gauge!(names::MAILDROPS_HELD).set(map.len() as f64);
+        Held {
+            kicks: self.clone(),
+            token,
+        }
     }
 
     /// Ends the sessions holding `lost` leases.
@@ -991,5 +1107,20 @@ impl Kicks {
                 kicked.cancel();
             }
         }
+    }
+}
+
+/// A lease's entry in `Kicks`, owned by the TRANSACTION state: the entry goes when the state
+/// does, whichever way the session leaves it.
+pub(crate) struct Held {
+    kicks: Kicks,
+    token: i64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut map = self.kicks.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&self.token);
+        metrics::gauge!(names::MAILDROPS_HELD).set(map.len() as f64);
     }
 }

@@ -3,10 +3,9 @@
 //! APOP whenever they see one); elsewhere `APOP` is refused. The check itself is
 //! `tenancy::ApopVerifier`; a success ends in [`Session::enter_transaction`], like PASS.
 
-use pop3_proto::{Reply, RespCode};
-use tenancy::AuthError;
+use pop3_proto::Reply;
 
-use super::{Session, sys_temp};
+use super::{Session, auth_reply};
 
 impl Session {
     /// The greeting text after `+OK`; with APOP on, a fresh timestamp that `APOP` is checked
@@ -35,14 +34,7 @@ impl Session {
             .await
         {
             Ok(user) => self.enter_transaction(user, name).await,
-            Err(AuthError::Rejected) => {
-                tracing::info!("APOP login failed");
-                Reply::Err(Some(RespCode::Auth), "invalid login or password".into())
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "APOP login failed: store unavailable");
-                sys_temp()
-            }
+            Err(e) => auth_reply("APOP login", &e),
         }
     }
 }

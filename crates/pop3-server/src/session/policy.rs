@@ -6,7 +6,7 @@ use super::{Session, State};
 
 impl Session {
     pub(super) async fn policy_capability(&self) -> Vec<String> {
-        if matches!(self.state, State::Transaction(_)) {
+        if matches!(self.state, State::Transaction(..)) {
             let policy = self.user_policy.unwrap_or_default();
             let mut lines = vec![match policy.retention_days {
                 Some(days) => format!("EXPIRE {days}"),

@@ -13,7 +13,7 @@ use mailstore::UserId;
 use pop3_proto::{Reply, RespCode, SaslLineError, SaslResponse};
 use tenancy::{AuthError, ScramExchange};
 
-use super::{Session, sys_temp};
+use super::{Session, auth_reply};
 
 /// The mechanisms offered, in CAPA's `SASL` line and in the reply to a bare `AUTH`.
 pub(super) const MECHANISMS: &[&str] = &["PLAIN", "LOGIN", "SCRAM-SHA-256"];
@@ -114,7 +114,7 @@ impl Session {
                         self.sasl = Some(SaslExchange::ScramDone { user, login });
                         Reply::Challenge(server_final.into_bytes())
                     }
-                    Err(_) => rejected(),
+                    Err(e) => auth_reply("SCRAM login", &e),
                 }
             }
             SaslExchange::ScramDone { user, login } if response.as_bytes().is_empty() => {
@@ -135,11 +135,7 @@ impl Session {
                 self.sasl = Some(SaslExchange::ScramFinal(Box::new(exchange)));
                 Reply::Challenge(server_first.into_bytes())
             }
-            Err(AuthError::Unavailable(e)) => {
-                tracing::warn!(error = %e, "login failed: store unavailable");
-                sys_temp()
-            }
-            Err(_) => rejected(),
+            Err(e) => auth_reply("SCRAM login", &e),
         }
     }
 
@@ -166,8 +162,7 @@ impl Session {
 }
 
 fn rejected() -> Reply {
-    tracing::info!("login failed");
-    Reply::Err(Some(RespCode::Auth), "invalid login or password".into())
+    auth_reply("SASL login", &AuthError::Rejected)
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -102,11 +102,12 @@ impl LineBuffer {
             line.pop();
         }
         let overflowed = mem::take(&mut self.overflowed);
-        self.ready.push_back(if overflowed || line.len() > MAX_CONTENT {
-            Err(LineTooLong)
-        } else {
-            Ok(line)
-        });
+        self.ready
+            .push_back(if overflowed || line.len() > MAX_CONTENT {
+                Err(LineTooLong)
+            } else {
+                Ok(line)
+            });
     }
 }
 

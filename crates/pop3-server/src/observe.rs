@@ -184,9 +184,17 @@ mod tests {
         assert!(pre.enter(b, 2).is_some(), "another address is not affected");
         // IPv6: one /64 is one client, whichever of its addresses it connects from.
         let v6 = |s: &str| s.parse::<IpAddr>().expect("ip");
-        let held = pre.enter(v6("2001:db8:1:2::1"), 1).expect("first of the /64");
-        assert!(pre.enter(v6("2001:db8:1:2:ffff::9"), 1).is_none(), "same /64");
-        assert!(pre.enter(v6("2001:db8:1:3::1"), 1).is_some(), "the next /64");
+        let held = pre
+            .enter(v6("2001:db8:1:2::1"), 1)
+            .expect("first of the /64");
+        assert!(
+            pre.enter(v6("2001:db8:1:2:ffff::9"), 1).is_none(),
+            "same /64"
+        );
+        assert!(
+            pre.enter(v6("2001:db8:1:3::1"), 1).is_some(),
+            "the next /64"
+        );
         drop(held);
         drop(one);
         let three = pre.enter(a, 2).expect("a slot was given back");

@@ -48,7 +48,9 @@ const CAPABILITIES: &[&str] = &[
 ];
 
 enum State {
-    Authorization { user: Option<String> },
+    Authorization {
+        user: Option<String>,
+    },
     /// Logged in: the maildrop, and its lease's entry in `Kicks`, removed when this state ends
     /// however it ends (QUIT, disconnect, STLS never applies here).
     // Kept for its `Drop` only.
@@ -236,11 +238,10 @@ impl Session {
         }
         self.summary(&end);
         // Leaving without QUIT deletes nothing; the lock is given back so the user can log in again.
-        if let State::Transaction(drop, _) = &self.state {
-            if let Err(e) = observe::timed("unlock", self.services.store.unlock(&drop.lease)).await
-            {
-                tracing::warn!(error = %e, "releasing maildrop lock failed; it expires with its lease");
-            }
+        if let State::Transaction(drop, _) = &self.state
+            && let Err(e) = observe::timed("unlock", self.services.store.unlock(&drop.lease)).await
+        {
+            tracing::warn!(error = %e, "releasing maildrop lock failed; it expires with its lease");
         }
         if let Some(mut conn) = conn {
             // Not on POP3S: a plain-text line would only confuse a TLS client.
@@ -608,7 +609,10 @@ impl Session {
                 Reply::Err(None, "command not valid before login".into())
             }
 
-            (State::Transaction(..), Command::User(_) | Command::Pass(_) | Command::Auth { .. }) => {
+            (
+                State::Transaction(..),
+                Command::User(_) | Command::Pass(_) | Command::Auth { .. },
+            ) => {
                 self.tally.bad_commands += 1;
                 Reply::Err(None, "already logged in".into())
             }
@@ -880,10 +884,7 @@ impl Session {
         self.queue(&Reply::Ok(first));
         let mut scratch = String::new();
         let mut from = 0;
-        loop {
-            let State::Transaction(drop, _) = &self.state else {
-                break;
-            };
+        while let State::Transaction(drop, _) = &self.state {
             let mut rest = None;
             for (n, m) in drop.iter_live_from(from) {
                 if self.out.len() >= FLUSH_AT {

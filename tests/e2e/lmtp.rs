@@ -1,5 +1,9 @@
 //! LMTP delivery (RFC 2033): per-recipient replies, unknown users, quotas, the size limit,
-//! delivery headers, single-instance storage and pipelining.
+//! delivery headers, single-instance storage, pipelining, and no SMTP smuggling.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
 
 use crate::harness::*;
 
@@ -214,4 +218,141 @@ fn pipelined_transactions_are_answered_in_order() {
     assert!(p.cmd("STAT").starts_with("+OK 3 "));
     let (_, body) = p.fetch("RETR 2");
     assert!(String::from_utf8_lossy(&body).contains("Subject: p1\r\n"));
+}
+
+/// Would-be ends of DATA that are not `CRLF . CRLF`, each with what it leaves in the stored body.
+const SMUGGLING: &[(&str, &[u8], &[u8])] = &[
+    ("LF . LF", b"\n.\n", b"\r\n.\r\n"),
+    ("CRLF . LF", b"\r\n.\n", b"\r\n.\r\n"),
+    ("LF . CRLF", b"\n.\r\n", b"\r\n.\r\n"),
+    ("CR . CR", b"\r.\r", b"\r.\r"),
+    ("CRLF . CR CRLF", b"\r\n.\r\r\n", b"\r\n\r\r\n"),
+];
+
+/// The DATA section of a message whose body, to a server that took `sep` for the end of DATA,
+/// goes on as a second transaction for `rcpt` from a forged sender. Returns the bytes to send
+/// after 354 and the message body as it should be stored.
+fn smuggling(rcpt: &str, sep: &[u8], stored_sep: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let head = b"From: a@example.net\r\nSubject: first\r\n\r\nhello".as_slice();
+    let second = format!(
+        "MAIL FROM:<ceo@bank.example>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\nFrom: ceo@bank.example\r\nSubject: forged\r\n\r\nsend money\r\n"
+    );
+    let wire = [head, sep, second.as_bytes(), b".\r\n"].concat();
+    let stored = [head, stored_sep, second.as_bytes()].concat();
+    (wire, stored)
+}
+
+#[test]
+fn only_crlf_dot_crlf_ends_data_so_no_second_message_is_smuggled() {
+    let s = Server::start();
+    for (i, (name, sep, stored_sep)) in SMUGGLING.iter().enumerate() {
+        let user = format!("victim{i}@example.com");
+        s.add_user(&user);
+        let (wire, stored) = smuggling(&user, sep, stored_sep);
+        let mut c = Lmtp::connect(s.lmtp);
+        assert!(c.cmd("LHLO mta.example").starts_with("250"));
+        assert!(c.cmd("MAIL FROM:<sender@example.net>").starts_with("250"));
+        assert!(c.cmd(&format!("RCPT TO:<{user}>")).starts_with("250"));
+        assert!(c.cmd("DATA").starts_with("354"));
+        c.send_raw(&wire);
+        let delivered = c.reply();
+        assert!(delivered.starts_with("250 2.0.0"), "{name}: {delivered}");
+        assert_eq!(c.cmd("NOOP"), "250 2.0.0 OK", "{name}: replies out of step");
+        assert!(c.cmd("QUIT").starts_with("221"));
+
+        // RETR sends the whole message, the stored "." line stuffed, and stays in step too.
+        let mut p = Pop3::login(s.pop3, &user);
+        assert_eq!(p.stat().0, 1, "{name}: exactly one message");
+        p.send("RETR 1");
+        let status = p.line();
+        let raw = p.multi_raw();
+        let body = unstuff(&raw);
+        assert_eq!(status, format!("+OK {} octets", body.len()), "{name}");
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.starts_with("Return-Path: <sender@example.net>\r\n"),
+            "{name}: {text:?}"
+        );
+        assert!(body.ends_with(&stored), "{name}: {text:?}");
+        if stored_sep == b"\r\n.\r\n" {
+            assert!(
+                raw.windows(8).any(|w| w == b"\r\n..\r\nMA"),
+                "{name}: the '.' line is not stuffed on the wire"
+            );
+        }
+        assert!(p.cmd("NOOP").starts_with("+OK"), "{name}: RETR out of step");
+    }
+}
+
+/// The smuggling payloads written one byte per TCP segment, commands ending in bare LF (which
+/// LMTP accepts for command lines): every terminator is split at every byte.
+#[test]
+fn smuggling_dribbled_one_byte_at_a_time_is_one_message() {
+    let s = Server::start();
+    s.add_user(JOHN);
+    let mut session = b"LHLO dribble.example\n".to_vec();
+    for (_, sep, stored_sep) in &SMUGGLING[..3] {
+        session.extend_from_slice(
+            format!("MAIL FROM:<sender@example.net>\nRCPT TO:<{JOHN}>\nDATA\n").as_bytes(),
+        );
+        session.extend_from_slice(&smuggling(JOHN, sep, stored_sep).0);
+    }
+    session.extend_from_slice(b"QUIT\r\n");
+    let mut stream = TcpStream::connect(s.lmtp).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    for b in &session {
+        stream.write_all(std::slice::from_ref(b)).expect("write");
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let mut replies = String::new();
+    stream.read_to_string(&mut replies).expect("replies");
+    let lines: Vec<&str> = replies.lines().collect();
+    // The greeting and LHLO's five lines, then three transactions and QUIT, nothing more.
+    assert_eq!(lines.len(), 6 + 3 * 4 + 1, "{replies}");
+    for t in lines[6..18].chunks(4) {
+        assert_eq!(
+            t,
+            [
+                "250 2.1.0 Sender OK",
+                "250 2.1.5 Recipient OK",
+                "354 2.0.0 End data with <CR><LF>.<CR><LF>",
+                &format!("250 2.0.0 <{JOHN}> Delivered"),
+            ],
+            "{replies}"
+        );
+    }
+    assert!(lines[18].starts_with("221"), "{replies}");
+    let mut p = Pop3::login(s.pop3, JOHN);
+    assert_eq!(p.stat().0, 3);
+    for n in 1..=3 {
+        let (_, body) = p.fetch(&format!("RETR {n}"));
+        assert!(body.ends_with(b"\r\n.\r\nMAIL FROM:<ceo@bank.example>\r\nRCPT TO:<john@example.com>\r\nDATA\r\nFrom: ceo@bank.example\r\nSubject: forged\r\n\r\nsend money\r\n"));
+    }
+}
+
+/// A bare-LF dot early in an over-size message does not end it: the whole is refused.
+#[test]
+fn size_limit_counts_past_a_bare_lf_dot() {
+    let s = Server::start_with_config("[lmtp]\nmax_message_size = 10000\n");
+    s.add_user(JOHN);
+    let mut c = Lmtp::connect(s.lmtp);
+    assert!(c.cmd("LHLO mta.example").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<a@b.example>").starts_with("250"));
+    assert!(c.cmd(&format!("RCPT TO:<{JOHN}>")).starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    let mut wire = b"Subject: small\r\n\r\nsmall\n.\n".to_vec();
+    for i in 0..400 {
+        wire.extend_from_slice(format!("line {i:04} of a message that is too big\r\n").as_bytes());
+    }
+    wire.extend_from_slice(b".\r\n");
+    c.send_raw(&wire);
+    let reply = c.reply();
+    assert!(reply.starts_with("552 5.3.4"), "{reply}");
+    assert_eq!(c.cmd("NOOP"), "250 2.0.0 OK", "replies out of step");
+    let mut p = Pop3::login(s.pop3, JOHN);
+    assert_eq!(p.stat().0, 0);
+    assert_eq!(count_rows(&s, "SELECT count(*) FROM blobs"), 0);
 }

@@ -1,5 +1,18 @@
-//! The DATA stream decoder: finds the terminating `CRLF . CRLF`, removes the dot-stuffing and
-//! turns bare LF line endings into CRLF, so what is stored is what POP3 will count and send.
+//! The DATA stream decoder: finds the end of the data, removes the dot-stuffing and turns bare
+//! LF line endings into CRLF, so what is stored is what POP3 will count and send.
+//!
+//! Only `CRLF . CRLF` ends the data (RFC 5321 §4.1.1.4), counting the start of DATA as just
+//! after a CRLF. A server that also ends on `LF . LF`, `CRLF . LF` or `LF . CRLF` can be sent a
+//! second message hidden inside the first, with a sender of the attacker's choosing, by any
+//! relay that passes those through as body text ("SMTP smuggling", 2023).
+//!
+//! Otherwise bare LF still ends a line, as senders that write bare LF mean it to, and is
+//! stored as CRLF: the leading dot of a line after a bare LF is a stuffing dot like any other.
+//! A line that is just `.` but is not the terminator (a bare LF before or after it) is stored
+//! as the body line `.`: RFC 5321 §4.5.2 removes a leading dot only when other characters
+//! follow, and keeping it shows the reader what was sent. Every would-be terminator above is
+//! thus stored as the same `CRLF . CRLF`, which RETR dot-stuffs like any line starting with `.`.
+//! A bare CR is message content.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum St {
@@ -20,6 +33,9 @@ enum St {
 #[derive(Debug)]
 pub struct DataDecoder {
     st: St,
+    /// Whether the current line began after a CRLF or at the start of the data: only then can
+    /// it be the terminator.
+    after_crlf: bool,
 }
 
 impl Default for DataDecoder {
@@ -30,7 +46,10 @@ impl Default for DataDecoder {
 
 impl DataDecoder {
     pub fn new() -> Self {
-        Self { st: St::Bol }
+        Self {
+            st: St::Bol,
+            after_crlf: true,
+        }
     }
 
     pub fn is_done(&self) -> bool {
@@ -66,17 +85,23 @@ impl DataDecoder {
             (St::Done, _) => St::Done,
             (St::Bol, b'.') => St::Dot,
             (St::Dot, b'\r') => St::DotCr,
-            (St::Dot | St::DotCr, b'\n') => St::Done,
+            (St::DotCr, b'\n') if self.after_crlf => St::Done,
+            // A lone "." that cannot be the terminator: body text (see the module doc).
+            (St::Dot, b'\n') => {
+                out.push(b'.');
+                return self.end_line(false, out);
+            }
+            (St::DotCr, b'\n') => {
+                out.push(b'.');
+                return self.end_line(true, out);
+            }
             // ".x": a stuffed dot, dropped.
             (St::Dot, _) => return self.mid(b, out),
             (St::DotCr, _) => {
                 self.st = St::Cr;
                 return self.byte(b, out);
             }
-            (St::Cr, b'\n') => {
-                out.extend_from_slice(b"\r\n");
-                St::Bol
-            }
+            (St::Cr, b'\n') => return self.end_line(true, out),
             (St::Cr, _) => {
                 out.push(b'\r');
                 self.st = St::Mid;
@@ -89,15 +114,19 @@ impl DataDecoder {
     fn mid(&mut self, b: u8, out: &mut Vec<u8>) {
         self.st = match b {
             b'\r' => St::Cr,
-            b'\n' => {
-                out.extend_from_slice(b"\r\n");
-                St::Bol
-            }
+            b'\n' => return self.end_line(false, out),
             _ => {
                 out.push(b);
                 St::Mid
             }
         };
+    }
+
+    /// Ends a line with CRLF in the output, whichever ending it had on the wire.
+    fn end_line(&mut self, crlf: bool, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"\r\n");
+        self.after_crlf = crlf;
+        self.st = St::Bol;
     }
 }
 
@@ -120,28 +149,86 @@ mod tests {
         (out, used, d.is_done())
     }
 
+    /// `(input, stored, Some(bytes used) | None: not the end yet, all used)`.
+    const CASES: &[(&[u8], &[u8], Option<usize>)] = &[
+        (b".\r\n", b"", Some(3)),
+        (b"a\r\n.\r\n", b"a\r\n", Some(6)),
+        (b"..x\r\n.\r\nQUIT\r\n", b".x\r\n", Some(8)),
+        (b"a\rb\r\n.\r\n", b"a\rb\r\n", Some(8)),
+        (b".\rx\r\n.\r\n", b"\rx\r\n", Some(8)),
+        (b"x\r\r\n.\r\n", b"x\r\r\n", Some(7)),
+        (b"a\r\n..\r\n.\r\nRSET", b"a\r\n.\r\n", Some(10)),
+        // Bare LF ends a line (stored as CRLF), and the next line's stuffing dot goes.
+        (b"a\nb\n..x\r\n.\r\n", b"a\r\nb\r\n.x\r\n", Some(12)),
+        (b"a\n.\r\n.\r\nX", b"a\r\n.\r\n", Some(8)),
+        // Smuggling: no end but CRLF . CRLF; the would-be terminator is the body line ".".
+        (b"a\n.\nMAIL\r\n", b"a\r\n.\r\nMAIL\r\n", None),
+        (b"a\r\n.\nMAIL\r\n", b"a\r\n.\r\nMAIL\r\n", None),
+        (b"a\n.\r\nMAIL\r\n", b"a\r\n.\r\nMAIL\r\n", None),
+        (b".\nMAIL\r\n", b".\r\nMAIL\r\n", None),
+        (b"\n.\n.\r\n", b"\r\n.\r\n.\r\n", None),
+        (b"a\r.\rMAIL\r\n", b"a\r.\rMAIL\r\n", None),
+        (b"a\r\n.\r\r\nMAIL\r\n", b"a\r\n\r\r\nMAIL\r\n", None),
+    ];
+
     #[test]
     fn table() {
-        let cases: &[(&[u8], &[u8], usize)] = &[
-            (b".\r\n", b"", 3),
-            (b"a\r\n.\r\n", b"a\r\n", 6),
-            (b"a\n.\n", b"a\r\n", 4),
-            (b"..x\r\n.\r\nQUIT\r\n", b".x\r\n", 8),
-            (b"a\rb\r\n.\r\n", b"a\rb\r\n", 8),
-            (b".\rx\r\n.\r\n", b"\rx\r\n", 8),
-            (b"x\r\r\n.\r\n", b"x\r\r\n", 7),
-            (b"a\r\n..\r\n.\r\nRSET", b"a\r\n.\r\n", 10),
-        ];
-        for (input, want, used) in cases {
+        for (input, want, end) in CASES {
             for chunk in [1, 2, 3, 7, 512] {
                 let (out, n, done) = decode_chunked(input, chunk);
-                assert!(done, "{input:?}");
+                assert_eq!(done, end.is_some(), "{input:?} chunk {chunk}");
                 assert_eq!(&out[..], *want, "{input:?} chunk {chunk}");
-                assert_eq!(n, *used, "{input:?} chunk {chunk}");
+                assert_eq!(n, end.unwrap_or(input.len()), "{input:?} chunk {chunk}");
             }
         }
         let (_, _, done) = decode_chunked(b"a\r\n.x", 1);
         assert!(!done);
+    }
+
+    /// Every split into two reads, whichever byte of a terminator or line ending it falls on.
+    #[test]
+    fn any_split() {
+        for (input, want, end) in CASES {
+            for at in 0..=input.len() {
+                let mut d = DataDecoder::new();
+                let mut out = Vec::new();
+                let mut used = d.push(&input[..at], &mut out);
+                if !d.is_done() {
+                    used += d.push(&input[at..], &mut out);
+                }
+                assert_eq!(
+                    (&out[..], used, d.is_done()),
+                    (*want, end.unwrap_or(input.len()), end.is_some()),
+                    "{input:?} split at {at}"
+                );
+            }
+        }
+    }
+
+    /// The module doc's rules over a whole input, line by line: `Some((stored, bytes used))` if
+    /// it holds the terminator.
+    fn reference(input: &[u8]) -> Option<(Vec<u8>, usize)> {
+        let mut out = Vec::new();
+        let mut used = 0;
+        let mut after_crlf = true;
+        while let Some(n) = input[used..].iter().position(|&b| b == b'\n') {
+            let mut line = &input[used..used + n];
+            used += n + 1;
+            let crlf = line.last() == Some(&b'\r');
+            if crlf {
+                line = &line[..line.len() - 1];
+            }
+            if line == b"." && after_crlf && crlf {
+                return Some((out, used));
+            }
+            if line.len() > 1 && line[0] == b'.' {
+                line = &line[1..];
+            }
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+            after_crlf = crlf;
+        }
+        None
     }
 
     fn stuff(lines: &[Vec<u8>]) -> Vec<u8> {
@@ -158,6 +245,30 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn follows_the_line_rules(
+            input in prop::collection::vec(prop::sample::select(&b"a.\r\n"[..]), 0..40),
+            terminate in any::<bool>(),
+            chunk in 1usize..8,
+        ) {
+            let mut input = input;
+            if terminate {
+                input.extend_from_slice(b"\r\n.\r\nNOOP\r\n");
+            }
+            let (out, used, done) = decode_chunked(&input, chunk);
+            match reference(&input) {
+                Some((want, want_used)) => {
+                    prop_assert!(done);
+                    prop_assert_eq!(used, want_used);
+                    prop_assert_eq!(out, want);
+                }
+                None => {
+                    prop_assert!(!done);
+                    prop_assert_eq!(used, input.len());
+                }
+            }
+        }
+
         #[test]
         fn unstuffs_what_a_client_stuffed(
             lines in prop::collection::vec(prop::collection::vec(prop::sample::select(&b"ab.\r "[..]), 0..12), 0..12),

@@ -376,7 +376,9 @@ impl Session {
     }
 
     /// Reads one command line into `line` (without CRLF). `Ok(false)`: the line was too long
-    /// and has been skipped.
+    /// and has been skipped. A bare LF ends a command line too, as many clients send it; that
+    /// cannot let message text in as a command, since after DATA's 354 only the `DataDecoder`
+    /// reads, up to `CRLF . CRLF`.
     async fn read_line<R: AsyncRead + Unpin>(
         &self,
         rd: &mut BufReader<R>,

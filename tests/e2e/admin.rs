@@ -28,6 +28,11 @@ fn bootstrap_link(server: &Server) -> Option<String> {
 fn bootstrap_link_creates_the_first_super_admin_once() {
     let server = Server::start();
     let link = bootstrap_link(&server).expect("a fresh install prints a bootstrap link");
+    let log = server.log.lock().expect("log").clone();
+    assert!(
+        log.contains("`pophost admin add EMAIL --super --password-stdin`"),
+        "the other way the log offers is a command that works: {log}"
+    );
     // A second browser opened the link too, before the first admin was made.
     let stale = http(server.admin, "GET", &link, &[], "");
     assert_eq!(stale.status, 200);
@@ -188,6 +193,191 @@ fn failed_sign_ins_are_throttled_and_audited() {
         &form_body(&[("email", ADMIN), ("password", ADMIN_PW)]),
     );
     assert_eq!(res.status, 403);
+}
+
+/// `submit_sign_in` as it reaches us through a reverse proxy: with `headers` added to the POST.
+fn sign_in_with(server: &Server, headers: &[(&str, &str)], email: &str, password: &str) -> u16 {
+    let form = http(server.admin, "GET", "/signin", &[], "");
+    let pre = form.cookie("__Host-pophost-pre").expect("pre cookie");
+    let cookie = format!("__Host-pophost-pre={pre}");
+    let mut all = vec![
+        ("Cookie", cookie.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    all.extend_from_slice(headers);
+    let body = form_body(&[
+        ("email", email),
+        ("password", password),
+        ("_pre", &form.hidden("_pre").expect("_pre field")),
+    ]);
+    http(server.admin, "POST", "/signin", &all, &body).status
+}
+
+#[test]
+fn wrong_passwords_keep_out_only_their_address_behind_a_trusted_proxy() {
+    // The documented setup: a TLS proxy on the same host, so every peer is 127.0.0.1.
+    let server = Server::start_with_config("[admin]\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]\n");
+    add_super(&server);
+    const OTHER: &str = "other@isp.example";
+    let out = server.cli(&["admin", "add", OTHER, "--super", "--password", ADMIN_PW]);
+    assert!(out.status.success(), "{}", show(&out));
+    // What the proxy appends after whatever the client sent.
+    let x = [("X-Forwarded-For", "203.0.113.66, 192.0.2.10")];
+    let y = [("X-Forwarded-For", "198.51.100.20")];
+    for _ in 0..5 {
+        assert_eq!(sign_in_with(&server, &x, ADMIN, "wrong password"), 401);
+    }
+    assert_eq!(
+        sign_in_with(&server, &x, ADMIN, ADMIN_PW),
+        429,
+        "the address that failed is refused"
+    );
+    assert_eq!(
+        sign_in_with(&server, &y, ADMIN, ADMIN_PW),
+        303,
+        "the right password from another address is not"
+    );
+    assert_eq!(
+        sign_in_with(&server, &x, OTHER, ADMIN_PW),
+        303,
+        "nor another admin from the failing address"
+    );
+    let failed_from = |what: &str| {
+        server.data().sql(&format!(
+            "SELECT {what}(DISTINCT ip) FROM audit_log WHERE action = 'signin' AND NOT success"
+        ))
+    };
+    assert_eq!(
+        (failed_from("count"), failed_from("min")),
+        ("1".into(), "192.0.2.10".into())
+    );
+}
+
+#[test]
+fn an_untrusted_peers_forwarded_for_is_ignored() {
+    let server = Server::start_with_config("[admin]\ntrusted_proxies = [\"10.0.0.0/8\"]\n");
+    add_super(&server);
+    // A client that names a new address with every guess is still 127.0.0.1.
+    for i in 0..5 {
+        let fake = format!("192.0.2.{i}");
+        let fwd = format!("for={fake}");
+        let headers = [
+            ("X-Forwarded-For", fake.as_str()),
+            ("Forwarded", fwd.as_str()),
+        ];
+        assert_eq!(
+            sign_in_with(&server, &headers, ADMIN, "wrong password"),
+            401
+        );
+    }
+    let headers = [("X-Forwarded-For", "192.0.2.200")];
+    assert_eq!(sign_in_with(&server, &headers, ADMIN, ADMIN_PW), 429);
+    let ips = |what: &str| {
+        server.data().sql(&format!(
+            "SELECT {what}(DISTINCT ip) FROM audit_log WHERE action = 'signin'"
+        ))
+    };
+    assert_eq!((ips("count"), ips("min")), ("1".into(), "127.0.0.1".into()));
+}
+
+#[test]
+fn a_form_posted_through_the_https_proxy_is_accepted() {
+    let server = Server::start_with_config(
+        "[admin]\npublic_url = \"https://admin.isp.example\"\ntrusted_proxies = [\"127.0.0.1\"]\n",
+    );
+    add_super(&server);
+    // What a browser sends for our own form, as an HTTPS proxy passes it on (nginx's default
+    // `Host` is the upstream's).
+    let ours = [
+        ("Origin", "https://admin.isp.example"),
+        ("Sec-Fetch-Site", "same-origin"),
+        ("X-Forwarded-For", "192.0.2.10"),
+    ];
+    assert_eq!(sign_in_with(&server, &ours, ADMIN, ADMIN_PW), 303);
+    let theirs = [
+        ("Origin", "https://evil.example"),
+        ("X-Forwarded-For", "192.0.2.10"),
+    ];
+    assert_eq!(sign_in_with(&server, &theirs, ADMIN, ADMIN_PW), 403);
+    let admin = AdminHttp::sign_in(server.admin, ADMIN, ADMIN_PW);
+    let res = http(
+        server.admin,
+        "POST",
+        "/domains",
+        &[
+            (
+                "Cookie",
+                &format!("__Host-pophost-session={}", admin.cookie),
+            ),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Origin", "https://admin.isp.example"),
+        ],
+        &form_body(&[("name", "shop.example"), ("_csrf", &admin.csrf)]),
+    );
+    assert_eq!(res.status, 303, "{}", res.body);
+    assert!(show(&server.cli(&["domain", "list"])).contains("shop.example"));
+}
+
+/// `pophost ARGS` with `stdin` on its standard input.
+fn cli_stdin(server: &Server, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = server
+        .data()
+        .command()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pophost");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("pophost output")
+}
+
+#[test]
+fn cli_admin_passwords_follow_the_bootstrap_forms_rule() {
+    let server = Server::start();
+    let link = bootstrap_link(&server).expect("bootstrap link");
+    let page = submit_sign_in(server.admin, &link, ADMIN, "eleven char");
+    assert_eq!(page.status, 422);
+    for short in ["x", "eleven char"] {
+        let out = cli_stdin(
+            &server,
+            &[
+                "admin",
+                "add",
+                "x@isp.example",
+                "--super",
+                "--password-stdin",
+            ],
+            &format!("{short}\n"),
+        );
+        assert!(!out.status.success(), "{short:?} accepted: {}", show(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let message = stderr.trim().trim_start_matches("error: ");
+        assert!(
+            message.contains("12 characters") && page.body.contains(message),
+            "the CLI says {message:?}; the form: {}",
+            page.body
+        );
+    }
+    assert_eq!(server.data().sql("SELECT count(*) FROM admins"), "0");
+    // The command the start-up log suggests, as it stands.
+    let log = server.log.lock().expect("log").clone();
+    let at = log.find("`pophost ").expect("a suggested command") + 9;
+    let command = &log[at..at + log[at..].find('`').expect("closing backtick")];
+    let args: Vec<&str> = command
+        .split_whitespace()
+        .map(|w| if w == "EMAIL" { "x@isp.example" } else { w })
+        .collect();
+    let out = cli_stdin(&server, &args, "twelve chars\n");
+    assert!(out.status.success(), "{command}: {}", show(&out));
+    assert_eq!(server.data().sql("SELECT count(*) FROM admins"), "1");
 }
 
 #[test]

@@ -18,7 +18,7 @@ fn ok(out: std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-/// `pophost admin add EMAIL --super`.
+/// `pophost admin add EMAIL --super --password PASSWORD`.
 fn add_super(server: &Server) {
     ok(server.cli(&[
         "admin",

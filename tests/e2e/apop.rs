@@ -316,10 +316,11 @@ fn apop_failures_count_against_the_network_like_password_failures() {
         "a failed APOP waits the failure delay"
     );
     for _ in 0..4 {
-        let (_, r) = apop(&server, "nobody@example.com", SECRET);
+        let (_, r) = apop(&server, USER, "wrong");
         assert!(r.starts_with("-ERR [AUTH]"), "{r}");
     }
-    // Five failures from this address: the next attempt waits 1 s, APOP or PASS alike.
+    // Five failures of this account from this address: the next attempt waits 1 s, APOP or PASS
+    // alike.
     let started = std::time::Instant::now();
     let (_, r) = apop(&server, USER, SECRET);
     assert!(r.starts_with("+OK"), "{r}");

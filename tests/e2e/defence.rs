@@ -1,14 +1,17 @@
-//! Brute-force defence over real TCP: the failure delay, the growing per-network penalty, the
-//! soft per-account limit, over-long passwords, the auth cache and password changes, the
-//! cleartext policy, and that unknown and known users cost the same.
+//! Brute-force defence over real TCP: the failure delay, the growing penalty of a (network,
+//! account) pair and then of the whole network, attempts sent at once, the soft per-account
+//! limit, over-long passwords, the auth cache and password changes, the cleartext policy, and
+//! that unknown and known users cost the same.
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
 const JOHN: &str = "john@example.com";
+const JANE: &str = "jane@example.com";
 
 fn attempt(server: &Server, login: &str, password: &str) -> (String, Duration) {
     let mut c = Pop3::connect(server.pop3);
@@ -29,26 +32,135 @@ fn a_failed_login_waits_the_failure_delay() {
     assert!(r.starts_with("+OK"), "{r}");
 }
 
+/// `n` wrong passwords for `login` at once, one connection each (USER first, then every PASS
+/// released together): how long each waited for its answer, shortest first.
+fn attempts_at_once(server: &Server, login: &str, n: usize) -> Vec<Duration> {
+    let start = Arc::new(Barrier::new(n));
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            let mut c = Pop3::connect(server.pop3);
+            assert!(c.cmd(&format!("USER {login}")).starts_with("+OK"));
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                let t = Instant::now();
+                let r = c.cmd("PASS guess");
+                assert!(r.starts_with("-ERR [AUTH]"), "{r}");
+                t.elapsed()
+            })
+        })
+        .collect();
+    let mut took: Vec<Duration> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client"))
+        .collect();
+    took.sort();
+    took
+}
+
+/// Penalty capped at 2 s; room for 20 connections at once from one address.
+const CAPPED: &str = "[auth]\nfailure_delay_ms = 0\nip_penalty_max_secs = 2\n\
+                      [pop3]\nmax_connections_per_ip = 50\n";
+
+/// The wait after `failures` of one account from one network under `CAPPED`: none for the first
+/// five, then 1 s, then 2 s (the cap) from the tenth.
+fn capped_rule(failures: usize) -> Duration {
+    Duration::from_secs(match failures {
+        0..5 => 0,
+        5..10 => 1,
+        _ => 2,
+    })
+}
+
 #[test]
-fn a_network_with_many_failures_waits_longer_each_time() {
-    let s = Server::start_with_config("[auth]\nfailure_delay_ms = 0\n");
+fn attempts_sent_at_once_are_penalised_as_if_sent_one_after_another() {
+    let sequential = std::thread::spawn(|| {
+        let s = Server::start_with_config(CAPPED);
+        s.add_user(JOHN);
+        for _ in 0..20 {
+            assert!(attempt(&s, JOHN, "guess").0.starts_with("-ERR [AUTH]"));
+        }
+        attempt(&s, JOHN, "guess").1
+    });
+    let s = Server::start_with_config(CAPPED);
     s.add_user(JOHN);
-    for _ in 0..5 {
+    // Each attempt is counted before its check, so each waits for the ones counted before it;
+    // and they take turns, so their waits add up as if they had been sent one after another
+    // (twenty connections guess no faster than one).
+    let took = attempts_at_once(&s, JOHN, 20);
+    let mut one_by_one = Duration::ZERO;
+    for (k, t) in took.iter().enumerate() {
+        one_by_one += capped_rule(k);
         assert!(
-            attempt(&s, "nobody@example.com", "x")
-                .0
-                .starts_with("-ERR [AUTH]")
+            *t >= one_by_one,
+            "of 20 attempts at once, the one after {k} waited {t:?}, not {one_by_one:?}: {took:?}"
         );
     }
-    // Five failures: the next attempt from this address waits 1 s, even with the right password.
+    let (r, next) = attempt(&s, JOHN, "guess");
+    assert!(r.starts_with("-ERR [AUTH]"), "{r}");
+    let after_sequential = sequential.join().expect("sequential");
+    eprintln!("after 20 failures at once: {next:?}; after 20 one by one: {after_sequential:?}");
+    assert!(after_sequential >= capped_rule(20), "{after_sequential:?}");
+    assert!(next >= capped_rule(20), "{next:?}");
+    assert!(
+        next + Duration::from_millis(500) >= after_sequential,
+        "after 20 at once {next:?}, after 20 one by one {after_sequential:?}"
+    );
+}
+
+#[test]
+fn a_guessed_account_does_not_slow_its_neighbours_behind_the_same_address() {
+    let s = Server::start_with_config(CAPPED);
+    s.add_user(JOHN);
+    s.add_user(JANE);
+    attempts_at_once(&s, JANE, 20);
+    // John is behind the same address (127.0.0.1), say a NAT: not slowed (the least penalty
+    // is 1 s).
+    let (r, took) = attempt(&s, JOHN, PASSWORD);
+    assert!(r.starts_with("+OK"), "{r}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Jane's (network, account) pair is slowed, even with her password; her success clears it.
+    let (r, took) = attempt(&s, JANE, PASSWORD);
+    assert!(r.starts_with("+OK"), "{r}");
+    assert!(took >= capped_rule(20), "{took:?}");
+    let (r, took) = attempt(&s, JANE, PASSWORD);
+    assert!(r.starts_with("+OK"), "{r}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+#[test]
+fn a_guessed_account_then_its_whole_network_waits_longer_each_time() {
+    let s =
+        Server::start_with_config("[auth]\nfailure_delay_ms = 0\nnetwork_failures_per_hour = 10\n");
+    s.add_user(JOHN);
+    for _ in 0..5 {
+        assert!(attempt(&s, JOHN, "x").0.starts_with("-ERR [AUTH]"));
+    }
+    // Five failures of John from this address: his next login from it waits 1 s, even with the
+    // right password. The success clears the pair, not the network's five failures.
     let (r, took) = attempt(&s, JOHN, PASSWORD);
     assert!(r.starts_with("+OK"), "{r}");
     assert!(took >= Duration::from_secs(1), "{took:?}");
-    for _ in 0..5 {
-        attempt(&s, "nobody@example.com", "x");
+    let (r, took) = attempt(&s, JOHN, PASSWORD);
+    assert!(r.starts_with("+OK"), "{r}");
+    assert!(
+        took < Duration::from_secs(1),
+        "the pair was cleared: {took:?}"
+    );
+    // Many accounts guessed once each: no pair is slowed, but past 10 failures from the
+    // network, every login from it waits, on the same curve.
+    for i in 0..5 {
+        let login = format!("nobody{i}@example.com");
+        assert!(attempt(&s, &login, "x").0.starts_with("-ERR [AUTH]"));
     }
-    let (_, took) = attempt(&s, "nobody@example.com", "x");
-    assert!(took >= Duration::from_secs(2), "ten failures: {took:?}");
+    let (r, took) = attempt(&s, JOHN, PASSWORD);
+    assert!(r.starts_with("+OK"), "{r}");
+    assert!(took >= Duration::from_secs(1), "ten failures: {took:?}");
+    for i in 5..10 {
+        attempt(&s, &format!("nobody{i}@example.com"), "x");
+    }
+    let (_, took) = attempt(&s, "nobody10@example.com", "x");
+    assert!(took >= Duration::from_secs(2), "fifteen failures: {took:?}");
 }
 
 #[test]

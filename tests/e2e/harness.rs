@@ -802,3 +802,82 @@ pub fn form_body(fields: &[(&str, &str)]) -> String {
         .collect::<Vec<_>>()
         .join("&")
 }
+
+/// Runs `pophost serve` through `command` (a `Data::command()`) on ephemeral ports, expecting
+/// it to refuse to start: its output once it has exited; a panic if it still runs after `limit`.
+pub fn serve_refused(mut command: Command, limit: Duration) -> Output {
+    let mut child = command
+        .args([
+            "serve",
+            "--pop3-listen",
+            "127.0.0.1:0",
+            "--pop3s-listen",
+            "127.0.0.1:0",
+            "--lmtp-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pophost");
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "pophost serve still running after {limit:?}: {}",
+                show(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// An LMTP delivery stopped mid-DATA with its body partly written to the store (a ~300 KB
+/// message, several store chunks).
+pub struct DataInFlight {
+    lmtp: Lmtp,
+    rest: Vec<u8>,
+}
+
+impl DataInFlight {
+    /// Sends all but the end of a message to `rcpt`; returns once a pending body is stored.
+    pub fn start(server: &Server, rcpt: &str) -> DataInFlight {
+        let mut lmtp = Lmtp::connect(server.lmtp);
+        assert!(lmtp.cmd("LHLO test.example").starts_with("250"));
+        assert!(lmtp.cmd("MAIL FROM:<a@b.example>").starts_with("250"));
+        assert!(lmtp.cmd(&format!("RCPT TO:<{rcpt}>")).starts_with("250"));
+        assert!(lmtp.cmd("DATA").starts_with("354"));
+        let mut body = b"Subject: in flight\r\n\r\n".to_vec();
+        for i in 0..4000 {
+            body.extend_from_slice(
+                format!("line {i:05} of a message in flight ......\r\n").as_bytes(),
+            );
+        }
+        let rest = body.split_off(body.len() - 1000);
+        lmtp.send_raw(&body);
+        let pending = "SELECT count(*) FROM blobs WHERE pending_node IS NOT NULL";
+        let start = std::time::Instant::now();
+        while server.data().sql(pending) == "0" {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no pending body stored"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        DataInFlight { lmtp, rest }
+    }
+
+    /// Sends the rest of the message; the reply.
+    pub fn finish(mut self) -> String {
+        self.rest.extend_from_slice(b".\r\n");
+        self.lmtp.send_raw(&self.rest);
+        self.lmtp.reply()
+    }
+}

@@ -382,7 +382,7 @@ fn the_pre_login_timeout_is_shorter_than_the_idle_timeout() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(c.cmd("NOOP").starts_with("+OK"));
     c.cmd("QUIT");
-    wait_for_line(&server, &["session summary", "end=\"timeout\""]);
+    wait_for_line(&server, &["session summary", "end=\"login-timeout\""]);
 }
 
 #[test]
@@ -822,4 +822,95 @@ fn auth_penalties_and_limits_are_counted() {
         get(&m, r#"pophost_pop3_commands_total{command="invalid"}"#),
         1.0
     );
+}
+
+/// Two servers on one SQLite file (issue 16): the second refuses to start, naming the first by
+/// its pid, before it touches the store: the first one's session keeps its maildrop lock and
+/// its QUIT applies, a DATA in flight keeps its half-written body and is delivered. The CLI
+/// commands still work beside the running server.
+#[test]
+fn a_second_server_on_the_same_sqlite_file_is_refused() {
+    use crate::harness::{DataInFlight, serve_refused};
+    let server = Server::spawn(Data::sqlite(), &[]);
+    server.add_user(USER);
+    deliver(&server, USER, &message("delete me"));
+    let mut session = Pop3::login(server.pop3, USER);
+    assert!(session.cmd("DELE 1").starts_with("+OK"));
+    let in_flight = DataInFlight::start(&server, USER);
+
+    let out = serve_refused(server.data().command(), Duration::from_secs(30));
+    let db = server.data().dir.join("pophost.db");
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "another pophost (pid {}) is serving {}",
+            server.pid(),
+            db.display()
+        )),
+        "{}",
+        show(&out)
+    );
+
+    let reply = in_flight.finish();
+    assert!(reply.starts_with("250"), "DATA in flight: {reply}");
+    let out = server.cli(&["user", "add", "jane@example.com", "--password", PASSWORD]);
+    assert!(
+        out.status.success(),
+        "CLI beside the server: {}",
+        show(&out)
+    );
+    let mut other = Pop3::connect(server.pop3);
+    other.cmd(&format!("USER {USER}"));
+    let r = other.cmd(&format!("PASS {PASSWORD}"));
+    assert!(
+        r.starts_with("-ERR [IN-USE]"),
+        "the maildrop lock is kept: {r}"
+    );
+    assert!(
+        session.cmd("QUIT").starts_with("+OK"),
+        "the first session's QUIT"
+    );
+    let mut c = Pop3::login(server.pop3, USER);
+    let (_, body) = c.fetch("TOP 1 0");
+    assert_eq!(c.stat().0, 1);
+    assert!(String::from_utf8_lossy(&body).contains("Subject: in flight"));
+}
+
+/// The store holds password hashes and SCRAM verifiers (issue 16): a data directory pophost
+/// makes is 0700, and the database with its -wal and -shm files, the serve lock and the TLS key
+/// are 0600, whether the CLI or the server made them first.
+#[test]
+fn the_data_directory_and_the_database_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| {
+        let meta = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        format!("{:o}", meta.permissions().mode() & 0o777)
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("pophost-data");
+    let out = crate::harness::cli(&dir, &["domain", "add", "example.com"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(mode(&dir), "700", "data directory made by the CLI");
+    assert_eq!(
+        mode(&dir.join("pophost.db")),
+        "600",
+        "database made by the CLI"
+    );
+
+    let mut data = Data::sqlite().with_config("");
+    data.dir = data.dir.join("pophost-data");
+    let server = Server::spawn(data, &[]);
+    server.add_user(USER);
+    deliver(&server, USER, &message("m"));
+    let dir = &server.data().dir;
+    for (file, want) in [
+        ("", "700"),
+        ("pophost.db", "600"),
+        ("pophost.db-wal", "600"),
+        ("pophost.db-shm", "600"),
+        ("pophost.db.lock", "600"),
+        ("tls/key.pem", "600"),
+    ] {
+        assert_eq!(mode(&dir.join(file)), want, "mode of {file:?}");
+    }
 }

@@ -1,6 +1,6 @@
 //! Several frontends on one Postgres (always Postgres, whatever POPHOST_TEST_BACKEND says): the
 //! maildrop lock across frontends, takeover after a crash or a stall, kill -9 during QUIT over
-//! many trials, and Postgres itself crashing.
+//! many trials, Postgres itself crashing, and two servers started with one node_id.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
@@ -320,4 +320,168 @@ fn postgres_crash_restart_loses_nothing_acknowledged_and_hangs_nothing() {
     }
     c.cmd("QUIT");
     deliver(&server, JOHN, &message("after"));
+}
+
+/// Two servers with one node_id (a copied config, issue 16). From another data directory
+/// (another machine, say) the second sees the first renew its claim and refuses to start,
+/// naming it; from the same data directory the serve lock refuses it at once. Neither frees
+/// anything: the first one's session keeps its lock and its QUIT applies, a DATA in flight keeps
+/// its half-written body and is delivered.
+#[test]
+fn a_second_server_with_the_same_node_id_is_refused() {
+    let db = Arc::new(pgtest::Database::create());
+    let config = "node_id = \"fe1\"\n[locks]\nttl_secs = 3\n";
+    let first = frontend(&db, "fe1", "[locks]\nttl_secs = 3\n");
+    first.add_user(JOHN);
+    deliver(&first, JOHN, &message("delete me"));
+    let (mut session, _) = login_when_free(&first, Duration::from_secs(5));
+    assert!(session.cmd("DELE 1").starts_with("+OK"));
+    let in_flight = DataInFlight::start(&first, JOHN);
+
+    let elsewhere = Data::postgres(db.clone()).with_config(config);
+    let t = Instant::now();
+    let out = serve_refused(elsewhere.command(), Duration::from_secs(20));
+    let refused_after = t.elapsed();
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "node_id \"fe1\" is in use by another running pophost (pid {} on host ",
+            first.pid()
+        )),
+        "{}",
+        show(&out)
+    );
+    // The first renews every second (TTL 3 s): seen within about that of the second's start.
+    assert!(refused_after < Duration::from_secs(15), "{refused_after:?}");
+
+    let out = serve_refused(first.data().command(), Duration::from_secs(20));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "another pophost (pid {}) is serving from data directory",
+            first.pid()
+        )),
+        "{}",
+        show(&out)
+    );
+
+    let reply = in_flight.finish();
+    assert!(reply.starts_with("250"), "DATA in flight: {reply}");
+    assert!(
+        try_login(&first).is_err_and(|r| r.starts_with("-ERR [IN-USE]")),
+        "the first session's lock was freed"
+    );
+    assert!(
+        session.cmd("QUIT").starts_with("+OK"),
+        "the first session's QUIT"
+    );
+    let (mut c, _) = login_when_free(&first, Duration::from_secs(5));
+    assert_eq!(subjects(&mut c), ["in flight"]);
+}
+
+/// A frontend killed with -9 and started again from another data directory cannot tell that
+/// its predecessor is dead: it waits for the old claim to lapse (one lock TTL at most; less if
+/// its own start took that long), then starts and frees the dead run's locks. (From the same
+/// data directory it starts at once: `a_restarted_frontend_frees_its_old_leases_at_once`.)
+#[test]
+fn a_node_killed_elsewhere_is_taken_over_once_its_claim_lapses() {
+    let db = Arc::new(pgtest::Database::create());
+    let ttl = "[locks]\nttl_secs = 3\n";
+    let first = frontend(&db, "fe1", ttl);
+    first.add_user(JOHN);
+    let _session = login_when_free(&first, Duration::from_secs(5)).0;
+    let _ = first.kill9();
+    let t = Instant::now();
+    let second = frontend(&db, "fe1", ttl);
+    let started = t.elapsed();
+    eprintln!("started {started:?} after the kill (TTL 3 s)");
+    assert!(started < Duration::from_secs(10), "{started:?}");
+    let log = second.log.lock().expect("log").clone();
+    assert!(log.contains("recovered from previous run locks=1"), "{log}");
+}
+
+/// A frontend stopped with SIGTERM gives its node up: started again from another data
+/// directory it starts at once, long TTL or not.
+#[test]
+fn a_cleanly_stopped_node_is_free_at_once() {
+    let db = Arc::new(pgtest::Database::create());
+    let ttl = "[locks]\nttl_secs = 60\n";
+    let (status, _) = frontend(&db, "fe1", ttl).terminate();
+    assert!(status.success(), "{status}");
+    let t = Instant::now();
+    let second = frontend(&db, "fe1", ttl);
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    let log = second.log.lock().expect("log").clone();
+    assert!(!log.contains("another server holds this node_id"), "{log}");
+}
+
+/// A frontend stalled past its TTL can have its node taken over by a second one with the same
+/// node_id. When it resumes, its next renewal finds that out and it shuts down, naming the
+/// other, instead of serving beside it.
+#[test]
+fn a_server_whose_node_was_taken_over_shuts_down() {
+    let db = Arc::new(pgtest::Database::create());
+    let ttl = "[locks]\nttl_secs = 3\n";
+    let stalled = frontend(&db, "fe1", ttl);
+    signal(stalled.pid(), "STOP");
+    let other = frontend(&db, "fe1", ttl);
+    signal(stalled.pid(), "CONT");
+    let t = Instant::now();
+    let needle = format!(
+        "taken over by another pophost (pid {} on host ",
+        other.pid()
+    );
+    while !stalled.log.lock().expect("log").contains(&needle) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{}",
+            stalled.log.lock().expect("log")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, _) = stalled.terminate();
+    assert!(!status.success(), "{status}");
+    let mut c = Pop3::connect(other.pop3);
+    assert!(c.cmd("CAPA").starts_with("+OK"), "the other one serves on");
+}
+
+/// A frontend with real certificates, no APOP and a data directory it cannot write still starts
+/// on Postgres (its node claim keeps a second server out), without the serve lock: it says so.
+#[test]
+fn a_frontend_whose_data_directory_cannot_be_written_still_starts() {
+    let db = Arc::new(pgtest::Database::create());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "{}", show(&made));
+    let config = format!(
+        "node_id = \"fe1\"\n[tls]\ncert = {:?}\nkey = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    // A data directory below a regular file can never be made (even by root).
+    let blocker = tmp.path().join("not-a-directory");
+    std::fs::write(&blocker, "").expect("write");
+    let mut data = Data::postgres(db.clone()).with_config(&config);
+    data.dir = blocker.join("data");
+    let server = Server::spawn(data, &[]);
+    let log = server.log.lock().expect("log").clone();
+    assert!(log.contains("no serve lock"), "{log}");
+
+    let elsewhere = Data::postgres(db.clone()).with_config(&config);
+    let out = serve_refused(elsewhere.command(), Duration::from_secs(60));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("node_id \"fe1\" is in use"),
+        "{}",
+        show(&out)
+    );
 }

@@ -335,7 +335,7 @@ async fn patch_user(
     let mut current = target(&state, &actor, &d, &l).await?;
     // Everything is checked before anything is changed.
     if let Some(pw) = &patch.password {
-        users::password_problem(pw).map_err(|e| AppError::BadRequest(format!("password: {e}")))?;
+        users::password_problem(pw).map_err(AppError::BadRequest)?;
     }
     let quota = QuotaChange {
         bytes: patch.quota_bytes,
@@ -410,6 +410,7 @@ pub fn openapi() -> Value {
     let ok = |description: &str, schema: Value| json!({ "description": description, "content": { "application/json": { "schema": schema } } });
     let error = |description: &str| ok(description, reference("Error"));
     let no_content = |description: &str| json!({ "description": description });
+    let min_password = crate::password::PasswordFor::Mailbox.min_chars();
     let path_param = |name: &str, description: &str| {
         json!({ "name": name, "in": "path", "required": true, "description": description,
                 "schema": { "type": "string" } })
@@ -540,7 +541,7 @@ pub fn openapi() -> Value {
                         "201": ok("Created", reference("User")),
                         "404": error("No such domain in scope"),
                         "409": error("The user exists, or the domain is at its user limit"),
-                        "422": error("Invalid input (name, password shorter than 8 characters)")
+                        "422": error(&format!("Invalid input (name, password shorter than {min_password} characters)"))
                     }))
                 }
             },
@@ -702,7 +703,7 @@ pub fn openapi() -> Value {
                     "type": "object", "required": ["local", "password"], "additionalProperties": false,
                     "properties": {
                         "local": { "type": "string" },
-                        "password": { "type": "string", "minLength": 8, "format": "password" },
+                        "password": { "type": "string", "minLength": min_password, "format": "password" },
                         "quota_bytes": limit("Byte quota; absent or null is unlimited"),
                         "quota_messages": limit("Message quota; absent or null is unlimited")
                     }
@@ -710,7 +711,7 @@ pub fn openapi() -> Value {
                 "UserPatch": {
                     "type": "object", "additionalProperties": false,
                     "properties": {
-                        "password": { "type": "string", "minLength": 8, "format": "password" },
+                        "password": { "type": "string", "minLength": min_password, "format": "password" },
                         "quota_bytes": limit("Byte quota; null is unlimited"),
                         "quota_messages": limit("Message quota; null is unlimited"),
                         "enabled": { "type": "boolean" }

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use axum::body::{Body, to_bytes};
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{Extensions, HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::ClientAddr;
+use crate::client::client_address;
 use crate::error::{ApiError, AppError};
 use crate::state::AppState;
 
@@ -136,19 +137,21 @@ impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Actor {
     }
 }
 
-/// The client's address, when the server runs with connect info (absent in router tests).
+/// The client's address (see `client_ip`).
 pub struct ClientIp(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<ClientAddr>>()
-                .map(|ConnectInfo(a)| a.0.ip()),
-        ))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(
+            state,
+            &parts.headers,
+            &parts.extensions,
+        )))
     }
 }
 
@@ -209,10 +212,13 @@ pub fn secrets_equal(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
-pub fn client_ip(req: &Request) -> Option<IpAddr> {
-    req.extensions()
+/// The client's address: the TCP peer's, or behind a trusted proxy the one it forwarded
+/// (`client::client_address`). `None` without connect info (router tests).
+pub fn client_ip(state: &AppState, headers: &HeaderMap, extensions: &Extensions) -> Option<IpAddr> {
+    let peer = extensions
         .get::<ConnectInfo<ClientAddr>>()
-        .map(|ConnectInfo(a)| a.0.ip())
+        .map(|ConnectInfo(a)| a.0.ip())?;
+    Some(client_address(peer, headers, &state.config.trusted_proxies))
 }
 
 /// The value of the session cookie, if the request carries one.
@@ -250,7 +256,7 @@ pub async fn browser(
     req: Request,
     next: Next,
 ) -> Result<Response, AppError> {
-    let ip = client_ip(&req);
+    let ip = client_ip(&state, req.headers(), req.extensions());
     let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD);
     if unsafe_method && !origin_ok(&state, req.headers()) {
         return Err(AppError::Csrf);
@@ -280,7 +286,9 @@ pub async fn browser(
 /// from in `Sec-Fetch-Site` (which pages cannot forge) and `Origin`; with our `no-referrer`
 /// policy a same-origin form POST carries `Origin: null`, so `null` is accepted only when
 /// `Sec-Fetch-Site` vouches for it. A client that sends neither (curl, the tests) still needs
-/// the CSRF token, and SameSite=Strict keeps the cookie off cross-site requests anyway.
+/// the CSRF token, and SameSite=Strict keeps the cookie off cross-site requests anyway. Behind
+/// a TLS proxy the browser's origin is `https://…` while this listener speaks HTTP, so the
+/// configured `admin.public_url` is our origin too.
 pub fn origin_ok(state: &AppState, headers: &HeaderMap) -> bool {
     let site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
     if site.is_some_and(|s| s != b"same-origin") {
@@ -295,8 +303,13 @@ pub fn origin_ok(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
         return false;
     };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
     let scheme = if state.config.tls { "https" } else { "http" };
-    origin.to_str().ok() == Some(&format!("{scheme}://{host}"))
+    origin.eq_ignore_ascii_case(&format!("{scheme}://{host}"))
+        || (state.config.public_origin.as_ref())
+            .is_some_and(|p| origin.eq_ignore_ascii_case(p.as_str()))
 }
 
 /// The first value of `name` in a url-encoded form.
@@ -340,20 +353,21 @@ async fn load_session(
     }))
 }
 
-/// For `/api/v1`: `Authorization: Bearer <token>` or 401.
+/// For `/api/v1`: `Authorization: Bearer <token>` or 401 with a `WWW-Authenticate` challenge
+/// (RFC 6750 §3: `error="invalid_token"` when a token was sent but is not valid).
 pub async fn api(
     State(state): State<AppState>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let token = req
+    let Some(token) = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or(AppError::Unauthorized)?;
+        .and_then(bearer_token)
+    else {
+        return Ok(api_unauthorized("Bearer"));
+    };
     let admin = match state
         .store
         .use_api_token(&hash_secret(token), state.now())
@@ -361,9 +375,11 @@ pub async fn api(
     {
         Some(id) => state.store.admin_by_id(id).await?,
         None => None,
-    }
-    .ok_or(AppError::Unauthorized)?;
-    let ip = client_ip(&req);
+    };
+    let Some(admin) = admin else {
+        return Ok(api_unauthorized("Bearer error=\"invalid_token\""));
+    };
+    let ip = client_ip(&state, req.headers(), req.extensions());
     req.extensions_mut().insert(Actor {
         id: admin.id,
         email: admin.email,
@@ -374,7 +390,19 @@ pub async fn api(
     Ok(next.run(req).await)
 }
 
-/// 401 for the API is JSON, not a redirect.
-pub fn api_unauthorized() -> Response {
-    ApiError(AppError::Unauthorized).into_response()
+/// The token of an `Authorization` value: the scheme is case-insensitive (RFC 7235 §2.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// 401 for the API is JSON, not a redirect, and says how to authenticate.
+pub fn api_unauthorized(challenge: &'static str) -> Response {
+    let mut res = ApiError(AppError::Unauthorized).into_response();
+    res.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static(challenge),
+    );
+    res
 }

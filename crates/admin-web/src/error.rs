@@ -107,6 +107,14 @@ impl IntoResponse for ApiError {
         self.0.log();
         let status = self.0.status();
         let body = serde_json::json!({ "error": self.0.public_message() });
-        (status, Json(body)).into_response()
+        let mut res = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750 §3: a 401 names the scheme that would have worked.
+            res.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        res
     }
 }

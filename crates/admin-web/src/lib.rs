@@ -1,16 +1,19 @@
 //! The admin UI and the JSON provisioning API.
 //!
 //! Layout: `state` (what handlers share), `error` (the one error type, safe pages), `auth` (the
-//! `Actor` extractor, sessions, CSRF, API tokens), `pages` (one module per resource, each with
-//! its routes and templates), `api` (`/api/v1`, the same authorization as the pages),
+//! `Actor` extractor, sessions, CSRF, API tokens), `client` (the client's address, behind a
+//! proxy too), `password` (the one policy for new passwords), `pages` (one module per resource,
+//! each with its routes and templates), `api` (`/api/v1`, the same authorization as the pages),
 //! `headers` (security headers on every response). `app` assembles the router; `serve` runs it.
 
 pub mod api;
 pub mod auth;
+mod client;
 pub mod error;
 mod headers;
 mod metrics;
 pub mod pages;
+pub mod password;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -22,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::{Actor, Audit, Chrome, FieldErrors};
 pub use error::{ApiError, AppError};
-pub use state::{AppState, Clock, MetricsRender, WebConfig, system_clock};
+pub use password::{PasswordFor, PasswordProblem, password_problem};
+pub use state::{AppState, Clock, MetricsRender, PublicOrigin, WebConfig, system_clock};
 
 /// The whole admin application: browser pages, the API, health and static files.
 pub fn app(state: AppState) -> Router {

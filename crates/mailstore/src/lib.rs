@@ -82,14 +82,38 @@ pub trait Directory: Send + Sync {
     /// Failed logins in the last `window` under each of `keys`, in their order: one statement
     /// for all of a login's counters.
     async fn auth_failures(&self, keys: &[String], window: Duration) -> Result<Vec<u64>>;
+    /// Counts a login attempt under each key before it is checked, forgets rows older than an
+    /// hour, and returns the attempt with, per key in their order, the rows in the last
+    /// `window` — this attempt, every attempt counted before it (on any frontend) and still
+    /// under way or failed, and recorded failures. An attempt counted before another is always
+    /// in the other's count, so of N attempts made at once the k-th sees at least k.
+    async fn count_auth_attempt(
+        &self,
+        keys: &[String],
+        window: Duration,
+    ) -> Result<(AuthAttempt, Vec<u64>)>;
+    /// The attempt succeeded: removes its own rows (a success is not a failure) and every row
+    /// under `clear`.
+    async fn forget_auth_attempt(&self, attempt: &AuthAttempt, clear: &[String]) -> Result<()>;
 }
 
 /// What a POP3 session does to a maildrop.
 #[async_trait]
 pub trait Maildrops: Send + Sync {
-    /// Called once when a server starts: frees at once every maildrop lock this node's previous
-    /// run held (a crash leaves them behind) and drops bodies that run was still writing.
-    async fn recover(&self) -> Result<()>;
+    /// Called once when a server starts, before the first login: claims this node for this
+    /// process, then frees at once every maildrop lock the node's previous run held (a crash
+    /// leaves them behind) and drops bodies that run was still writing. While another server
+    /// with this node id is alive it changes nothing and fails with `Conflict` naming that
+    /// server. On Postgres a claim that is still being renewed is alive; one made under the
+    /// serve lock `me` now holds, or left unrenewed for its TTL, was a dead run's and is taken
+    /// over (this waits up to that TTL to tell). On SQLite the serve lock next to the database
+    /// file already keeps a second server out: there is nothing more to claim.
+    async fn recover(&self, me: &Claimant) -> Result<()>;
+    /// Renews this server's claim on its node; `Conflict` once another server took the node
+    /// over (this one went unheard for a TTL). Call it every TTL / 3.
+    async fn heartbeat(&self) -> Result<()>;
+    /// Gives the node up at a clean shutdown, so that its next start need not wait.
+    async fn leave(&self) -> Result<()>;
     /// Takes the exclusive maildrop lock, or fails with `InUse`.
     async fn lock(&self, user: UserId) -> Result<Lease>;
     /// Gives the lock up without changing anything (session ended without QUIT). The lease is
@@ -257,4 +281,14 @@ impl Default for LockOptions {
             ttl: Duration::from_secs(30),
         }
     }
+}
+
+/// Who is starting a server, for `Maildrops::recover`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimant {
+    /// The machine's name, to name this server to a second one.
+    pub host: String,
+    /// Names the lock file this server holds for as long as it runs (the machine, the file's
+    /// device and inode): a previous run that held the same file is dead, as it is free now.
+    pub serve_lock: String,
 }

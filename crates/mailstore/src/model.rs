@@ -179,6 +179,18 @@ impl fmt::Debug for ApopUser {
     }
 }
 
+/// A login attempt counted before its check (`Directory::count_auth_attempt`): its rows stay
+/// as a failure unless `Directory::forget_auth_attempt` is told it succeeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthAttempt {
+    /// The counters it was counted under.
+    pub keys: Vec<String>,
+    /// Tells its rows from those of another attempt counted in the same millisecond.
+    pub(crate) id: i64,
+    /// When it was counted, in ms since the epoch (finds its rows by the `(key, at)` index).
+    pub(crate) at: i64,
+}
+
 /// One message of a maildrop as a session sees it: enough for STAT, LIST and UIDL without touching bodies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageMeta {

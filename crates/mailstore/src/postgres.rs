@@ -36,10 +36,47 @@ impl Default for PgOptions {
     }
 }
 
+/// Claims `nodes` row `$1` for incarnation `$2` (serve lock `$3`, host `$4`, pid `$5`, TTL `$6`
+/// seconds); the caller completes the `DO UPDATE`.
+const CLAIM_NODE: &str = "INSERT INTO nodes AS n
+        (node, incarnation, serve_lock, host, pid, started_at, renewed_at, expires_at)
+    VALUES ($1, $2, $3, $4, $5, clock_timestamp(), clock_timestamp(),
+            clock_timestamp() + make_interval(secs => $6))
+    ON CONFLICT (node) DO UPDATE";
+
+/// Another server's claim on a node, as a starting server sees it.
+struct NodeHolder {
+    incarnation: String,
+    host: String,
+    pid: i64,
+    /// Seconds since it started, since it last renewed its claim, until the claim lapses.
+    up: f64,
+    renewed_ago: f64,
+    expires_in: f64,
+    /// Compared between looks: a change means the holder is alive.
+    renewed_at: String,
+}
+
+impl std::fmt::Display for NodeHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pid {} on host {}, started {:.0} s ago, last renewed its claim {:.1} s ago",
+            self.pid,
+            self.host,
+            self.up.max(0.0),
+            self.renewed_ago.max(0.0)
+        )
+    }
+}
+
 pub struct PostgresStore {
     pool: PgPool,
     node: String,
     incarnation: String,
+    /// This server, once `recover` claimed the node for it (the heartbeat re-inserts a claim
+    /// row that went missing).
+    claimant: std::sync::OnceLock<Claimant>,
     held: Held,
     /// The install's UID prefix (see the first migration).
     uid_prefix: std::sync::Arc<tokio::sync::OnceCell<String>>,
@@ -84,6 +121,7 @@ impl PostgresStore {
         Ok(Self {
             node: lock.node,
             incarnation: incarnation(),
+            claimant: std::sync::OnceLock::new(),
             held: Held::default(),
             ttl_secs: lock.ttl.as_secs_f64(),
             deliveries: GroupCommit::start(Writer {
@@ -105,6 +143,77 @@ impl PostgresStore {
             .await?
             .rows_affected();
         Ok(rows > 0)
+    }
+
+    /// `recover`'s one transaction: claims the node (see `Maildrops::recover`) and frees what
+    /// its previous run left; or, changing nothing, returns the live-looking claim in the way.
+    async fn claim_and_recover(&self, me: &Claimant) -> Result<Option<NodeHolder>> {
+        let mut tx = self.pool.begin().await?;
+        let claimed = sqlx::query(AssertSqlSafe(format!(
+            "{CLAIM_NODE} SET incarnation = EXCLUDED.incarnation, serve_lock = EXCLUDED.serve_lock,
+                 host = EXCLUDED.host, pid = EXCLUDED.pid, started_at = EXCLUDED.started_at,
+                 renewed_at = EXCLUDED.renewed_at, expires_at = EXCLUDED.expires_at
+             WHERE n.expires_at < clock_timestamp() OR n.serve_lock = EXCLUDED.serve_lock
+                OR n.incarnation = EXCLUDED.incarnation
+             RETURNING 1"
+        )))
+        .bind(&self.node)
+        .bind(&self.incarnation)
+        .bind(&me.serve_lock)
+        .bind(&me.host)
+        .bind(i64::from(std::process::id()))
+        .bind(self.ttl_secs)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if claimed.is_none() {
+            // The upsert row-locked the claim in the way: it is read as it stands.
+            let holder = self.node_holder(&mut *tx).await?;
+            tx.rollback().await?;
+            return Ok(Some(holder.ok_or_else(|| {
+                StoreError::Invalid("node claim vanished while being read".into())
+            })?));
+        }
+        let locks = sqlx::query("DELETE FROM maildrop_locks WHERE node = $1 AND incarnation <> $2")
+            .bind(&self.node)
+            .bind(&self.incarnation)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let blobs = sqlx::query("DELETE FROM blobs WHERE pending_node = $1")
+            .bind(&self.node)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        tracing::info!(locks, blobs, "recovered from previous run");
+        Ok(None)
+    }
+
+    /// The server holding this store's node, if any.
+    async fn node_holder<'e>(&self, db: impl sqlx::PgExecutor<'e>) -> Result<Option<NodeHolder>> {
+        let row = sqlx::query(
+            "SELECT incarnation, host, pid,
+                    extract(epoch FROM clock_timestamp() - started_at)::FLOAT8,
+                    extract(epoch FROM clock_timestamp() - renewed_at)::FLOAT8,
+                    extract(epoch FROM expires_at - clock_timestamp())::FLOAT8,
+                    renewed_at::TEXT
+             FROM nodes WHERE node = $1",
+        )
+        .bind(&self.node)
+        .fetch_optional(db)
+        .await?;
+        row.map(|row| {
+            Ok(NodeHolder {
+                incarnation: row.try_get(0)?,
+                host: row.try_get(1)?,
+                pid: row.try_get(2)?,
+                up: row.try_get(3)?,
+                renewed_ago: row.try_get(4)?,
+                expires_in: row.try_get(5)?,
+                renewed_at: row.try_get(6)?,
+            })
+        })
+        .transpose()
     }
 
     async fn domain_id(tx: &mut Transaction<'_, Postgres>, name: &DomainName) -> Result<i64> {
@@ -744,37 +853,150 @@ impl Directory for PostgresStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
-        let counts: Vec<i64> = sqlx::query_scalar(
-            "SELECT count(a.key) FROM unnest($1::text[]) WITH ORDINALITY AS k(key, n)
-             LEFT JOIN auth_failures a ON a.key = k.key AND a.at >= $2
-             GROUP BY k.n ORDER BY k.n",
+        auth_counts(&self.pool, keys, now_ms(), window).await
+    }
+
+    async fn count_auth_attempt(
+        &self,
+        keys: &[String],
+        window: Duration,
+    ) -> Result<(AuthAttempt, Vec<u64>)> {
+        let attempt = AuthAttempt {
+            keys: keys.to_vec(),
+            id: rand::random(),
+            at: now_ms(),
+        };
+        if keys.is_empty() {
+            return Ok((attempt, Vec::new()));
+        }
+        // Committed on its own before the count: in one transaction, two attempts' inserts
+        // would each be invisible to the other's count until both committed.
+        sqlx::query(
+            "WITH pruned AS (DELETE FROM auth_failures WHERE at < $3)
+             INSERT INTO auth_failures (key, at, attempt) SELECT k, $2, $4 FROM unnest($1::text[]) k",
         )
         .bind(keys)
-        .bind(since)
-        .fetch_all(&self.pool)
+        .bind(attempt.at)
+        .bind(attempt.at - 3_600_000)
+        .bind(attempt.id)
+        .execute(&self.pool)
         .await?;
-        Ok(counts.into_iter().map(to_u64).collect())
+        let counts = auth_counts(&self.pool, keys, attempt.at, window).await?;
+        Ok((attempt, counts))
     }
+
+    async fn forget_auth_attempt(&self, attempt: &AuthAttempt, clear: &[String]) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM auth_failures
+             WHERE (key = ANY($1) AND at = $2 AND attempt = $3) OR key = ANY($4)",
+        )
+        .bind(&attempt.keys)
+        .bind(attempt.at)
+        .bind(attempt.id)
+        .bind(clear)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+/// The `auth_failures` rows in the `window` before `now` under each of `keys`, in their order:
+/// one statement for all of a login's counters.
+async fn auth_counts(
+    pool: &PgPool,
+    keys: &[String],
+    now: i64,
+    window: Duration,
+) -> Result<Vec<u64>> {
+    let since = now - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
+    let counts: Vec<i64> = sqlx::query_scalar(
+        "SELECT count(a.key) FROM unnest($1::text[]) WITH ORDINALITY AS k(key, n)
+         LEFT JOIN auth_failures a ON a.key = k.key AND a.at >= $2
+         GROUP BY k.n ORDER BY k.n",
+    )
+    .bind(keys)
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    Ok(counts.into_iter().map(to_u64).collect())
 }
 
 #[async_trait]
 impl Maildrops for PostgresStore {
-    async fn recover(&self) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let locks = sqlx::query("DELETE FROM maildrop_locks WHERE node = $1 AND incarnation <> $2")
+    async fn recover(&self, me: &Claimant) -> Result<()> {
+        // A claim nobody renews lapses at its expiry; one that is renewed meanwhile is a live
+        // server's. Polled until one or the other.
+        let mut first: Option<NodeHolder> = None;
+        loop {
+            let Some(holder) = self.claim_and_recover(me).await? else {
+                let _ = self.claimant.set(me.clone());
+                return Ok(());
+            };
+            match &first {
+                None => {
+                    tracing::warn!(
+                        node = %self.node,
+                        holder = %holder,
+                        "another server holds this node_id: waiting to see whether it renews \
+                         its claim (alive: this start is refused) or lets it lapse in {:.0} s \
+                         (gone: this server starts then)",
+                        holder.expires_in.max(0.0)
+                    );
+                    first = Some(holder);
+                }
+                Some(seen)
+                    if seen.incarnation != holder.incarnation
+                        || seen.renewed_at != holder.renewed_at =>
+                {
+                    return Err(StoreError::Conflict(format!(
+                        "node_id {:?} is in use by another running pophost ({holder}): give \
+                         each frontend its own node_id",
+                        self.node
+                    )));
+                }
+                Some(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn heartbeat(&self) -> Result<()> {
+        let Some(me) = self.claimant.get() else {
+            return Err(StoreError::Invalid("heartbeat before recover".into()));
+        };
+        // Re-inserts a claim row that went missing; never takes over another server's.
+        let renewed = sqlx::query(AssertSqlSafe(format!(
+            "{CLAIM_NODE} SET renewed_at = EXCLUDED.renewed_at, expires_at = EXCLUDED.expires_at
+             WHERE n.incarnation = EXCLUDED.incarnation RETURNING 1"
+        )))
+        .bind(&self.node)
+        .bind(&self.incarnation)
+        .bind(&me.serve_lock)
+        .bind(&me.host)
+        .bind(i64::from(std::process::id()))
+        .bind(self.ttl_secs)
+        .fetch_optional(&self.pool)
+        .await?;
+        if renewed.is_some() {
+            return Ok(());
+        }
+        let holder = match self.node_holder(&self.pool).await? {
+            Some(holder) => holder.to_string(),
+            None => "unknown".into(),
+        };
+        Err(StoreError::Conflict(format!(
+            "node_id {:?} was taken over by another pophost ({holder}) while this one went \
+             unheard: give each frontend its own node_id",
+            self.node
+        )))
+    }
+
+    async fn leave(&self) -> Result<()> {
+        sqlx::query("DELETE FROM nodes WHERE node = $1 AND incarnation = $2")
             .bind(&self.node)
             .bind(&self.incarnation)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        let blobs = sqlx::query("DELETE FROM blobs WHERE pending_node = $1")
-            .bind(&self.node)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        tracing::info!(locks, blobs, "recovered from previous run");
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

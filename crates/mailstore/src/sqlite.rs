@@ -43,14 +43,36 @@ impl SqliteStore {
     }
 
     /// Opens (creating if missing) the database file; `migrate` applies pending migrations.
+    /// The file holds password hashes and SCRAM verifiers: a missing directory is created 0700
+    /// and a missing file 0600 (SQLite gives its -wal and -shm files the file's mode).
     pub async fn open(path: &Path, lock: LockOptions, migrate: bool) -> Result<Self> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Invalid(format!(
-                    "cannot create data directory {}: {e}",
-                    dir.display()
-                ))
-            })?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| {
+                    StoreError::Invalid(format!(
+                        "cannot create data directory {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+        }
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(StoreError::Invalid(format!(
+                    "cannot create database {}: {e}",
+                    path.display()
+                )));
+            }
         }
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -732,23 +754,87 @@ impl Directory for SqliteStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
-        // The keys as a VALUES list (column1: position, column2: key), one row out per key.
-        let mut q = sqlx::QueryBuilder::<Sqlite>::new("SELECT count(a.key) FROM (");
-        q.push_values(keys.iter().zip(0i64..), |mut row, (key, n)| {
-            row.push_bind(n).push_bind(key.as_str());
-        });
-        q.push(") k LEFT JOIN auth_failures a ON a.key = k.column2 AND a.at >= ")
-            .push_bind(since)
-            .push(" GROUP BY k.column1 ORDER BY k.column1");
-        let counts: Vec<i64> = q.build_query_scalar().fetch_all(&self.pool).await?;
-        Ok(counts.into_iter().map(to_u64).collect())
+        let mut conn = self.pool.acquire().await?;
+        auth_counts(&mut conn, keys, now_ms(), window).await
     }
+
+    async fn count_auth_attempt(
+        &self,
+        keys: &[String],
+        window: Duration,
+    ) -> Result<(AuthAttempt, Vec<u64>)> {
+        let attempt = AuthAttempt {
+            keys: keys.to_vec(),
+            id: rand::random(),
+            at: now_ms(),
+        };
+        if keys.is_empty() {
+            return Ok((attempt, Vec::new()));
+        }
+        // One write transaction: SQLite has one writer at a time, so the count sees every
+        // attempt counted before this one.
+        let mut tx = self.write().await?;
+        sqlx::query("DELETE FROM auth_failures WHERE at < $1")
+            .bind(attempt.at - 3_600_000)
+            .execute(&mut *tx)
+            .await?;
+        let mut q =
+            sqlx::QueryBuilder::<Sqlite>::new("INSERT INTO auth_failures (key, at, attempt) ");
+        q.push_values(keys, |mut row, key| {
+            row.push_bind(key.as_str())
+                .push_bind(attempt.at)
+                .push_bind(attempt.id);
+        });
+        q.build().execute(&mut *tx).await?;
+        let counts = auth_counts(&mut tx, keys, attempt.at, window).await?;
+        tx.commit().await?;
+        Ok((attempt, counts))
+    }
+
+    async fn forget_auth_attempt(&self, attempt: &AuthAttempt, clear: &[String]) -> Result<()> {
+        let mut tx = self.write().await?;
+        for key in &attempt.keys {
+            sqlx::query("DELETE FROM auth_failures WHERE key = $1 AND at = $2 AND attempt = $3")
+                .bind(key)
+                .bind(attempt.at)
+                .bind(attempt.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for key in clear {
+            sqlx::query("DELETE FROM auth_failures WHERE key = $1")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// The `auth_failures` rows in the `window` before `now` under each of `keys` (not empty), in
+/// their order: one statement, the keys as a VALUES list (column1: position, column2: key).
+async fn auth_counts(
+    conn: &mut sqlx::SqliteConnection,
+    keys: &[String],
+    now: i64,
+    window: Duration,
+) -> Result<Vec<u64>> {
+    let since = now - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
+    let mut q = sqlx::QueryBuilder::<Sqlite>::new("SELECT count(a.key) FROM (");
+    q.push_values(keys.iter().zip(0i64..), |mut row, (key, n)| {
+        row.push_bind(n).push_bind(key.as_str());
+    });
+    q.push(") k LEFT JOIN auth_failures a ON a.key = k.column2 AND a.at >= ")
+        .push_bind(since)
+        .push(" GROUP BY k.column1 ORDER BY k.column1");
+    let counts: Vec<i64> = q.build_query_scalar().fetch_all(conn).await?;
+    Ok(counts.into_iter().map(to_u64).collect())
 }
 
 #[async_trait]
 impl Maildrops for SqliteStore {
-    async fn recover(&self) -> Result<()> {
+    async fn recover(&self, _me: &Claimant) -> Result<()> {
         let mut tx = self.write().await?;
         let locks = sqlx::query("DELETE FROM maildrop_locks WHERE node = $1 AND incarnation <> $2")
             .bind(&self.node)
@@ -763,6 +849,15 @@ impl Maildrops for SqliteStore {
             .rows_affected();
         tx.commit().await?;
         tracing::info!(locks, blobs, "recovered from previous run");
+        Ok(())
+    }
+
+    // The serve lock is the claim (see `recover`): nothing to renew or give up here.
+    async fn heartbeat(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn leave(&self) -> Result<()> {
         Ok(())
     }
 

@@ -368,7 +368,8 @@ impl QuotaArgs {
 }
 
 impl PasswordArgs {
-    fn read(&self) -> anyhow::Result<String> {
+    /// The new password, checked against the policy the admin UI applies to a `kind` account.
+    fn read(&self, kind: admin_web::PasswordFor) -> anyhow::Result<String> {
         let password = match &self.password {
             Some(p) => p.clone(),
             None => {
@@ -380,9 +381,7 @@ impl PasswordArgs {
                 line.trim_end_matches(['\r', '\n']).to_string()
             }
         };
-        if password.is_empty() {
-            bail!("the password is empty");
-        }
+        admin_web::password_problem(&password, kind)?;
         Ok(password)
     }
 }
@@ -527,7 +526,7 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
                         .collect::<Result<_, _>>()?,
                 )
             };
-            let password = password.read()?;
+            let password = password.read(admin_web::PasswordFor::Admin)?;
             let hash =
                 tokio::task::spawn_blocking(move || tenancy::hash_password(password.as_bytes()))
                     .await??;
@@ -722,7 +721,8 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
         }
         Command::User(UserCommand::Add { address, password }) => {
             let address = Address::parse(&address)?;
-            let (hash, verifier) = hash_and_verifier(password.read()?).await?;
+            let (hash, verifier) =
+                hash_and_verifier(password.read(admin_web::PasswordFor::Mailbox)?).await?;
             dir.add_user(&address, &hash, Some(&verifier)).await?;
             format!("added user {address}")
         }
@@ -746,7 +746,8 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
         }
         Command::User(UserCommand::Passwd { address, password }) => {
             let address = Address::parse(&address)?;
-            let (hash, verifier) = hash_and_verifier(password.read()?).await?;
+            let (hash, verifier) =
+                hash_and_verifier(password.read(admin_web::PasswordFor::Mailbox)?).await?;
             dir.set_password(&address, &hash, Some(&verifier)).await?;
             format!("changed password of {address}")
         }

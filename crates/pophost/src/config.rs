@@ -115,6 +115,7 @@ struct AuthFile {
     max_concurrent_hashes: Option<usize>,
     failure_delay_ms: Option<u64>,
     ip_penalty_max_secs: Option<u64>,
+    network_failures_per_hour: Option<u64>,
     account_failures_per_hour: Option<u64>,
     account_penalty_secs: Option<u64>,
     cache_ttl_secs: Option<u64>,
@@ -149,6 +150,8 @@ struct AdminFile {
     session_idle_minutes: Option<u64>,
     session_absolute_hours: Option<u64>,
     signin_failures: Option<u64>,
+    trusted_proxies: Option<Vec<String>>,
+    public_url: Option<String>,
 }
 
 /// Where the store is.
@@ -181,6 +184,9 @@ pub struct Overrides {
 /// Typed settings, ready to use.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// `data_dir`: the default SQLite store, the self-signed certificate, the APOP key, and
+    /// (on Postgres) the lock `serve` holds.
+    pub data_dir: PathBuf,
     pub database: Database,
     pub lock: mailstore::LockOptions,
     pub pop3_listen: SocketAddr,
@@ -330,6 +336,16 @@ impl Settings {
             ),
             tls: admin_tls,
             signin_failures: positive(file.admin.signin_failures, 5, "admin.signin_failures")?,
+            trusted_proxies: networks(
+                &file.admin.trusted_proxies.unwrap_or_default(),
+                "admin.trusted_proxies",
+            )?,
+            public_origin: file
+                .admin
+                .public_url
+                .map(|u| admin_web::PublicOrigin::parse(&u))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("admin.public_url: {e}"))?,
             ..admin_web::WebConfig::default()
         };
         let default_hashes = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -390,6 +406,11 @@ impl Settings {
             auth_policy: tenancy::AuthPolicy {
                 failure_delay: Duration::from_millis(file.auth.failure_delay_ms.unwrap_or(2000)),
                 ip_penalty_max: Duration::from_secs(file.auth.ip_penalty_max_secs.unwrap_or(30)),
+                network_failures_per_hour: positive(
+                    file.auth.network_failures_per_hour,
+                    100,
+                    "auth.network_failures_per_hour",
+                )?,
                 account_failures_per_hour: positive(
                     file.auth.account_failures_per_hour,
                     100,
@@ -414,6 +435,7 @@ impl Settings {
                 )?),
                 batch_size: positive(file.retention.batch_size, 500, "retention.batch_size")?,
             },
+            data_dir,
         })
     }
 }
@@ -745,6 +767,47 @@ mod tests {
         let e = err("[lmtp]\nproxy_protocol = \"yes\"\n");
         assert!(e.starts_with("lmtp.proxy_protocol: "), "{e}");
         assert!(err("[lmtp]\nmax_connections = 0\n").contains("lmtp.max_connections"));
+    }
+
+    #[test]
+    fn admin_behind_a_proxy() {
+        let s = load("").expect("empty config");
+        assert!(s.admin.trusted_proxies.is_empty() && s.admin.public_origin.is_none());
+        let s = load(
+            "[admin]\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]\n\
+             public_url = \"HTTPS://Admin.ISP.example:443/\"\n",
+        )
+        .expect("admin proxy config");
+        let trusted: Vec<String> = s
+            .admin
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(trusted, ["127.0.0.1/32", "::1/128"]);
+        assert_eq!(
+            s.admin.public_origin.as_ref().map(|o| o.as_str()),
+            Some("https://admin.isp.example")
+        );
+        let s = load("[admin]\npublic_url = \"http://[2001:db8::1]:8443\"\n").expect("v6");
+        assert_eq!(
+            s.admin.public_origin.as_ref().map(|o| o.as_str()),
+            Some("http://[2001:db8::1]:8443")
+        );
+        let e = err("[admin]\ntrusted_proxies = [\"127.0.0.1\", \"proxy.local\"]\n");
+        assert!(e.starts_with("admin.trusted_proxies[1]: "), "{e}");
+        for bad in [
+            "admin.isp.example",
+            "ftp://admin.isp.example",
+            "https://",
+            "https://admin.isp.example/admin",
+            "https://admin.isp.example/?x=1",
+            "https://user@admin.isp.example",
+            "not a url",
+        ] {
+            let e = err(&format!("[admin]\npublic_url = {bad:?}\n"));
+            assert!(e.starts_with("admin.public_url: "), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The pophost binary's library half: `config` loads settings, `cli` is the command line,
-//! `serve` wires the store, the authenticator, the TLS certificates and the POP3, POP3S and LMTP
+//! `serve` takes the serve lock (`serve_lock`: one server per store), claims its node in the
+//! store, wires the store, the authenticator, the TLS certificates and the POP3, POP3S and LMTP
 //! listeners together and runs them until shutdown (SIGHUP reloads the certificates). Kept as a
 //! library so end-to-end tests can start a server in-process.
 
@@ -7,7 +8,10 @@ pub mod cli;
 pub mod config;
 pub mod import;
 pub mod retention;
+mod serve_lock;
 pub mod telemetry;
+
+use serve_lock::ServeLock;
 
 use std::sync::Arc;
 
@@ -60,17 +64,23 @@ fn apop_verifier(
     let key =
         tenancy::ApopKey::load_or_create(&settings.apop_key_file).context("auth.apop_key_file")?;
     // The greeting timestamp's `@host` part; any name will do, the machine's own is customary.
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'>'))
-        .unwrap_or_else(|| "localhost".into());
+    let hostname = hostname().unwrap_or_else(|| "localhost".into());
     tracing::info!("APOP enabled");
     Ok(Some(Arc::new(tenancy::ApopVerifier::new(
         auth.clone(),
         key,
         hostname,
     ))))
+}
+
+/// The machine's name (printable ASCII without `>`), when it can be read: `/proc/sys` is hidden
+/// from the systemd unit (`ProcSubset=pid`), `/etc/hostname` is not.
+fn hostname() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|h| h.trim().to_string())
+        .find(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'>'))
 }
 
 /// Opens the configured store; `migrate` first applies pending schema migrations.
@@ -144,7 +154,8 @@ async fn announce_bootstrap(
     let scheme = if tls { "https" } else { "http" };
     tracing::warn!(
         "no admin account exists: open {scheme}://{addr}/bootstrap/{token} to create the first \
-         super admin (the link works once), or run `pophost admin add EMAIL --super`"
+         super admin (the link works once), or run `pophost admin add EMAIL --super --password-stdin` \
+         (the password on standard input)"
     );
     Ok(())
 }
@@ -158,12 +169,23 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Listeners { pop3, lmtp, admin } = listeners;
+    // Before the store is touched: a second server on it would free the first one's locks.
+    let serve_lock = ServeLock::acquire(&settings)?;
     let (store, pool) = open_store_with_pool(&settings, migrate).await?;
-    // Locks held by this node's crashed predecessor are freed before the first login.
+    // Claims the node; locks held by its crashed predecessor are freed before the first login.
     store
-        .recover()
+        .recover(serve_lock.claimant())
         .await
-        .context("recovering after the previous run")?;
+        .context("claiming the node and recovering after its previous run")?;
+    let beating = CancellationToken::new();
+    // Dropped on every way out, an early error's too: the renewals end with this server.
+    let stop_beating = beating.clone().drop_guard();
+    let heartbeat = tokio::spawn(heartbeat(
+        store.clone(),
+        settings.lock.ttl / 3,
+        beating,
+        shutdown.clone(),
+    ));
     let auth = tokio::task::spawn_blocking({
         let store = store.clone();
         let n = settings.max_concurrent_hashes;
@@ -215,13 +237,47 @@ pub async fn serve(
             settings.pop3.clone(),
             shutdown.clone()
         ),
-        lmtp::run(lmtp, store, settings.lmtp.clone(), shutdown.clone()),
+        lmtp::run(lmtp, store.clone(), settings.lmtp.clone(), shutdown.clone()),
         async {
             if let Err(e) = admin_web::serve(admin, admin_state, admin_tls, shutdown).await {
                 tracing::error!(error = %e, "admin UI stopped");
             }
         },
     );
+    // The claim is renewed until the sessions are drained, then given up for the next start.
+    drop(stop_beating);
+    let taken_over = heartbeat.await?;
+    if let Err(e) = store.leave().await {
+        tracing::warn!(error = %e, "giving up the node's claim failed; the next start may wait");
+    }
+    drop(serve_lock);
     tracing::info!("stopped");
-    Ok(())
+    taken_over
+}
+
+/// Renews this server's claim on its node until `stop`. If another server took the node over
+/// (this one went unheard for a lock TTL), two servers share a node_id: this one shuts down.
+async fn heartbeat(
+    store: Arc<dyn Store>,
+    every: std::time::Duration,
+    stop: CancellationToken,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        match store.heartbeat().await {
+            Ok(()) => {}
+            Err(e @ mailstore::StoreError::Conflict(_)) => {
+                tracing::error!(error = %e, "shutting down: this node_id is served elsewhere");
+                shutdown.cancel();
+                return Err(e.into());
+            }
+            Err(e) => tracing::warn!(error = %e, "renewing this node's claim failed"),
+        }
+    }
 }

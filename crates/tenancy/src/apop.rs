@@ -224,8 +224,8 @@ impl ApopVerifier {
         ctx: &LoginContext,
     ) -> Result<UserId, AuthError> {
         let directory = &*self.auth.directory;
-        let crate::Attempt { address, keys } = self.auth.begin(name, ctx).await?;
-        let user = match &address {
+        let attempt = self.auth.begin(name, ctx).await?;
+        let user = match &attempt.address {
             Some(address) => directory
                 .find_apop_user(address)
                 .await
@@ -247,9 +247,12 @@ impl ApopVerifier {
             }
         };
         match user {
-            Some(u) if usable && matches => Ok(u.id),
+            Some(u) if usable && matches => {
+                self.auth.succeeded(&attempt).await;
+                Ok(u.id)
+            }
             _ => {
-                self.auth.failed(&keys).await;
+                self.auth.failed().await;
                 Err(AuthError::Rejected)
             }
         }

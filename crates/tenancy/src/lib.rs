@@ -10,7 +10,8 @@ mod scram;
 
 pub use apop::{ApopKey, ApopVerifier};
 pub use defence::{
-    AuthCache, AuthPolicy, MAX_PASSWORD_BYTES, account_key, ip_penalty, network_key,
+    AuthCache, AuthPolicy, Counts, MAX_PASSWORD_BYTES, PAIR_FREE_FAILURES, account_key,
+    failure_penalty, network_key, pair_key,
 };
 pub use login::{DefaultDomains, Login, LoginContext, Resolution, resolve};
 pub use password::{HashError, Scratch, hash_password, verify_password, verify_password_in};
@@ -19,7 +20,7 @@ pub use scram::{SCRAM_ITERATIONS, ScramError, ScramExchange, ScramVerifier};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailstore::{Directory, StoreError, UserId};
+use mailstore::{Address, AuthAttempt, Directory, StoreError, UserId};
 use tokio::sync::oneshot;
 
 /// Why a login failed.
@@ -47,6 +48,9 @@ pub struct Authenticator {
     cache: AuthCache,
     /// Verified when the user does not exist, so that case costs what a wrong password costs.
     dummy_hash: Arc<str>,
+    /// Attempts of one (network, account) pair take their turn here to be counted and wait out
+    /// their penalty (see `count_and_wait`).
+    turns: Turns,
 }
 
 impl Authenticator {
@@ -63,12 +67,13 @@ impl Authenticator {
             policy,
             hashers: Hashers::start(max_concurrent.max(1))?,
             dummy_hash: hash_password(b"pophost dummy password")?.into(),
+            turns: Turns::default(),
         })
     }
 
-    /// Checks a login and password (USER/PASS, SASL PLAIN and LOGIN). Slowed down by the
-    /// failures recorded for the client's network and the account; a failure is recorded and
-    /// answered only after `failure_delay`. Unknown users cost the same as wrong passwords.
+    /// Checks a login and password (USER/PASS, SASL PLAIN and LOGIN). Counted and slowed down
+    /// by the brute-force defence (see `defence`); a failure is answered only after
+    /// `failure_delay`. Unknown users cost the same as wrong passwords.
     pub async fn authenticate(
         &self,
         login: &str,
@@ -78,7 +83,7 @@ impl Authenticator {
         if password.len() > MAX_PASSWORD_BYTES {
             return Err(AuthError::Rejected);
         }
-        let Attempt { address, keys } = self.begin(login, ctx).await?;
+        let address = self.mailbox(login, ctx).await?;
         let user = match &address {
             Some(address) => self
                 .directory
@@ -91,11 +96,14 @@ impl Authenticator {
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default();
+        // Only the right password hits the cache, so a hit is neither counted nor slowed: a
+        // polling client costs no store write, and a guess never gets here.
         if let Some(u) = &user
             && let Some(id) = self.cache.get(&mailbox, password, &u.password_hash)
         {
             return Ok(id);
         }
+        let attempt = self.count_and_wait(address, ctx).await?;
         let (id, hash) = match user {
             Some(u) => (Some(u.id), Arc::from(u.password_hash)),
             None => (None, self.dummy_hash.clone()),
@@ -103,80 +111,167 @@ impl Authenticator {
         let ok = self.hashers.verify(password.to_vec(), hash.clone()).await;
         match id {
             Some(id) if ok => {
+                self.succeeded(&attempt).await;
                 self.cache.put(&mailbox, password, &hash, id);
                 Ok(id)
             }
             _ => {
-                self.failed(&keys).await;
+                self.failed().await;
                 Err(AuthError::Rejected)
             }
         }
     }
 
-    /// Records a failed login under `keys`, then waits the failure delay before the answer.
-    pub(crate) async fn failed(&self, keys: &[String]) {
-        if let Err(e) = self.directory.record_auth_failure(keys).await {
-            tracing::warn!(error = %e, "recording a failed login failed");
-        }
+    /// A failed attempt stays counted (it was counted before its check); its answer waits the
+    /// failure delay.
+    pub(crate) async fn failed(&self) {
         tokio::time::sleep(self.policy.failure_delay).await;
     }
 
-    /// The start of every login attempt, whatever the mechanism: resolve the name, wait out the
-    /// brute-force penalty, and name the counters a failure goes under.
+    /// A successful attempt is no failure: forgets it, and the failures of its (network,
+    /// account) pair — someone at that network knows the password. The network's and the
+    /// account's other failures stay.
+    pub(crate) async fn succeeded(&self, attempt: &Attempt) {
+        let clear: Vec<String> = attempt.pair.iter().cloned().collect();
+        if let Err(e) = self
+            .directory
+            .forget_auth_attempt(&attempt.counted, &clear)
+            .await
+        {
+            tracing::warn!(error = %e, "forgetting a successful login attempt failed");
+        }
+    }
+
+    /// The start of every login attempt, whatever the mechanism: resolve the name, count the
+    /// attempt and wait out the brute-force penalty.
     pub(crate) async fn begin(
         &self,
         login: &str,
         ctx: &LoginContext,
     ) -> Result<Attempt, AuthError> {
+        let address = self.mailbox(login, ctx).await?;
+        self.count_and_wait(address, ctx).await
+    }
+
+    /// The mailbox a login names, if any.
+    async fn mailbox(&self, login: &str, ctx: &LoginContext) -> Result<Option<Address>, AuthError> {
         let resolution = resolve(&*self.directory, login, &self.defaults, ctx)
             .await
             .map_err(AuthError::Unavailable)?;
-        let address = match resolution {
+        Ok(match resolution {
             Resolution::Mailbox { address, .. } => Some(address),
             _ => None,
+        })
+    }
+
+    /// Counts the attempt under its network, (network, account) pair and account — before its
+    /// check, so that attempts made at the same time see each other — then waits the penalty
+    /// for the attempts counted before it.
+    async fn count_and_wait(
+        &self,
+        address: Option<Address>,
+        ctx: &LoginContext,
+    ) -> Result<Attempt, AuthError> {
+        const HOUR: Duration = Duration::from_secs(3600);
+        let network = ctx.peer_ip.map(network_key);
+        let account = address.as_ref().map(account_key);
+        let pair = network
+            .as_deref()
+            .zip(account.as_deref())
+            .map(|(n, a)| pair_key(n, a));
+        let keys: Vec<String> = [&network, &pair, &account]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        // Counting alone lets attempts made at once see each other, but they would still wait
+        // their penalties side by side: twenty connections would guess twenty times as fast as
+        // one. One at a time per pair (or per network when the name is no account), each waits
+        // out its penalty before the next is counted, so concurrency buys an attacker nothing.
+        // Per frontend: a pair's guesses spread over N frontends go N at a time.
+        let turn = pair.as_ref().or(network.as_ref()).cloned();
+        let _turn = match turn {
+            Some(key) => Some(self.turns.take(key).await),
+            None => None,
         };
-        let mut keys = Vec::with_capacity(2);
-        keys.extend(ctx.peer_ip.map(network_key));
-        keys.extend(address.as_ref().map(account_key));
-        let penalty = self.penalty(ctx, &keys).await?;
+        let (counted, counts) = self
+            .directory
+            .count_auth_attempt(&keys, HOUR)
+            .await
+            .map_err(AuthError::Unavailable)?;
+        // Each count includes this attempt; the penalty is for the ones before it.
+        let mut counts = counts.into_iter().map(|n| n.saturating_sub(1));
+        let mut next = |has: bool| if has { counts.next().unwrap_or(0) } else { 0 };
+        let before = Counts {
+            network: next(network.is_some()),
+            pair: next(pair.is_some()),
+            account: next(account.is_some()),
+        };
+        let penalty = self.policy.wait(before);
         if !penalty.is_zero() {
             // Seen on the service's dashboards: a rising rate means someone is guessing.
             metrics::counter!("pophost_auth_penalties_total").increment(1);
         }
         tokio::time::sleep(penalty).await;
-        Ok(Attempt { address, keys })
-    }
-
-    /// The wait before an attempt: the client network's growing penalty, plus the account's
-    /// when it has had too many failures this hour. `keys` are the attempt's counters: the
-    /// network's if the client's address is known, then the account's if the name resolved.
-    async fn penalty(&self, ctx: &LoginContext, keys: &[String]) -> Result<Duration, AuthError> {
-        const HOUR: Duration = Duration::from_secs(3600);
-        let counts = self
-            .directory
-            .auth_failures(keys, HOUR)
-            .await
-            .map_err(AuthError::Unavailable)?;
-        let mut counts = counts.into_iter();
-        let mut wait = Duration::ZERO;
-        if ctx.peer_ip.is_some() {
-            let failures = counts.next().unwrap_or(0);
-            wait += ip_penalty(failures, self.policy.ip_penalty_max);
-        }
-        if let Some(failures) = counts.next()
-            && failures >= self.policy.account_failures_per_hour
-        {
-            wait += self.policy.account_penalty;
-        }
-        Ok(wait)
+        Ok(Attempt {
+            address,
+            counted,
+            pair,
+        })
     }
 }
 
-/// A login attempt under way: the mailbox its name resolved to (if any), and the failure-counter
-/// keys (client network, account).
+/// One queue per key: `take` waits until no other attempt of the key holds its turn. A key's
+/// entry goes when its last waiter does, so the map holds only keys with attempts under way.
+#[derive(Default)]
+struct Turns(std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+/// A held turn; dropping it lets the key's next attempt go.
+struct Turn<'a> {
+    turns: &'a Turns,
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Turns {
+    async fn take(&self, key: String) -> Turn<'_> {
+        let queue = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let guard = queue.lock_owned().await;
+        Turn {
+            turns: self,
+            key,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut map = self.turns.0.lock().unwrap_or_else(|e| e.into_inner());
+        drop(self.guard.take());
+        // Only the map's own handle left: nobody holds or waits for this key.
+        if map
+            .get(&self.key)
+            .is_some_and(|q| Arc::strong_count(q) == 1)
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// A login attempt under way: the mailbox its name resolved to (if any), and how it was
+/// counted.
 pub(crate) struct Attempt {
-    pub(crate) address: Option<mailstore::Address>,
-    pub(crate) keys: Vec<String>,
+    pub(crate) address: Option<Address>,
+    counted: AuthAttempt,
+    /// The (network, account) counter, which a success clears.
+    pair: Option<String>,
 }
 
 /// One verification for a hashing thread.

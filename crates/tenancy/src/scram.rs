@@ -294,8 +294,8 @@ pub struct ScramExchange {
     server: ScramServer,
     user: Option<UserId>,
     login: String,
-    /// Failure-counter keys (client network, account), as for password logins.
-    keys: Vec<String>,
+    /// Counted as a failure (as for password logins) unless it succeeds.
+    attempt: crate::Attempt,
 }
 
 impl ScramExchange {
@@ -318,9 +318,10 @@ impl Authenticator {
             tracing::debug!(error = %e, "SCRAM client-first refused");
             AuthError::Rejected
         })?;
-        // The brute-force defence applies as to password logins: wait first, count failures.
-        let crate::Attempt { address, keys } = self.begin(&client.username, ctx).await?;
-        let user = match &address {
+        // The brute-force defence applies as to password logins: counted and slowed here; an
+        // exchange that does not succeed (abandoned too) stays counted as a failure.
+        let attempt = self.begin(&client.username, ctx).await?;
+        let user = match &attempt.address {
             Some(address) => self
                 .directory
                 .find_user(address)
@@ -339,7 +340,7 @@ impl Authenticator {
             server,
             user: id,
             login: client.username,
-            keys,
+            attempt,
         };
         Ok((exchange, server_first))
     }
@@ -351,12 +352,15 @@ impl Authenticator {
         client_final: &[u8],
     ) -> Result<(UserId, String), AuthError> {
         match (exchange.server.finish(client_final), exchange.user) {
-            (Ok(server_final), Some(user)) => Ok((user, server_final)),
+            (Ok(server_final), Some(user)) => {
+                self.succeeded(&exchange.attempt).await;
+                Ok((user, server_final))
+            }
             (result, _) => {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "SCRAM client-final refused");
                 }
-                self.failed(&exchange.keys).await;
+                self.failed().await;
                 Err(AuthError::Rejected)
             }
         }

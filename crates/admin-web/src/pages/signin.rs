@@ -2,10 +2,16 @@
 //!
 //! The sign-in form is protected by a double-submit token (a random cookie echoed in a hidden
 //! field) since there is no session yet to hold a CSRF token; the `Origin` check of
-//! `auth::browser` applies too. Failed sign-ins count per account and per client address in the
-//! store (shared by every frontend), and each attempt is audited.
+//! `auth::browser` applies too.
+//!
+//! Failed sign-ins count in the store (shared by every process) per (client network, account)
+//! and per client network, never per account alone: a network that did nothing wrong is never
+//! refused, so no one can lock an admin out by failing on their behalf. Each attempt is
+//! audited, but failures only within `AuditBudget`, so a flood of them cannot fill the log.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use askama::Template;
@@ -20,7 +26,8 @@ use serde::Deserialize;
 
 use crate::auth::{self, Actor, Audit, ClientIp, hash_secret, random_token, secrets_equal};
 use crate::error::AppError;
-use crate::state::AppState;
+use crate::password::PasswordFor;
+use crate::state::{AppState, SIGNIN_FAILURES_PER_ADDRESS};
 
 /// The double-submit cookie of the sign-in and bootstrap forms.
 const PRE_COOKIE: &str = "__Host-pophost-pre";
@@ -107,8 +114,22 @@ async fn submit(
         return Err(AppError::Csrf);
     }
     let email = form.email.trim().to_ascii_lowercase();
-    let ip = req_ip.0.map(|ip| ip.to_string()).unwrap_or_default();
-    let keys = [format!("admin:{email}"), format!("adminip:{ip}")];
+    let network = req_ip
+        .0
+        .map_or_else(|| "ip:unknown".into(), tenancy::network_key);
+    let keys = [
+        format!("admin{network}"),
+        format!("admin:{}|{network}", clip_actor(&email)),
+    ];
+    let limits = [
+        state.config.signin_failures * SIGNIN_FAILURES_PER_ADDRESS,
+        state.config.signin_failures,
+    ];
+    let attempt = Attempt {
+        email: &email,
+        ip: req_ip.0,
+        network: &network,
+    };
     let again = |error: &str, status| {
         form_page(
             status,
@@ -120,9 +141,14 @@ async fn submit(
             },
         )
     };
-    let failures = state.store.auth_failures(&keys, FAILURE_WINDOW).await?;
-    if failures.iter().any(|&n| n >= state.config.signin_failures) {
-        record(&state, &email, "signin", &ip, false).await;
+    // Counted before the check, as POP3 logins are, so guesses sent at once see each other.
+    let (counted, counts) = state
+        .store
+        .count_auth_attempt(&keys, FAILURE_WINDOW)
+        .await?;
+    // Each count includes this attempt; the limits are on the failures before it.
+    if counts.iter().zip(limits).any(|(&n, limit)| n > limit) {
+        attempt.failed(&state).await;
         return Ok(again(
             "Too many failed attempts. Try again in a few minutes.",
             StatusCode::TOO_MANY_REQUESTS,
@@ -134,11 +160,16 @@ async fn submit(
         .map_or_else(|| dummy_hash().to_string(), |a| a.password_hash.clone());
     let valid = verify(form.password, hash).await? && admin.is_some();
     let Some(admin) = admin.filter(|_| valid) else {
-        state.store.record_auth_failure(&keys).await?;
-        record(&state, &email, "signin", &ip, false).await;
+        attempt.failed(&state).await;
         return Ok(again("Wrong e-mail or password.", StatusCode::UNAUTHORIZED));
     };
-    record(&state, &email, "signin", &ip, true).await;
+    // A success is no failure, and clears its (address, account) pair.
+    let [_, pair] = &keys;
+    state
+        .store
+        .forget_auth_attempt(&counted, std::slice::from_ref(pair))
+        .await?;
+    attempt.succeeded(&state).await;
     start_session(&state, admin.id).await
 }
 
@@ -167,21 +198,157 @@ async fn start_session(state: &AppState, admin: AdminId) -> Result<Response, App
     Ok(res)
 }
 
-/// Audits a sign-in attempt, which has no `Actor` yet.
-async fn record(state: &AppState, email: &str, action: &str, ip: &str, success: bool) {
-    let entry = AuditEntry {
-        at: 0,
-        actor: email.chars().take(254).collect(),
-        action: action.into(),
-        object: "admin".into(),
-        domain: None,
-        before: None,
-        after: None,
-        ip: (!ip.is_empty()).then(|| ip.to_string()),
-        success,
-    };
+/// The longest actor the audit log takes from an unauthenticated form: 254 bytes, the longest
+/// address (RFC 5321's 256-octet path less its angle brackets).
+const MAX_ACTOR_BYTES: usize = 254;
+
+/// What an unauthenticated client typed, made safe to keep: control characters replaced (no
+/// forged line in a log viewer) and cut to `MAX_ACTOR_BYTES` on a character boundary.
+fn clip_actor(typed: &str) -> String {
+    let mut out = String::new();
+    for c in typed.chars() {
+        let c = if c.is_control() { '\u{fffd}' } else { c };
+        if out.len() + c.len_utf8() > MAX_ACTOR_BYTES {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A sign-in attempt, as the audit log records it: there is no `Actor` yet.
+struct Attempt<'a> {
+    email: &'a str,
+    ip: Option<IpAddr>,
+    /// `tenancy::network_key` of `ip`: the unit of throttling and of the audit budget.
+    network: &'a str,
+}
+
+impl Attempt<'_> {
+    async fn failed(&self, state: &AppState) {
+        let (write, suppressed) = state.signin_audit.admit(self.network, state.now());
+        summarize(state, suppressed).await;
+        if write {
+            self.record(state, "signin", false).await;
+        }
+    }
+
+    async fn succeeded(&self, state: &AppState) {
+        let suppressed = state.signin_audit.roll(state.now());
+        summarize(state, suppressed).await;
+        self.record(state, "signin", true).await;
+    }
+
+    async fn record(&self, state: &AppState, action: &str, success: bool) {
+        write_audit(
+            state,
+            AuditEntry {
+                at: 0,
+                actor: clip_actor(self.email),
+                action: action.into(),
+                object: "admin".into(),
+                domain: None,
+                before: None,
+                after: None,
+                ip: self.ip.map(|ip| ip.to_string()),
+                success,
+            },
+        )
+        .await;
+    }
+}
+
+/// The one row standing for the failed sign-ins of the last minute the log did not take.
+async fn summarize(state: &AppState, suppressed: u64) {
+    if suppressed == 0 {
+        return;
+    }
+    tracing::warn!(
+        suppressed,
+        "failed admin sign-ins left out of the audit log in the last minute"
+    );
+    write_audit(
+        state,
+        AuditEntry {
+            at: 0,
+            actor: "pophost".into(),
+            action: "signin.suppressed".into(),
+            object: "admin".into(),
+            domain: None,
+            before: None,
+            after: Some(
+                serde_json::json!({ "failed_signins_not_recorded": suppressed }).to_string(),
+            ),
+            ip: None,
+            success: false,
+        },
+    )
+    .await;
+}
+
+async fn write_audit(state: &AppState, entry: AuditEntry) {
     if let Err(e) = state.store.record_audit(&entry).await {
-        tracing::error!(error = %e, "audit record not written");
+        tracing::error!(error = %e, action = %entry.action, "audit record not written");
+    }
+}
+
+/// Failed sign-ins the audit log takes per client network per minute.
+pub const AUDIT_FAILURES_PER_NETWORK: u32 = 10;
+/// ... and from all networks together, so many networks cannot fill it either (and the budget's
+/// own memory stays this small).
+pub const AUDIT_FAILURES_PER_MINUTE: u32 = 100;
+const AUDIT_WINDOW_MS: i64 = 60_000;
+
+/// How many failed sign-ins the audit log still takes this minute, and how many it did not.
+#[derive(Debug, Default)]
+pub struct AuditBudget(Mutex<BudgetWindow>);
+
+#[derive(Debug, Default)]
+struct BudgetWindow {
+    start: i64,
+    written: u32,
+    per_network: HashMap<String, u32>,
+    suppressed: u64,
+}
+
+impl AuditBudget {
+    /// Whether a failed sign-in from `network` at `now` (Unix ms) is written; and how many the
+    /// minute before left out, when this one starts a new minute (to be written as one row).
+    fn admit(&self, network: &str, now: i64) -> (bool, u64) {
+        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let suppressed = w.roll(now);
+        // An entry per network only once it is written: the map holds at most the global cap.
+        let write = w.written < AUDIT_FAILURES_PER_MINUTE && {
+            let n = w.per_network.entry(network.to_string()).or_default();
+            *n += 1;
+            *n <= AUDIT_FAILURES_PER_NETWORK
+        };
+        if write {
+            w.written += 1;
+        } else {
+            w.suppressed += 1;
+        }
+        (write, suppressed)
+    }
+
+    /// Starts a new minute if this one is over; returns what the old one left out.
+    fn roll(&self, now: i64) -> u64 {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).roll(now)
+    }
+}
+
+impl BudgetWindow {
+    fn roll(&mut self, now: i64) -> u64 {
+        // A clock that went back starts a new minute too.
+        if now >= self.start && now - self.start < AUDIT_WINDOW_MS {
+            return 0;
+        }
+        let suppressed = self.suppressed;
+        *self = BudgetWindow {
+            start: now,
+            ..BudgetWindow::default()
+        };
+        suppressed
     }
 }
 
@@ -250,11 +417,11 @@ async fn bootstrap(
     }
     let email = form.email.trim().to_ascii_lowercase();
     let problem = if mailstore::Address::parse(&email).is_err() {
-        Some("Enter an e-mail address, like admin@example.net.")
-    } else if form.password.chars().count() < 12 {
-        Some("Use a password of at least 12 characters.")
+        Some("Enter an e-mail address, like admin@example.net.".to_string())
     } else {
-        None
+        crate::password::password_problem(&form.password, PasswordFor::Admin)
+            .err()
+            .map(|e| e.to_string())
     };
     if let Some(problem) = problem {
         return Ok(form_page(
@@ -262,7 +429,7 @@ async fn bootstrap(
             SigninPage {
                 pre: random_token(),
                 email,
-                error: Some(problem.into()),
+                error: Some(problem),
                 bootstrap: Some(token),
             },
         ));
@@ -274,7 +441,12 @@ async fn bootstrap(
         .map_err(|e| AppError::Internal(e.to_string()))?;
     let id = state.store.add_admin(&email, &hash, &Scope::All).await?;
     *state.bootstrap.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    let ip = req_ip.0.map(|ip| ip.to_string()).unwrap_or_default();
-    record(&state, &email, "admin.bootstrap", &ip, true).await;
+    Attempt {
+        email: &email,
+        ip: req_ip.0,
+        network: "",
+    }
+    .record(&state, "admin.bootstrap", true)
+    .await;
     start_session(&state, id).await
 }

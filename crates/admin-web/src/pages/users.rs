@@ -20,6 +20,7 @@ use crate::pages::domains::{
     query_value, segment, show_quota,
 };
 use crate::pages::{ListQuery, Pager, human_time};
+use crate::password::PasswordFor;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -42,19 +43,9 @@ pub fn routes() -> Router<AppState> {
 // ---------------------------------------------------------------------------------------------
 // Helpers shared with the API.
 
-pub(crate) const MIN_PASSWORD: usize = 8;
-/// Past this a password is surely a paste accident, and argon2 would still hash all of it.
-const MAX_PASSWORD: usize = 1024;
-
+/// The policy for a mailbox's new password, as a form error.
 pub(crate) fn password_problem(password: &str) -> Result<(), String> {
-    let n = password.chars().count();
-    if n < MIN_PASSWORD {
-        Err(format!("at least {MIN_PASSWORD} characters"))
-    } else if n > MAX_PASSWORD {
-        Err(format!("at most {MAX_PASSWORD} characters"))
-    } else {
-        Ok(())
-    }
+    crate::password::password_problem(password, PasswordFor::Mailbox).map_err(|e| e.to_string())
 }
 
 /// The argon2 hash and the SCRAM verifier of a password. Both take tens of milliseconds of
@@ -109,7 +100,7 @@ pub(crate) async fn create_user(
     password: String,
     quota: QuotaChange,
 ) -> Result<UserDetail, AppError> {
-    password_problem(&password).map_err(|e| AppError::BadRequest(format!("password: {e}")))?;
+    password_problem(&password).map_err(AppError::BadRequest)?;
     let domain = detail(state, &address.domain).await?;
     // The store enforces the limit in its insert; checking first spares a full domain the
     // cost of an argon2 hash.
@@ -162,7 +153,7 @@ pub(crate) async fn set_password(
     before: &UserDetail,
     password: String,
 ) -> Result<(), AppError> {
-    password_problem(&password).map_err(|e| AppError::BadRequest(format!("password: {e}")))?;
+    password_problem(&password).map_err(AppError::BadRequest)?;
     let (hash, verifier) = hash_password(password).await?;
     let address = &before.address;
     state

@@ -47,6 +47,46 @@ async fn requests_without_a_valid_token_are_401_json() {
 }
 
 #[tokio::test]
+async fn a_401_names_the_bearer_scheme_and_the_scheme_is_case_insensitive() {
+    let env = Env::with_domains().await;
+    let admin = env.add_admin("root@admin.test", Scope::All).await;
+    let token = env.token(admin).await;
+    let call = |authorization: Option<String>| {
+        let mut req = axum::http::Request::get("/api/v1/domains");
+        if let Some(a) = authorization {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        env.send(req.body(axum::body::Body::empty()).expect("request"))
+    };
+    let challenge = |r: &crate::support::Reply| {
+        r.headers
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    // RFC 6750 §3: no credentials, a bare challenge; a bad token, `invalid_token`.
+    for (authorization, expected) in [
+        (None, "Bearer"),
+        (Some("Basic cm9vdDpwdw==".to_string()), "Bearer"),
+        (Some("Bearer ".to_string()), "Bearer"),
+        (
+            Some("Bearer nope".to_string()),
+            "Bearer error=\"invalid_token\"",
+        ),
+    ] {
+        let r = call(authorization.clone()).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{authorization:?}");
+        assert_eq!(challenge(&r), expected, "{authorization:?}");
+    }
+    // RFC 7235 §2.1: the scheme is a case-insensitive token.
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let r = call(Some(format!("{scheme} {token}"))).await;
+        assert_eq!(r.status, StatusCode::OK, "{scheme}: {}", r.body);
+    }
+}
+
+#[tokio::test]
 async fn domain_crud() {
     let env = Env::with_domains().await;
     let admin = env.add_admin("root@admin.test", Scope::All).await;

@@ -5,5 +5,6 @@ mod core;
 mod domains;
 mod matrix;
 mod policies;
+mod signin;
 mod support;
 mod users;

@@ -61,12 +61,17 @@ pub fn addr(s: &str) -> Address {
 
 impl Env {
     pub async fn new() -> Self {
+        Self::with(WebConfig::default(), system_clock()).await
+    }
+
+    /// An app with these settings and this clock.
+    pub async fn with(config: WebConfig, clock: admin_web::Clock) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(&dir.path().join("store.db"), Default::default(), true)
             .await
             .expect("open store");
         let store = Arc::new(store);
-        let state = AppState::new(store.clone(), WebConfig::default(), system_clock());
+        let state = AppState::new(store.clone(), config, clock);
         Self {
             app: admin_web::app(state),
             store,

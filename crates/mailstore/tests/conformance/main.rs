@@ -617,7 +617,13 @@ async fn a_restart_frees_the_previous_runs_locks_and_partial_bodies(b: impl Back
     elsewhere.lock(jane).await.expect("lock on another node");
 
     let restarted = b.open(lock("node1", 60_000)).await;
-    restarted.recover().await.expect("recover");
+    restarted
+        .recover(&Claimant {
+            host: "test".into(),
+            serve_lock: "test".into(),
+        })
+        .await
+        .expect("recover");
     assert!(
         restarted.lock(john).await.is_ok(),
         "lock of the crashed run freed at once"
@@ -711,6 +717,86 @@ async fn failure_counters_are_per_key_in_the_order_asked(b: impl Backend) {
         vec![0, 0],
         "failures older than the window do not count"
     );
+}
+
+/// Login attempts are counted before their check (`count_auth_attempt`), on two frontends
+/// sharing the database: of attempts made at once, the k-th counted sees at least k, so none
+/// escapes the penalty of those before it. A success forgets its own rows only, plus the
+/// counters it is told to clear.
+async fn attempts_made_at_once_see_each_other(b: impl Backend) {
+    let s = b.open(lock("a", 60_000)).await;
+    let other = b.open(lock("b", 60_000)).await;
+    let hour = Duration::from_secs(3600);
+    let net = "ip:192.0.2.7".to_string();
+    let pair = "ip:192.0.2.7 account:john@example.com".to_string();
+    let keys = vec![net.clone(), pair.clone()];
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = if i % 2 == 0 { s.clone() } else { other.clone() };
+            let keys = keys.clone();
+            tokio::spawn(async move { store.count_auth_attempt(&keys, hour).await })
+        })
+        .collect();
+    let mut attempts = Vec::new();
+    for t in tasks {
+        attempts.push(t.await.expect("join").expect("count"));
+    }
+    let mut seen: Vec<u64> = attempts.iter().map(|(_, counts)| counts[1]).collect();
+    seen.sort_unstable();
+    for (k, n) in (1..).zip(&seen) {
+        assert!(*n >= k, "attempt {k} of 20 at once saw only {n}: {seen:?}");
+    }
+    assert_eq!(
+        s.auth_failures(&keys, hour).await.expect("count"),
+        vec![20, 20]
+    );
+
+    // A success forgets its own rows; with the pair to clear, the pair's too.
+    s.forget_auth_attempt(&attempts[0].0, &[])
+        .await
+        .expect("forget");
+    assert_eq!(
+        s.auth_failures(&keys, hour).await.expect("count"),
+        vec![19, 19]
+    );
+    other
+        .forget_auth_attempt(&attempts[1].0, std::slice::from_ref(&pair))
+        .await
+        .expect("forget");
+    assert_eq!(
+        s.auth_failures(&keys, hour).await.expect("count"),
+        vec![18, 0],
+        "the network keeps the others' failures"
+    );
+    s.forget_auth_attempt(&attempts[0].0, &[])
+        .await
+        .expect("again");
+    assert_eq!(
+        s.auth_failures(&keys, hour).await.expect("count"),
+        vec![18, 0],
+        "forgetting twice takes nothing more"
+    );
+    // A failure recorded after the fact (admin sign-in) is not an attempt a success forgets.
+    s.record_auth_failure(std::slice::from_ref(&net))
+        .await
+        .expect("record");
+    let (mine, counts) = s.count_auth_attempt(&keys, hour).await.expect("count");
+    assert_eq!(counts, vec![20, 1]);
+    s.forget_auth_attempt(&mine, &[]).await.expect("forget");
+    assert_eq!(
+        s.auth_failures(&keys, hour).await.expect("count"),
+        vec![19, 0]
+    );
+
+    let (none, counts) = s.count_auth_attempt(&[], hour).await.expect("no keys");
+    assert!(counts.is_empty());
+    s.forget_auth_attempt(&none, &[]).await.expect("forget");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (_, counts) = s
+        .count_auth_attempt(&keys, Duration::from_millis(10))
+        .await
+        .expect("count");
+    assert_eq!(counts, vec![1, 1], "older attempts are outside the window");
 }
 
 fn scope_of(names: &[&str]) -> Scope {
@@ -1674,4 +1760,5 @@ stories!(
     the_listing_is_exact_and_in_id_order,
     several_parts_read_at_once_equal_the_parts_one_by_one,
     failure_counters_are_per_key_in_the_order_asked,
+    attempts_made_at_once_see_each_other,
 );

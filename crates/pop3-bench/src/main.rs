@@ -3,7 +3,8 @@
 //! one JSON object on standard output (a human summary goes to standard error):
 //!
 //! - `sessions`: N clients each looping connect, USER/PASS, STAT, UIDL, RETR of every message,
-//!   QUIT: sessions/s and session latency p50/p99;
+//!   (optionally DELE) QUIT, for a time or a number of sessions: sessions/s and session latency
+//!   p50/p99;
 //! - `retr`: RETR of one (large) message: MB/s, and the peak growth of the server's memory;
 //! - `idle`: N connections left idle at the greeting or after login: server memory per connection;
 //! - `lmtp`: concurrent LMTP deliverers: messages/s and p50/p99 per acknowledged message;
@@ -39,7 +40,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Scenario {
-    /// (a) full sessions: connect, USER/PASS, STAT, UIDL, RETR each message, QUIT, in a loop.
+    /// (a) full sessions: connect, USER/PASS, STAT, UIDL, RETR each message, (DELE 1,) QUIT, in a
+    /// loop.
     Sessions {
         #[arg(long)]
         addr: String,
@@ -52,12 +54,25 @@ enum Scenario {
         pass: String,
         #[arg(long, default_value_t = 4)]
         clients: usize,
-        /// Seconds to run (sessions in progress then finish).
-        #[arg(long, default_value_t = 10.0)]
-        duration: f64,
+        /// Seconds to run (sessions in progress then finish); 10 unless `--sessions` is given.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Stop once this many sessions have completed (with `--duration`: whichever comes first).
+        #[arg(long)]
+        sessions: Option<u64>,
         /// Fail unless STAT reports this many messages.
         #[arg(long)]
         expect: Option<u64>,
+        /// Every K-th session of each client marks message 1 deleted before QUIT (0: never), and
+        /// the client then delivers a replacement over LMTP (`--lmtp`), so STAT stays the same.
+        #[arg(long, default_value_t = 0, requires = "lmtp")]
+        dele_every: u64,
+        /// LMTP address for the replacements of deleted messages.
+        #[arg(long)]
+        lmtp: Option<String>,
+        /// Size of a replacement message, octets.
+        #[arg(long, default_value_t = 4096)]
+        size: usize,
     },
     /// (b) RETR of one message, repeated: MB/s and the server's peak memory growth.
     Retr {
@@ -156,8 +171,33 @@ async fn run(s: Scenario) -> Result<serde_json::Value> {
             pass,
             clients,
             duration,
+            sessions: stop_after,
             expect,
-        } => sessions(addr, user, users, pass, clients, duration, expect).await,
+            dele_every,
+            lmtp,
+            size,
+        } => {
+            let duration = duration.unwrap_or(if stop_after.is_some() {
+                f64::INFINITY
+            } else {
+                10.0
+            });
+            let refill = match lmtp {
+                Some(lmtp) if dele_every > 0 => Some(Refill {
+                    every: dele_every,
+                    lmtp,
+                    size,
+                }),
+                _ => None,
+            };
+            let stop = Stop {
+                deadline: Duration::try_from_secs_f64(duration)
+                    .ok()
+                    .map(|d| Instant::now() + d),
+                after: stop_after,
+            };
+            sessions(addr, user, users, pass, clients, stop, expect, refill).await
+        }
         Scenario::Retr {
             addr,
             user,
@@ -207,7 +247,28 @@ fn pct_ms(sorted: &[Duration], p: f64) -> f64 {
     round(sorted[i].as_secs_f64() * 1000.0, 2)
 }
 
-async fn one_session(addr: &str, user: &str, pass: &str, expect: Option<u64>) -> Result<u64> {
+/// When a `sessions` run ends: at a deadline, after a number of completed sessions, or at
+/// whichever comes first.
+struct Stop {
+    deadline: Option<Instant>,
+    after: Option<u64>,
+}
+
+/// Sessions that delete: every `every`-th session of a client marks message 1 deleted, and the
+/// client delivers a message of `size` octets to its mailbox over LMTP at `lmtp` afterwards.
+struct Refill {
+    every: u64,
+    lmtp: String,
+    size: usize,
+}
+
+async fn one_session(
+    addr: &str,
+    user: &str,
+    pass: &str,
+    expect: Option<u64>,
+    dele: bool,
+) -> Result<u64> {
     let mut c = Pop3::connect(addr).await?;
     c.login(user, pass).await?;
     let (n, _) = c.stat().await?;
@@ -220,54 +281,86 @@ async fn one_session(addr: &str, user: &str, pass: &str, expect: Option<u64>) ->
     for i in 1..=n {
         bytes += c.multi(&format!("RETR {i}")).await?;
     }
+    if dele {
+        c.cmd("DELE 1").await?;
+    }
     c.quit().await?;
     Ok(bytes)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn sessions(
     addr: String,
     user: String,
     users: usize,
     pass: String,
     clients: usize,
-    duration: f64,
+    stop: Stop,
     expect: Option<u64>,
+    refill: Option<Refill>,
 ) -> Result<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs_f64(duration);
+    let stop = Arc::new(stop);
+    let refill = refill.map(Arc::new);
+    // Sessions begun (or about to begin); a failed one gives its number back.
+    let begun = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (addr, pass) = (addr.clone(), pass.clone());
+        let (stop, refill, begun) = (stop.clone(), refill.clone(), begun.clone());
         let user = user.replace("{}", &(c % users.max(1)).to_string());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = Vec::new();
-            let mut bytes = 0u64;
-            while Instant::now() < deadline {
+            let (mut bytes, mut deleted) = (0u64, 0u64);
+            let mut lmtp: Option<Lmtp> = None;
+            loop {
+                if stop.deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                let n = begun.fetch_add(1, Ordering::Relaxed);
+                if stop.after.is_some_and(|a| n >= a) {
+                    break;
+                }
+                let dele = refill
+                    .as_ref()
+                    .is_some_and(|r| lat.len() as u64 % r.every == r.every - 1);
                 let t = Instant::now();
-                match one_session(&addr, &user, &pass, expect).await {
+                let done = match one_session(&addr, &user, &pass, expect, dele).await {
                     Ok(b) => {
                         lat.push(t.elapsed());
                         bytes += b;
+                        match (&refill, dele) {
+                            (Some(r), true) => {
+                                deleted += 1;
+                                deliver(&mut lmtp, r, &user, n).await
+                            }
+                            _ => Ok(()),
+                        }
                     }
                     Err(e) => {
-                        errors.push(format!("{e:#}"));
-                        if errors.len() > 20 {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        begun.fetch_sub(1, Ordering::Relaxed);
+                        Err(e)
                     }
+                };
+                if let Err(e) = done {
+                    errors.push(format!("{e:#}"));
+                    if errors.len() > 20 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
-            (lat, errors, bytes)
+            (lat, errors, bytes, deleted)
         }));
     }
-    let (mut lat, mut errors, mut bytes) = (Vec::new(), Vec::new(), 0u64);
+    let (mut lat, mut errors, mut bytes, mut deleted) = (Vec::new(), Vec::new(), 0u64, 0u64);
     for t in tasks {
-        let (l, e, b) = t.await?;
+        let (l, e, b, d) = t.await?;
         lat.extend(l);
         errors.extend(e);
         bytes += b;
+        deleted += d;
     }
     let secs = start.elapsed().as_secs_f64();
     lat.sort();
@@ -276,11 +369,28 @@ async fn sessions(
     }
     Ok(json!({
         "scenario": "sessions", "clients": clients, "sessions": lat.len(), "errors": errors.len(),
-        "first_error": errors.first(), "secs": round(secs, 2),
+        "first_error": errors.first(), "secs": round(secs, 2), "deleted": deleted,
         "sessions_per_s": round(lat.len() as f64 / secs, 1),
         "p50_ms": pct_ms(&lat, 50.0), "p99_ms": pct_ms(&lat, 99.0),
         "mb_per_s": round(bytes as f64 / secs / 1e6, 2),
     }))
+}
+
+/// Delivers the replacement of a deleted message to `user`, over the client's LMTP connection
+/// (opened on first use, reopened after a failure).
+async fn deliver(lmtp: &mut Option<Lmtp>, r: &Refill, user: &str, seq: u64) -> Result<()> {
+    let c = match lmtp {
+        Some(c) => c,
+        None => lmtp.insert(Lmtp::connect(&r.lmtp).await?),
+    };
+    let sent = c
+        .deliver(user, &client::message(r.size, seq))
+        .await
+        .with_context(|| format!("replacement for {user}"));
+    if sent.is_err() {
+        *lmtp = None;
+    }
+    sent
 }
 
 /// Samples the server tree's PSS every 20 ms until stopped; returns the peak.
@@ -457,4 +567,126 @@ async fn bigbox(addr: &str, user: &str, pass: &str, repeat: usize) -> Result<ser
         "median_ms": pct_ms(&times, 50.0), "min_ms": pct_ms(&times, 0.0),
         "all_ms": times.iter().map(|d| round(d.as_secs_f64() * 1000.0, 1)).collect::<Vec<_>>(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    /// A POP3 server with one 1-message mailbox per login, counting finished sessions and DELEs.
+    async fn fake_pop3(quits: Arc<AtomicU64>, deles: Arc<AtomicU64>) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                let (quits, deles) = (quits.clone(), deles.clone());
+                tokio::spawn(async move {
+                    let (r, mut w) = s.into_split();
+                    let mut lines = BufReader::new(r).lines();
+                    w.write_all(b"+OK ready\r\n").await.unwrap();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let reply: &[u8] = match line.split(' ').next().unwrap() {
+                            "STAT" => b"+OK 1 7\r\n",
+                            "UIDL" => b"+OK\r\n1 a\r\n.\r\n",
+                            "RETR" => b"+OK\r\nhello\r\n.\r\n",
+                            "DELE" => {
+                                deles.fetch_add(1, Ordering::Relaxed);
+                                b"+OK\r\n"
+                            }
+                            "QUIT" => {
+                                quits.fetch_add(1, Ordering::Relaxed);
+                                w.write_all(b"+OK bye\r\n").await.unwrap();
+                                return;
+                            }
+                            _ => b"+OK\r\n",
+                        };
+                        w.write_all(reply).await.unwrap();
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// An LMTP server that accepts everything, counting deliveries.
+    async fn fake_lmtp(delivered: Arc<AtomicU64>) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                let delivered = delivered.clone();
+                tokio::spawn(async move {
+                    let (r, mut w) = s.into_split();
+                    let mut lines = BufReader::new(r).lines();
+                    w.write_all(b"220 ready\r\n").await.unwrap();
+                    let mut data = false;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let reply: &[u8] = if data {
+                            if line != "." {
+                                continue;
+                            }
+                            data = false;
+                            delivered.fetch_add(1, Ordering::Relaxed);
+                            b"250 ok\r\n"
+                        } else if line == "DATA" {
+                            data = true;
+                            b"354 go\r\n"
+                        } else {
+                            b"250 ok\r\n"
+                        };
+                        w.write_all(reply).await.unwrap();
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// `--sessions N` ends after exactly N sessions however many clients share them, and with
+    /// `--dele-every K` each client deletes in every K-th of its sessions and delivers one
+    /// replacement per deletion.
+    #[tokio::test]
+    async fn stops_after_n_sessions_and_replaces_what_it_deletes() {
+        let (quits, deles, delivered) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let pop3 = fake_pop3(quits.clone(), deles.clone()).await;
+        let lmtp = fake_lmtp(delivered.clone()).await;
+        let stop = Stop {
+            deadline: None,
+            after: Some(103),
+        };
+        let refill = Refill {
+            every: 5,
+            lmtp,
+            size: 300,
+        };
+        let out = sessions(
+            pop3,
+            "u{}".into(),
+            3,
+            "pw".into(),
+            3,
+            stop,
+            Some(1),
+            Some(refill),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out["sessions"], 103, "{out}");
+        assert_eq!(out["errors"], 0, "{out}");
+        assert_eq!(quits.load(Ordering::Relaxed), 103);
+        // A client deletes in floor(k/5) of its k sessions: 20 in all, less one for each client
+        // whose remainder the split pushed over 5 (at most 3 clients' remainders of 4: 19).
+        let (d, got) = (deles.load(Ordering::Relaxed), &out["deleted"]);
+        assert!((19..=20).contains(&d), "{d} DELEs");
+        assert_eq!(*got, d, "{out}");
+        assert_eq!(delivered.load(Ordering::Relaxed), d);
+    }
 }

@@ -227,6 +227,18 @@ pub fn metrics() -> anyhow::Result<PrometheusHandle> {
         .context("metric buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
+    // Histogram samples are kept until upkeep folds them into the buckets: without it, a server
+    // nobody scrapes grows by every sample.
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                upkeep.run_upkeep();
+            }
+        })
+        .context("starting the metrics upkeep thread")?;
     describe();
     Ok(HANDLE.get_or_init(|| handle).clone())
 }

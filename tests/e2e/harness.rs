@@ -11,6 +11,19 @@ use std::time::Duration;
 pub const BIN: &str = env!("CARGO_BIN_EXE_pophost");
 pub const PASSWORD: &str = "s3cret pass";
 
+/// `pophost serve` with every listener on an ephemeral loopback port.
+const SERVE: [&str; 9] = [
+    "serve",
+    "--pop3-listen",
+    "127.0.0.1:0",
+    "--pop3s-listen",
+    "127.0.0.1:0",
+    "--lmtp-listen",
+    "127.0.0.1:0",
+    "--admin-listen",
+    "127.0.0.1:0",
+];
+
 /// Where a server keeps its data: a temp directory, plus a Postgres database of its own when
 /// `POPHOST_TEST_BACKEND=postgres` (or when asked for one), and an optional config file.
 pub struct Data {
@@ -149,17 +162,7 @@ impl Server {
         };
         let mut child = data
             .command()
-            .args([
-                "serve",
-                "--pop3-listen",
-                "127.0.0.1:0",
-                "--pop3s-listen",
-                "127.0.0.1:0",
-                "--lmtp-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
+            .args(SERVE)
             .args(extra)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
@@ -807,17 +810,7 @@ pub fn form_body(fields: &[(&str, &str)]) -> String {
 /// it to refuse to start: its output once it has exited; a panic if it still runs after `limit`.
 pub fn serve_refused(mut command: Command, limit: Duration) -> Output {
     let mut child = command
-        .args([
-            "serve",
-            "--pop3-listen",
-            "127.0.0.1:0",
-            "--pop3s-listen",
-            "127.0.0.1:0",
-            "--lmtp-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
+        .args(SERVE)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -89,6 +89,51 @@ fn aliases_work_for_login_and_delivery() {
     assert!(logs_in(&s, "john@example.net").is_err());
 }
 
+/// The log names the mailbox a login reached, not the alias it was typed with: the session
+/// summary of a login through an alias domain carries the canonical address and tenant.
+#[test]
+fn a_login_through_an_alias_is_logged_under_the_canonical_domain() {
+    let s = Server::start();
+    s.add_user(JOHN);
+    cli_ok(
+        &s,
+        &["domain", "alias", "add", "example.net", "example.com"],
+    );
+    for login in ["john@example.net", "john+example.net"] {
+        let mut c = Pop3::connect(s.pop3);
+        c.cmd(&format!("USER {login}"));
+        assert!(
+            c.cmd(&format!("PASS {PASSWORD}")).starts_with("+OK"),
+            "{login}"
+        );
+        c.cmd("QUIT");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let summaries = loop {
+        let log = s.log.lock().expect("log").clone();
+        let summaries: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("session summary") && l.contains("end=\"quit\""))
+            .map(str::to_owned)
+            .collect();
+        if summaries.len() == 2 {
+            break summaries;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected two session summaries:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    for line in summaries {
+        assert!(
+            line.contains("user=\"john@example.com\"") && line.contains("tenant=example.com"),
+            "{line}"
+        );
+        assert!(!line.contains("example.net"), "{line}");
+    }
+}
+
 #[test]
 fn login_explain_shows_each_step() {
     let s = Server::start_with_config("[auth.default_domains]\n\"192.0.2.7\" = \"example.com\"\n");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use listener::{Conn, ProxyPolicy};
-use mailstore::Store;
+use mailstore::Delivery;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -45,7 +45,7 @@ impl Default for Config {
 /// Serves LMTP on `listener` until `shutdown` is cancelled, then drains sessions and returns.
 pub async fn run(
     listener: TcpListener,
-    store: Arc<dyn Store>,
+    store: Arc<dyn Delivery>,
     config: Config,
     shutdown: CancellationToken,
 ) {

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mailstore::{Address, BlobId, CHUNK_SIZE, Parcel, Recipient, Store, StoreError, UserId};
+use mailstore::{Address, BlobId, CHUNK_SIZE, Delivery, Parcel, Recipient, StoreError, UserId};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +17,7 @@ use crate::server::Config;
 const MAX_COMMAND_LINE: usize = 2048;
 
 pub struct Session {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Delivery>,
     config: Arc<Config>,
     peer: SocketAddr,
     abort: CancellationToken,
@@ -52,7 +52,7 @@ enum Stop {
 
 impl Session {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn Delivery>,
         config: Arc<Config>,
         peer: SocketAddr,
         abort: CancellationToken,

@@ -1,23 +1,18 @@
 //! A locked maildrop as one session sees it: the message list fixed at login (mail that arrives
 //! during the session shows at the next login) and the session's deletion marks.
 
-use mailstore::{Lease, MessageId, MessageMeta};
+use mailstore::{MessageId, MessageMeta};
 use pop3_proto::{MsgNum, Reply};
 
 pub struct Maildrop {
-    pub lease: Lease,
     messages: Vec<MessageMeta>,
     deleted: Vec<bool>,
 }
 
 impl Maildrop {
-    pub fn new(lease: Lease, messages: Vec<MessageMeta>) -> Self {
+    pub fn new(messages: Vec<MessageMeta>) -> Self {
         let deleted = vec![false; messages.len()];
-        Self {
-            lease,
-            messages,
-            deleted,
-        }
+        Self { messages, deleted }
     }
 
     /// The one lookup behind LIST n, UIDL n, RETR, TOP and DELE: unknown and deleted numbers

@@ -21,7 +21,7 @@ pub mod names {
     pub const LOCK_CONFLICTS: &str = "pophost_lock_conflicts_total";
     pub const STORE_SECONDS: &str = "pophost_store_seconds";
     pub const LIMITED: &str = "pophost_pop3_limited_total";
-    /// Maildrops this frontend's sessions hold locked now (read from `session::Kicks`).
+    /// Maildrops this frontend's sessions hold locked now (read from `lease::Kicks`).
     pub const MAILDROPS_HELD: &str = "pophost_maildrops_held";
 }
 

@@ -8,14 +8,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use listener::{Conn, ProxyPolicy};
-use mailstore::Store;
+use mailstore::{Maildrops, Policies};
 use tenancy::Authenticator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::lease::{Kicks, LeaseToken};
 use crate::observe::PreLogin;
-use crate::session::{Kicks, Session};
+use crate::session::Session;
 
 /// Settings of the POP3 listener.
 #[derive(Debug, Clone)]
@@ -64,10 +65,13 @@ impl Default for Config {
     }
 }
 
-/// What sessions share.
+/// What sessions share: of the store, only the roles POP3 uses.
 #[derive(Clone)]
 pub struct Services {
-    pub store: Arc<dyn Store>,
+    /// Locking, listing, reading and UPDATE.
+    pub maildrops: Arc<dyn Maildrops>,
+    /// What CAPA says about retention and LOGIN-DELAY.
+    pub policies: Arc<dyn Policies>,
     pub auth: Arc<Authenticator>,
     /// TLS for STLS and POP3S; `None` offers neither.
     pub tls: Option<tls::TlsAcceptor>,
@@ -99,7 +103,7 @@ pub async fn run_with_pop3s(
     // Shown from the start, so a scrape before the first login reads 0 rather than nothing.
     metrics::gauge!(crate::observe::names::MAILDROPS_HELD).set(0.0);
     let renewer = tokio::spawn(renew_leases(
-        services.store.clone(),
+        services.maildrops.clone(),
         config.lease_renewal,
         kicks.clone(),
         stop_renewal.clone(),
@@ -196,7 +200,7 @@ fn handler(
 }
 
 async fn renew_leases(
-    store: Arc<dyn Store>,
+    store: Arc<dyn Maildrops>,
     every: Duration,
     kicks: Kicks,
     stop: CancellationToken,
@@ -214,7 +218,7 @@ async fn renew_leases(
                     sessions = lost.len(),
                     "maildrop leases lost; ending their sessions"
                 );
-                kicks.kick(&lost);
+                kicks.kick(lost.into_iter().map(LeaseToken));
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "renewing maildrop leases failed"),

@@ -20,7 +20,7 @@ use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
 
 use crate::login::LoginContext;
-use crate::{AuthError, Authenticator};
+use crate::{AuthError, Authenticated, Authenticator};
 
 /// Length of the server's APOP key file, in bytes.
 pub const KEY_LEN: usize = 32;
@@ -222,7 +222,7 @@ impl ApopVerifier {
         timestamp: &str,
         digest: &str,
         ctx: &LoginContext,
-    ) -> Result<UserId, AuthError> {
+    ) -> Result<Authenticated, AuthError> {
         let directory = &*self.auth.directory;
         let attempt = self.auth.begin(name, ctx).await?;
         let user = match &attempt.address {
@@ -246,10 +246,13 @@ impl ApopVerifier {
                 false
             }
         };
-        match user {
-            Some(u) if usable && matches => {
+        match (user, attempt.address.clone()) {
+            (Some(u), Some(address)) if usable && matches => {
                 self.auth.succeeded(&attempt).await;
-                Ok(u.id)
+                Ok(Authenticated {
+                    user: u.id,
+                    address,
+                })
             }
             _ => {
                 self.auth.failed().await;

@@ -35,6 +35,14 @@ pub enum AuthError {
     Unavailable(#[source] StoreError),
 }
 
+/// Who a successful login is: the user, and the mailbox its login resolved to (the domain's
+/// canonical name, not the alias or the form the client typed), for logs and the session span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub user: UserId,
+    pub address: Address,
+}
+
 /// Verifies logins against the directory. argon2 runs off the reactor on `max_concurrent`
 /// dedicated threads, so a burst of logins can neither starve the reactor nor take more than
 /// `max_concurrent` × ~19 MiB. Dedicated threads (not the blocking pool) matter for memory: the
@@ -73,13 +81,14 @@ impl Authenticator {
 
     /// Checks a login and password (USER/PASS, SASL PLAIN and LOGIN). Counted and slowed down
     /// by the brute-force defence (see `defence`); a failure is answered only after
-    /// `failure_delay`. Unknown users cost the same as wrong passwords.
+    /// `failure_delay`. Unknown users cost the same as wrong passwords. On success, the user
+    /// and the mailbox address the login resolved to.
     pub async fn authenticate(
         &self,
         login: &str,
         password: &[u8],
         ctx: &LoginContext,
-    ) -> Result<UserId, AuthError> {
+    ) -> Result<Authenticated, AuthError> {
         if password.len() > MAX_PASSWORD_BYTES {
             return Err(AuthError::Rejected);
         }
@@ -99,9 +108,13 @@ impl Authenticator {
         // Only the right password hits the cache, so a hit is neither counted nor slowed: a
         // polling client costs no store write, and a guess never gets here.
         if let Some(u) = &user
+            && let Some(address) = &address
             && let Some(id) = self.cache.get(&mailbox, password, &u.password_hash)
         {
-            return Ok(id);
+            return Ok(Authenticated {
+                user: id,
+                address: address.clone(),
+            });
         }
         let attempt = self.count_and_wait(address, ctx).await?;
         let (id, hash) = match user {
@@ -109,11 +122,11 @@ impl Authenticator {
             None => (None, self.dummy_hash.clone()),
         };
         let ok = self.hashers.verify(password.to_vec(), hash.clone()).await;
-        match id {
-            Some(id) if ok => {
+        match (id, attempt.address.clone()) {
+            (Some(id), Some(address)) if ok => {
                 self.succeeded(&attempt).await;
                 self.cache.put(&mailbox, password, &hash, id);
-                Ok(id)
+                Ok(Authenticated { user: id, address })
             }
             _ => {
                 self.failed().await;
@@ -331,5 +344,50 @@ impl Hashers {
             return false;
         }
         answer.await.unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailstore::{DomainName, LockOptions, SqliteStore};
+
+    /// A login names the mailbox it reached by the domain's own name, whichever alias or form
+    /// the client typed: that is what the session logs.
+    #[tokio::test]
+    async fn a_login_through_an_alias_authenticates_the_canonical_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db"), LockOptions::default(), true)
+            .await
+            .unwrap();
+        let store = Arc::new(store);
+        let domain = DomainName::parse("example.com").unwrap();
+        store.add_domain(&domain).await.unwrap();
+        let alias = DomainName::parse("example.net").unwrap();
+        store.add_alias(&alias, &domain).await.unwrap();
+        let john = Address::parse("john@example.com").unwrap();
+        let hash = hash_password(b"pw").unwrap();
+        let id = store.add_user(&john, &hash, None).await.unwrap();
+        let policy = AuthPolicy {
+            failure_delay: Duration::ZERO,
+            ..AuthPolicy::default()
+        };
+        let auth = Authenticator::new(store, 1, DefaultDomains::default(), policy).unwrap();
+        let ctx = LoginContext::default();
+        for login in ["john@example.net", "John+Example.NET", "john@example.com"] {
+            let who = auth.authenticate(login, b"pw", &ctx).await.unwrap();
+            assert_eq!(
+                who,
+                Authenticated {
+                    user: id,
+                    address: john.clone()
+                },
+                "{login}"
+            );
+        }
+        assert!(matches!(
+            auth.authenticate("john@example.net", b"wrong", &ctx).await,
+            Err(AuthError::Rejected)
+        ));
     }
 }

@@ -345,18 +345,19 @@ impl Authenticator {
         Ok((exchange, server_first))
     }
 
-    /// SCRAM-SHA-256 step two: checks client-final; on success the user and server-final.
+    /// SCRAM-SHA-256 step two: checks client-final; on success who logged in and server-final.
     pub async fn scram_finish(
         &self,
         exchange: ScramExchange,
         client_final: &[u8],
-    ) -> Result<(UserId, String), AuthError> {
-        match (exchange.server.finish(client_final), exchange.user) {
-            (Ok(server_final), Some(user)) => {
+    ) -> Result<(crate::Authenticated, String), AuthError> {
+        let address = exchange.attempt.address.clone();
+        match (exchange.server.finish(client_final), exchange.user, address) {
+            (Ok(server_final), Some(user), Some(address)) => {
                 self.succeeded(&exchange.attempt).await;
-                Ok((user, server_final))
+                Ok((crate::Authenticated { user, address }, server_final))
             }
-            (result, _) => {
+            (result, ..) => {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "SCRAM client-final refused");
                 }

@@ -5,36 +5,40 @@
 
 use pop3_proto::Reply;
 
-use super::{Session, auth_reply};
+use super::{Session, State, error_reply};
 
 impl Session {
     /// The greeting text after `+OK`; with APOP on, a fresh timestamp that `APOP` is checked
-    /// against for the rest of the connection.
+    /// against for the rest of AUTHORIZATION.
     pub(super) fn greeting(&mut self) -> String {
-        match &self.services.apop {
-            Some(apop) => {
-                let timestamp = apop.timestamp();
-                let greeting = format!("pophost ready {timestamp}");
-                self.apop_timestamp = Some(timestamp);
-                greeting
-            }
-            None => "pophost ready".into(),
+        let Some(apop) = &self.services.apop else {
+            return "pophost ready".into();
+        };
+        let timestamp = apop.timestamp();
+        let greeting = format!("pophost ready {timestamp}");
+        if let State::Authorization(a) = &mut self.state {
+            a.apop_timestamp = Some(timestamp);
         }
+        greeting
     }
 
-    /// `APOP name digest` in AUTHORIZATION. Every failure gets the same reply.
-    pub(super) async fn apop(&mut self, name: &str, digest: &str) -> Reply {
-        let (Some(apop), Some(timestamp)) =
-            (self.services.apop.clone(), self.apop_timestamp.clone())
-        else {
+    /// `APOP name digest` in AUTHORIZATION, against the greeting's `timestamp`. Every failure
+    /// gets the same reply.
+    pub(super) async fn apop(
+        &mut self,
+        name: &str,
+        digest: &str,
+        timestamp: Option<String>,
+    ) -> Reply {
+        let (Some(apop), Some(timestamp)) = (self.services.apop.clone(), timestamp) else {
             return Reply::Err(None, "APOP is not available here".into());
         };
         match apop
             .authenticate(name, &timestamp, digest, &self.login_ctx)
             .await
         {
-            Ok(user) => self.enter_transaction(user, name).await,
-            Err(e) => auth_reply("APOP login", &e),
+            Ok(who) => self.enter_transaction(who, "APOP").await,
+            Err(e) => error_reply("APOP login", &e),
         }
     }
 }

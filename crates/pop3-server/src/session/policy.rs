@@ -6,8 +6,8 @@ use super::{Session, State};
 
 impl Session {
     pub(super) async fn policy_capability(&self) -> Vec<String> {
-        if matches!(self.state, State::Transaction(..)) {
-            let policy = self.user_policy.unwrap_or_default();
+        if let State::Transaction(t) = &self.state {
+            let policy = t.policy;
             let mut lines = vec![match policy.retention_days {
                 Some(days) => format!("EXPIRE {days}"),
                 None => "EXPIRE NEVER".into(),
@@ -15,7 +15,7 @@ impl Session {
             lines.extend(policy.login_delay_secs.map(|s| format!("LOGIN-DELAY {s}")));
             return lines;
         }
-        let summary = match self.services.store.policy_summary().await {
+        let summary = match self.services.policies.policy_summary().await {
             Ok(summary) => summary,
             Err(e) => {
                 // CAPA still answers; it just promises nothing it cannot back up.

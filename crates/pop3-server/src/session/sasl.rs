@@ -9,11 +9,10 @@
 //! A challenge is `+ base64` (`Reply::Challenge`); `*` cancels with `-ERR`; a response that is
 //! not base64 ends the exchange with `-ERR`; the session goes on in AUTHORIZATION either way.
 
-use mailstore::UserId;
 use pop3_proto::{Reply, RespCode, SaslLineError, SaslResponse};
-use tenancy::{AuthError, ScramExchange};
+use tenancy::{AuthError, Authenticated, ScramExchange};
 
-use super::{Session, auth_reply};
+use super::{Session, State, error_reply};
 
 /// The mechanisms offered, in CAPA's `SASL` line and in the reply to a bare `AUTH`.
 pub(super) const MECHANISMS: &[&str] = &["PLAIN", "LOGIN", "SCRAM-SHA-256"];
@@ -31,7 +30,20 @@ pub(super) enum SaslExchange {
     /// SCRAM-SHA-256: server-first was sent; the next line is client-final.
     ScramFinal(Box<ScramExchange>),
     /// SCRAM-SHA-256: the proof was good and server-final was sent; an empty line logs in.
-    ScramDone { user: UserId, login: String },
+    ScramDone(Authenticated),
+}
+
+impl SaslExchange {
+    /// The mechanism, as the logins counter labels it.
+    pub(super) fn mechanism(&self) -> &'static str {
+        match self {
+            SaslExchange::Plain => "PLAIN",
+            SaslExchange::LoginUser | SaslExchange::LoginPass { .. } => "LOGIN",
+            SaslExchange::ScramFirst | SaslExchange::ScramFinal(_) | SaslExchange::ScramDone(_) => {
+                "SCRAM-SHA-256"
+            }
+        }
+    }
 }
 
 impl Session {
@@ -58,7 +70,6 @@ impl Session {
         mechanism: &str,
         initial: Option<SaslResponse>,
     ) -> Reply {
-        self.sasl = None;
         if matches!(mechanism, "PLAIN" | "LOGIN") && !self.cleartext_allowed() {
             return Reply::Err(
                 None,
@@ -67,29 +78,29 @@ impl Session {
         }
         match (mechanism, initial) {
             ("PLAIN", Some(message)) => self.plain(message.as_bytes()).await,
-            ("PLAIN", None) => {
-                self.sasl = Some(SaslExchange::Plain);
-                Reply::Challenge(Vec::new())
-            }
+            ("PLAIN", None) => self.challenge(Vec::new(), SaslExchange::Plain),
             ("LOGIN", Some(user)) => self.login_user(&user),
-            ("LOGIN", None) => {
-                self.sasl = Some(SaslExchange::LoginUser);
-                Reply::Challenge(b"Username:".to_vec())
-            }
+            ("LOGIN", None) => self.challenge(b"Username:".to_vec(), SaslExchange::LoginUser),
             ("SCRAM-SHA-256", Some(first)) => self.scram_first(first.as_bytes()).await,
-            ("SCRAM-SHA-256", None) => {
-                self.sasl = Some(SaslExchange::ScramFirst);
-                Reply::Challenge(Vec::new())
-            }
+            ("SCRAM-SHA-256", None) => self.challenge(Vec::new(), SaslExchange::ScramFirst),
             _ => Reply::Err(None, "unsupported SASL mechanism".into()),
         }
     }
 
-    /// The client's line while an exchange is pending.
-    pub(super) async fn sasl_step(&mut self, line: Result<SaslResponse, SaslLineError>) -> Reply {
-        let Some(exchange) = self.sasl.take() else {
-            return Reply::Err(None, "no authentication in progress".into());
-        };
+    /// Sends `challenge`; the client's next line is the answer to it, for `exchange`.
+    fn challenge(&mut self, challenge: Vec<u8>, exchange: SaslExchange) -> Reply {
+        if let State::Authorization(a) = &mut self.state {
+            a.sasl = Some(exchange);
+        }
+        Reply::Challenge(challenge)
+    }
+
+    /// The client's line for the pending `exchange`.
+    pub(super) async fn sasl_step(
+        &mut self,
+        exchange: SaslExchange,
+        line: Result<SaslResponse, SaslLineError>,
+    ) -> Reply {
         let response = match line {
             Ok(response) => response,
             Err(SaslLineError::Cancelled) => {
@@ -100,27 +111,27 @@ impl Session {
         match exchange {
             SaslExchange::Plain => self.plain(response.as_bytes()).await,
             SaslExchange::LoginUser => self.login_user(&response),
-            SaslExchange::LoginPass { login } => self.login(&login, response.as_bytes()).await,
+            SaslExchange::LoginPass { login } => {
+                self.login(&login, response.as_bytes(), "LOGIN").await
+            }
             SaslExchange::ScramFirst => self.scram_first(response.as_bytes()).await,
             SaslExchange::ScramFinal(exchange) => {
-                let login = exchange.login().to_owned();
                 match self
                     .services
                     .auth
                     .scram_finish(*exchange, response.as_bytes())
                     .await
                 {
-                    Ok((user, server_final)) => {
-                        self.sasl = Some(SaslExchange::ScramDone { user, login });
-                        Reply::Challenge(server_final.into_bytes())
+                    Ok((who, server_final)) => {
+                        self.challenge(server_final.into_bytes(), SaslExchange::ScramDone(who))
                     }
-                    Err(e) => auth_reply("SCRAM login", &e),
+                    Err(e) => error_reply("SCRAM login", &e),
                 }
             }
-            SaslExchange::ScramDone { user, login } if response.as_bytes().is_empty() => {
-                self.enter_transaction(user, &login).await
+            SaslExchange::ScramDone(who) if response.as_bytes().is_empty() => {
+                self.enter_transaction(who, "SCRAM-SHA-256").await
             }
-            SaslExchange::ScramDone { .. } => rejected(),
+            SaslExchange::ScramDone(_) => rejected(),
         }
     }
 
@@ -131,24 +142,23 @@ impl Session {
             .scram_start(client_first, &self.login_ctx)
             .await
         {
-            Ok((exchange, server_first)) => {
-                self.sasl = Some(SaslExchange::ScramFinal(Box::new(exchange)));
-                Reply::Challenge(server_first.into_bytes())
-            }
-            Err(e) => auth_reply("SCRAM login", &e),
+            Ok((exchange, server_first)) => self.challenge(
+                server_first.into_bytes(),
+                SaslExchange::ScramFinal(Box::new(exchange)),
+            ),
+            Err(e) => error_reply("SCRAM login", &e),
         }
     }
 
     fn login_user(&mut self, user: &SaslResponse) -> Reply {
         // Not UTF-8: carried on lossily, so it fails at the password like any unknown user.
         let login = String::from_utf8_lossy(user.as_bytes()).into_owned();
-        self.sasl = Some(SaslExchange::LoginPass { login });
-        Reply::Challenge(b"Password:".to_vec())
+        self.challenge(b"Password:".to_vec(), SaslExchange::LoginPass { login })
     }
 
     async fn plain(&mut self, message: &[u8]) -> Reply {
         match parse_plain(message) {
-            Ok((login, password)) => self.login(&login, password).await,
+            Ok((login, password)) => self.login(&login, password, "PLAIN").await,
             Err(PlainError::Malformed) => Reply::Err(None, "malformed PLAIN message".into()),
             Err(PlainError::OtherAuthzid) => {
                 tracing::info!("login failed: PLAIN authorization identity of another user");
@@ -162,7 +172,7 @@ impl Session {
 }
 
 fn rejected() -> Reply {
-    auth_reply("SASL login", &AuthError::Rejected)
+    error_reply("SASL login", &AuthError::Rejected)
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -1,6 +1,8 @@
 //! The admin listener over real TCP: the bootstrap link, `pophost admin add`, sign-in (cookie
 //! attributes, throttling, sign-out), security headers, HTTPS, the loopback-only rule for plain
-//! HTTP, and "end session" reaching a live POP3 session on its frontend.
+//! HTTP, and "end session" reaching a live POP3 session on its frontend. Also the one
+//! provisioning service seen from its three frontends: a limit typed in a form, sent to the API
+//! or given to the CLI means the same, and CLI changes are in the audit log.
 
 use std::time::{Duration, Instant};
 
@@ -507,4 +509,203 @@ fn disabled_accounts_and_domains_cannot_log_in_but_receive_mail() {
     assert!(!full.status.success());
     assert!(show(&full).contains("limit of 1 users"), "{}", show(&full));
     assert_eq!(Pop3::login(server.pop3, "john@example.com").stat().0, 1);
+}
+
+/// A new API token of `admin`, from the token page (the only place it is ever shown).
+fn api_token(admin: &AdminHttp) -> String {
+    let page = admin.post("/tokens", &[("name", "e2e")]);
+    assert_eq!(page.status, 200, "{}", page.body);
+    let at = page.body.find("id=\"new-token\">").expect("the new token") + 15;
+    page.body[at..at + page.body[at..].find('<').expect("end of token")].to_string()
+}
+
+/// `METHOD /api/v1PATH` with a bearer token and a JSON body.
+fn api(server: &Server, token: &str, method: &str, path: &str, body: &str) -> HttpResponse {
+    http(
+        server.admin,
+        method,
+        &format!("/api/v1{path}"),
+        &[
+            ("Authorization", &format!("Bearer {token}")),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    )
+}
+
+/// A user's stored quota as the API shows it: (bytes, messages), `null` for no limit.
+fn stored_quota(server: &Server, token: &str, address: &str) -> (String, String) {
+    let (local, domain) = address.split_once('@').expect("an address");
+    let r = api(
+        server,
+        token,
+        "GET",
+        &format!("/domains/{domain}/users/{local}"),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let field = |name: &str| {
+        let at = r.body.find(&format!("\"{name}\":")).expect(name) + name.len() + 3;
+        r.body[at..]
+            .split([',', '}'])
+            .next()
+            .expect("a value")
+            .to_string()
+    };
+    (field("quota_bytes"), field("quota_messages"))
+}
+
+#[test]
+fn a_limit_means_the_same_in_the_form_the_api_and_the_cli() {
+    let server = Server::start();
+    add_super(&server);
+    for user in ["form", "api", "cli"] {
+        server.add_user(&format!("{user}@example.com"));
+    }
+    let admin = AdminHttp::sign_in(server.admin, ADMIN, ADMIN_PW);
+    let token = api_token(&admin);
+    // Bytes take binary suffixes, messages decimal ones; either case, a space before the
+    // suffix, and "unlimited" in any case are read alike everywhere.
+    let cases = [
+        ("10K", "10K", "10240", "10000"),
+        ("500M", "2m", "524288000", "2000000"),
+        ("1g", "unlimited", "1073741824", "null"),
+        ("2 K", "7", "2048", "7"),
+        ("UNLIMITED", "0", "null", "0"),
+    ];
+    for (bytes, messages, want_bytes, want_messages) in cases {
+        let form = admin.post(
+            "/domains/example.com/users/form",
+            &[("quota_bytes", bytes), ("quota_messages", messages)],
+        );
+        assert_eq!(
+            form.status, 303,
+            "form {bytes:?} {messages:?}: {}",
+            form.body
+        );
+        let body = format!("{{\"quota_bytes\":\"{bytes}\",\"quota_messages\":\"{messages}\"}}");
+        let r = api(
+            &server,
+            &token,
+            "PATCH",
+            "/domains/example.com/users/api",
+            &body,
+        );
+        assert_eq!(r.status, 200, "API {body}: {}", r.body);
+        let out = server.cli(&[
+            "user",
+            "set",
+            "cli@example.com",
+            "--quota-bytes",
+            bytes,
+            "--quota-messages",
+            messages,
+        ]);
+        assert!(
+            out.status.success(),
+            "CLI {bytes:?} {messages:?}: {}",
+            show(&out)
+        );
+        let want = (want_bytes.to_string(), want_messages.to_string());
+        for user in ["form", "api", "cli"] {
+            let address = format!("{user}@example.com");
+            assert_eq!(
+                stored_quota(&server, &token, &address),
+                want,
+                "{user}: {bytes:?} {messages:?}"
+            );
+        }
+    }
+    // And what one refuses, all refuse.
+    for bad in ["5T", "+5", "1.5G", "ten"] {
+        let form = admin.post(
+            "/domains/example.com/users/form",
+            &[("quota_bytes", bad), ("quota_messages", "")],
+        );
+        assert_eq!(form.status, 422, "form {bad:?}");
+        let body = format!("{{\"quota_bytes\":\"{bad}\"}}");
+        let r = api(
+            &server,
+            &token,
+            "PATCH",
+            "/domains/example.com/users/api",
+            &body,
+        );
+        assert_eq!(r.status, 422, "API {bad:?}: {}", r.body);
+        let out = server.cli(&["user", "set", "cli@example.com", "--quota-bytes", bad]);
+        assert!(!out.status.success(), "CLI {bad:?}");
+    }
+}
+
+#[test]
+fn cli_changes_are_in_the_audit_log_as_cli() {
+    let server = Server::start();
+    let cli_ok = |args: &[&str]| {
+        let out = server.cli(args);
+        assert!(out.status.success(), "{args:?}: {}", show(&out));
+    };
+    cli_ok(&["domain", "add", "example.com"]);
+    cli_ok(&[
+        "domain",
+        "set",
+        "example.com",
+        "--quota-bytes",
+        "1G",
+        "--retention-days",
+        "30",
+    ]);
+    cli_ok(&["domain", "alias", "add", "example.net", "example.com"]);
+    cli_ok(&["domain", "alias", "remove", "example.net"]);
+    cli_ok(&["user", "add", "john@example.com", "--password", PASSWORD]);
+    cli_ok(&["user", "set", "john@example.com", "--quota-messages", "10K"]);
+    cli_ok(&[
+        "user",
+        "passwd",
+        "john@example.com",
+        "--password",
+        "another password",
+    ]);
+    cli_ok(&["user", "set", "john@example.com", "--enabled", "false"]);
+    cli_ok(&["user", "remove", "john@example.com"]);
+    cli_ok(&["admin", "add", ADMIN, "--super", "--password", ADMIN_PW]);
+    cli_ok(&["domain", "remove", "example.com"]);
+    // One row at a time: the harness's SQL client returns one value, on either backend.
+    let rows: usize = server
+        .data()
+        .sql("SELECT count(*) FROM audit_log")
+        .parse()
+        .expect("a count");
+    let log: Vec<String> = (0..rows)
+        .map(|i| {
+            server.data().sql(&format!(
+                "SELECT actor || ' ' || action || ' ' || object FROM audit_log ORDER BY id LIMIT 1 OFFSET {i}"
+            ))
+        })
+        .collect();
+    assert_eq!(
+        log,
+        [
+            "cli domain.create example.com",
+            "cli domain.policies example.com",
+            "cli domain.update example.com",
+            "cli domain.alias.add example.com",
+            "cli domain.alias.remove example.com",
+            "cli user.create john@example.com",
+            "cli user.update john@example.com",
+            "cli user.password john@example.com",
+            "cli user.disable john@example.com",
+            "cli user.delete john@example.com",
+            "cli admin.create root@isp.example",
+            "cli domain.delete example.com",
+        ]
+    );
+    // Before and after, as the admin UI records them: the change is in the record.
+    let update = server.data().sql(
+        "SELECT after FROM audit_log WHERE action = 'user.update' AND object = 'john@example.com'",
+    );
+    assert!(update.contains("\"quota_messages\":10000"), "{update}");
+    // The audit page shows them to a super admin.
+    let admin = AdminHttp::sign_in(server.admin, ADMIN, ADMIN_PW);
+    let page = admin.get("/audit");
+    assert!(page.body.contains("user.create"), "{}", page.body);
 }

@@ -1,6 +1,7 @@
-//! `/api/v1`: JSON provisioning for scripts. The same `Actor` gates as the pages, and the same
-//! store operations (`pages::domains`, `pages::users`), so an API change is audited exactly like
-//! one made in the browser.
+//! `/api/v1`: JSON provisioning for scripts, an adapter over `provision` (the same operations,
+//! scope checks and audit records as the pages and the CLI). The OpenAPI document is generated
+//! from the handlers' `#[utoipa::path]` annotations and the types they take and return, and the
+//! router is built from the same list of handlers, so the two cannot drift apart.
 
 use axum::Json;
 use axum::Router;
@@ -8,79 +9,133 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use mailstore::{Address, DomainDetail, DomainName, LocalPart, LoginForm, QuotaChange, UserDetail};
+use axum::routing::get;
+use mailstore::{Address, DomainName, LocalPart, QuotaChange};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
-use serde_json::{Value, json};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::auth::{Actor, Audit};
 use crate::error::{ApiError, AppError};
-use crate::pages::ListQuery;
-use crate::pages::domains::{self, detail, login_forms};
-use crate::pages::users::{self, address, user};
+use crate::provision::{
+    self, Actor, Audit, DomainChange, DomainJson, LimitJson, ListQuery, PoliciesJson, PolicyChange,
+    SessionJson, Unit, UserChange, UserJson,
+};
 use crate::state::AppState;
 
-/// Routes under `/api/v1` that need a bearer token.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/domains", get(list_domains).post(create_domain))
-        .route(
-            "/domains/{domain}",
-            get(get_domain).patch(patch_domain).delete(delete_domain),
-        )
-        .route(
-            "/domains/{domain}/policies",
-            get(crate::pages::policies::api_get).patch(crate::pages::policies::api_patch),
-        )
-        .route("/domains/{domain}/users", get(list_users).post(create_user))
-        .route(
-            "/domains/{domain}/users/{local}",
-            get(get_user).patch(patch_user).delete(delete_user),
-        )
-        .route("/sessions", get(list_sessions))
-        .route("/sessions/{address}", delete(end_session))
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "pophost admin API",
+        version = "1",
+        description = "Provisioning of domains and mailboxes. A domain admin's token reaches \
+                       only that admin's domains; others answer 404. Creating, changing and \
+                       deleting domains is for super admins (403 otherwise). Limits (quotas, \
+                       max_users) are whole numbers or text such as \"10K\", \"500M\" or \
+                       \"unlimited\", read as the admin UI and `pophost` read them."
+    ),
+    servers((url = "/api/v1")),
+    security(("bearer" = [])),
+    modifiers(&BearerScheme)
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, doc: &mut Document) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some("An API token created on the admin UI's token page"))
+            .build();
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
 }
 
-/// Routes that need none: the OpenAPI document.
-pub fn public_routes() -> Router<AppState> {
-    Router::new().route("/api/v1/openapi.json", get(|| async { Json(openapi()) }))
+/// Routes under `/api/v1` that need a bearer token, and the OpenAPI document describing them.
+pub fn routes() -> (Router<AppState>, Document) {
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(list_domains, create_domain))
+        .routes(routes!(get_domain, patch_domain, delete_domain))
+        .routes(routes!(get_policies, patch_policies))
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, patch_user, delete_user))
+        .routes(routes!(list_sessions))
+        .routes(routes!(end_session))
+        .split_for_parts();
+    every_operation_may_be_unauthorized(&mut doc);
+    (router, doc)
 }
 
-/// A domain as the API shows it, and as the audit log records it.
-pub fn domain_json(d: &DomainDetail) -> Value {
-    json!({
-        "name": d.name.as_str(),
-        "quota_bytes": d.quota.bytes,
-        "quota_messages": d.quota.messages,
-        "used_bytes": d.usage.bytes,
-        "used_messages": d.usage.messages,
-        "users": d.users,
-        "max_users": d.max_users,
-        "login_forms": LoginForm::ALL
-            .into_iter()
-            .filter(|f| d.login_forms.allows(*f))
-            .map(LoginForm::name)
-            .collect::<Vec<_>>(),
-        "allow_apop": d.allow_apop,
-        "enabled": d.enabled,
-        "aliases": d.aliases.iter().map(DomainName::as_str).collect::<Vec<_>>(),
-    })
+/// The route that needs no token: the OpenAPI document.
+pub fn public_routes(doc: Document) -> Router<AppState> {
+    let doc = serde_json::to_value(&doc).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the OpenAPI document does not serialize");
+        Value::Null
+    });
+    Router::new().route(
+        "/api/v1/openapi.json",
+        get(move || {
+            let doc = doc.clone();
+            async move { Json(doc) }
+        }),
+    )
 }
 
-/// A user as the API shows it, and as the audit log records it (no password material).
-pub fn user_json(u: &UserDetail) -> Value {
-    json!({
-        "address": u.address.to_string(),
-        "local": u.address.local.as_str(),
-        "domain": u.address.domain.as_str(),
-        "quota_bytes": u.quota.bytes,
-        "quota_messages": u.quota.messages,
-        "used_bytes": u.usage.bytes,
-        "used_messages": u.usage.messages,
-        "enabled": u.enabled,
-        "created_at": u.created_at,
-    })
+/// Every operation answers 401 without a valid token (the `auth::api` layer, not the handler).
+fn every_operation_may_be_unauthorized(doc: &mut Document) {
+    let response = ResponseBuilder::new()
+        .description("Missing or invalid bearer token")
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Error")))
+                .build(),
+        )
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in operations.into_iter().flatten() {
+            op.responses
+                .responses
+                .entry("401".into())
+                .or_insert_with(|| response.clone().into());
+        }
+    }
+}
+
+/// An error, as every failed call answers.
+#[derive(ToSchema)]
+#[schema(as = Error)]
+#[allow(dead_code)] // Written by `ApiError`; this type only describes it.
+struct ErrorBody {
+    error: String,
+}
+
+/// A page of domains.
+#[derive(Serialize, ToSchema)]
+struct DomainList {
+    items: Vec<DomainJson>,
+    total: u64,
+}
+
+/// A page of users.
+#[derive(Serialize, ToSchema)]
+struct UserList {
+    items: Vec<UserJson>,
+    total: u64,
 }
 
 /// A JSON body whose rejection is the API's own `422 {"error": ...}`, not axum's plain text.
@@ -118,120 +173,207 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-type ApiResult<T> = Result<T, ApiError>;
-
-fn page_json(items: Vec<Value>, total: u64) -> Json<Value> {
-    Json(json!({ "items": items, "total": total }))
+/// A limit of a body: absent or null is `None`, otherwise what the one limit parser reads.
+fn limit(value: Option<&LimitJson>, unit: Unit) -> Result<Option<u64>, AppError> {
+    match value {
+        None => Ok(None),
+        Some(v) => v
+            .value(unit)
+            .map_err(|e| AppError::BadRequest(e.to_string())),
+    }
 }
+
+/// A PATCH limit: absent keeps it (`None`), null or a value sets it.
+fn limit_change(
+    value: Option<&Option<LimitJson>>,
+    unit: Unit,
+) -> Result<Option<Option<u64>>, AppError> {
+    value.map(|v| limit(v.as_ref(), unit)).transpose()
+}
+
+type ApiResult<T> = Result<T, ApiError>;
 
 // ---------------------------------------------------------------------------------------------
 // Domains.
 
+/// Domains in the token's scope whose name contains q.
+#[utoipa::path(
+    get,
+    path = "/domains",
+    operation_id = "listDomains",
+    params(ListQuery),
+    responses((status = 200, description = "A page of domains", body = DomainList))
+)]
 async fn list_domains(
     State(state): State<AppState>,
     actor: Actor,
     Q(query): Q<ListQuery>,
-) -> ApiResult<Json<Value>> {
-    let size = state.config.page_size;
-    let page = state
-        .store
-        .domain_page(&actor.scope, query.q.trim(), query.offset(size), size)
-        .await?;
-    Ok(page_json(
-        page.items.iter().map(domain_json).collect(),
-        page.total,
-    ))
+) -> ApiResult<Json<DomainList>> {
+    let page = provision::domains(&state.roles, &actor, &query, state.config.page_size).await?;
+    Ok(Json(DomainList {
+        items: page.items.iter().map(DomainJson::from).collect(),
+        total: page.total,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewDomain {
     name: String,
+    /// Byte quota; absent or null is unlimited.
     #[serde(default)]
-    quota_bytes: Option<u64>,
+    quota_bytes: Option<LimitJson>,
+    /// Message quota; absent or null is unlimited.
     #[serde(default)]
-    quota_messages: Option<u64>,
+    quota_messages: Option<LimitJson>,
+    /// Most users; absent or null is unlimited.
     #[serde(default)]
-    max_users: Option<u64>,
+    max_users: Option<LimitJson>,
 }
 
+/// Create a domain (super admin).
+#[utoipa::path(
+    post,
+    path = "/domains",
+    operation_id = "createDomain",
+    request_body = NewDomain,
+    responses(
+        (status = 201, description = "Created", body = DomainJson),
+        (status = 403, description = "Not a super admin", body = ErrorBody),
+        (status = 409, description = "The domain (or an alias of that name) exists", body = ErrorBody),
+        (status = 422, description = "Invalid input", body = ErrorBody),
+    )
+)]
 async fn create_domain(
     State(state): State<AppState>,
     actor: Actor,
     Body(body): Body<NewDomain>,
 ) -> ApiResult<Response> {
     actor.require_super()?;
-    let name = DomainName::parse(&body.name)?;
-    let name = actor.domain(name.as_str())?;
-    let created = domains::create_domain(&state, &actor, &name, |s| {
-        s.quota.bytes = body.quota_bytes;
-        s.quota.messages = body.quota_messages;
-        s.max_users = body.max_users;
-        body.quota_bytes.is_some() || body.quota_messages.is_some() || body.max_users.is_some()
-    })
-    .await?;
-    Ok((StatusCode::CREATED, Json(domain_json(&created))).into_response())
+    let name = DomainName::parse(&body.name).map_err(AppError::from)?;
+    let (bytes, messages, max_users) = (
+        limit(body.quota_bytes.as_ref(), Unit::Bytes)?,
+        limit(body.quota_messages.as_ref(), Unit::Count)?,
+        limit(body.max_users.as_ref(), Unit::Count)?,
+    );
+    // A new domain starts unlimited: only limits actually given are set.
+    let change = DomainChange {
+        quota: QuotaChange {
+            bytes: bytes.map(Some),
+            messages: messages.map(Some),
+        },
+        max_users: max_users.map(Some),
+        ..DomainChange::default()
+    };
+    let created = provision::create_domain(&state.roles, &actor, &name, &change).await?;
+    Ok((StatusCode::CREATED, Json(DomainJson::from(&created))).into_response())
 }
 
+/// A domain.
+#[utoipa::path(
+    get,
+    path = "/domains/{domain}",
+    operation_id = "getDomain",
+    params(("domain" = String, Path, description = "Domain name")),
+    responses(
+        (status = 200, description = "The domain", body = DomainJson),
+        (status = 404, description = "No such domain in scope", body = ErrorBody),
+    )
+)]
 async fn get_domain(
     State(state): State<AppState>,
     actor: Actor,
     Path(raw): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DomainJson>> {
     let name = actor.domain(&raw)?;
-    Ok(Json(domain_json(&detail(&state, &name).await?)))
+    let domain = provision::domain(&state.roles, &actor, &name).await?;
+    Ok(Json(DomainJson::from(&domain)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DomainPatch {
+    /// Byte quota; null is unlimited.
     #[serde(default, deserialize_with = "present")]
-    quota_bytes: Option<Option<u64>>,
+    #[schema(value_type = Option<LimitJson>)]
+    quota_bytes: Option<Option<LimitJson>>,
+    /// Message quota; null is unlimited.
     #[serde(default, deserialize_with = "present")]
-    quota_messages: Option<Option<u64>>,
+    #[schema(value_type = Option<LimitJson>)]
+    quota_messages: Option<Option<LimitJson>>,
+    /// Most users; null is unlimited.
     #[serde(default, deserialize_with = "present")]
-    max_users: Option<Option<u64>>,
+    #[schema(value_type = Option<LimitJson>)]
+    max_users: Option<Option<LimitJson>>,
     #[serde(default)]
+    #[schema(value_type = Option<Vec<provision::json::LoginFormName>>, min_items = 1)]
     login_forms: Option<Vec<String>>,
     #[serde(default)]
     enabled: Option<bool>,
 }
 
+/// Change a domain's settings (super admin); absent fields are kept, null means unlimited.
+#[utoipa::path(
+    patch,
+    path = "/domains/{domain}",
+    operation_id = "updateDomain",
+    params(("domain" = String, Path, description = "Domain name")),
+    request_body = DomainPatch,
+    responses(
+        (status = 200, description = "The domain after the change", body = DomainJson),
+        (status = 403, description = "Not a super admin", body = ErrorBody),
+        (status = 404, description = "No such domain in scope", body = ErrorBody),
+        (status = 409, description = "Conflict", body = ErrorBody),
+        (status = 422, description = "Invalid input", body = ErrorBody),
+    )
+)]
 async fn patch_domain(
     State(state): State<AppState>,
     actor: Actor,
     Path(raw): Path<String>,
     Body(patch): Body<DomainPatch>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DomainJson>> {
     let name = actor.domain(&raw)?;
     actor.require_super()?;
-    let before = detail(&state, &name).await?;
-    let mut settings = domains::settings_of(&before);
-    if let Some(v) = patch.quota_bytes {
-        settings.quota.bytes = v;
-    }
-    if let Some(v) = patch.quota_messages {
-        settings.quota.messages = v;
-    }
-    if let Some(v) = patch.max_users {
-        settings.max_users = v;
-    }
-    if let Some(names) = &patch.login_forms {
-        settings.login_forms = login_forms(names).map_err(AppError::BadRequest)?;
-    }
-    if let Some(v) = patch.enabled {
-        settings.enabled = v;
-    }
-    let after = domains::update_domain(&state, &actor, &before, &settings).await?;
-    Ok(Json(domain_json(&after)))
+    let change = DomainChange {
+        quota: QuotaChange {
+            bytes: limit_change(patch.quota_bytes.as_ref(), Unit::Bytes)?,
+            messages: limit_change(patch.quota_messages.as_ref(), Unit::Count)?,
+        },
+        max_users: limit_change(patch.max_users.as_ref(), Unit::Count)?,
+        login_forms: patch
+            .login_forms
+            .as_deref()
+            .map(provision::login_forms)
+            .transpose()?,
+        allow_apop: None,
+        enabled: patch.enabled,
+    };
+    let after = provision::update_domain(&state.roles, &actor, &name, &change).await?;
+    Ok(Json(DomainJson::from(&after)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeleteQuery {
+    /// Also delete the domain's users and their mail.
     #[serde(default)]
     force: bool,
 }
 
+/// Delete a domain (super admin).
+#[utoipa::path(
+    delete,
+    path = "/domains/{domain}",
+    operation_id = "deleteDomain",
+    params(("domain" = String, Path, description = "Domain name"), DeleteQuery),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Not a super admin", body = ErrorBody),
+        (status = 404, description = "No such domain in scope", body = ErrorBody),
+        (status = 409, description = "The domain still has users and force is not set", body = ErrorBody),
+    )
+)]
 async fn delete_domain(
     State(state): State<AppState>,
     actor: Actor,
@@ -239,42 +381,140 @@ async fn delete_domain(
     Q(query): Q<DeleteQuery>,
 ) -> ApiResult<StatusCode> {
     let name = actor.domain(&raw)?;
-    domains::delete_domain(&state, &actor, &name, query.force).await?;
+    provision::delete_domain(&state.roles, &actor, &name, query.force).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policies.
+
+/// A domain's mailbox policies: quota refusal, warning, retention (EXPIRE), LOGIN-DELAY.
+#[utoipa::path(
+    get,
+    path = "/domains/{domain}/policies",
+    operation_id = "getDomainPolicies",
+    params(("domain" = String, Path, description = "Domain name")),
+    responses(
+        (status = 200, description = "The policies", body = PoliciesJson),
+        (status = 404, description = "No such domain in scope", body = ErrorBody),
+    )
+)]
+async fn get_policies(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<PoliciesJson>> {
+    let name = actor.domain(&raw)?;
+    let policies = provision::policies(&state.roles, &actor, &name).await?;
+    Ok(Json(PoliciesJson::from(&policies)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PolicyPatch {
+    #[serde(default)]
+    quota_tempfail: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u8>, minimum = 1, maximum = 100)]
+    quota_warn_percent: Option<Option<u8>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 36500)]
+    retention_days: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 31536000)]
+    login_delay_secs: Option<Option<u32>>,
+}
+
+/// Change a domain's policies (super admin); absent fields are kept, null means none.
+#[utoipa::path(
+    patch,
+    path = "/domains/{domain}/policies",
+    operation_id = "updateDomainPolicies",
+    params(("domain" = String, Path, description = "Domain name")),
+    request_body = PolicyPatch,
+    responses(
+        (status = 200, description = "The policies after the change", body = PoliciesJson),
+        (status = 403, description = "Not a super admin", body = ErrorBody),
+        (status = 404, description = "No such domain in scope", body = ErrorBody),
+        (status = 422, description = "Invalid input", body = ErrorBody),
+    )
+)]
+async fn patch_policies(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(raw): Path<String>,
+    Body(patch): Body<PolicyPatch>,
+) -> ApiResult<Json<PoliciesJson>> {
+    let name = actor.domain(&raw)?;
+    actor.require_super()?;
+    let change = PolicyChange {
+        quota_tempfail: patch.quota_tempfail,
+        quota_warn_percent: patch.quota_warn_percent,
+        retention_days: patch.retention_days,
+        login_delay_secs: patch.login_delay_secs,
+    };
+    let after = provision::update_policies(&state.roles, &actor, &name, &change).await?;
+    Ok(Json(PoliciesJson::from(&after)))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Users.
 
+/// Users of the domain whose local part contains q.
+#[utoipa::path(
+    get,
+    path = "/domains/{domain}/users",
+    operation_id = "listUsers",
+    params(("domain" = String, Path, description = "Domain name"), ListQuery),
+    responses(
+        (status = 200, description = "A page of users", body = UserList),
+        (status = 404, description = "No such domain in scope", body = ErrorBody),
+    )
+)]
 async fn list_users(
     State(state): State<AppState>,
     actor: Actor,
     Path(raw): Path<String>,
     Q(query): Q<ListQuery>,
-) -> ApiResult<Json<Value>> {
-    let name = detail(&state, &actor.domain(&raw)?).await?.name;
+) -> ApiResult<Json<UserList>> {
+    let name = actor.domain(&raw)?;
     let size = state.config.page_size;
-    let page = state
-        .store
-        .user_page(&name, query.q.trim(), query.offset(size), size)
-        .await?;
-    Ok(page_json(
-        page.items.iter().map(user_json).collect(),
-        page.total,
-    ))
+    let page = provision::users(&state.roles, &actor, &name, &query, size).await?;
+    Ok(Json(UserList {
+        items: page.items.iter().map(UserJson::from).collect(),
+        total: page.total,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUser {
     local: String,
+    /// The mailbox password (see the 422 answer for the policy).
+    #[schema(format = Password)]
     password: String,
+    /// Byte quota; absent or null is unlimited.
     #[serde(default)]
-    quota_bytes: Option<u64>,
+    quota_bytes: Option<LimitJson>,
+    /// Message quota; absent or null is unlimited.
     #[serde(default)]
-    quota_messages: Option<u64>,
+    quota_messages: Option<LimitJson>,
 }
 
+/// Create a user.
+#[utoipa::path(
+    post,
+    path = "/domains/{domain}/users",
+    operation_id = "createUser",
+    params(("domain" = String, Path, description = "Domain name")),
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "Created", body = UserJson),
+        (status = 404, description = "No such domain in scope", body = ErrorBody),
+        (status = 409, description = "The user exists, or the domain is at its user limit", body = ErrorBody),
+        (status = 422, description = "Invalid input (name, limit, a password shorter than the mailbox minimum)", body = ErrorBody),
+    )
+)]
 async fn create_user(
     State(state): State<AppState>,
     actor: Actor,
@@ -283,99 +523,157 @@ async fn create_user(
 ) -> ApiResult<Response> {
     let domain = actor.domain(&raw)?;
     let address = Address {
-        local: LocalPart::parse(&body.local)?,
+        local: LocalPart::parse(&body.local).map_err(AppError::from)?,
         domain,
     };
+    // A new user starts unlimited: only limits actually given are set.
     let quota = QuotaChange {
-        bytes: body.quota_bytes.map(Some),
-        messages: body.quota_messages.map(Some),
+        bytes: limit(body.quota_bytes.as_ref(), Unit::Bytes)?.map(Some),
+        messages: limit(body.quota_messages.as_ref(), Unit::Count)?.map(Some),
     };
-    let created = users::create_user(&state, &actor, &address, body.password, quota).await?;
-    Ok((StatusCode::CREATED, Json(user_json(&created))).into_response())
+    let created =
+        provision::create_user(&state.roles, &actor, &address, body.password, quota).await?;
+    Ok((StatusCode::CREATED, Json(UserJson::from(&created))).into_response())
 }
 
-/// The user a URL names, if the actor may reach its domain.
-async fn target(
-    state: &AppState,
-    actor: &Actor,
-    raw_domain: &str,
-    raw_local: &str,
-) -> Result<UserDetail, AppError> {
+/// The user a URL names (the scope is checked by `provision`).
+fn target(actor: &Actor, raw_domain: &str, raw_local: &str) -> Result<Address, AppError> {
     let domain = actor.domain(raw_domain)?;
-    user(state, &address(&domain, raw_local)?).await
+    let local = LocalPart::parse(raw_local).map_err(|_| AppError::NotFound)?;
+    Ok(Address { local, domain })
 }
 
+/// A user.
+#[utoipa::path(
+    get,
+    path = "/domains/{domain}/users/{local}",
+    operation_id = "getUser",
+    params(
+        ("domain" = String, Path, description = "Domain name"),
+        ("local" = String, Path, description = "Local part of the address (before the @)"),
+    ),
+    responses(
+        (status = 200, description = "The user", body = UserJson),
+        (status = 404, description = "No such user in scope", body = ErrorBody),
+    )
+)]
 async fn get_user(
     State(state): State<AppState>,
     actor: Actor,
     Path((d, l)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
-    Ok(Json(user_json(&target(&state, &actor, &d, &l).await?)))
+) -> ApiResult<Json<UserJson>> {
+    let address = target(&actor, &d, &l)?;
+    let user = provision::user(&state.roles, &actor, &address).await?;
+    Ok(Json(UserJson::from(&user)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UserPatch {
+    /// A new mailbox password.
     #[serde(default)]
+    #[schema(format = Password)]
     password: Option<String>,
+    /// Byte quota; null is unlimited.
     #[serde(default, deserialize_with = "present")]
-    quota_bytes: Option<Option<u64>>,
+    #[schema(value_type = Option<LimitJson>)]
+    quota_bytes: Option<Option<LimitJson>>,
+    /// Message quota; null is unlimited.
     #[serde(default, deserialize_with = "present")]
-    quota_messages: Option<Option<u64>>,
+    #[schema(value_type = Option<LimitJson>)]
+    quota_messages: Option<Option<LimitJson>>,
     #[serde(default)]
     enabled: Option<bool>,
 }
 
+/// Change a user; absent fields are kept, a null quota means unlimited.
+#[utoipa::path(
+    patch,
+    path = "/domains/{domain}/users/{local}",
+    operation_id = "updateUser",
+    params(
+        ("domain" = String, Path, description = "Domain name"),
+        ("local" = String, Path, description = "Local part of the address (before the @)"),
+    ),
+    request_body = UserPatch,
+    responses(
+        (status = 200, description = "The user after the change", body = UserJson),
+        (status = 404, description = "No such user in scope", body = ErrorBody),
+        (status = 422, description = "Invalid input", body = ErrorBody),
+    )
+)]
 async fn patch_user(
     State(state): State<AppState>,
     actor: Actor,
     Path((d, l)): Path<(String, String)>,
     Body(patch): Body<UserPatch>,
-) -> ApiResult<Json<Value>> {
-    let mut current = target(&state, &actor, &d, &l).await?;
-    // Everything is checked before anything is changed.
-    if let Some(pw) = &patch.password {
-        users::password_problem(pw).map_err(AppError::BadRequest)?;
-    }
-    let quota = QuotaChange {
-        bytes: patch.quota_bytes,
-        messages: patch.quota_messages,
+) -> ApiResult<Json<UserJson>> {
+    let address = target(&actor, &d, &l)?;
+    let change = UserChange {
+        quota: QuotaChange {
+            bytes: limit_change(patch.quota_bytes.as_ref(), Unit::Bytes)?,
+            messages: limit_change(patch.quota_messages.as_ref(), Unit::Count)?,
+        },
+        password: patch.password,
+        enabled: patch.enabled,
     };
-    if quota != QuotaChange::default() {
-        current = users::set_quota(&state, &actor, &current, quota).await?;
-    }
-    if let Some(pw) = patch.password {
-        users::set_password(&state, &actor, &current, pw).await?;
-    }
-    if let Some(enabled) = patch.enabled {
-        current = users::set_enabled(&state, &actor, &current, enabled).await?;
-    }
-    Ok(Json(user_json(&current)))
+    let after = provision::update_user(&state.roles, &actor, &address, change).await?;
+    Ok(Json(UserJson::from(&after)))
 }
 
+/// Delete a user and all their mail.
+#[utoipa::path(
+    delete,
+    path = "/domains/{domain}/users/{local}",
+    operation_id = "deleteUser",
+    params(
+        ("domain" = String, Path, description = "Domain name"),
+        ("local" = String, Path, description = "Local part of the address (before the @)"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such user in scope", body = ErrorBody),
+    )
+)]
 async fn delete_user(
     State(state): State<AppState>,
     actor: Actor,
     Path((d, l)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let before = target(&state, &actor, &d, &l).await?;
-    users::delete_user(&state, &actor, &before).await?;
+    let address = target(&actor, &d, &l)?;
+    provision::delete_user(&state.roles, &actor, &address).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Sessions.
 
-async fn list_sessions(State(state): State<AppState>, actor: Actor) -> ApiResult<Json<Value>> {
-    let sessions = state.store.live_sessions(&actor.scope).await?;
-    Ok(Json(Value::Array(
-        sessions
-            .iter()
-            .map(|s| json!({ "address": s.address.to_string(), "node": s.node, "since": s.since }))
-            .collect(),
-    )))
+/// Maildrops locked by live POP3 sessions, in scope.
+#[utoipa::path(
+    get,
+    path = "/sessions",
+    operation_id = "listSessions",
+    responses((status = 200, description = "Live sessions", body = Vec<SessionJson>))
+)]
+async fn list_sessions(
+    State(state): State<AppState>,
+    actor: Actor,
+) -> ApiResult<Json<Vec<SessionJson>>> {
+    let sessions = provision::live_sessions(&state.roles, &actor).await?;
+    Ok(Json(sessions.iter().map(SessionJson::from).collect()))
 }
 
+/// Break the maildrop lock; the session ends at its next lease renewal.
+#[utoipa::path(
+    delete,
+    path = "/sessions/{address}",
+    operation_id = "endSession",
+    params(("address" = String, Path, description = "Mailbox address user@domain")),
+    responses(
+        (status = 204, description = "Lock broken"),
+        (status = 404, description = "No locked maildrop of that address in scope", body = ErrorBody),
+    )
+)]
 async fn end_session(
     State(state): State<AppState>,
     actor: Actor,
@@ -386,346 +684,94 @@ async fn end_session(
         domain: actor.domain(parsed.domain.as_str())?,
         local: parsed.local,
     };
-    if !state.store.break_lock(&address).await? {
+    if !state.roles.admin.break_lock(&address).await? {
         return Err(AppError::NotFound.into());
     }
     let object = address.to_string();
     actor
         .audit(
-            &state,
+            &state.roles,
             Audit::new("session.end", &object, Some(&address.domain)),
         )
         .await;
     Ok(StatusCode::NO_CONTENT)
 }
-
-// ---------------------------------------------------------------------------------------------
-// The OpenAPI document.
-
-/// The API described for clients and generators. Paths are relative to the server `/api/v1`;
-/// the router tests check that every path and method here is served.
-pub fn openapi() -> Value {
-    let reference = |name: &str| json!({ "$ref": format!("#/components/schemas/{name}") });
-    let body = |name: &str| json!({ "required": true, "content": { "application/json": { "schema": reference(name) } } });
-    let ok = |description: &str, schema: Value| json!({ "description": description, "content": { "application/json": { "schema": schema } } });
-    let error = |description: &str| ok(description, reference("Error"));
-    let no_content = |description: &str| json!({ "description": description });
-    let min_password = crate::password::PasswordFor::Mailbox.min_chars();
-    let path_param = |name: &str, description: &str| {
-        json!({ "name": name, "in": "path", "required": true, "description": description,
-                "schema": { "type": "string" } })
+#[cfg(test)]
+mod tests {
+    use mailstore::{
+        Address, DomainDetail, DomainName, DomainPolicies, LiveSession, LoginForms, Quota, Usage,
+        UserDetail,
     };
-    let list_params = json!([
-        { "name": "q", "in": "query", "required": false, "description": "Substring to search for",
-          "schema": { "type": "string" } },
-        { "name": "page", "in": "query", "required": false, "description": "1-based page number",
-          "schema": { "type": "integer", "minimum": 1 } }
-    ]);
-    let domain = path_param("domain", "Domain name");
-    let local = path_param("local", "Local part of the address (before the @)");
-    let address = path_param("address", "Mailbox address user@domain");
-    let limit = |description: &str| {
-        json!({ "type": "integer", "format": "int64", "minimum": 0, "nullable": true,
-                "description": description })
-    };
-    let common = |mut responses: Value| {
-        responses["401"] = error("Missing or invalid bearer token");
-        responses
-    };
+    use serde_json::Value;
 
-    json!({
-        "openapi": "3.0.3",
-        "info": {
-            "title": "pophost admin API",
-            "version": "1",
-            "description": "Provisioning of domains and mailboxes. A domain admin's token reaches \
-                            only that admin's domains; others answer 404. Creating, changing and \
-                            deleting domains is for super admins (403 otherwise)."
-        },
-        "servers": [{ "url": "/api/v1" }],
-        "security": [{ "bearer": [] }],
-        "paths": {
-            "/domains": {
-                "get": {
-                    "operationId": "listDomains",
-                    "summary": "Domains in the token's scope whose name contains q",
-                    "parameters": list_params,
-                    "responses": common(json!({ "200": ok("A page of domains", reference("DomainList")) }))
-                },
-                "post": {
-                    "operationId": "createDomain",
-                    "summary": "Create a domain (super admin)",
-                    "requestBody": body("NewDomain"),
-                    "responses": common(json!({
-                        "201": ok("Created", reference("Domain")),
-                        "403": error("Not a super admin"),
-                        "409": error("The domain (or an alias of that name) exists"),
-                        "422": error("Invalid input")
-                    }))
-                }
-            },
-            "/domains/{domain}": {
-                "parameters": [domain],
-                "get": {
-                    "operationId": "getDomain",
-                    "responses": common(json!({
-                        "200": ok("The domain", reference("Domain")),
-                        "404": error("No such domain in scope")
-                    }))
-                },
-                "patch": {
-                    "operationId": "updateDomain",
-                    "summary": "Change a domain's settings (super admin); absent fields are kept, null means unlimited",
-                    "requestBody": body("DomainPatch"),
-                    "responses": common(json!({
-                        "200": ok("The domain after the change", reference("Domain")),
-                        "403": error("Not a super admin"),
-                        "404": error("No such domain in scope"),
-                        "409": error("Conflict"),
-                        "422": error("Invalid input")
-                    }))
-                },
-                "delete": {
-                    "operationId": "deleteDomain",
-                    "summary": "Delete a domain (super admin)",
-                    "parameters": [{
-                        "name": "force", "in": "query", "required": false,
-                        "description": "Also delete the domain's users and their mail",
-                        "schema": { "type": "boolean", "default": false }
-                    }],
-                    "responses": common(json!({
-                        "204": no_content("Deleted"),
-                        "403": error("Not a super admin"),
-                        "404": error("No such domain in scope"),
-                        "409": error("The domain still has users and force is not set")
-                    }))
-                }
-            },
-            "/domains/{domain}/policies": {
-                "parameters": [domain],
-                "get": {
-                    "operationId": "getDomainPolicies",
-                    "summary": "A domain's mailbox policies: quota refusal, warning, retention (EXPIRE), LOGIN-DELAY",
-                    "responses": common(json!({
-                        "200": ok("The policies", reference("DomainPolicies")),
-                        "404": error("No such domain in scope")
-                    }))
-                },
-                "patch": {
-                    "operationId": "updateDomainPolicies",
-                    "summary": "Change a domain's policies (super admin); absent fields are kept, null means none",
-                    "requestBody": body("DomainPoliciesPatch"),
-                    "responses": common(json!({
-                        "200": ok("The policies after the change", reference("DomainPolicies")),
-                        "403": error("Not a super admin"),
-                        "404": error("No such domain in scope"),
-                        "422": error("Invalid input")
-                    }))
-                }
-            },
-            "/domains/{domain}/users": {
-                "parameters": [domain],
-                "get": {
-                    "operationId": "listUsers",
-                    "summary": "Users of the domain whose local part contains q",
-                    "parameters": list_params,
-                    "responses": common(json!({
-                        "200": ok("A page of users", reference("UserList")),
-                        "404": error("No such domain in scope")
-                    }))
-                },
-                "post": {
-                    "operationId": "createUser",
-                    "requestBody": body("NewUser"),
-                    "responses": common(json!({
-                        "201": ok("Created", reference("User")),
-                        "404": error("No such domain in scope"),
-                        "409": error("The user exists, or the domain is at its user limit"),
-                        "422": error(&format!("Invalid input (name, password shorter than {min_password} characters)"))
-                    }))
-                }
-            },
-            "/domains/{domain}/users/{local}": {
-                "parameters": [domain, local],
-                "get": {
-                    "operationId": "getUser",
-                    "responses": common(json!({
-                        "200": ok("The user", reference("User")),
-                        "404": error("No such user in scope")
-                    }))
-                },
-                "patch": {
-                    "operationId": "updateUser",
-                    "summary": "Change a user; absent fields are kept, a null quota means unlimited",
-                    "requestBody": body("UserPatch"),
-                    "responses": common(json!({
-                        "200": ok("The user after the change", reference("User")),
-                        "404": error("No such user in scope"),
-                        "422": error("Invalid input")
-                    }))
-                },
-                "delete": {
-                    "operationId": "deleteUser",
-                    "summary": "Delete a user and all their mail",
-                    "responses": common(json!({
-                        "204": no_content("Deleted"),
-                        "404": error("No such user in scope")
-                    }))
-                }
-            },
-            "/sessions": {
-                "get": {
-                    "operationId": "listSessions",
-                    "summary": "Maildrops locked by live POP3 sessions, in scope",
-                    "responses": common(json!({
-                        "200": ok("Live sessions", json!({ "type": "array", "items": reference("Session") }))
-                    }))
-                }
-            },
-            "/sessions/{address}": {
-                "parameters": [address],
-                "delete": {
-                    "operationId": "endSession",
-                    "summary": "Break the maildrop lock; the session ends at its next lease renewal",
-                    "responses": common(json!({
-                        "204": no_content("Lock broken"),
-                        "404": error("No locked maildrop of that address in scope")
-                    }))
-                }
-            }
-        },
-        "components": {
-            "securitySchemes": {
-                "bearer": { "type": "http", "scheme": "bearer",
-                            "description": "An API token created on the admin UI's token page" }
-            },
-            "schemas": {
-                "Error": {
-                    "type": "object", "required": ["error"],
-                    "properties": { "error": { "type": "string" } }
-                },
-                "Domain": {
-                    "type": "object",
-                    "required": ["name", "quota_bytes", "quota_messages", "used_bytes", "used_messages",
-                                 "users", "max_users", "login_forms", "allow_apop", "enabled", "aliases"],
-                    "properties": {
-                        "name": { "type": "string" },
-                        "quota_bytes": limit("Byte quota; null is unlimited"),
-                        "quota_messages": limit("Message quota; null is unlimited"),
-                        "used_bytes": { "type": "integer", "format": "int64" },
-                        "used_messages": { "type": "integer", "format": "int64" },
-                        "users": { "type": "integer", "format": "int64" },
-                        "max_users": limit("Most users; null is unlimited"),
-                        "login_forms": { "type": "array", "items": reference("LoginForm") },
-                        "allow_apop": { "type": "boolean" },
-                        "enabled": { "type": "boolean" },
-                        "aliases": { "type": "array", "items": { "type": "string" } }
-                    }
-                },
-                "DomainPolicies": {
-                    "type": "object",
-                    "required": ["quota_tempfail", "quota_warn_percent", "retention_days", "login_delay_secs"],
-                    "properties": {
-                        "quota_tempfail": { "type": "boolean",
-                            "description": "Over quota: 452 4.2.2 (retry) instead of 552 5.2.2" },
-                        "quota_warn_percent": { "type": "integer", "minimum": 1, "maximum": 100, "nullable": true,
-                            "description": "Usage that delivers a one-time warning; null is none" },
-                        "retention_days": { "type": "integer", "minimum": 1, "maximum": 36500, "nullable": true,
-                            "description": "Messages older than this are deleted (CAPA EXPIRE); null is never" },
-                        "login_delay_secs": { "type": "integer", "minimum": 1, "maximum": 31536000, "nullable": true,
-                            "description": "Least time between POP3 logins (CAPA LOGIN-DELAY); null is none" }
-                    }
-                },
-                "DomainPoliciesPatch": {
-                    "type": "object", "additionalProperties": false,
-                    "properties": {
-                        "quota_tempfail": { "type": "boolean" },
-                        "quota_warn_percent": { "type": "integer", "minimum": 1, "maximum": 100, "nullable": true },
-                        "retention_days": { "type": "integer", "minimum": 1, "maximum": 36500, "nullable": true },
-                        "login_delay_secs": { "type": "integer", "minimum": 1, "maximum": 31536000, "nullable": true }
-                    }
-                },
-                "LoginForm": {
-                    "type": "string", "enum": ["at", "percent", "plus", "bare"],
-                    "description": "john@example.com, john%example.com, john+example.com, john"
-                },
-                "DomainList": {
-                    "type": "object", "required": ["items", "total"],
-                    "properties": {
-                        "items": { "type": "array", "items": reference("Domain") },
-                        "total": { "type": "integer", "format": "int64" }
-                    }
-                },
-                "NewDomain": {
-                    "type": "object", "required": ["name"], "additionalProperties": false,
-                    "properties": {
-                        "name": { "type": "string" },
-                        "quota_bytes": limit("Byte quota; absent or null is unlimited"),
-                        "quota_messages": limit("Message quota; absent or null is unlimited"),
-                        "max_users": limit("Most users; absent or null is unlimited")
-                    }
-                },
-                "DomainPatch": {
-                    "type": "object", "additionalProperties": false,
-                    "properties": {
-                        "quota_bytes": limit("Byte quota; null is unlimited"),
-                        "quota_messages": limit("Message quota; null is unlimited"),
-                        "max_users": limit("Most users; null is unlimited"),
-                        "login_forms": { "type": "array", "minItems": 1, "items": reference("LoginForm") },
-                        "enabled": { "type": "boolean" }
-                    }
-                },
-                "User": {
-                    "type": "object",
-                    "required": ["address", "local", "domain", "quota_bytes", "quota_messages",
-                                 "used_bytes", "used_messages", "enabled", "created_at"],
-                    "properties": {
-                        "address": { "type": "string" },
-                        "local": { "type": "string" },
-                        "domain": { "type": "string" },
-                        "quota_bytes": limit("Byte quota; null is unlimited"),
-                        "quota_messages": limit("Message quota; null is unlimited"),
-                        "used_bytes": { "type": "integer", "format": "int64" },
-                        "used_messages": { "type": "integer", "format": "int64" },
-                        "enabled": { "type": "boolean" },
-                        "created_at": { "type": "integer", "format": "int64",
-                                        "description": "Unix milliseconds" }
-                    }
-                },
-                "UserList": {
-                    "type": "object", "required": ["items", "total"],
-                    "properties": {
-                        "items": { "type": "array", "items": reference("User") },
-                        "total": { "type": "integer", "format": "int64" }
-                    }
-                },
-                "NewUser": {
-                    "type": "object", "required": ["local", "password"], "additionalProperties": false,
-                    "properties": {
-                        "local": { "type": "string" },
-                        "password": { "type": "string", "minLength": min_password, "format": "password" },
-                        "quota_bytes": limit("Byte quota; absent or null is unlimited"),
-                        "quota_messages": limit("Message quota; absent or null is unlimited")
-                    }
-                },
-                "UserPatch": {
-                    "type": "object", "additionalProperties": false,
-                    "properties": {
-                        "password": { "type": "string", "minLength": min_password, "format": "password" },
-                        "quota_bytes": limit("Byte quota; null is unlimited"),
-                        "quota_messages": limit("Message quota; null is unlimited"),
-                        "enabled": { "type": "boolean" }
-                    }
-                },
-                "Session": {
-                    "type": "object", "required": ["address", "node", "since"],
-                    "properties": {
-                        "address": { "type": "string" },
-                        "node": { "type": "string", "description": "The frontend holding the lock" },
-                        "since": { "type": "integer", "format": "int64", "description": "Unix milliseconds" }
-                    }
-                }
-            }
+    use crate::provision::{DomainJson, PoliciesJson, SessionJson, UserJson};
+
+    /// The keys `schema` lists as required, and the keys `sent` has.
+    fn keys(schema: &Value, sent: &Value) -> (Vec<String>, Vec<String>) {
+        let mut required: Vec<String> = schema["required"]
+            .as_array()
+            .expect("required")
+            .iter()
+            .map(|k| k.as_str().expect("key").to_string())
+            .collect();
+        let mut sent: Vec<String> = sent.as_object().expect("object").keys().cloned().collect();
+        required.sort();
+        sent.sort();
+        (required, sent)
+    }
+
+    /// A client generated from the document may rely on every field a response sends, null or
+    /// not: each schema requires exactly the fields serialized.
+    #[test]
+    fn response_schemas_require_exactly_the_fields_sent() {
+        let (_, doc) = super::routes();
+        let doc = serde_json::to_value(&doc).expect("document");
+        let schemas = &doc["components"]["schemas"];
+        let name = DomainName::parse("example.com").expect("name");
+        let domain = DomainDetail {
+            name: name.clone(),
+            quota: Quota::default(),
+            usage: Usage::default(),
+            users: 0,
+            max_users: None,
+            login_forms: LoginForms::parse("all").expect("forms"),
+            allow_apop: false,
+            enabled: true,
+            aliases: vec![],
+        };
+        let address = Address::parse("john@example.com").expect("address");
+        let user = UserDetail {
+            address: address.clone(),
+            quota: Quota::default(),
+            usage: Usage::default(),
+            enabled: true,
+            created_at: 0,
+        };
+        let session = LiveSession {
+            address,
+            node: "a".into(),
+            since: 0,
+        };
+        let value = |v: Result<Value, serde_json::Error>| v.expect("serializes");
+        for (schema, sent) in [
+            (
+                "Domain",
+                value(serde_json::to_value(DomainJson::from(&domain))),
+            ),
+            ("User", value(serde_json::to_value(UserJson::from(&user)))),
+            (
+                "DomainPolicies",
+                value(serde_json::to_value(PoliciesJson::from(
+                    &DomainPolicies::default(),
+                ))),
+            ),
+            (
+                "Session",
+                value(serde_json::to_value(SessionJson::from(&session))),
+            ),
+        ] {
+            let (required, sent) = keys(&schemas[schema], &sent);
+            assert_eq!(required, sent, "{schema}");
         }
-    })
+    }
 }

@@ -1,8 +1,8 @@
-//! Who is asking. `Actor` is the one extractor every handler takes: it carries the admin's
-//! scope, and `Actor::domain` is the one gate from a domain named in a URL, form or JSON body
-//! to the store. Browser requests authenticate by session cookie (with a CSRF token and an
-//! `Origin` check on every state-changing request); API requests by bearer token only, never
-//! by cookie, so a browser cannot be made to call the API on an admin's behalf.
+//! Who is asking. `Actor` (from `provision`) is the one extractor every handler takes: it
+//! carries the admin's scope, and `Actor::domain` is the one gate from a domain named in a URL,
+//! form or JSON body to the store. Browser requests authenticate by session cookie (with a CSRF
+//! token and an `Origin` check on every state-changing request); API requests by bearer token
+//! only, never by cookie, so a browser cannot be made to call the API on an admin's behalf.
 
 use std::net::IpAddr;
 
@@ -12,110 +12,21 @@ use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use base64::Engine;
-use mailstore::{AdminId, AuditEntry, DomainName, Scope};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::ClientAddr;
 use crate::client::client_address;
 use crate::error::{ApiError, AppError};
+use crate::provision::Actor;
 use crate::state::AppState;
 
 /// The session cookie. `__Host-`: Secure, Path=/, no Domain, so no other host can set it.
 pub const SESSION_COOKIE: &str = "__Host-pophost-session";
 /// The largest form body the CSRF check reads.
 const FORM_LIMIT: usize = 64 * 1024;
-
-/// The admin behind a request, with what they may reach.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub id: AdminId,
-    pub email: String,
-    pub scope: Scope,
-    /// The session's CSRF token, for the forms a page renders; `None` for API tokens.
-    pub csrf: Option<String>,
-    /// The client's address, for the audit log.
-    pub ip: Option<IpAddr>,
-}
-
-impl Actor {
-    pub fn is_super(&self) -> bool {
-        self.scope.is_all()
-    }
-
-    pub fn require_super(&self) -> Result<(), AppError> {
-        if self.is_super() {
-            Ok(())
-        } else {
-            Err(AppError::Forbidden)
-        }
-    }
-
-    /// The domain `raw` names, if this admin may reach it. Out of scope is `NotFound`, the same
-    /// as a domain that does not exist, so ids cannot be probed.
-    pub fn domain(&self, raw: &str) -> Result<DomainName, AppError> {
-        let name = DomainName::parse(raw).map_err(|_| AppError::NotFound)?;
-        if self.scope.allows(&name) {
-            Ok(name)
-        } else {
-            Err(AppError::NotFound)
-        }
-    }
-
-    /// Writes one audit-log record of this admin's action. A failure to record is logged, not
-    /// returned: the change it describes has already been made.
-    pub async fn audit(&self, state: &AppState, record: Audit<'_>) {
-        let entry = AuditEntry {
-            at: 0,
-            actor: self.email.clone(),
-            action: record.action.into(),
-            object: record.object.into(),
-            domain: record.domain.cloned(),
-            before: record.before.map(|v| v.to_string()),
-            after: record.after.map(|v| v.to_string()),
-            ip: self.ip.map(|ip| ip.to_string()),
-            success: record.success,
-        };
-        if let Err(e) = state.store.record_audit(&entry).await {
-            tracing::error!(error = %e, action = %entry.action, "audit record not written");
-        }
-    }
-}
-
-/// One audited action, as a handler describes it.
-pub struct Audit<'a> {
-    pub action: &'a str,
-    pub object: &'a str,
-    pub domain: Option<&'a DomainName>,
-    pub before: Option<serde_json::Value>,
-    pub after: Option<serde_json::Value>,
-    pub success: bool,
-}
-
-impl<'a> Audit<'a> {
-    /// A successful action with no before/after.
-    pub fn new(action: &'a str, object: &'a str, domain: Option<&'a DomainName>) -> Self {
-        Self {
-            action,
-            object,
-            domain,
-            before: None,
-            after: None,
-            success: true,
-        }
-    }
-
-    pub fn before(mut self, v: serde_json::Value) -> Self {
-        self.before = Some(v);
-        self
-    }
-
-    pub fn after(mut self, v: serde_json::Value) -> Self {
-        self.after = Some(v);
-        self
-    }
-}
 
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = AppError;
@@ -166,7 +77,7 @@ pub struct Chrome {
 impl From<&Actor> for Chrome {
     fn from(a: &Actor) -> Self {
         Self {
-            email: a.email.clone(),
+            email: a.name.clone(),
             is_super: a.is_super(),
             csrf: a.csrf.clone().unwrap_or_default(),
         }
@@ -221,30 +132,23 @@ pub fn client_ip(state: &AppState, headers: &HeaderMap, extensions: &Extensions)
     Some(client_address(peer, headers, &state.config.trusted_proxies))
 }
 
-/// The value of the session cookie, if the request carries one.
-pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    cookie(headers, SESSION_COOKIE)
+/// Cookie `name` with `value`, as every cookie of the admin UI is: `__Host-` (so Secure, Path=/
+/// and no Domain), HttpOnly, SameSite=Strict.
+pub fn cookie(name: &'static str, value: String) -> Cookie<'static> {
+    Cookie::build((name, value))
+        .path("/")
+        .secure(true)
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .build()
 }
 
-/// The value of cookie `name`, if the request carries it.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
-}
-
-/// The `Set-Cookie` value giving cookie `name` the `value`, or deleting it (`None`). Every cookie
-/// of the admin UI is `__Host-`: Secure, Path=/, HttpOnly, SameSite=Strict.
-pub fn set_cookie(name: &str, value: Option<&str>) -> String {
-    match value {
-        Some(v) => format!("{name}={v}; Path=/; Secure; HttpOnly; SameSite=Strict"),
-        None => format!("{name}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"),
-    }
+/// Cookie `name` expired, so the browser deletes it. Added to the jar rather than removed from
+/// it, so it is sent whether or not the request carried the cookie.
+pub fn expired(name: &'static str) -> Cookie<'static> {
+    let mut c = cookie(name, String::new());
+    c.set_max_age(time::Duration::ZERO);
+    c
 }
 
 /// For browser routes: loads the session (ending it when idle or too old) and puts the `Actor`
@@ -324,11 +228,12 @@ async fn load_session(
     headers: &HeaderMap,
     ip: Option<IpAddr>,
 ) -> Result<Option<Actor>, AppError> {
-    let Some(id) = session_cookie(headers) else {
+    let jar = CookieJar::from_headers(headers);
+    let Some(id) = jar.get(SESSION_COOKIE).map(Cookie::value) else {
         return Ok(None);
     };
-    let id_hash = hash_secret(&id);
-    let Some(session) = state.store.admin_session(&id_hash).await? else {
+    let id_hash = hash_secret(id);
+    let Some(session) = state.roles.admin.admin_session(&id_hash).await? else {
         return Ok(None);
     };
     let now = state.now();
@@ -337,16 +242,16 @@ async fn load_session(
     if now.saturating_sub(session.last_seen) > idle
         || now.saturating_sub(session.created_at) > absolute
     {
-        state.store.delete_admin_session(&id_hash).await?;
+        state.roles.admin.delete_admin_session(&id_hash).await?;
         return Ok(None);
     }
-    let Some(admin) = state.store.admin_by_id(session.admin).await? else {
+    let Some(admin) = state.roles.admin.admin_by_id(session.admin).await? else {
         return Ok(None);
     };
-    state.store.touch_admin_session(&id_hash, now).await?;
+    state.roles.admin.touch_admin_session(&id_hash, now).await?;
     Ok(Some(Actor {
-        id: admin.id,
-        email: admin.email,
+        id: Some(admin.id),
+        name: admin.email,
         scope: admin.scope,
         csrf: Some(session.csrf),
         ip,
@@ -369,11 +274,12 @@ pub async fn api(
         return Ok(api_unauthorized("Bearer"));
     };
     let admin = match state
-        .store
+        .roles
+        .admin
         .use_api_token(&hash_secret(token), state.now())
         .await?
     {
-        Some(id) => state.store.admin_by_id(id).await?,
+        Some(id) => state.roles.admin.admin_by_id(id).await?,
         None => None,
     };
     let Some(admin) = admin else {
@@ -381,8 +287,8 @@ pub async fn api(
     };
     let ip = client_ip(&state, req.headers(), req.extensions());
     req.extensions_mut().insert(Actor {
-        id: admin.id,
-        email: admin.email,
+        id: Some(admin.id),
+        name: admin.email,
         scope: admin.scope,
         csrf: None,
         ip,

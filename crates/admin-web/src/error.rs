@@ -34,6 +34,19 @@ pub enum AppError {
     Internal(String),
 }
 
+impl From<crate::provision::Error> for AppError {
+    fn from(e: crate::provision::Error) -> Self {
+        use crate::provision::Error;
+        match e {
+            Error::NotFound(_) => AppError::NotFound,
+            Error::Forbidden => AppError::Forbidden,
+            Error::Invalid(m) => AppError::BadRequest(m),
+            Error::Store(e) => AppError::Store(e),
+            Error::Internal(m) => AppError::Internal(m),
+        }
+    }
+}
+
 impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {

@@ -1,10 +1,13 @@
 //! The admin UI and the JSON provisioning API.
 //!
-//! Layout: `state` (what handlers share), `error` (the one error type, safe pages), `auth` (the
-//! `Actor` extractor, sessions, CSRF, API tokens), `client` (the client's address, behind a
+//! Layout: `provision` (the one provisioning service, also used by the `pophost` CLI: every
+//! audited change, the JSON shapes, the limit parser, password hashing), `state` (what handlers
+//! share: the store's roles, settings, clock), `error` (the one error type, safe pages), `auth`
+//! (the `Actor` extractor, sessions, CSRF, API tokens), `client` (the client's address, behind a
 //! proxy too), `password` (the one policy for new passwords), `pages` (one module per resource,
-//! each with its routes and templates), `api` (`/api/v1`, the same authorization as the pages),
-//! `headers` (security headers on every response). `app` assembles the router; `serve` runs it.
+//! each with its routes and templates), `api` (`/api/v1` and its generated OpenAPI document),
+//! `headers` (security headers on every response). Pages and API are adapters over `provision`
+//! and do not call each other. `app` assembles the router; `serve` runs it.
 
 pub mod api;
 pub mod auth;
@@ -14,6 +17,7 @@ mod headers;
 mod metrics;
 pub mod pages;
 pub mod password;
+pub mod provision;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -23,9 +27,10 @@ use axum::middleware::from_fn_with_state;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{Actor, Audit, Chrome, FieldErrors};
+pub use auth::{Chrome, FieldErrors};
 pub use error::{ApiError, AppError};
 pub use password::{PasswordFor, PasswordProblem, password_problem};
+pub use provision::{Actor, Audit, Roles};
 pub use state::{AppState, Clock, MetricsRender, PublicOrigin, WebConfig, system_clock};
 
 /// The whole admin application: browser pages, the API, health and static files.
@@ -40,11 +45,12 @@ pub fn app(state: AppState) -> Router {
         .merge(pages::audit::routes())
         .merge(pages::tokens::routes())
         .layer(from_fn_with_state(state.clone(), auth::browser));
-    let api = api::routes().layer(from_fn_with_state(state.clone(), auth::api));
+    let (api, openapi) = api::routes();
+    let api = api.layer(from_fn_with_state(state.clone(), auth::api));
     Router::new()
         .merge(browser)
         .nest("/api/v1", api)
-        .merge(api::public_routes())
+        .merge(api::public_routes(openapi))
         .merge(pages::health::routes())
         .merge(metrics::routes())
         .merge(pages::assets::routes())

@@ -11,27 +11,7 @@ pub mod signin;
 pub mod tokens;
 pub mod users;
 
-use serde::Deserialize;
-
-/// `?q=…&page=…` of a listing.
-#[derive(Debug, Default, Deserialize)]
-pub struct ListQuery {
-    #[serde(default)]
-    pub q: String,
-    #[serde(default)]
-    pub page: Option<u64>,
-}
-
-impl ListQuery {
-    /// The 1-based page number.
-    pub fn page(&self) -> u64 {
-        self.page.unwrap_or(1).max(1)
-    }
-
-    pub fn offset(&self, page_size: u64) -> u64 {
-        (self.page() - 1).saturating_mul(page_size)
-    }
-}
+pub use crate::provision::ListQuery;
 
 /// Pager numbers for a template.
 #[derive(Debug, Clone)]

@@ -1,9 +1,9 @@
-//! What every handler shares: the store, the web settings and the clock.
+//! What every handler shares: the store's roles it uses, the web settings and the clock.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mailstore::Store;
+use crate::provision::Roles;
 
 /// Unix milliseconds now. A function so tests can move time (session expiry) without sleeping.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -103,7 +103,9 @@ impl Default for WebConfig {
 pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
-    pub store: Arc<dyn Store>,
+    /// The store as the directory, admin and policy roles: the admin UI neither opens maildrops
+    /// nor delivers.
+    pub roles: Roles,
     pub config: WebConfig,
     pub clock: Clock,
     /// The one-time bootstrap token while no admin exists (see `pophost serve`).
@@ -115,9 +117,9 @@ pub struct Inner {
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, config: WebConfig, clock: Clock) -> Self {
+    pub fn new(roles: Roles, config: WebConfig, clock: Clock) -> Self {
         Self(Arc::new(Inner {
-            store,
+            roles,
             config,
             clock,
             bootstrap: Mutex::new(None),

@@ -1,9 +1,13 @@
-//! The command line: `serve`, and provisioning (`domain …`, `user …`) against the same store.
+//! The command line: `serve`, and provisioning (`domain …`, `user …`, `admin …`) against the
+//! same store. Every change goes through `admin_web::provision` as the actor `cli`, so it is
+//! checked and audited exactly as the same change made in the admin UI or the API.
 
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use admin_web::provision::{self, DomainChange, PolicyChange, Unit, UserChange};
+use admin_web::{Actor, PasswordFor};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use mailstore::{Address, Directory, DomainName, LoginForms, Quota, QuotaChange};
@@ -128,33 +132,29 @@ fn parse_optional_number(s: &str) -> Result<Limit, String> {
 }
 
 impl PolicyArgs {
-    fn is_empty(&self) -> bool {
-        self.quota_tempfail.is_none()
-            && self.quota_warn_percent.is_none()
-            && self.retention_days.is_none()
-            && self.login_delay.is_none()
-    }
-
-    fn apply(&self, p: &mut mailstore::DomainPolicies) -> anyhow::Result<()> {
+    fn change(&self) -> anyhow::Result<PolicyChange> {
         let small = |l: Limit, what: &str| -> anyhow::Result<Option<u32>> {
             l.0.map(|n| u32::try_from(n).with_context(|| format!("{what} {n} is too large")))
                 .transpose()
         };
-        if let Some(t) = self.quota_tempfail {
-            p.quota_tempfail = t;
-        }
-        if let Some(l) = self.quota_warn_percent {
-            p.quota_warn_percent =
-                l.0.map(|n| u8::try_from(n).context("--quota-warn-percent must be 1-100"))
-                    .transpose()?;
-        }
-        if let Some(l) = self.retention_days {
-            p.retention_days = small(l, "--retention-days")?;
-        }
-        if let Some(l) = self.login_delay {
-            p.login_delay_secs = small(l, "--login-delay")?;
-        }
-        Ok(())
+        Ok(PolicyChange {
+            quota_tempfail: self.quota_tempfail,
+            quota_warn_percent: self
+                .quota_warn_percent
+                .map(|l| {
+                    l.0.map(|n| u8::try_from(n).context("--quota-warn-percent must be 1-100"))
+                        .transpose()
+                })
+                .transpose()?,
+            retention_days: self
+                .retention_days
+                .map(|l| small(l, "--retention-days"))
+                .transpose()?,
+            login_delay_secs: self
+                .login_delay
+                .map(|l| small(l, "--login-delay"))
+                .transpose()?,
+        })
     }
 }
 
@@ -214,7 +214,7 @@ pub enum DomainCommand {
         /// Whether the domain's users may log in with APOP (RFC 1939 §7; weak, off by default).
         #[arg(long, value_name = "true|false")]
         allow_apop: Option<bool>,
-        /// Most users the domain may have ("unlimited" removes the limit).
+        /// Most users the domain may have (10K is 10,000; "unlimited" removes the limit).
         #[arg(long, value_parser = parse_limit_count)]
         max_users: Option<Limit>,
         /// Whether the domain's users may log in (mail is delivered either way).
@@ -315,47 +315,32 @@ pub struct PasswordArgs {
 #[derive(Debug, Args)]
 #[group(multiple = true)]
 pub struct QuotaArgs {
-    /// Storage limit in bytes (suffixes K, M, G; "unlimited" removes the limit).
+    /// Storage limit in bytes (suffixes K, M, G are powers of 1024: 500M; "unlimited" removes
+    /// the limit).
     #[arg(long, value_parser = parse_limit_bytes)]
     quota_bytes: Option<Limit>,
-    /// Message-count limit ("unlimited" removes the limit).
+    /// Message-count limit (suffixes K, M, G are powers of 1000: 10K; "unlimited" removes the
+    /// limit).
     #[arg(long, value_parser = parse_limit_count)]
     quota_messages: Option<Limit>,
 }
 
-/// A quota value from the command line: a number, or no limit.
+/// A limit from the command line: a number, or no limit (`None`).
 #[derive(Debug, Clone, Copy)]
 pub struct Limit(Option<u64>);
 
-fn parse_limit(s: &str, suffixes: bool) -> Result<Limit, String> {
-    if s.eq_ignore_ascii_case("unlimited") {
-        return Ok(Limit(None));
-    }
-    let (digits, unit) = match s.char_indices().last() {
-        Some((i, c)) if suffixes && c.is_ascii_alphabetic() => (&s[..i], c.to_ascii_uppercase()),
-        _ => (s, ' '),
-    };
-    let factor: u64 = match unit {
-        ' ' => 1,
-        'K' => 1 << 10,
-        'M' => 1 << 20,
-        'G' => 1 << 30,
-        _ => return Err(format!("unknown unit {unit:?} (use K, M or G)")),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(factor))
-        .map(|n| Limit(Some(n)))
-        .ok_or_else(|| format!("{s:?} is not a number or \"unlimited\""))
-}
-
+/// A byte limit, read by the one limit parser the admin UI and the API use.
 fn parse_limit_bytes(s: &str) -> Result<Limit, String> {
-    parse_limit(s, true)
+    provision::parse_limit(s, Unit::Bytes)
+        .map(Limit)
+        .map_err(|e| e.to_string())
 }
 
+/// A count limit (messages, users), read by the one limit parser.
 fn parse_limit_count(s: &str) -> Result<Limit, String> {
-    parse_limit(s, false)
+    provision::parse_limit(s, Unit::Count)
+        .map(Limit)
+        .map_err(|e| e.to_string())
 }
 
 impl QuotaArgs {
@@ -369,7 +354,7 @@ impl QuotaArgs {
 
 impl PasswordArgs {
     /// The new password, checked against the policy the admin UI applies to a `kind` account.
-    fn read(&self, kind: admin_web::PasswordFor) -> anyhow::Result<String> {
+    fn read(&self, kind: PasswordFor) -> anyhow::Result<String> {
         let password = match &self.password {
             Some(p) => p.clone(),
             None => {
@@ -459,17 +444,6 @@ fn show_quota(q: Quota) -> String {
     )
 }
 
-/// The argon2 hash and the SCRAM-SHA-256 verifier of a new password, both off the reactor.
-async fn hash_and_verifier(password: String) -> anyhow::Result<(String, String)> {
-    let (hash, verifier) = tokio::task::spawn_blocking(move || {
-        let verifier = tenancy::ScramVerifier::derive(password.as_bytes()).to_string();
-        tenancy::hash_password(password.as_bytes()).map(|hash| (hash, verifier))
-    })
-    .await??;
-    Ok((hash, verifier))
-}
-
-/// Runs a provisioning command; returns what to print.
 /// `pophost who`: one line per live session, oldest first.
 async fn who(store: &dyn mailstore::Store) -> anyhow::Result<String> {
     let mut sessions = store.live_sessions(&mailstore::Scope::All).await?;
@@ -501,10 +475,13 @@ async fn who(store: &dyn mailstore::Store) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// Runs a provisioning command; returns what to print.
 pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<String> {
     // Provisioning may be the first thing run against a new SQLite file: bring the schema up.
     let store = crate::open_store(settings, true).await?;
     let dir: &dyn Directory = &*store;
+    let roles = admin_web::Roles::of(store.clone());
+    let cli = Actor::cli();
     let out = match command {
         Command::Serve { .. } => bail!("serve is not a provisioning command"),
         Command::Migrate => "database schema is up to date".to_string(),
@@ -526,24 +503,8 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
                         .collect::<Result<_, _>>()?,
                 )
             };
-            let password = password.read(admin_web::PasswordFor::Admin)?;
-            let hash =
-                tokio::task::spawn_blocking(move || tenancy::hash_password(password.as_bytes()))
-                    .await??;
-            store.add_admin(&email, &hash, &scope).await?;
-            store
-                .record_audit(&mailstore::AuditEntry {
-                    at: 0,
-                    actor: "cli".into(),
-                    action: "admin.create".into(),
-                    object: email.clone(),
-                    domain: None,
-                    before: None,
-                    after: Some(format!("{scope:?}")),
-                    ip: None,
-                    success: true,
-                })
-                .await?;
+            let password = password.read(PasswordFor::Admin)?;
+            provision::create_admin(&roles, &cli, &email, password, &scope).await?;
             match scope {
                 mailstore::Scope::All => format!("added super admin {email}"),
                 mailstore::Scope::Domains(d) => format!(
@@ -578,7 +539,7 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
         }
         Command::Domain(DomainCommand::Add { domain }) => {
             let domain = DomainName::parse(&domain)?;
-            dir.add_domain(&domain).await?;
+            provision::create_domain(&roles, &cli, &domain, &DomainChange::default()).await?;
             format!("added domain {domain}")
         }
         Command::Domain(DomainCommand::List) => {
@@ -599,7 +560,7 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
         }
         Command::Domain(DomainCommand::Remove { domain, force }) => {
             let domain = DomainName::parse(&domain)?;
-            dir.remove_domain(&domain, force).await?;
+            provision::delete_domain(&roles, &cli, &domain, force).await?;
             format!("removed domain {domain}")
         }
         Command::Domain(DomainCommand::Set {
@@ -612,60 +573,43 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             policy,
         }) => {
             let domain = DomainName::parse(&domain)?;
-            let change = quota.change();
-            if change == QuotaChange::default()
-                && login_forms.is_none()
-                && allow_apop.is_none()
-                && max_users.is_none()
-                && enabled.is_none()
-                && policy.is_empty()
-            {
+            let change = DomainChange {
+                quota: quota.change(),
+                max_users: max_users.map(|l| l.0),
+                login_forms: login_forms.as_deref().map(LoginForms::parse).transpose()?,
+                allow_apop,
+                enabled,
+            };
+            let policy = policy.change()?;
+            if change.is_empty() && policy.is_empty() {
                 bail!(
                     "nothing to set: give --quota-bytes, --quota-messages, --login-forms, --allow-apop, --max-users, --enabled, --quota-tempfail, --quota-warn-percent, --retention-days or --login-delay"
                 );
             }
             if !policy.is_empty() {
-                let mut p = store.domain_policies(&domain).await?;
-                policy.apply(&mut p)?;
-                store.set_domain_policies(&domain, &p).await?;
+                provision::update_policies(&roles, &cli, &domain, &policy).await?;
             }
-            if max_users.is_some() || enabled.is_some() {
-                let current = store
-                    .domain_detail(&domain)
-                    .await?
-                    .ok_or_else(|| anyhow::anyhow!("domain {domain} not found"))?;
-                store
-                    .update_domain(
-                        &domain,
-                        &mailstore::DomainSettings {
-                            quota: current.quota,
-                            max_users: max_users.map_or(current.max_users, |l| l.0),
-                            login_forms: current.login_forms,
-                            enabled: enabled.unwrap_or(current.enabled),
-                        },
-                    )
-                    .await?;
-            }
-            if let Some(allow) = allow_apop {
-                dir.set_allow_apop(&domain, allow).await?;
-            }
-            if let Some(forms) = login_forms {
-                dir.set_login_forms(&domain, LoginForms::parse(&forms)?)
-                    .await?;
-            }
-            if change != QuotaChange::default() {
-                dir.set_domain_quota(&domain, change).await?;
+            if !change.is_empty() {
+                provision::update_domain(&roles, &cli, &domain, &change).await?;
             }
             format!("updated domain {domain}")
         }
         Command::Domain(DomainCommand::Alias(AliasCommand::Add { alias, domain })) => {
             let (alias, domain) = (DomainName::parse(&alias)?, DomainName::parse(&domain)?);
-            dir.add_alias(&alias, &domain).await?;
+            provision::add_alias(&roles, &cli, &domain, &alias).await?;
             format!("added alias {alias} of {domain}")
         }
         Command::Domain(DomainCommand::Alias(AliasCommand::Remove { alias })) => {
             let alias = DomainName::parse(&alias)?;
-            dir.remove_alias(&alias).await?;
+            let Some((_, domain)) = dir
+                .list_aliases()
+                .await?
+                .into_iter()
+                .find(|(a, _)| *a == alias)
+            else {
+                bail!("alias {alias} not found");
+            };
+            provision::remove_alias(&roles, &cli, &domain, &alias).await?;
             format!("removed alias {alias}")
         }
         Command::Domain(DomainCommand::Alias(AliasCommand::List)) => dir
@@ -721,9 +665,9 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
         }
         Command::User(UserCommand::Add { address, password }) => {
             let address = Address::parse(&address)?;
-            let (hash, verifier) =
-                hash_and_verifier(password.read(admin_web::PasswordFor::Mailbox)?).await?;
-            dir.add_user(&address, &hash, Some(&verifier)).await?;
+            let password = password.read(PasswordFor::Mailbox)?;
+            provision::create_user(&roles, &cli, &address, password, QuotaChange::default())
+                .await?;
             format!("added user {address}")
         }
         Command::User(UserCommand::List { domain }) => {
@@ -746,14 +690,16 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
         }
         Command::User(UserCommand::Passwd { address, password }) => {
             let address = Address::parse(&address)?;
-            let (hash, verifier) =
-                hash_and_verifier(password.read(admin_web::PasswordFor::Mailbox)?).await?;
-            dir.set_password(&address, &hash, Some(&verifier)).await?;
+            let change = UserChange {
+                password: Some(password.read(PasswordFor::Mailbox)?),
+                ..UserChange::default()
+            };
+            provision::update_user(&roles, &cli, &address, change).await?;
             format!("changed password of {address}")
         }
         Command::User(UserCommand::Remove { address }) => {
             let address = Address::parse(&address)?;
-            dir.remove_user(&address).await?;
+            provision::delete_user(&roles, &cli, &address).await?;
             format!("removed user {address}")
         }
         Command::User(UserCommand::Apop { address, secret }) => {
@@ -764,13 +710,13 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
                 .ok_or_else(|| mailstore::StoreError::NotFound(format!("user {address}")))?;
             match secret.read()? {
                 None => {
-                    dir.set_apop_secret(&address, None).await?;
+                    provision::set_apop_secret(&roles, &cli, &address, None).await?;
                     format!("cleared the APOP secret of {address}")
                 }
                 Some(plain) => {
                     let key = tenancy::ApopKey::load_or_create(&settings.apop_key_file)?;
                     let sealed = key.seal(user.id, plain.as_bytes());
-                    dir.set_apop_secret(&address, Some(sealed)).await?;
+                    provision::set_apop_secret(&roles, &cli, &address, Some(sealed)).await?;
                     let note = if user.domain_allows {
                         ""
                     } else {
@@ -786,15 +732,15 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             enabled,
         }) => {
             let address = Address::parse(&address)?;
-            if quota.change() == QuotaChange::default() && enabled.is_none() {
+            let change = UserChange {
+                quota: quota.change(),
+                enabled,
+                ..UserChange::default()
+            };
+            if change.is_empty() {
                 bail!("nothing to set: give --quota-bytes, --quota-messages or --enabled");
             }
-            if quota.change() != QuotaChange::default() {
-                dir.set_user_quota(&address, quota.change()).await?;
-            }
-            if let Some(enabled) = enabled {
-                store.set_user_enabled(&address, enabled).await?;
-            }
+            provision::update_user(&roles, &cli, &address, change).await?;
             format!("updated user {address}")
         }
     };
@@ -842,6 +788,8 @@ mod tests {
         assert!(p("ten").is_err());
         assert!(p("-1").is_err());
         assert!(p("5T").is_err());
-        assert!(parse_limit_count("10K").is_err());
+        assert!(p("+5").is_err(), "digits only, as the admin UI reads them");
+        // Counts take decimal suffixes, as the admin UI's forms always did.
+        assert_eq!(parse_limit_count("10K").map(|l| l.0), Ok(Some(10_000)));
     }
 }

@@ -210,7 +210,7 @@ pub async fn serve(
     tracing::info!(addr = %lmtp.local_addr()?, "LMTP listening");
     let admin_addr = admin.local_addr()?;
     let admin_state = admin_web::AppState::new(
-        store.clone(),
+        admin_web::Roles::of(store.clone()),
         settings.admin.clone(),
         admin_web::system_clock(),
     );
@@ -224,7 +224,8 @@ pub async fn serve(
     tracing::info!(addr = %admin_addr, tls = settings.admin.tls, "admin UI listening");
     let auth = Arc::new(auth);
     let services = pop3_server::Services {
-        store: store.clone(),
+        maildrops: store.clone(),
+        policies: store.clone(),
         auth: auth.clone(),
         tls: Some(acceptor.clone()),
         apop: apop_verifier(&settings, &auth)?,

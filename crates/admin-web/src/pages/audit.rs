@@ -9,9 +9,10 @@ use axum::routing::get;
 use mailstore::AuditFilter;
 use serde::Deserialize;
 
-use crate::auth::{Actor, Chrome};
+use crate::auth::Chrome;
 use crate::error::AppError;
 use crate::pages::{ListQuery, Pager, human_time};
+use crate::provision::Actor;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -68,7 +69,8 @@ async fn list(
     };
     let size = state.config.page_size;
     let page = state
-        .store
+        .roles
+        .admin
         .audit_page(&actor.scope, &filter, list.offset(size), size)
         .await?;
     let rows = page

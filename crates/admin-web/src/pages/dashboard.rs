@@ -8,9 +8,10 @@ use axum::extract::State;
 use axum::routing::get;
 use mailstore::HourlyStat;
 
-use crate::auth::{Actor, Chrome};
+use crate::auth::Chrome;
 use crate::error::AppError;
 use crate::pages::human_bytes;
+use crate::provision::Actor;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -56,10 +57,11 @@ const SLOT: u32 = 30;
 const BAR: u32 = 12;
 
 async fn show(State(state): State<AppState>, actor: Actor) -> Result<Dashboard, AppError> {
-    let totals = state.store.totals(&actor.scope).await?;
+    let totals = state.roles.admin.totals(&actor.scope).await?;
     let this_hour = state.now().div_euclid(3_600_000);
     let stats = state
-        .store
+        .roles
+        .admin
         .hourly_stats(&actor.scope, this_hour - (HOURS - 1))
         .await?;
     let (bars, ticks, peak) = chart(&stats, this_hour);

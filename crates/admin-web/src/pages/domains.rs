@@ -1,6 +1,5 @@
-//! Domains: the list, creation, the settings page with its aliases, and deletion. The store
-//! operations behind them (`create_domain`, `update_domain`, ...) are shared with the API so
-//! both audit the same way.
+//! Domains: the list, creation, the settings page with its aliases, and deletion, over the
+//! operations of `provision`.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -10,15 +9,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::Form;
-use mailstore::{
-    DomainDetail, DomainName, DomainSettings, LoginForm, LoginForms, Quota, StoreError,
-};
+use mailstore::{DomainDetail, DomainName, LoginForm, QuotaChange, StoreError};
 use serde::Deserialize;
 
-use crate::api::domain_json;
-use crate::auth::{Actor, Audit, Chrome, FieldErrors};
+use crate::auth::{Chrome, FieldErrors};
 use crate::error::AppError;
 use crate::pages::{ListQuery, Pager, human_bytes};
+use crate::provision::{self, Actor, DomainChange, Unit, show_limit};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -37,48 +34,9 @@ pub fn routes() -> Router<AppState> {
 // ---------------------------------------------------------------------------------------------
 // Helpers shared with the user pages and the API.
 
-/// Multiplier of the K/M/G suffixes for byte quotas.
-pub(crate) const BYTES: u64 = 1024;
-/// Multiplier of the K/M/G suffixes for counts (messages, users).
-pub(crate) const COUNT: u64 = 1000;
-
-/// A limit as typed in a form: `""` or `unlimited` is no limit; otherwise a whole number with an
-/// optional K, M or G suffix, powers of `unit`.
-pub(crate) fn parse_quota(raw: &str, unit: u64) -> Result<Option<u64>, String> {
-    let s = raw.trim();
-    if s.is_empty() || s.eq_ignore_ascii_case("unlimited") {
-        return Ok(None);
-    }
-    let (digits, power) = match s.char_indices().last() {
-        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&s[..i], 1),
-        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&s[..i], 2),
-        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&s[..i], 3),
-        _ => (s, 0),
-    };
-    let digits = digits.trim();
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("a whole number, optionally with K, M or G, or empty for unlimited".into());
-    }
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(unit.checked_pow(power)?))
-        .map(Some)
-        .ok_or_else(|| "too large".into())
-}
-
-/// A limit the way `parse_quota` reads it back, with the largest exact suffix.
-pub(crate) fn show_quota(value: Option<u64>, unit: u64) -> String {
-    let Some(n) = value else {
-        return String::new();
-    };
-    for (suffix, power) in [("G", 3), ("M", 2), ("K", 1)] {
-        let step = unit.pow(power);
-        if n != 0 && n % step == 0 {
-            return format!("{}{suffix}", n / step);
-        }
-    }
-    n.to_string()
+/// A limit field of a form, parsed by the one limit parser.
+pub(crate) fn limit(raw: &str, unit: Unit) -> Result<Option<u64>, String> {
+    provision::parse_limit(raw, unit).map_err(|e| e.to_string())
 }
 
 /// A value for a path segment. Names that would hit a fixed route (`new`, `bulk`) get their
@@ -138,85 +96,16 @@ pub(crate) fn check<T: Default>(
     })
 }
 
-pub(crate) fn settings_of(d: &DomainDetail) -> DomainSettings {
-    DomainSettings {
-        quota: d.quota,
-        max_users: d.max_users,
-        login_forms: d.login_forms,
-        enabled: d.enabled,
-    }
-}
-
-/// Login forms from their names (`at`, `percent`, ...); at least one.
-pub(crate) fn login_forms(names: &[String]) -> Result<LoginForms, String> {
-    LoginForms::parse(&names.join(",")).map_err(|e| e.to_string())
-}
-
-pub(crate) async fn detail(state: &AppState, name: &DomainName) -> Result<DomainDetail, AppError> {
-    state
-        .store
-        .domain_detail(name)
-        .await?
-        .ok_or(AppError::NotFound)
-}
-
-/// Adds a domain, lets `edit` change its default settings (it says whether it did), and audits.
-pub(crate) async fn create_domain(
-    state: &AppState,
-    actor: &Actor,
-    name: &DomainName,
-    edit: impl FnOnce(&mut DomainSettings) -> bool + Send,
-) -> Result<DomainDetail, AppError> {
-    actor.require_super()?;
-    state.store.add_domain(name).await?;
-    let mut settings = settings_of(&detail(state, name).await?);
-    if edit(&mut settings) {
-        state.store.update_domain(name, &settings).await?;
-    }
-    let after = detail(state, name).await?;
-    let audit = Audit::new("domain.create", name.as_str(), Some(name)).after(domain_json(&after));
-    actor.audit(state, audit).await;
-    Ok(after)
-}
-
-pub(crate) async fn update_domain(
-    state: &AppState,
-    actor: &Actor,
-    before: &DomainDetail,
-    settings: &DomainSettings,
-) -> Result<DomainDetail, AppError> {
-    actor.require_super()?;
-    let name = &before.name;
-    state.store.update_domain(name, settings).await?;
-    let after = detail(state, name).await?;
-    let audit = Audit::new("domain.update", name.as_str(), Some(name))
-        .before(domain_json(before))
-        .after(domain_json(&after));
-    actor.audit(state, audit).await;
-    Ok(after)
-}
-
-pub(crate) async fn delete_domain(
-    state: &AppState,
-    actor: &Actor,
-    name: &DomainName,
-    force: bool,
-) -> Result<(), AppError> {
-    actor.require_super()?;
-    let before = detail(state, name).await?;
-    state.store.remove_domain(name, force).await?;
-    let audit = Audit::new("domain.delete", name.as_str(), Some(name)).before(domain_json(&before));
-    actor.audit(state, audit).await;
-    Ok(())
-}
-
 /// A store conflict as a field error of the form; anything else stays an error.
-pub(crate) fn conflict_to_field(e: AppError, field: &'static str) -> Result<FieldErrors, AppError> {
+pub(crate) fn conflict_to_field(
+    e: provision::Error,
+    field: &'static str,
+) -> Result<FieldErrors, AppError> {
     match e {
-        AppError::Store(StoreError::Conflict(m) | StoreError::Invalid(m)) => {
+        provision::Error::Store(StoreError::Conflict(m) | StoreError::Invalid(m)) => {
             Ok(field_errors(field, m))
         }
-        other => Err(other),
+        other => Err(other.into()),
     }
 }
 
@@ -247,10 +136,7 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Response, AppError> {
     let size = state.config.page_size;
-    let page = state
-        .store
-        .domain_page(&actor.scope, query.q.trim(), query.offset(size), size)
-        .await?;
+    let page = provision::domains(&state.roles, &actor, &query, size).await?;
     let rows = page
         .items
         .iter()
@@ -306,13 +192,10 @@ async fn create(
 ) -> Result<Response, AppError> {
     actor.require_super()?;
     let created = match DomainName::parse(&form.name) {
-        Ok(name) => {
-            let name = actor.domain(name.as_str())?;
-            create_domain(&state, &actor, &name, |_| false)
-                .await
-                .map(|d| d.name)
-        }
-        Err(e) => Err(AppError::Store(e)),
+        Ok(name) => provision::create_domain(&state.roles, &actor, &name, &DomainChange::default())
+            .await
+            .map(|d| d.name),
+        Err(e) => Err(e.into()),
     };
     match created {
         Ok(name) => {
@@ -351,8 +234,8 @@ struct SettingsForm {
 impl SettingsForm {
     fn from_detail(d: &DomainDetail) -> Self {
         Self {
-            quota_bytes: show_quota(d.quota.bytes, BYTES),
-            quota_messages: show_quota(d.quota.messages, COUNT),
+            quota_bytes: show_limit(d.quota.bytes, Unit::Bytes),
+            quota_messages: show_limit(d.quota.messages, Unit::Count),
             max_users: d.max_users.map(|m| m.to_string()).unwrap_or_default(),
             login_forms: LoginForm::ALL
                 .into_iter()
@@ -363,31 +246,38 @@ impl SettingsForm {
         }
     }
 
-    fn settings(&self) -> Result<DomainSettings, FieldErrors> {
+    /// The form sets every setting the page shows (APOP is not on it).
+    fn change(&self) -> Result<DomainChange, FieldErrors> {
         let mut errors = FieldErrors::default();
         let bytes = check(
             &mut errors,
             "quota_bytes",
-            parse_quota(&self.quota_bytes, BYTES),
+            limit(&self.quota_bytes, Unit::Bytes),
         );
         let messages = check(
             &mut errors,
             "quota_messages",
-            parse_quota(&self.quota_messages, COUNT),
+            limit(&self.quota_messages, Unit::Count),
         );
         let max_users = check(
             &mut errors,
             "max_users",
-            parse_quota(&self.max_users, COUNT),
+            limit(&self.max_users, Unit::Count),
         );
-        let forms = login_forms(&self.login_forms).map(Some);
+        let forms = provision::login_forms(&self.login_forms)
+            .map(Some)
+            .map_err(|e| e.to_string());
         let forms = check(&mut errors, "login_forms", forms);
         match forms {
-            Some(login_forms) if errors.is_empty() => Ok(DomainSettings {
-                quota: Quota { bytes, messages },
-                max_users,
-                login_forms,
-                enabled: self.enabled.as_deref() == Some("on"),
+            Some(login_forms) if errors.is_empty() => Ok(DomainChange {
+                quota: QuotaChange {
+                    bytes: Some(bytes),
+                    messages: Some(messages),
+                },
+                max_users: Some(max_users),
+                login_forms: Some(login_forms),
+                allow_apop: None,
+                enabled: Some(self.enabled.as_deref() == Some("on")),
             }),
             _ => Err(errors),
         }
@@ -447,7 +337,7 @@ async fn show(
     Path(raw): Path<String>,
 ) -> Result<Response, AppError> {
     let name = actor.domain(&raw)?;
-    let domain = detail(&state, &name).await?;
+    let domain = provision::domain(&state.roles, &actor, &name).await?;
     let form = SettingsForm::from_detail(&domain);
     Ok(EditPage::new(&actor, domain, form).into_response())
 }
@@ -460,12 +350,12 @@ async fn update(
 ) -> Result<Response, AppError> {
     let name = actor.domain(&raw)?;
     actor.require_super()?;
-    let before = detail(&state, &name).await?;
-    let settings = match form.settings() {
-        Ok(s) => s,
+    let before = provision::domain(&state.roles, &actor, &name).await?;
+    let change = match form.change() {
+        Ok(c) => c,
         Err(errors) => return Ok(EditPage::new(&actor, before, form).invalid(errors)),
     };
-    match update_domain(&state, &actor, &before, &settings).await {
+    match provision::update_domain(&state.roles, &actor, &name, &change).await {
         Ok(_) => Ok(Redirect::to(&format!("/domains/{}", segment(name.as_str()))).into_response()),
         Err(e) => {
             let errors = conflict_to_field(e, "max_users")?;
@@ -488,26 +378,17 @@ async fn add_alias(
 ) -> Result<Response, AppError> {
     let name = actor.domain(&raw)?;
     actor.require_super()?;
-    let before = detail(&state, &name).await?;
     let added = match DomainName::parse(&form.alias) {
-        Ok(alias) => state
-            .store
-            .add_alias(&alias, &name)
-            .await
-            .map_err(AppError::from),
-        Err(e) => Err(AppError::Store(e)),
+        Ok(alias) => provision::add_alias(&state.roles, &actor, &name, &alias).await,
+        Err(e) => Err(e.into()),
     };
     if let Err(e) = added {
         let errors = conflict_to_field(e, "alias")?;
+        let before = provision::domain(&state.roles, &actor, &name).await?;
         let mut page = EditPage::new(&actor, before.clone(), SettingsForm::from_detail(&before));
         page.alias = form.alias;
         return Ok(page.invalid(errors));
     }
-    let after = detail(&state, &name).await?;
-    let audit = Audit::new("domain.alias.add", name.as_str(), Some(&name))
-        .before(domain_json(&before))
-        .after(domain_json(&after));
-    actor.audit(&state, audit).await;
     Ok(Redirect::to(&format!("/domains/{}", segment(name.as_str()))).into_response())
 }
 
@@ -518,18 +399,9 @@ async fn remove_alias(
 ) -> Result<Response, AppError> {
     let name = actor.domain(&raw)?;
     actor.require_super()?;
-    let before = detail(&state, &name).await?;
     // Only an alias of this domain: the URL names both, and they must agree.
     let alias = DomainName::parse(&alias).map_err(|_| AppError::NotFound)?;
-    if !before.aliases.contains(&alias) {
-        return Err(AppError::NotFound);
-    }
-    state.store.remove_alias(&alias).await?;
-    let after = detail(&state, &name).await?;
-    let audit = Audit::new("domain.alias.remove", name.as_str(), Some(&name))
-        .before(domain_json(&before))
-        .after(domain_json(&after));
-    actor.audit(&state, audit).await;
+    provision::remove_alias(&state.roles, &actor, &name, &alias).await?;
     Ok(Redirect::to(&format!("/domains/{}", segment(name.as_str()))).into_response())
 }
 
@@ -585,7 +457,7 @@ async fn confirm_delete(
 ) -> Result<Response, AppError> {
     let name = actor.domain(&raw)?;
     actor.require_super()?;
-    let domain = detail(&state, &name).await?;
+    let domain = provision::domain(&state.roles, &actor, &name).await?;
     Ok(ConfirmPage::domain(&actor, &domain).into_response())
 }
 
@@ -598,11 +470,12 @@ async fn delete(
     let name = actor.domain(&raw)?;
     actor.require_super()?;
     let force = form.force.is_some_and(|v| v == "on" || v == "true");
-    match delete_domain(&state, &actor, &name, force).await {
+    match provision::delete_domain(&state.roles, &actor, &name, force).await {
         Ok(()) => Ok(Redirect::to("/domains").into_response()),
         Err(e) => {
             let errors = conflict_to_field(e, "force")?;
-            let mut page = ConfirmPage::domain(&actor, &detail(&state, &name).await?);
+            let domain = provision::domain(&state.roles, &actor, &name).await?;
+            let mut page = ConfirmPage::domain(&actor, &domain);
             page.errors = errors;
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }
@@ -612,38 +485,6 @@ async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quotas_parse_with_suffixes() {
-        assert_eq!(parse_quota("", BYTES), Ok(None));
-        assert_eq!(parse_quota("  Unlimited ", BYTES), Ok(None));
-        assert_eq!(parse_quota("0", BYTES), Ok(Some(0)));
-        assert_eq!(parse_quota("1500", BYTES), Ok(Some(1500)));
-        assert_eq!(parse_quota("10M", BYTES), Ok(Some(10 << 20)));
-        assert_eq!(parse_quota("1g", BYTES), Ok(Some(1 << 30)));
-        assert_eq!(parse_quota("2 K", BYTES), Ok(Some(2048)));
-        assert_eq!(parse_quota("5K", COUNT), Ok(Some(5000)));
-        for bad in ["-1", "1.5G", "K", "10X", "ten", "1e6", "+5"] {
-            assert!(parse_quota(bad, BYTES).is_err(), "{bad}");
-        }
-        assert!(parse_quota("99999999999G", BYTES).is_err());
-        assert!(parse_quota("99999999999999999999", BYTES).is_err());
-    }
-
-    #[test]
-    fn quotas_show_as_they_parse() {
-        for (n, unit, shown) in [
-            (None, BYTES, ""),
-            (Some(0), BYTES, "0"),
-            (Some(1500), BYTES, "1500"),
-            (Some(10 << 20), BYTES, "10M"),
-            (Some(3 << 30), BYTES, "3G"),
-            (Some(5000), COUNT, "5K"),
-        ] {
-            assert_eq!(show_quota(n, unit), shown);
-            assert_eq!(parse_quota(shown, unit), Ok(n));
-        }
-    }
 
     #[test]
     fn segments_are_encoded_and_miss_fixed_routes() {

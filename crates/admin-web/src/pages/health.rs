@@ -15,7 +15,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn ready(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    match state.store.totals(&Scope::Domains(Vec::new())).await {
+    match state.roles.admin.totals(&Scope::Domains(Vec::new())).await {
         Ok(_) => (StatusCode::OK, "ready\n"),
         Err(e) => {
             tracing::warn!(error = %e, "readyz: store unreachable");

@@ -1,65 +1,27 @@
 //! A domain's mailbox policies (issue 6): quota behaviour (permanent or temporary refusal, the
-//! warning threshold), retention (CAPA `EXPIRE`) and `LOGIN-DELAY`. One page and one API
-//! resource (`/api/v1/domains/{domain}/policies`) over the same `update_policies`, so both are
-//! audited alike. Everyone in scope may read them; changing them is for super admins, as with
-//! quotas.
+//! warning threshold), retention (CAPA `EXPIRE`) and `LOGIN-DELAY`, over `provision`'s
+//! `update_policies` (as the API resource `/api/v1/domains/{domain}/policies` and `pophost domain
+//! set` are). Everyone in scope may read them; changing them is for super admins, as with quotas.
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum_extra::extract::Form;
-use mailstore::{DomainName, DomainPolicies, StoreError};
+use mailstore::{DomainPolicies, StoreError};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
-use crate::api::Body;
-use crate::auth::{Actor, Audit, Chrome, FieldErrors};
-use crate::error::{ApiError, AppError};
+use crate::auth::{Chrome, FieldErrors};
+use crate::error::AppError;
 use crate::pages::domains::segment;
+use crate::provision::{self, Actor, PolicyChange};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/domains/{domain}/policies", get(show).post(update))
-}
-
-/// The policies as the API shows them and the audit log records them.
-pub fn policies_json(p: &DomainPolicies) -> Value {
-    json!({
-        "quota_tempfail": p.quota_tempfail,
-        "quota_warn_percent": p.quota_warn_percent,
-        "retention_days": p.retention_days,
-        "login_delay_secs": p.login_delay_secs,
-    })
-}
-
-async fn load(state: &AppState, name: &DomainName) -> Result<DomainPolicies, AppError> {
-    match state.store.domain_policies(name).await {
-        Err(StoreError::NotFound(_)) => Err(AppError::NotFound),
-        other => Ok(other?),
-    }
-}
-
-/// Stores `new` (validated by the store) and audits the change.
-pub(crate) async fn update_policies(
-    state: &AppState,
-    actor: &Actor,
-    name: &DomainName,
-    new: &DomainPolicies,
-) -> Result<DomainPolicies, AppError> {
-    actor.require_super()?;
-    let before = load(state, name).await?;
-    state.store.set_domain_policies(name, new).await?;
-    let after = load(state, name).await?;
-    let audit = Audit::new("domain.policies", name.as_str(), Some(name))
-        .before(policies_json(&before))
-        .after(policies_json(&after));
-    actor.audit(state, audit).await;
-    Ok(after)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -150,7 +112,7 @@ async fn show(
     Path(raw): Path<String>,
 ) -> Result<Response, AppError> {
     let name = actor.domain(&raw)?;
-    let policies = load(&state, &name).await?;
+    let policies = provision::policies(&state.roles, &actor, &name).await?;
     Ok(PolicyPage {
         chrome: Chrome::from(&actor),
         href: segment(name.as_str()),
@@ -184,72 +146,16 @@ async fn update(
         Ok(p) => p,
         Err(errors) => return Ok(invalid(form, errors)),
     };
-    match update_policies(&state, &actor, &name, &policies).await {
+    let change = PolicyChange::from(&policies);
+    match provision::update_policies(&state.roles, &actor, &name, &change).await {
         Ok(_) => Ok(Redirect::to(&format!("/domains/{href}/policies")).into_response()),
-        Err(AppError::Store(StoreError::Invalid(m))) => {
+        Err(provision::Error::Store(StoreError::Invalid(m))) => {
             let mut errors = FieldErrors::default();
             errors.add("policies", m);
             Ok(invalid(form, errors))
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The API resource.
-
-/// For PATCH: `Some(None)` when the field is `null`, `None` when it is absent.
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PolicyPatch {
-    #[serde(default)]
-    quota_tempfail: Option<bool>,
-    #[serde(default, deserialize_with = "present")]
-    quota_warn_percent: Option<Option<u8>>,
-    #[serde(default, deserialize_with = "present")]
-    retention_days: Option<Option<u32>>,
-    #[serde(default, deserialize_with = "present")]
-    login_delay_secs: Option<Option<u32>>,
-}
-
-pub(crate) async fn api_get(
-    State(state): State<AppState>,
-    actor: Actor,
-    Path(raw): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let name = actor.domain(&raw)?;
-    Ok(Json(policies_json(&load(&state, &name).await?)))
-}
-
-pub(crate) async fn api_patch(
-    State(state): State<AppState>,
-    actor: Actor,
-    Path(raw): Path<String>,
-    Body(patch): Body<PolicyPatch>,
-) -> Result<Json<Value>, ApiError> {
-    let name = actor.domain(&raw)?;
-    actor.require_super()?;
-    let mut p = load(&state, &name).await?;
-    if let Some(v) = patch.quota_tempfail {
-        p.quota_tempfail = v;
-    }
-    if let Some(v) = patch.quota_warn_percent {
-        p.quota_warn_percent = v;
-    }
-    if let Some(v) = patch.retention_days {
-        p.retention_days = v;
-    }
-    if let Some(v) = patch.login_delay_secs {
-        p.login_delay_secs = v;
-    }
-    let after = update_policies(&state, &actor, &name, &p).await?;
-    Ok(Json(policies_json(&after)))
 }
 
 #[cfg(test)]

@@ -9,9 +9,10 @@ use axum::response::Redirect;
 use axum::routing::{get, post};
 use mailstore::Address;
 
-use crate::auth::{Actor, Audit, Chrome};
+use crate::auth::Chrome;
 use crate::error::AppError;
 use crate::pages::human_time;
+use crate::provision::{self, Actor, Audit};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -34,9 +35,7 @@ struct SessionsPage {
 }
 
 async fn list(State(state): State<AppState>, actor: Actor) -> Result<SessionsPage, AppError> {
-    let rows = state
-        .store
-        .live_sessions(&actor.scope)
+    let rows = provision::live_sessions(&state.roles, &actor)
         .await?
         .into_iter()
         .map(|s| Row {
@@ -64,11 +63,11 @@ async fn end(
     Path(address): Path<String>,
 ) -> Result<Redirect, AppError> {
     let address = scoped_address(&actor, &address)?;
-    let was_locked = state.store.break_lock(&address).await?;
+    let was_locked = state.roles.admin.break_lock(&address).await?;
     let object = address.to_string();
     actor
         .audit(
-            &state,
+            &state.roles,
             Audit {
                 success: was_locked,
                 ..Audit::new("session.end", &object, Some(&address.domain))

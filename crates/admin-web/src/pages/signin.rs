@@ -17,16 +17,17 @@ use std::time::Duration;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use mailstore::{AdminId, AuditEntry, Scope};
+use axum_extra::extract::cookie::CookieJar;
+use mailstore::{AdminId, AuditEntry};
 use serde::Deserialize;
 
-use crate::auth::{self, Actor, Audit, ClientIp, hash_secret, random_token, secrets_equal};
+use crate::auth::{self, ClientIp, hash_secret, random_token, secrets_equal};
 use crate::error::AppError;
-use crate::password::PasswordFor;
+use crate::provision::{self, Actor, Audit};
 use crate::state::{AppState, SIGNIN_FAILURES_PER_ADDRESS};
 
 /// The double-submit cookie of the sign-in and bootstrap forms.
@@ -63,17 +64,13 @@ struct SigninForm {
 
 /// The form, with a fresh double-submit token.
 fn form_page(status: StatusCode, page: SigninPage) -> Response {
-    let pre = page.pre.clone();
-    (
-        status,
-        [(header::SET_COOKIE, auth::set_cookie(PRE_COOKIE, Some(&pre)))],
-        page,
-    )
-        .into_response()
+    let jar = CookieJar::new().add(auth::cookie(PRE_COOKIE, page.pre.clone()));
+    (status, jar, page).into_response()
 }
 
-fn pre_ok(headers: &HeaderMap, sent: &str) -> bool {
-    auth::cookie(headers, PRE_COOKIE).is_some_and(|c| !sent.is_empty() && secrets_equal(&c, sent))
+fn pre_ok(jar: &CookieJar, sent: &str) -> bool {
+    jar.get(PRE_COOKIE)
+        .is_some_and(|c| !sent.is_empty() && secrets_equal(c.value(), sent))
 }
 
 async fn show(actor: Option<Actor>) -> Response {
@@ -106,11 +103,11 @@ async fn verify(password: String, hash: String) -> Result<bool, AppError> {
 
 async fn submit(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    jar: CookieJar,
     req_ip: ClientIp,
     Form(form): Form<SigninForm>,
 ) -> Result<Response, AppError> {
-    if !pre_ok(&headers, &form._pre) {
+    if !pre_ok(&jar, &form._pre) {
         return Err(AppError::Csrf);
     }
     let email = form.email.trim().to_ascii_lowercase();
@@ -143,7 +140,8 @@ async fn submit(
     };
     // Counted before the check, as POP3 logins are, so guesses sent at once see each other.
     let (counted, counts) = state
-        .store
+        .roles
+        .directory
         .count_auth_attempt(&keys, FAILURE_WINDOW)
         .await?;
     // Each count includes this attempt; the limits are on the failures before it.
@@ -154,7 +152,7 @@ async fn submit(
             StatusCode::TOO_MANY_REQUESTS,
         ));
     }
-    let admin = state.store.find_admin(&email).await?;
+    let admin = state.roles.admin.find_admin(&email).await?;
     let hash = admin
         .as_ref()
         .map_or_else(|| dummy_hash().to_string(), |a| a.password_hash.clone());
@@ -166,7 +164,8 @@ async fn submit(
     // A success is no failure, and clears its (address, account) pair.
     let [_, pair] = &keys;
     state
-        .store
+        .roles
+        .directory
         .forget_auth_attempt(&counted, std::slice::from_ref(pair))
         .await?;
     attempt.succeeded(&state).await;
@@ -179,23 +178,20 @@ async fn start_session(state: &AppState, admin: AdminId) -> Result<Response, App
     let idle = i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX);
     let absolute = i64::try_from(state.config.session_absolute.as_millis()).unwrap_or(i64::MAX);
     state
-        .store
+        .roles
+        .admin
         .prune_admin_sessions(now.saturating_sub(idle), now.saturating_sub(absolute))
         .await?;
     let id = random_token();
     state
-        .store
+        .roles
+        .admin
         .create_admin_session(&hash_secret(&id), admin, &random_token(), now)
         .await?;
-    let mut res = Redirect::to("/").into_response();
-    let h = res.headers_mut();
-    if let Ok(v) = auth::set_cookie(auth::SESSION_COOKIE, Some(&id)).parse() {
-        h.append(header::SET_COOKIE, v);
-    }
-    if let Ok(v) = auth::set_cookie(PRE_COOKIE, None).parse() {
-        h.append(header::SET_COOKIE, v);
-    }
-    Ok(res)
+    let jar = CookieJar::new()
+        .add(auth::cookie(auth::SESSION_COOKIE, id))
+        .add(auth::expired(PRE_COOKIE));
+    Ok((jar, Redirect::to("/")).into_response())
 }
 
 /// The longest actor the audit log takes from an unauthenticated form: 254 bytes, the longest
@@ -287,7 +283,7 @@ async fn summarize(state: &AppState, suppressed: u64) {
 }
 
 async fn write_audit(state: &AppState, entry: AuditEntry) {
-    if let Err(e) = state.store.record_audit(&entry).await {
+    if let Err(e) = state.roles.admin.record_audit(&entry).await {
         tracing::error!(error = %e, action = %entry.action, "audit record not written");
     }
 }
@@ -355,22 +351,17 @@ impl BudgetWindow {
 async fn signout(
     State(state): State<AppState>,
     actor: Actor,
-    headers: HeaderMap,
+    jar: CookieJar,
 ) -> Result<Response, AppError> {
-    if let Some(id) = auth::session_cookie(&headers) {
-        state.store.delete_admin_session(&hash_secret(&id)).await?;
+    if let Some(id) = jar.get(auth::SESSION_COOKIE) {
+        let id_hash = hash_secret(id.value());
+        state.roles.admin.delete_admin_session(&id_hash).await?;
     }
     actor
-        .audit(&state, Audit::new("signout", "admin", None))
+        .audit(&state.roles, Audit::new("signout", "admin", None))
         .await;
-    Ok((
-        [(
-            header::SET_COOKIE,
-            auth::set_cookie(auth::SESSION_COOKIE, None),
-        )],
-        Redirect::to("/signin"),
-    )
-        .into_response())
+    let jar = jar.add(auth::expired(auth::SESSION_COOKIE));
+    Ok((jar, Redirect::to("/signin")).into_response())
 }
 
 /// The armed bootstrap token, if `token` is it and there is still no admin.
@@ -381,7 +372,7 @@ async fn bootstrap_armed(state: &AppState, token: &str) -> Result<bool, AppError
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let matches = armed.is_some_and(|a| secrets_equal(&a, token));
-    Ok(matches && state.store.count_admins().await? == 0)
+    Ok(matches && state.roles.admin.count_admins().await? == 0)
 }
 
 async fn bootstrap_form(
@@ -405,48 +396,32 @@ async fn bootstrap_form(
 async fn bootstrap(
     State(state): State<AppState>,
     Path(token): Path<String>,
-    headers: HeaderMap,
+    jar: CookieJar,
     req_ip: ClientIp,
     Form(form): Form<SigninForm>,
 ) -> Result<Response, AppError> {
-    if !pre_ok(&headers, &form._pre) {
+    if !pre_ok(&jar, &form._pre) {
         return Err(AppError::Csrf);
     }
     if !bootstrap_armed(&state, &token).await? {
         return Err(AppError::NotFound);
     }
     let email = form.email.trim().to_ascii_lowercase();
-    let problem = if mailstore::Address::parse(&email).is_err() {
-        Some("Enter an e-mail address, like admin@example.net.".to_string())
-    } else {
-        crate::password::password_problem(&form.password, PasswordFor::Admin)
-            .err()
-            .map(|e| e.to_string())
+    let id = match provision::bootstrap_admin(&state.roles, &email, form.password, req_ip.0).await {
+        Ok(id) => id,
+        Err(provision::Error::Invalid(problem)) => {
+            return Ok(form_page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                SigninPage {
+                    pre: random_token(),
+                    email,
+                    error: Some(problem),
+                    bootstrap: Some(token),
+                },
+            ));
+        }
+        Err(e) => return Err(e.into()),
     };
-    if let Some(problem) = problem {
-        return Ok(form_page(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            SigninPage {
-                pre: random_token(),
-                email,
-                error: Some(problem),
-                bootstrap: Some(token),
-            },
-        ));
-    }
-    let password = form.password;
-    let hash = tokio::task::spawn_blocking(move || tenancy::hash_password(password.as_bytes()))
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?
-        .map_err(|e| AppError::Internal(e.to_string()))?;
-    let id = state.store.add_admin(&email, &hash, &Scope::All).await?;
     *state.bootstrap.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    Attempt {
-        email: &email,
-        ip: req_ip.0,
-        network: "",
-    }
-    .record(&state, "admin.bootstrap", true)
-    .await;
     start_session(&state, id).await
 }

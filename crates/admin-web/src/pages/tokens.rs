@@ -10,9 +10,10 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 
-use crate::auth::{Actor, Audit, Chrome, FieldErrors, hash_secret, random_token};
+use crate::auth::{Chrome, FieldErrors, hash_secret, random_token};
 use crate::error::AppError;
 use crate::pages::human_time;
+use crate::provision::{Actor, Audit};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -47,8 +48,9 @@ async fn page(
     errors: FieldErrors,
 ) -> Result<TokensPage, AppError> {
     let rows = state
-        .store
-        .list_api_tokens(actor.id)
+        .roles
+        .admin
+        .list_api_tokens(actor.admin_id()?)
         .await?
         .into_iter()
         .map(|t| Row {
@@ -91,12 +93,13 @@ async fn create(
     }
     let secret = format!("ph_{}", random_token());
     let id = state
-        .store
-        .add_api_token(actor.id, &name, &hash_secret(&secret), state.now())
+        .roles
+        .admin
+        .add_api_token(actor.admin_id()?, &name, &hash_secret(&secret), state.now())
         .await?;
     actor
         .audit(
-            &state,
+            &state.roles,
             Audit::new("token.create", &format!("token {id}"), None)
                 .after(serde_json::json!({ "id": id, "name": name })),
         )
@@ -118,10 +121,14 @@ async fn revoke(
     actor: Actor,
     Path(id): Path<i64>,
 ) -> Result<Redirect, AppError> {
-    state.store.revoke_api_token(actor.id, id).await?;
+    state
+        .roles
+        .admin
+        .revoke_api_token(actor.admin_id()?, id)
+        .await?;
     actor
         .audit(
-            &state,
+            &state.roles,
             Audit::new("token.revoke", &format!("token {id}"), None),
         )
         .await;

@@ -1,5 +1,5 @@
 //! A domain's users: the list with bulk actions, creation, quota, password, enabling and
-//! deletion. The store operations behind them are shared with the API so both audit alike.
+//! deletion, over the operations of `provision`.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -12,15 +12,14 @@ use axum_extra::extract::Form;
 use mailstore::{Address, DomainName, LocalPart, QuotaChange, StoreError, UserDetail};
 use serde::Deserialize;
 
-use crate::api::user_json;
-use crate::auth::{Actor, Audit, Chrome, FieldErrors};
+use crate::auth::{Chrome, FieldErrors};
 use crate::error::AppError;
 use crate::pages::domains::{
-    BYTES, COUNT, ConfirmPage, UsageView, check, conflict_to_field, detail, parse_quota,
-    query_value, segment, show_quota,
+    ConfirmPage, UsageView, check, conflict_to_field, limit, query_value, segment,
 };
 use crate::pages::{ListQuery, Pager, human_time};
 use crate::password::PasswordFor;
+use crate::provision::{self, Actor, Unit, UserChange, show_limit};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -41,27 +40,15 @@ pub fn routes() -> Router<AppState> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Helpers shared with the API.
+// Helpers.
 
 /// The policy for a mailbox's new password, as a form error.
-pub(crate) fn password_problem(password: &str) -> Result<(), String> {
+fn password_problem(password: &str) -> Result<(), String> {
     crate::password::password_problem(password, PasswordFor::Mailbox).map_err(|e| e.to_string())
 }
 
-/// The argon2 hash and the SCRAM verifier of a password. Both take tens of milliseconds of
-/// CPU, so they run on the blocking pool, not the reactor.
-async fn hash_password(password: String) -> Result<(String, String), AppError> {
-    tokio::task::spawn_blocking(move || {
-        let v = tenancy::ScramVerifier::derive(password.as_bytes()).to_string();
-        tenancy::hash_password(password.as_bytes()).map(|h| (h, v))
-    })
-    .await
-    .map_err(|e| AppError::Internal(format!("password hashing did not finish: {e}")))?
-    .map_err(|e| AppError::Internal(e.to_string()))
-}
-
 /// The user `local` of `domain` (already checked against the actor's scope).
-pub(crate) fn address(domain: &DomainName, local: &str) -> Result<Address, AppError> {
+fn address(domain: &DomainName, local: &str) -> Result<Address, AppError> {
     let local = LocalPart::parse(local).map_err(|_| AppError::NotFound)?;
     Ok(Address {
         local,
@@ -69,134 +56,10 @@ pub(crate) fn address(domain: &DomainName, local: &str) -> Result<Address, AppEr
     })
 }
 
-pub(crate) async fn user(state: &AppState, address: &Address) -> Result<UserDetail, AppError> {
-    state
-        .store
-        .user_detail(address)
-        .await?
-        .ok_or(AppError::NotFound)
-}
-
-async fn audit_user(
-    state: &AppState,
-    actor: &Actor,
-    action: &str,
-    address: &Address,
-    before: Option<&UserDetail>,
-    after: Option<&UserDetail>,
-) {
-    let object = address.to_string();
-    let mut record = Audit::new(action, &object, Some(&address.domain));
-    record.before = before.map(user_json);
-    record.after = after.map(user_json);
-    actor.audit(state, record).await;
-}
-
-/// Creates a user (checked: password length, the domain's user limit) and audits it.
-pub(crate) async fn create_user(
-    state: &AppState,
-    actor: &Actor,
-    address: &Address,
-    password: String,
-    quota: QuotaChange,
-) -> Result<UserDetail, AppError> {
-    password_problem(&password).map_err(AppError::BadRequest)?;
-    let domain = detail(state, &address.domain).await?;
-    // The store enforces the limit in its insert; checking first spares a full domain the
-    // cost of an argon2 hash.
-    if let Some(max) = domain.max_users
-        && domain.users >= max
-    {
-        return Err(StoreError::Conflict(format!(
-            "{} already has its maximum of {max} user(s)",
-            domain.name
-        ))
-        .into());
-    }
-    let (hash, verifier) = hash_password(password).await?;
-    state
-        .store
-        .add_user(address, &hash, Some(&verifier))
-        .await?;
-    if quota != QuotaChange::default() {
-        state.store.set_user_quota(address, quota).await?;
-    }
-    let after = user(state, address).await?;
-    audit_user(state, actor, "user.create", address, None, Some(&after)).await;
-    Ok(after)
-}
-
-pub(crate) async fn set_quota(
-    state: &AppState,
-    actor: &Actor,
-    before: &UserDetail,
-    quota: QuotaChange,
-) -> Result<UserDetail, AppError> {
-    let address = &before.address;
-    state.store.set_user_quota(address, quota).await?;
-    let after = user(state, address).await?;
-    audit_user(
-        state,
-        actor,
-        "user.update",
-        address,
-        Some(before),
-        Some(&after),
-    )
-    .await;
-    Ok(after)
-}
-
-pub(crate) async fn set_password(
-    state: &AppState,
-    actor: &Actor,
-    before: &UserDetail,
-    password: String,
-) -> Result<(), AppError> {
-    password_problem(&password).map_err(AppError::BadRequest)?;
-    let (hash, verifier) = hash_password(password).await?;
-    let address = &before.address;
-    state
-        .store
-        .set_password(address, &hash, Some(&verifier))
-        .await?;
-    audit_user(state, actor, "user.password", address, Some(before), None).await;
-    Ok(())
-}
-
-pub(crate) async fn set_enabled(
-    state: &AppState,
-    actor: &Actor,
-    before: &UserDetail,
-    enabled: bool,
-) -> Result<UserDetail, AppError> {
-    let address = &before.address;
-    state.store.set_user_enabled(address, enabled).await?;
-    let after = user(state, address).await?;
-    let action = if enabled {
-        "user.enable"
-    } else {
-        "user.disable"
-    };
-    audit_user(state, actor, action, address, Some(before), Some(&after)).await;
-    Ok(after)
-}
-
-pub(crate) async fn delete_user(
-    state: &AppState,
-    actor: &Actor,
-    before: &UserDetail,
-) -> Result<(), AppError> {
-    let address = &before.address;
-    state.store.remove_user(address).await?;
-    audit_user(state, actor, "user.delete", address, Some(before), None).await;
-    Ok(())
-}
-
 /// The quota fields of a form; both are always sent, so both are set.
 fn quota_change(errors: &mut FieldErrors, quota_bytes: &str, quota_messages: &str) -> QuotaChange {
-    let bytes = check(errors, "quota_bytes", parse_quota(quota_bytes, BYTES));
-    let messages = check(errors, "quota_messages", parse_quota(quota_messages, COUNT));
+    let bytes = check(errors, "quota_bytes", limit(quota_bytes, Unit::Bytes));
+    let messages = check(errors, "quota_messages", limit(quota_messages, Unit::Count));
     QuotaChange {
         bytes: Some(bytes),
         messages: Some(messages),
@@ -241,12 +104,9 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Response, AppError> {
     let domain = actor.domain(&raw)?;
-    let domain = detail(&state, &domain).await?.name;
+    let domain = provision::domain(&state.roles, &actor, &domain).await?.name;
     let size = state.config.page_size;
-    let page = state
-        .store
-        .user_page(&domain, query.q.trim(), query.offset(size), size)
-        .await?;
+    let page = provision::users(&state.roles, &actor, &domain, &query, size).await?;
     let rows = page
         .items
         .iter()
@@ -295,16 +155,24 @@ async fn bulk(
     }
     for local in &form.selected {
         let address = address(&domain, local)?;
-        // Gone already (a second tab, a double submit): nothing left to do for it.
-        let Some(before) = state.store.user_detail(&address).await? else {
-            continue;
+        let done = match form.action.as_str() {
+            "delete" => provision::delete_user(&state.roles, &actor, &address).await,
+            action => {
+                let change = UserChange {
+                    enabled: Some(action == "enable"),
+                    ..UserChange::default()
+                };
+                provision::update_user(&state.roles, &actor, &address, change)
+                    .await
+                    .map(drop)
+            }
         };
-        match form.action.as_str() {
-            "enable" => set_enabled(&state, &actor, &before, true).await.map(drop)?,
-            "disable" => set_enabled(&state, &actor, &before, false)
-                .await
-                .map(drop)?,
-            _ => delete_user(&state, &actor, &before).await?,
+        match done {
+            // Gone already (a second tab, a double submit): nothing left to do for it.
+            Err(
+                provision::Error::NotFound(_) | provision::Error::Store(StoreError::NotFound(_)),
+            ) => {}
+            other => other?,
         }
     }
     Ok(Redirect::to(&format!("/domains/{}/users", segment(domain.as_str()))).into_response())
@@ -340,7 +208,7 @@ async fn new_form(
     actor: Actor,
     Path(raw): Path<String>,
 ) -> Result<Response, AppError> {
-    let domain = detail(&state, &actor.domain(&raw)?).await?;
+    let domain = provision::domain(&state.roles, &actor, &actor.domain(&raw)?).await?;
     Ok(NewPage {
         chrome: Chrome::from(&actor),
         href: segment(domain.name.as_str()),
@@ -385,11 +253,13 @@ async fn create(
     Path(raw): Path<String>,
     Form(mut form): Form<NewForm>,
 ) -> Result<Response, AppError> {
-    let domain = detail(&state, &actor.domain(&raw)?).await?.name;
+    let domain = provision::domain(&state.roles, &actor, &actor.domain(&raw)?)
+        .await?
+        .name;
     let errors = match form.validate(&domain) {
         Ok((address, quota)) => {
             let password = std::mem::take(&mut form.password);
-            match create_user(&state, &actor, &address, password, quota).await {
+            match provision::create_user(&state.roles, &actor, &address, password, quota).await {
                 Ok(_) => return Ok(Redirect::to(&user_href(&address)).into_response()),
                 Err(e) => conflict_to_field(e, "local")?,
             }
@@ -433,8 +303,8 @@ impl EditPage {
             domain_href: segment(user.address.domain.as_str()),
             usage: UsageView::bytes(user.usage.bytes, user.quota.bytes),
             created: human_time(user.created_at),
-            quota_bytes: show_quota(user.quota.bytes, BYTES),
-            quota_messages: show_quota(user.quota.messages, COUNT),
+            quota_bytes: show_limit(user.quota.bytes, Unit::Bytes),
+            quota_messages: show_limit(user.quota.messages, Unit::Count),
             user,
             errors: FieldErrors::default(),
         }
@@ -454,7 +324,7 @@ async fn target(
     raw_local: &str,
 ) -> Result<UserDetail, AppError> {
     let domain = actor.domain(raw_domain)?;
-    user(state, &address(&domain, raw_local)?).await
+    Ok(provision::user(&state.roles, actor, &address(&domain, raw_local)?).await?)
 }
 
 async fn show(
@@ -489,7 +359,11 @@ async fn update_quota(
         page.quota_messages = form.quota_messages;
         return Ok(page.invalid(errors));
     }
-    let after = set_quota(&state, &actor, &before, quota).await?;
+    let change = UserChange {
+        quota,
+        ..UserChange::default()
+    };
+    let after = provision::update_user(&state.roles, &actor, &before.address, change).await?;
     Ok(Redirect::to(&user_href(&after.address)).into_response())
 }
 
@@ -511,7 +385,11 @@ async fn password(
         errors.add("password", e);
         return Ok(EditPage::new(&actor, before).invalid(errors));
     }
-    set_password(&state, &actor, &before, form.password).await?;
+    let change = UserChange {
+        password: Some(form.password),
+        ..UserChange::default()
+    };
+    provision::update_user(&state.roles, &actor, &before.address, change).await?;
     Ok(Redirect::to(&user_href(&before.address)).into_response())
 }
 
@@ -533,7 +411,11 @@ async fn enabled(
         "false" => false,
         _ => return Err(AppError::BadRequest("enabled must be true or false".into())),
     };
-    set_enabled(&state, &actor, &before, enabled).await?;
+    let change = UserChange {
+        enabled: Some(enabled),
+        ..UserChange::default()
+    };
+    provision::update_user(&state.roles, &actor, &before.address, change).await?;
     Ok(Redirect::to(&user_href(&before.address)).into_response())
 }
 
@@ -568,7 +450,7 @@ async fn delete(
     Path((d, l)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
     let before = target(&state, &actor, &d, &l).await?;
-    delete_user(&state, &actor, &before).await?;
+    provision::delete_user(&state.roles, &actor, &before.address).await?;
     Ok(Redirect::to(&format!(
         "/domains/{}/users",
         segment(before.address.domain.as_str())

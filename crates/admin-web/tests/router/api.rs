@@ -536,7 +536,7 @@ async fn the_openapi_document_lists_exactly_the_served_routes() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     let doc = r.json();
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(doc["servers"][0]["url"], "/api/v1");
     assert_eq!(
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
@@ -590,4 +590,91 @@ async fn the_openapi_document_lists_exactly_the_served_routes() {
             .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
         assert!(json_reply, "{method} {uri}: {} {}", r.status, r.body);
     }
+}
+
+#[tokio::test]
+async fn limits_read_the_same_in_a_form_and_the_api() {
+    let env = Env::with_domains().await;
+    let admin = env.add_admin("root@admin.test", Scope::All).await;
+    let t = env.token(admin).await;
+    let b = env.sign_in(admin).await;
+    env.add_user("form@a.test").await;
+    env.add_user("api@a.test").await;
+    let quota = |bytes, messages| mailstore::Quota { bytes, messages };
+    for (bytes, messages, want) in [
+        ("10K", "10K", quota(Some(10 << 10), Some(10_000))),
+        ("500m", "2M", quota(Some(500 << 20), Some(2_000_000))),
+        (" 1 G ", "unlimited", quota(Some(1 << 30), None)),
+        ("Unlimited", "", quota(None, None)),
+    ] {
+        let r = env
+            .post(
+                &b,
+                "/domains/a.test/users/form",
+                &[("quota_bytes", bytes), ("quota_messages", messages)],
+            )
+            .await;
+        r.assert_redirect("/domains/a.test/users/form");
+        let body = json!({"quota_bytes": bytes, "quota_messages": messages});
+        let r = env
+            .api(
+                Method::PATCH,
+                "/api/v1/domains/a.test/users/api",
+                Some(&t),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{body}: {}", r.body);
+        for user in ["form@a.test", "api@a.test"] {
+            let stored = env.user(user).await.expect("user").quota;
+            assert_eq!(stored, want, "{user}: {body}");
+        }
+    }
+    // A domain's limits too, on creation and on change; users count in thousands.
+    let body = json!({"name": "t.test", "quota_bytes": "1G", "max_users": "2K"});
+    let r = env
+        .api(Method::POST, "/api/v1/domains", Some(&t), Some(body))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.json()["quota_bytes"], 1u64 << 30);
+    assert_eq!(r.json()["max_users"], 2000);
+    let body = json!({"quota_messages": "5k", "max_users": "unlimited"});
+    let r = env
+        .api(
+            Method::PATCH,
+            "/api/v1/domains/t.test",
+            Some(&t),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json()["quota_messages"], 5000);
+    assert_eq!(r.json()["max_users"], Value::Null);
+    assert_eq!(r.json()["quota_bytes"], 1u64 << 30, "absent is kept");
+    // What the form refuses, the API refuses, with the same sentence.
+    let form = env
+        .post(
+            &b,
+            "/domains/a.test/users/form",
+            &[("quota_bytes", "5T"), ("quota_messages", "")],
+        )
+        .await;
+    assert_eq!(form.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = env
+        .api(
+            Method::PATCH,
+            "/api/v1/domains/a.test/users/api",
+            Some(&t),
+            Some(json!({"quota_bytes": "5T"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let sentence = r.json()["error"].as_str().expect("error").to_string();
+    assert!(sentence.contains("K, M or G"), "{sentence}");
+    assert!(
+        form.body
+            .contains(&sentence.replace('"', "&#34;").replace('\'', "&#39;")),
+        "the form says it differently: {}",
+        form.body
+    );
 }

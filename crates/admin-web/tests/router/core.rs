@@ -25,7 +25,7 @@ async fn timed() -> (Env, Arc<AtomicI64>) {
         ..WebConfig::default()
     };
     let state = AppState::new(
-        env.store.clone(),
+        admin_web::Roles::of(env.store.clone()),
         config,
         Arc::new(move || c.load(Ordering::SeqCst)),
     );

@@ -303,7 +303,11 @@ async fn world() -> World {
             .expect("token");
         creds.push((format!("{SESSION_COOKIE}={session}"), token));
     }
-    let state = AppState::new(store, WebConfig::default(), system_clock());
+    let state = AppState::new(
+        admin_web::Roles::of(store),
+        WebConfig::default(),
+        system_clock(),
+    );
     let mut creds = creds.into_iter();
     let (super_cookie, super_token) = creds.next().expect("super");
     let (a_cookie, a_token) = creds.next().expect("a");

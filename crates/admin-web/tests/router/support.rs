@@ -71,7 +71,7 @@ impl Env {
             .await
             .expect("open store");
         let store = Arc::new(store);
-        let state = AppState::new(store.clone(), config, clock);
+        let state = AppState::new(admin_web::Roles::of(store.clone()), config, clock);
         Self {
             app: admin_web::app(state),
             store,

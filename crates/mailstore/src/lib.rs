@@ -16,6 +16,7 @@ mod held;
 mod model;
 mod policy;
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::time::Duration;
@@ -27,6 +28,7 @@ pub use error::{Result, StoreError};
 pub use model::*;
 pub use policy::*;
 pub use postgres::{PgOptions, PostgresStore};
+pub use sql::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
 
 /// Size of the chunks a body is stored and read in: the memory a delivery or a RETR holds at once.

@@ -186,8 +186,8 @@ impl Dialect for Postgres {
         format!("floor(extract(epoch FROM {column}) * 1000)::BIGINT")
     }
 
-    fn after(secs: &str) -> String {
-        format!("clock_timestamp() + make_interval(secs => {secs})")
+    fn after(ms: &str) -> String {
+        format!("clock_timestamp() + make_interval(secs => {ms}::FLOAT8 / 1000)")
     }
 
     async fn begin_write(pool: &Pool<Postgres>) -> Result<Transaction<'static, Postgres>> {

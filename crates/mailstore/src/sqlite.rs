@@ -100,8 +100,8 @@ impl Dialect for Sqlite {
         column.to_string()
     }
 
-    fn after(secs: &str) -> String {
-        format!("CAST((unixepoch('subsec') + {secs}) * 1000 AS INTEGER)")
+    fn after(ms: &str) -> String {
+        format!("{} + {ms}", Self::NOW)
     }
 
     async fn begin_write(pool: &Pool<Sqlite>) -> Result<Transaction<'static, Sqlite>> {

@@ -21,16 +21,9 @@ where
     i64: Column<R::Database>,
     bool: Column<R::Database>,
     String: Column<R::Database>,
+    Option<i64>: Column<R::Database>,
+    Option<String>: Column<R::Database>,
 {
-    let aliases: Option<String> = r.try_get(10)?;
-    let mut aliases = aliases
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .filter(|a| !a.is_empty())
-        .map(DomainName::parse)
-        .collect::<Result<Vec<_>>>()?;
-    aliases.sort();
     Ok(DomainDetail {
         name: DomainName::parse(&r.try_get::<String, _>(0)?)?,
         quota: quota(r.try_get(1)?, r.try_get(2)?),
@@ -43,8 +36,46 @@ where
         login_forms: LoginForms::parse(&r.try_get::<String, _>(7)?)?,
         allow_apop: r.try_get(8)?,
         enabled: r.try_get(9)?,
-        aliases,
+        aliases: domain_list(r.try_get(10)?)?,
     })
+}
+
+/// An admin with their domains, as `admin_row` reads them.
+const ADMIN_COLUMNS: &str = "SELECT a.id, a.email, a.password_hash, a.is_super,
+    (SELECT {concat}(d.name, ',') FROM admin_domains ad JOIN domains d ON d.id = ad.domain_id
+     WHERE ad.admin_id = a.id)
+    FROM admins a";
+
+fn admin_row<R: Row>(r: &R) -> Result<AdminAccount>
+where
+    usize: ColumnIndex<R>,
+    i64: Column<R::Database>,
+    bool: Column<R::Database>,
+    String: Column<R::Database>,
+    Option<String>: Column<R::Database>,
+{
+    Ok(AdminAccount {
+        id: AdminId(r.try_get(0)?),
+        email: r.try_get(1)?,
+        password_hash: r.try_get(2)?,
+        scope: match r.try_get(3)? {
+            true => Scope::All,
+            false => Scope::Domains(domain_list(r.try_get(4)?)?),
+        },
+    })
+}
+
+/// Domain names aggregated with `{concat}`, in byte order.
+fn domain_list(names: Option<String>) -> Result<Vec<DomainName>> {
+    let mut names = names
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter(|a| !a.is_empty())
+        .map(DomainName::parse)
+        .collect::<Result<Vec<_>>>()?;
+    names.sort();
+    Ok(names)
 }
 
 /// The columns `user_row` reads, from `users u`, the creation time in Unix ms last.
@@ -88,69 +119,16 @@ fn select_domains<D: Dialect>(rest: &str) -> AssertSqlSafe<String> {
     ))
 }
 
-impl<D: Dialect> SqlStore<D>
-where
-    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
-    for<'a> &'a str: Encode<'a, D> + Decode<'a, D> + Type<D>,
-    for<'a> Option<&'a str>: Encode<'a, D> + Type<D>,
-    for<'a> &'a [u8]: Encode<'a, D> + Type<D>,
-    i64: Column<D>,
-    i32: Column<D>,
-    f64: Column<D>,
-    bool: Column<D>,
-    String: Column<D>,
-    Vec<u8>: Column<D>,
-    Option<i64>: Column<D>,
-    Option<i32>: Column<D>,
-    Option<String>: Column<D>,
-    Option<Vec<u8>>: Column<D>,
-    usize: ColumnIndex<D::Row>,
-{
-    /// An admin row (`id, email, password_hash, is_super`) with its scope.
-    async fn admin_account(&self, row: Option<D::Row>) -> Result<Option<AdminAccount>> {
-        let Some(row) = row else { return Ok(None) };
-        let id: i64 = row.try_get(0)?;
-        let scope = if row.try_get(3)? {
-            Scope::All
-        } else {
-            let names: Vec<String> = sqlx::query_scalar(sql::<D>(
-                "SELECT d.name FROM admin_domains a JOIN domains d ON d.id = a.domain_id
-                 WHERE a.admin_id = $1 ORDER BY d.name {bytewise}",
-            ))
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-            Scope::Domains(
-                names
-                    .iter()
-                    .map(|n| DomainName::parse(n))
-                    .collect::<Result<_>>()?,
-            )
-        };
-        Ok(Some(AdminAccount {
-            id: AdminId(id),
-            email: row.try_get(1)?,
-            password_hash: row.try_get(2)?,
-            scope,
-        }))
-    }
-}
-
 #[async_trait]
 impl<D: Dialect> Admin for SqlStore<D>
 where
     for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
     for<'a> &'a str: Encode<'a, D> + Decode<'a, D> + Type<D>,
-    for<'a> Option<&'a str>: Encode<'a, D> + Type<D>,
-    for<'a> &'a [u8]: Encode<'a, D> + Type<D>,
     i64: Column<D>,
-    i32: Column<D>,
-    f64: Column<D>,
     bool: Column<D>,
     String: Column<D>,
     Vec<u8>: Column<D>,
     Option<i64>: Column<D>,
-    Option<i32>: Column<D>,
     Option<String>: Column<D>,
     Option<Vec<u8>>: Column<D>,
     usize: ColumnIndex<D::Row>,
@@ -186,21 +164,19 @@ where
     }
 
     async fn find_admin(&self, email: &str) -> Result<Option<AdminAccount>> {
-        let row =
-            sqlx::query("SELECT id, email, password_hash, is_super FROM admins WHERE email = $1")
-                .bind(email)
-                .fetch_optional(&self.pool)
-                .await?;
-        self.admin_account(row).await
+        let row = sqlx::query(sql::<D>(&format!("{ADMIN_COLUMNS} WHERE a.email = $1")))
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(admin_row).transpose()
     }
 
     async fn admin_by_id(&self, id: AdminId) -> Result<Option<AdminAccount>> {
-        let row =
-            sqlx::query("SELECT id, email, password_hash, is_super FROM admins WHERE id = $1")
-                .bind(id.0)
-                .fetch_optional(&self.pool)
-                .await?;
-        self.admin_account(row).await
+        let row = sqlx::query(sql::<D>(&format!("{ADMIN_COLUMNS} WHERE a.id = $1")))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(admin_row).transpose()
     }
 
     async fn count_admins(&self) -> Result<u64> {
@@ -513,7 +489,7 @@ where
         .bind(&entry.actor)
         .bind(&entry.action)
         .bind(&entry.object)
-        .bind(entry.domain.as_ref().map(DomainName::as_str))
+        .bind(entry.domain.as_ref().map(DomainName::to_string))
         .bind(&entry.before)
         .bind(&entry.after)
         .bind(&entry.ip)

@@ -15,16 +15,11 @@ impl<D: Dialect> Directory for SqlStore<D>
 where
     for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
     for<'a> &'a str: Encode<'a, D> + Decode<'a, D> + Type<D>,
-    for<'a> Option<&'a str>: Encode<'a, D> + Type<D>,
-    for<'a> &'a [u8]: Encode<'a, D> + Type<D>,
     i64: Column<D>,
-    i32: Column<D>,
-    f64: Column<D>,
     bool: Column<D>,
     String: Column<D>,
     Vec<u8>: Column<D>,
     Option<i64>: Column<D>,
-    Option<i32>: Column<D>,
     Option<String>: Column<D>,
     Option<Vec<u8>>: Column<D>,
     usize: ColumnIndex<D::Row>,
@@ -157,7 +152,7 @@ where
         .bind(domain)
         .bind(address.local.as_str())
         .bind(password_hash)
-        .bind(scram)
+        .bind(scram.map(str::to_string))
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| conflict(e, format!("user {address} already exists")))?;
@@ -203,7 +198,7 @@ where
         let user = Self::user_id(&mut tx, address).await?;
         sqlx::query("UPDATE users SET password_hash = $1, scram_verifier = $2 WHERE id = $3")
             .bind(password_hash)
-            .bind(scram)
+            .bind(scram.map(str::to_string))
             .bind(user)
             .execute(&mut *tx)
             .await?;

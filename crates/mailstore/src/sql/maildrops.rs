@@ -13,16 +13,11 @@ impl<D: Dialect> Maildrops for SqlStore<D>
 where
     for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
     for<'a> &'a str: Encode<'a, D> + Decode<'a, D> + Type<D>,
-    for<'a> Option<&'a str>: Encode<'a, D> + Type<D>,
-    for<'a> &'a [u8]: Encode<'a, D> + Type<D>,
     i64: Column<D>,
-    i32: Column<D>,
-    f64: Column<D>,
     bool: Column<D>,
     String: Column<D>,
     Vec<u8>: Column<D>,
     Option<i64>: Column<D>,
-    Option<i32>: Column<D>,
     Option<String>: Column<D>,
     Option<Vec<u8>>: Column<D>,
     usize: ColumnIndex<D::Row>,
@@ -63,7 +58,7 @@ where
              RETURNING token",
             D::after("$1")
         )))
-        .bind(self.ttl.as_secs_f64())
+        .bind(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX / 2))
         .bind(&self.incarnation)
         .bind(D::ids(&tokens))
         .fetch_all(&self.pool)
@@ -130,8 +125,8 @@ where
         }
         // Body part `n` is chunk `n - 1`.
         let (from, to) = (next - 1, (next - 1).saturating_add(want));
-        let rows: Vec<(i32, Vec<u8>)> = sqlx::query_as(
-            "SELECT seq, data FROM blob_chunks WHERE blob_id = $1 AND seq >= $2 AND seq < $3
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT CAST(seq AS BIGINT), data FROM blob_chunks WHERE blob_id = $1 AND seq >= $2 AND seq < $3
              ORDER BY seq",
         )
         .bind(message.blob.0)
@@ -183,16 +178,11 @@ impl<D: Dialect> Delivery for SqlStore<D>
 where
     for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
     for<'a> &'a str: Encode<'a, D> + Decode<'a, D> + Type<D>,
-    for<'a> Option<&'a str>: Encode<'a, D> + Type<D>,
-    for<'a> &'a [u8]: Encode<'a, D> + Type<D>,
     i64: Column<D>,
-    i32: Column<D>,
-    f64: Column<D>,
     bool: Column<D>,
     String: Column<D>,
     Vec<u8>: Column<D>,
     Option<i64>: Column<D>,
-    Option<i32>: Column<D>,
     Option<String>: Column<D>,
     Option<Vec<u8>>: Column<D>,
     usize: ColumnIndex<D::Row>,
@@ -243,7 +233,7 @@ where
         sqlx::query("INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)")
             .bind(blob.0)
             .bind(chunk_number(seq)?)
-            .bind(data)
+            .bind(data.to_vec())
             .execute(&self.pool)
             .await?;
         Ok(())

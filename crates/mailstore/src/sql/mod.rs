@@ -84,8 +84,8 @@ pub trait Dialect:
     fn names<'a>(names: impl Iterator<Item = &'a str>) -> Self::Names;
     /// A `*_at` column as Unix milliseconds.
     fn millis(column: &str) -> String;
-    /// The time `secs` (an SQL expression) seconds from now, as `*_at` columns hold it.
-    fn after(secs: &str) -> String;
+    /// The time `ms` (an SQL expression) milliseconds from now, as `*_at` columns hold it.
+    fn after(ms: &str) -> String;
 
     /// A transaction that will write.
     async fn begin_write(pool: &Pool<Self>) -> Result<Transaction<'static, Self>>;
@@ -150,16 +150,11 @@ impl<D: Dialect> SqlStore<D>
 where
     for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
     for<'a> &'a str: Encode<'a, D> + Decode<'a, D> + Type<D>,
-    for<'a> Option<&'a str>: Encode<'a, D> + Type<D>,
-    for<'a> &'a [u8]: Encode<'a, D> + Type<D>,
     i64: Column<D>,
-    i32: Column<D>,
-    f64: Column<D>,
     bool: Column<D>,
     String: Column<D>,
     Vec<u8>: Column<D>,
     Option<i64>: Column<D>,
-    Option<i32>: Column<D>,
     Option<String>: Column<D>,
     Option<Vec<u8>>: Column<D>,
     usize: ColumnIndex<D::Row>,
@@ -391,7 +386,7 @@ where
             sqlx::query("INSERT INTO blob_chunks (blob_id, seq, data) VALUES ($1, $2, $3)")
                 .bind(blob)
                 .bind(chunk_number(seq)?)
-                .bind(chunk)
+                .bind(chunk.to_vec())
                 .execute(&mut **tx)
                 .await?;
         }
@@ -402,9 +397,9 @@ where
         .bind(user)
         .bind(uid)
         .bind(blob)
-        .bind(&[][..] as &[u8])
+        .bind(Vec::<u8>::new())
         .bind(size)
-        .bind(import_key)
+        .bind(import_key.map(str::to_string))
         .execute(&mut **tx)
         .await?;
         Self::add_usage(tx, user, size, 1).await
@@ -417,7 +412,7 @@ where
     async fn quota_warning(tx: &mut Transaction<'_, D>, user: i64, prefix: &str) -> Result<()> {
         let r = sqlx::query(sql::<D>(
             "SELECT u.quota_bytes, u.quota_messages, u.used_bytes, u.used_messages,
-                    u.quota_warned, d.quota_warn_percent, u.localpart, d.name,
+                    u.quota_warned, CAST(d.quota_warn_percent AS BIGINT), u.localpart, d.name,
                     d.quota_bytes, d.quota_messages, d.used_bytes, d.used_messages, {now_ms}
              FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.id = $1",
         ))
@@ -430,7 +425,7 @@ where
             messages: to_u64(r.try_get(3)?),
         };
         let warned: bool = r.try_get(4)?;
-        let percent: Option<i32> = r.try_get(5)?;
+        let percent: Option<i64> = r.try_get(5)?;
         let due = warning_due(limit, usage, percent.and_then(|p| u8::try_from(p).ok()));
         if due == warned {
             return Ok(());
@@ -488,16 +483,11 @@ impl<D: Dialect> BatchWriter for Writer<D>
 where
     for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
     for<'a> &'a str: Encode<'a, D> + Decode<'a, D> + Type<D>,
-    for<'a> Option<&'a str>: Encode<'a, D> + Type<D>,
-    for<'a> &'a [u8]: Encode<'a, D> + Type<D>,
     i64: Column<D>,
-    i32: Column<D>,
-    f64: Column<D>,
     bool: Column<D>,
     String: Column<D>,
     Vec<u8>: Column<D>,
     Option<i64>: Column<D>,
-    Option<i32>: Column<D>,
     Option<String>: Column<D>,
     Option<Vec<u8>>: Column<D>,
     usize: ColumnIndex<D::Row>,
@@ -542,13 +532,15 @@ fn scope_binds<D: Dialect>(scope: &Scope) -> (bool, D::Names) {
     }
 }
 
-/// A chunk number to read: `seq` is an INT column, and a part past its range is past the end.
-fn seq(n: u32) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
+/// A chunk number to read: `seq` is an INT column (bound as BIGINT), and a part past its range
+/// is past the end.
+fn seq(n: u32) -> i64 {
+    i64::from(n.min(i32::MAX as u32))
 }
 
 /// A chunk number to write.
-fn chunk_number(n: impl TryInto<i32>) -> Result<i32> {
+fn chunk_number(n: impl TryInto<i32>) -> Result<i64> {
     n.try_into()
+        .map(i64::from)
         .map_err(|_| StoreError::Invalid("message too large".into()))
 }

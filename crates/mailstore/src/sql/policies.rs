@@ -10,13 +10,13 @@ use crate::convert::*;
 use crate::*;
 
 /// A policy column (INT, NULL for none) as the model holds it.
-fn setting<T: TryFrom<i32>>(v: Option<i32>) -> Option<T> {
+fn setting<T: TryFrom<i64>>(v: Option<i64>) -> Option<T> {
     v.and_then(|v| T::try_from(v).ok())
 }
 
-/// A policy setting as its INT column binds it.
-fn column(v: Option<u32>) -> Option<i32> {
-    v.map(|v| i32::try_from(v).unwrap_or(i32::MAX))
+/// A policy setting as its INT column takes it.
+fn column(v: Option<u32>) -> Option<i64> {
+    v.map(|v| i64::from(v.min(i32::MAX as u32)))
 }
 
 #[async_trait]
@@ -24,23 +24,19 @@ impl<D: Dialect> Policies for SqlStore<D>
 where
     for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
     for<'a> &'a str: Encode<'a, D> + Decode<'a, D> + Type<D>,
-    for<'a> Option<&'a str>: Encode<'a, D> + Type<D>,
-    for<'a> &'a [u8]: Encode<'a, D> + Type<D>,
     i64: Column<D>,
-    i32: Column<D>,
-    f64: Column<D>,
     bool: Column<D>,
     String: Column<D>,
     Vec<u8>: Column<D>,
     Option<i64>: Column<D>,
-    Option<i32>: Column<D>,
     Option<String>: Column<D>,
     Option<Vec<u8>>: Column<D>,
     usize: ColumnIndex<D::Row>,
 {
     async fn domain_policies(&self, domain: &DomainName) -> Result<DomainPolicies> {
         let row = sqlx::query(
-            "SELECT quota_tempfail, quota_warn_percent, retention_days, login_delay_secs
+            "SELECT quota_tempfail, CAST(quota_warn_percent AS BIGINT),
+                    CAST(retention_days AS BIGINT), CAST(login_delay_secs AS BIGINT)
              FROM domains WHERE name = $1",
         )
         .bind(domain.as_str())
@@ -64,7 +60,7 @@ where
              WHERE name = $5",
         )
         .bind(p.quota_tempfail)
-        .bind(p.quota_warn_percent.map(i32::from))
+        .bind(p.quota_warn_percent.map(i64::from))
         .bind(column(p.retention_days))
         .bind(column(p.login_delay_secs))
         .bind(domain.as_str())
@@ -75,7 +71,7 @@ where
 
     async fn user_policy(&self, user: UserId) -> Result<UserPolicy> {
         let row = sqlx::query(
-            "SELECT d.retention_days, d.login_delay_secs FROM users u
+            "SELECT CAST(d.retention_days AS BIGINT), CAST(d.login_delay_secs AS BIGINT) FROM users u
              JOIN domains d ON d.id = u.domain_id WHERE u.id = $1",
         )
         .bind(user.0)

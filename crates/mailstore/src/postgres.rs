@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Pool, Postgres, Row, Transaction};
 
-use crate::batch::{ACCOUNT_COLUMNS, Accounts, Pending};
+use crate::batch::Pending;
 use crate::convert::*;
 use crate::sql::{Dialect, SqlStore};
 use crate::*;
@@ -68,7 +68,6 @@ impl std::fmt::Display for NodeHolder {
     }
 }
 
-
 pub type PostgresStore = SqlStore<Postgres>;
 
 impl SqlStore<Postgres> {
@@ -89,36 +88,19 @@ impl SqlStore<Postgres> {
             .idle_timeout(Duration::from_secs(60))
             .test_before_acquire(true)
             .connect_lazy_with(options);
-        if migrate {
-            MIGRATOR
-                .run(&pool)
-                .await
-                .map_err(|e| StoreError::Unavailable(e.into()))?;
-        }
-        Ok(Self::with_pool(pool, lock))
+        Self::with_pool(pool, lock, migrate.then_some(&MIGRATOR)).await
     }
 
     /// `recover`'s one transaction: claims the node (see `Maildrops::recover`) and frees what
     /// its previous run left; or, changing nothing, returns the live-looking claim in the way.
     async fn claim_and_recover(&self, me: &Claimant) -> Result<Option<NodeHolder>> {
         let mut tx = self.pool.begin().await?;
-        let claimed = sqlx::query(AssertSqlSafe(format!(
-            "{CLAIM_NODE} SET incarnation = EXCLUDED.incarnation, serve_lock = EXCLUDED.serve_lock,
-                 host = EXCLUDED.host, pid = EXCLUDED.pid, started_at = EXCLUDED.started_at,
-                 renewed_at = EXCLUDED.renewed_at, expires_at = EXCLUDED.expires_at
-             WHERE n.expires_at < clock_timestamp() OR n.serve_lock = EXCLUDED.serve_lock
-                OR n.incarnation = EXCLUDED.incarnation
-             RETURNING 1"
-        )))
-        .bind(&self.node)
-        .bind(&self.incarnation)
-        .bind(&me.serve_lock)
-        .bind(&me.host)
-        .bind(i64::from(std::process::id()))
-        .bind(self.ttl.as_secs_f64())
-        .fetch_optional(&mut *tx)
-        .await?;
-        if claimed.is_none() {
+        let update = "SET incarnation = EXCLUDED.incarnation, serve_lock = EXCLUDED.serve_lock,
+                host = EXCLUDED.host, pid = EXCLUDED.pid, started_at = EXCLUDED.started_at,
+                renewed_at = EXCLUDED.renewed_at, expires_at = EXCLUDED.expires_at
+            WHERE n.expires_at < clock_timestamp() OR n.serve_lock = EXCLUDED.serve_lock
+               OR n.incarnation = EXCLUDED.incarnation";
+        if !self.claim_node(me, update, &mut *tx).await? {
             // The upsert row-locked the claim in the way: it is read as it stands.
             let holder = self.node_holder(&mut *tx).await?;
             tx.rollback().await?;
@@ -129,6 +111,25 @@ impl SqlStore<Postgres> {
         self.free_previous_run(&mut tx).await?;
         tx.commit().await?;
         Ok(None)
+    }
+
+    /// Claims this store's node for `me` (`CLAIM_NODE` completed by `update`): whether it did.
+    async fn claim_node<'e>(
+        &self,
+        me: &Claimant,
+        update: &str,
+        db: impl sqlx::PgExecutor<'e>,
+    ) -> Result<bool> {
+        let claimed = sqlx::query(AssertSqlSafe(format!("{CLAIM_NODE} {update} RETURNING 1")))
+            .bind(&self.node)
+            .bind(&self.incarnation)
+            .bind(&me.serve_lock)
+            .bind(&me.host)
+            .bind(i64::from(std::process::id()))
+            .bind(self.ttl.as_secs_f64())
+            .fetch_optional(db)
+            .await?;
+        Ok(claimed.is_some())
     }
 
     /// The server holding this store's node, if any.
@@ -236,19 +237,9 @@ impl Dialect for Postgres {
             return Err(StoreError::Invalid("heartbeat before recover".into()));
         };
         // Re-inserts a claim row that went missing; never takes over another server's.
-        let renewed = sqlx::query(AssertSqlSafe(format!(
-            "{CLAIM_NODE} SET renewed_at = EXCLUDED.renewed_at, expires_at = EXCLUDED.expires_at
-             WHERE n.incarnation = EXCLUDED.incarnation RETURNING 1"
-        )))
-        .bind(&store.node)
-        .bind(&store.incarnation)
-        .bind(&me.serve_lock)
-        .bind(&me.host)
-        .bind(i64::from(std::process::id()))
-        .bind(store.ttl.as_secs_f64())
-        .fetch_optional(&store.pool)
-        .await?;
-        if renewed.is_some() {
+        let update = "SET renewed_at = EXCLUDED.renewed_at, expires_at = EXCLUDED.expires_at
+            WHERE n.incarnation = EXCLUDED.incarnation";
+        if store.claim_node(me, update, &store.pool).await? {
             return Ok(());
         }
         let holder = match store.node_holder(&store.pool).await? {
@@ -455,29 +446,8 @@ impl Dialect for Postgres {
         }
     }
 
-    /// Locks the recipients' rows and reads their quotas. Concurrent deliveries (from other
-    /// frontends) must not both pass a check. Rows are locked in (domain, user) id order, each
-    /// domain before its users, so two batches never wait on each other in a cycle. NO KEY
-    /// UPDATE, not UPDATE: a lock() inserting rows that reference these (maildrop_locks,
-    /// hourly_stats) must not wait on a delivery that may itself wait for lock()'s hourly_stats
-    /// row.
-    async fn lock_accounts(tx: &mut Transaction<'_, Postgres>, users: &[i64]) -> Result<Accounts> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "{ACCOUNT_COLUMNS} WHERE u.id = ANY($1) ORDER BY d.id, u.id FOR NO KEY UPDATE OF d, u"
-        )))
-        .bind(users)
-        .fetch_all(&mut **tx)
-        .await?;
-        Accounts::from_rows(&rows)
-    }
-
-    /// Writes what `pending` holds (`STORE_PARCELS`) and empties it.
-    async fn flush(
-        pending: &mut Pending<'_>,
-        tx: &mut Transaction<'_, Postgres>,
-        prefix: &str,
-    ) -> Result<()> {
-        let p = std::mem::take(pending);
+    /// In one statement, `STORE_PARCELS`.
+    async fn flush(p: Pending<'_>, tx: &mut Transaction<'_, Postgres>, prefix: &str) -> Result<()> {
         if !p.blobs.is_empty() {
             let (user_ids, (user_bytes, user_messages)): (Vec<i64>, (Vec<i64>, Vec<i64>)) =
                 p.user_usage.into_iter().unzip();

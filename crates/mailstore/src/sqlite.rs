@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Pool, Row, Sqlite, Transaction};
 
-use crate::batch::{ACCOUNT_COLUMNS, Accounts, Pending};
+use crate::batch::Pending;
 use crate::convert::*;
 use crate::sql::{Dialect, SqlStore};
 use crate::*;
@@ -59,13 +59,7 @@ impl SqlStore<Sqlite> {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        if migrate {
-            MIGRATOR
-                .run(&pool)
-                .await
-                .map_err(|e| StoreError::Unavailable(e.into()))?;
-        }
-        Ok(Self::with_pool(pool, lock))
+        Self::with_pool(pool, lock, migrate.then_some(&MIGRATOR)).await
     }
 }
 
@@ -277,26 +271,11 @@ impl Dialect for Sqlite {
         }
     }
 
-    async fn lock_accounts(tx: &mut Transaction<'_, Sqlite>, users: &[i64]) -> Result<Accounts> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "{ACCOUNT_COLUMNS} WHERE u.id IN (SELECT value FROM json_each($1))"
-        )))
-        .bind(Self::ids(users))
-        .fetch_all(&mut **tx)
-        .await?;
-        Accounts::from_rows(&rows)
-    }
-
     /// In a handful of statements whatever the batch's size: every statement is a hand-over to
     /// SQLite's thread and back, and those hand-overs, not SQLite's work, were what a delivery
     /// cost (docs/BENCHMARKS.md, (d)).
-    async fn flush(
-        pending: &mut Pending<'_>,
-        tx: &mut Transaction<'_, Sqlite>,
-        prefix: &str,
-    ) -> Result<()> {
+    async fn flush(p: Pending<'_>, tx: &mut Transaction<'_, Sqlite>, prefix: &str) -> Result<()> {
         let now = now_ms();
-        let p = std::mem::take(pending);
         if !p.unused_blobs.is_empty() {
             sqlx::query("DELETE FROM blobs WHERE id IN (SELECT value FROM json_each($1))")
                 .bind(Self::ids(&p.unused_blobs))
@@ -452,6 +431,9 @@ fn json_usage(usage: &std::collections::BTreeMap<i64, (i64, i64)>) -> String {
 mod tests {
     #[test]
     fn json_strings_escape_what_json_requires() {
-        assert_eq!(super::json_string("a\"b\\c\u{1}é"), "\"a\\\"b\\\\c\\u0001é\"");
+        assert_eq!(
+            super::json_string("a\"b\\c\u{1}é"),
+            "\"a\\\"b\\\\c\\u0001é\""
+        );
     }
 }

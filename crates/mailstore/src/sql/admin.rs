@@ -114,9 +114,7 @@ fn select_users<D: Dialect>(rest: &str) -> AssertSqlSafe<String> {
 
 /// `SELECT` of the `DOMAIN_COLUMNS` followed by `rest`.
 fn select_domains<D: Dialect>(rest: &str) -> AssertSqlSafe<String> {
-    sql::<D>(&format!(
-        "SELECT {DOMAIN_COLUMNS} FROM domains d {rest}"
-    ))
+    sql::<D>(&format!("SELECT {DOMAIN_COLUMNS} FROM domains d {rest}"))
 }
 
 #[async_trait]
@@ -390,13 +388,12 @@ where
         let mut tx = self.pool.begin().await?;
         let domain_id = Self::domain_id(&mut tx, domain).await?;
         let filter = "WHERE u.domain_id = $1 AND {find}(lower(u.localpart), lower($2)) > 0";
-        let total: i64 = sqlx::query_scalar(sql::<D>(&format!(
-            "SELECT count(*) FROM users u {filter}"
-        )))
-        .bind(domain_id)
-        .bind(search)
-        .fetch_one(&mut *tx)
-        .await?;
+        let total: i64 =
+            sqlx::query_scalar(sql::<D>(&format!("SELECT count(*) FROM users u {filter}")))
+                .bind(domain_id)
+                .bind(search)
+                .fetch_one(&mut *tx)
+                .await?;
         let rows = sqlx::query(select_users::<D>(&format!(
             "{filter} ORDER BY u.localpart {{bytewise}} LIMIT $3 OFFSET $4"
         )))

@@ -23,7 +23,7 @@ use sqlx::{
 use tokio::sync::OnceCell;
 use tracing::instrument;
 
-use crate::batch::{Accounts, Pending};
+use crate::batch::{ACCOUNT_COLUMNS, Accounts, Pending};
 use crate::convert::*;
 use crate::group::{BatchWriter, GroupCommit, Outcomes};
 use crate::held::Held;
@@ -54,7 +54,11 @@ impl RowsAffected for sqlx::postgres::PgQueryResult {
 /// splice in; the functions are the operations each backend implements its own way.
 #[async_trait]
 pub trait Dialect:
-    Database<Arguments: IntoArguments<Self>, QueryResult: RowsAffected> + Sized
+    Database<
+        Arguments: IntoArguments<Self>,
+        Connection: sqlx::migrate::Migrate,
+        QueryResult: RowsAffected,
+    > + Sized
 {
     /// Appended to a `SELECT` of rows the transaction goes on to change: Postgres row-locks
     /// them; on SQLite the write transaction already holds the database's one write lock.
@@ -105,14 +109,8 @@ pub trait Dialect:
         window: Duration,
     ) -> Result<Vec<u64>>;
     async fn expire(store: &SqlStore<Self>, now: i64, batch: u32) -> Result<ExpireReport>;
-    /// Reads (Postgres: and row-locks) the quotas and usage of a batch's recipients.
-    async fn lock_accounts(tx: &mut Transaction<'_, Self>, users: &[i64]) -> Result<Accounts>;
-    /// Writes what `pending` holds and empties it.
-    async fn flush(
-        pending: &mut Pending<'_>,
-        tx: &mut Transaction<'_, Self>,
-        prefix: &str,
-    ) -> Result<()>;
+    /// Writes a batch's deliveries.
+    async fn flush(batch: Pending<'_>, tx: &mut Transaction<'_, Self>, prefix: &str) -> Result<()>;
 }
 
 /// `D`'s statement with the dialect's fragments spliced in for `{lock_rows}`, `{now}`,
@@ -145,7 +143,6 @@ pub struct SqlStore<D: Dialect> {
     deliveries: GroupCommit,
 }
 
-
 impl<D: Dialect> SqlStore<D>
 where
     for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
@@ -159,10 +156,20 @@ where
     Option<Vec<u8>>: Column<D>,
     usize: ColumnIndex<D::Row>,
 {
-    /// The store on an open pool whose schema is up to date.
-    pub(crate) fn with_pool(pool: Pool<D>, lock: LockOptions) -> Self {
+    /// The store on an open pool; with `migrations`, the schema is brought up to date first.
+    pub(crate) async fn with_pool(
+        pool: Pool<D>,
+        lock: LockOptions,
+        migrations: Option<&sqlx::migrate::Migrator>,
+    ) -> Result<Self> {
+        if let Some(migrator) = migrations {
+            migrator
+                .run(&pool)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.into()))?;
+        }
         let uid_prefix = Arc::new(OnceCell::new());
-        Self {
+        Ok(Self {
             node: lock.node,
             incarnation: incarnation(),
             claimant: OnceLock::new(),
@@ -174,7 +181,7 @@ where
             }),
             pool,
             uid_prefix,
-        }
+        })
     }
 
     /// The connection pool's size and idle connections now (for the metrics).
@@ -360,9 +367,7 @@ where
     }
 
     async fn next_uid(tx: &mut Transaction<'_, D>, prefix: &str) -> Result<String> {
-        let n: i64 = sqlx::query_scalar(D::NEXT_UID)
-            .fetch_one(&mut **tx)
-            .await?;
+        let n: i64 = sqlx::query_scalar(D::NEXT_UID).fetch_one(&mut **tx).await?;
         Ok(format!("{prefix}.{n}"))
     }
 
@@ -460,6 +465,28 @@ where
         Ok(())
     }
 
+    /// Reads the quotas and usage of a batch's recipients. On Postgres it also locks their rows,
+    /// so concurrent deliveries (from other frontends) cannot both pass a check: in (domain,
+    /// user) id order, each domain before its users, so two batches never wait on each other in
+    /// a cycle; NO KEY UPDATE, not UPDATE, so a lock() inserting rows that reference these
+    /// (maildrop_locks, hourly_stats) does not wait on a delivery that may itself wait for
+    /// lock()'s hourly_stats row.
+    async fn lock_accounts(tx: &mut Transaction<'_, D>, users: &[i64]) -> Result<Accounts> {
+        let of = if D::LOCK_ROWS.is_empty() {
+            ""
+        } else {
+            "OF d, u"
+        };
+        let rows = sqlx::query(sql::<D>(&format!(
+            "{ACCOUNT_COLUMNS} WHERE u.id IN (SELECT {{each}}($1))
+             ORDER BY d.id, u.id {{lock_rows}} {of}"
+        )))
+        .bind(D::ids(users))
+        .fetch_all(&mut **tx)
+        .await?;
+        Accounts::from_rows(&rows)
+    }
+
     /// Refuses quotas where a user's limit is larger than their domain's. The caller holds the
     /// domain row locked, so concurrent quota changes are checked one after the other.
     async fn check_quota_nesting(tx: &mut Transaction<'_, D>, domain: i64) -> Result<()> {
@@ -500,7 +527,7 @@ where
             .iter()
             .flat_map(|p| p.recipients.iter().map(|r| r.user.0))
             .collect();
-        let mut accounts = D::lock_accounts(&mut tx, &users).await?;
+        let mut accounts = SqlStore::<D>::lock_accounts(&mut tx, &users).await?;
         // Quotas are checked here, one delivery after the other against the usage the batch
         // has reached (see `batch`).
         let mut pending = Pending::default();
@@ -510,15 +537,15 @@ where
             // A user with a quota of their own may be due a warning, which is itself a message
             // counted in the usage: write what is decided, warn, and read the usage again.
             if !warn.is_empty() {
-                D::flush(&mut pending, &mut tx, &prefix).await?;
+                D::flush(std::mem::take(&mut pending), &mut tx, &prefix).await?;
                 for user in warn {
                     SqlStore::<D>::quota_warning(&mut tx, user, &prefix).await?;
                 }
-                accounts = D::lock_accounts(&mut tx, &users).await?;
+                accounts = SqlStore::<D>::lock_accounts(&mut tx, &users).await?;
             }
             all.push(outcomes);
         }
-        D::flush(&mut pending, &mut tx, &prefix).await?;
+        D::flush(std::mem::take(&mut pending), &mut tx, &prefix).await?;
         tx.commit().await?;
         Ok(all)
     }

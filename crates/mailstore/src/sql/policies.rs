@@ -144,10 +144,7 @@ where
                 (Some(uid), None) => {
                     // Keep the counter past an id of our own form, so new mail never collides.
                     if let Some(n) = own_uid_number(uid, &prefix) {
-                        sqlx::query(D::RAISE_UID)
-                            .bind(n)
-                            .execute(&mut *tx)
-                            .await?;
+                        sqlx::query(D::RAISE_UID).bind(n).execute(&mut *tx).await?;
                     }
                     ImportOutcome::Added { uid: uid.clone() }
                 }

@@ -274,6 +274,8 @@ pub struct LockOptions {
     pub node: String,
     /// How long a lease lives without renewal: the most a crashed frontend can stall a mailbox.
     pub ttl: Duration,
+    /// The time leases are measured in.
+    pub clock: LeaseClock,
 }
 
 impl Default for LockOptions {
@@ -281,7 +283,27 @@ impl Default for LockOptions {
         Self {
             node: "local".into(),
             ttl: Duration::from_secs(30),
+            clock: LeaseClock::default(),
         }
+    }
+}
+
+/// The time maildrop leases and LOGIN-DELAY are measured in: the backend's clock (on Postgres
+/// the database's, so frontends with skewed clocks agree), moved forward by what `advance`
+/// added. Nothing but tests advances it: they let a lease expire without waiting for it. Clones
+/// share one offset, so stores opened with clones of one clock see the same time.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseClock(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl LeaseClock {
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX / 4);
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Milliseconds this clock is ahead of the backend's.
+    pub(crate) fn offset_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -269,11 +269,11 @@ impl Dialect for Postgres {
         // over a lease whose holder stopped renewing it (a live lease makes the upsert's WHERE
         // false: nothing is returned and no login is counted). A login still inside its
         // LOGIN-DELAY takes nothing. The third column says whether a live lease was there: "in
-        // use" is the answer a client should hear before the delay.
-        let row = sqlx::query(
+        // use" is the answer a client should hear before the delay. `{now}` is the lease clock.
+        let row = sqlx::query(AssertSqlSafe(
             "WITH me AS (
                  SELECT u.id, extract(epoch FROM (u.last_login_at
-                            + make_interval(secs => d.login_delay_secs) - clock_timestamp()))::FLOAT8
+                            + make_interval(secs => d.login_delay_secs) - {now}))::FLOAT8
                             AS wait
                  FROM users u JOIN domains d ON d.id = u.domain_id
                  WHERE u.id = $1
@@ -281,32 +281,34 @@ impl Dialect for Postgres {
              ), taken AS (
                  INSERT INTO maildrop_locks (user_id, node, incarnation, token, expires_at, locked_at)
                  SELECT me.id, $2, $3, nextval('lock_tokens'),
-                        clock_timestamp() + make_interval(secs => $4), clock_timestamp()
+                        {now} + make_interval(secs => $4), {now}
                  FROM me WHERE coalesce(me.wait, 0) <= 0
                  ON CONFLICT (user_id) DO UPDATE
                      SET node = EXCLUDED.node, incarnation = EXCLUDED.incarnation,
                          token = EXCLUDED.token, expires_at = EXCLUDED.expires_at,
                          locked_at = EXCLUDED.locked_at
-                     WHERE maildrop_locks.expires_at < clock_timestamp()
+                     WHERE maildrop_locks.expires_at < {now}
                  RETURNING token, user_id
              ), counted AS (
                  INSERT INTO hourly_stats (hour, domain_id, logins)
-                 SELECT floor(extract(epoch FROM clock_timestamp()) / 3600)::BIGINT, u.domain_id, 1
+                 SELECT floor(extract(epoch FROM {now}) / 3600)::BIGINT, u.domain_id, 1
                  FROM taken JOIN users u ON u.id = taken.user_id
                  ON CONFLICT (hour, domain_id) DO UPDATE SET logins = hourly_stats.logins + 1
              ), touched AS (
-                 UPDATE users SET last_login_at = clock_timestamp()
+                 UPDATE users SET last_login_at = {now}
                  WHERE id IN (SELECT user_id FROM taken)
              )
              SELECT (SELECT token FROM taken), (SELECT wait FROM me),
                     EXISTS (SELECT 1 FROM maildrop_locks
-                            WHERE user_id = $1 AND expires_at >= clock_timestamp()),
-                    EXISTS (SELECT 1 FROM me)",
-        )
+                            WHERE user_id = $1 AND expires_at >= {now}),
+                    EXISTS (SELECT 1 FROM me)"
+                .replace("{now}", &Self::after("$5")),
+        ))
         .bind(user.0)
         .bind(&store.node)
         .bind(&store.incarnation)
         .bind(store.ttl.as_secs_f64())
+        .bind(store.clock.offset_ms())
         .fetch_one(&store.pool)
         .await?;
         let (token, wait, live): (Option<i64>, Option<f64>, bool) =
@@ -384,19 +386,21 @@ impl Dialect for Postgres {
             let mut tx = store.pool.begin().await?;
             // SKIP LOCKED: another frontend's job (or a QUIT deleting them) has these rows;
             // this run takes the next ones instead of waiting or deleting them twice.
-            let rows = sqlx::query(
+            let rows = sqlx::query(AssertSqlSafe(
                 "SELECT m.id, m.user_id FROM messages m
                  JOIN users u ON u.id = m.user_id JOIN domains d ON d.id = u.domain_id
                  WHERE d.retention_days IS NOT NULL
                    AND m.delivered_at < to_timestamp($1::FLOAT8 / 1000)
                                         - make_interval(days => d.retention_days)
                    AND NOT EXISTS (SELECT 1 FROM maildrop_locks l
-                                   WHERE l.user_id = m.user_id AND l.expires_at >= clock_timestamp())
+                                   WHERE l.user_id = m.user_id AND l.expires_at >= {now})
                  ORDER BY m.id LIMIT $2
-                 FOR UPDATE OF m SKIP LOCKED",
-            )
+                 FOR UPDATE OF m SKIP LOCKED"
+                    .replace("{now}", &Self::after("$3")),
+            ))
             .bind(now)
             .bind(i64::from(batch))
+            .bind(store.clock.offset_ms())
             .fetch_all(&mut *tx)
             .await?;
             let found = rows.len();
@@ -422,11 +426,12 @@ impl Dialect for Postgres {
                 .bind(&users)
                 .execute(&mut *tx)
                 .await?;
-            let locked: Vec<i64> = sqlx::query_scalar(
-                "SELECT user_id FROM maildrop_locks
-                 WHERE user_id = ANY($1) AND expires_at >= clock_timestamp()",
-            )
+            let locked: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT user_id FROM maildrop_locks WHERE user_id = ANY($1) AND expires_at >= {}",
+                Self::after("$2")
+            )))
             .bind(&users)
+            .bind(store.clock.offset_ms())
             .fetch_all(&mut *tx)
             .await?;
             let mut deleted = 0u64;

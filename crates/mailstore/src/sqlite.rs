@@ -120,7 +120,7 @@ impl Dialect for Sqlite {
     }
 
     async fn lock(store: &SqliteStore, user: UserId) -> Result<Lease> {
-        let now = now_ms();
+        let now = now_ms() + store.clock.offset_ms();
         let mut tx = Self::begin_write(&store.pool).await?;
         sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND expires_at < $2")
             .bind(user.0)
@@ -250,8 +250,8 @@ impl Dialect for Sqlite {
                  ORDER BY m.id LIMIT $3",
             )
             .bind(now)
-            // Leases run on the real clock, whatever `now` the caller tests with.
-            .bind(now_ms())
+            // Leases run on the lease clock, whatever `now` the caller tests with.
+            .bind(now_ms() + store.clock.offset_ms())
             .bind(i64::from(batch))
             .fetch_all(&mut *tx)
             .await?;

@@ -442,12 +442,14 @@ where
             "SELECT u.localpart, d.name, l.node, {}
              FROM maildrop_locks l JOIN users u ON u.id = l.user_id
                   JOIN domains d ON d.id = u.domain_id
-             WHERE l.expires_at > {{now}} AND ($1 OR d.name IN (SELECT {{each}}($2)))
+             WHERE l.expires_at > {} AND ($1 OR d.name IN (SELECT {{each}}($2)))
              ORDER BY d.name {{bytewise}}, u.localpart {{bytewise}}",
-            D::millis("l.locked_at")
+            D::millis("l.locked_at"),
+            D::after("$3")
         )))
         .bind(all)
         .bind(list)
+        .bind(self.clock.offset_ms())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -601,13 +603,15 @@ where
         .bind(&list)
         .fetch_one(&mut *tx)
         .await?;
-        let sessions: i64 = sqlx::query_scalar(sql::<D>(
+        let sessions: i64 = sqlx::query_scalar(sql::<D>(&format!(
             "SELECT count(*) FROM maildrop_locks l JOIN users u ON u.id = l.user_id
                   JOIN domains d ON d.id = u.domain_id
-             WHERE l.expires_at > {now} AND ($1 OR d.name IN (SELECT {each}($2)))",
-        ))
+             WHERE l.expires_at > {} AND ($1 OR d.name IN (SELECT {{each}}($2)))",
+            D::after("$3")
+        )))
         .bind(all)
         .bind(&list)
+        .bind(self.clock.offset_ms())
         .fetch_one(&mut *tx)
         .await?;
         let domains: i64 = row.try_get(0)?;

@@ -58,7 +58,7 @@ where
              RETURNING token",
             D::after("$1")
         )))
-        .bind(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX / 2))
+        .bind(self.lease_end_ms())
         .bind(&self.incarnation)
         .bind(D::ids(&tokens))
         .fetch_all(&self.pool)

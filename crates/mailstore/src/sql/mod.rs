@@ -140,6 +140,7 @@ pub struct SqlStore<D: Dialect> {
     /// The install's UID prefix (see the first migration).
     uid_prefix: Arc<OnceCell<String>>,
     pub(crate) ttl: Duration,
+    pub(crate) clock: LeaseClock,
     deliveries: GroupCommit,
 }
 
@@ -156,6 +157,11 @@ where
     Option<Vec<u8>>: Column<D>,
     usize: ColumnIndex<D::Row>,
 {
+    /// Milliseconds from now to `ttl` from now, by the lease clock (see `LeaseClock`).
+    pub(crate) fn lease_end_ms(&self) -> i64 {
+        i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX / 4) + self.clock.offset_ms()
+    }
+
     /// The store on an open pool; with `migrations`, the schema is brought up to date first.
     pub(crate) async fn with_pool(
         pool: Pool<D>,
@@ -175,6 +181,7 @@ where
             claimant: OnceLock::new(),
             held: Held::default(),
             ttl: lock.ttl,
+            clock: lock.clock,
             deliveries: GroupCommit::start(Writer {
                 pool: pool.clone(),
                 uid_prefix: uid_prefix.clone(),

@@ -52,9 +52,16 @@ impl Backend for Pg {
 }
 
 fn lock(node: &str, ttl_ms: u64) -> LockOptions {
+    timed(node, ttl_ms, &LeaseClock::default())
+}
+
+/// Options for a store whose lease time is `clock`: stores opened with one clock see one time,
+/// which the test moves on instead of sleeping.
+fn timed(node: &str, ttl_ms: u64, clock: &LeaseClock) -> LockOptions {
     LockOptions {
         node: node.into(),
         ttl: Duration::from_millis(ttl_ms),
+        clock: clock.clone(),
     }
 }
 
@@ -378,7 +385,8 @@ async fn quotas_are_checked_per_recipient_and_usage_is_exact(b: impl Backend) {
 }
 
 async fn the_lock_is_exclusive_expires_and_fences(b: impl Backend) {
-    let s = b.open(lock("a", 400)).await;
+    let clock = LeaseClock::default();
+    let s = b.open(timed("a", 60_000, &clock)).await;
     let john = user(&*s, "john@example.com").await;
     deliver(&*s, b"one\r\n", 64, &[(john, "")]).await;
     deliver(&*s, b"two\r\n", 64, &[(john, "")]).await;
@@ -389,14 +397,19 @@ async fn the_lock_is_exclusive_expires_and_fences(b: impl Backend) {
 
     // Renewal keeps a live session's lease past its TTL.
     for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        clock.advance(Duration::from_secs(20));
         s.renew_leases().await.expect("renew");
     }
     assert!(matches!(s.lock(john).await, Err(StoreError::InUse)));
+    clock.advance(Duration::from_secs(59));
+    assert!(
+        matches!(s.lock(john).await, Err(StoreError::InUse)),
+        "a lease is held for its whole TTL"
+    );
 
     // A holder that stops renewing loses the maildrop after the TTL; its UPDATE then changes nothing.
-    let other = b.open(lock("b", 400)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let other = b.open(timed("b", 60_000, &clock)).await;
+    clock.advance(Duration::from_secs(2));
     let taken = other.lock(john).await.expect("expired lease is taken over");
     assert!(taken.token > held.token, "fencing tokens increase");
     let ids: Vec<MessageId> = s
@@ -582,7 +595,8 @@ async fn apop_secrets_and_domain_switch(b: impl Backend) {
 }
 
 async fn a_lease_given_up_is_not_renewed(b: impl Backend) {
-    let s = b.open(lock("a", 400)).await;
+    let clock = LeaseClock::default();
+    let s = b.open(timed("a", 60_000, &clock)).await;
     let john = user(&*s, "john@example.com").await;
     let lease = s.lock(john).await.expect("lock");
     // A release that reaches no row (as when the database was briefly gone) leaves the row
@@ -593,10 +607,10 @@ async fn a_lease_given_up_is_not_renewed(b: impl Backend) {
     };
     s.unlock(&stray).await.expect("unlock");
     for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        clock.advance(Duration::from_secs(20));
         s.renew_leases().await.expect("renew");
     }
-    let other = b.open(lock("b", 400)).await;
+    let other = b.open(timed("b", 60_000, &clock)).await;
     assert!(
         other.lock(john).await.is_ok(),
         "a lease given up was still renewed"
@@ -1411,7 +1425,8 @@ async fn api_tokens_belong_to_their_admin(b: impl Backend) {
 }
 
 async fn a_broken_lock_is_reported_at_renewal(b: impl Backend) {
-    let s = b.open(lock("n1", 60_000)).await;
+    let clock = LeaseClock::default();
+    let s = b.open(timed("n1", 60_000, &clock)).await;
     let john = user(&*s, "john@example.com").await;
     let jane = user(&*s, "jane@example.com").await;
     let lease = s.lock(john).await.expect("lock");
@@ -1450,11 +1465,12 @@ async fn a_broken_lock_is_reported_at_renewal(b: impl Backend) {
     s.unlock(&kept).await.expect("unlock");
 
     // A lock whose holder stopped renewing is no live session.
-    let stalled = b.open(lock("n2", 200)).await;
+    let stalled = b.open(timed("n2", 10_000, &clock)).await;
     let ann = user(&*s, "ann@example.com").await;
     stalled.lock(ann).await.expect("lock");
+    clock.advance(Duration::from_secs(9));
     assert_eq!(s.totals(&Scope::All).await.expect("totals").sessions, 2);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    clock.advance(Duration::from_secs(2));
     let live = s.live_sessions(&Scope::All).await.expect("live");
     assert_eq!(
         live.iter().map(|l| l.address.clone()).collect::<Vec<_>>(),

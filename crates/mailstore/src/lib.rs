@@ -1,7 +1,10 @@
-//! pophost's store. `model` holds the validated names and records; `error` the one error type;
-//! the traits below are the roles the frontends need (`Directory` for provisioning and login,
-//! `Maildrops` for POP3 sessions, `Delivery` for LMTP); `sqlite` implements them on an embedded
-//! SQLite file. All SQL lives in this crate; a Postgres backend implements the same traits.
+//! pophost's store: all of its SQL. `model` holds the validated names and records; `error` the
+//! one error type; the traits below are the roles the frontends use (`Directory` for
+//! provisioning and login, `Maildrops` and `Policies` for POP3 sessions, `Delivery` for LMTP,
+//! `Admin` for the admin UI and API). `sql` implements every role once, generic over a
+//! `Dialect`; `sqlite` (an embedded file, the default) and `postgres` (shared by many frontends)
+//! are the two dialects: the SQL fragments spelled differently and the few operations that work
+//! differently. One conformance suite runs against both.
 //!
 //! Messages are stored as a shared body (a blob, written in chunks so neither delivery nor RETR
 //! holds a whole message in memory) plus a per-recipient header block; the octet size is

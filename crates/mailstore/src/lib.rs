@@ -81,12 +81,6 @@ pub trait Directory: Send + Sync {
     async fn remove_alias(&self, alias: &DomainName) -> Result<()>;
     /// Every alias with its domain, by alias.
     async fn list_aliases(&self) -> Result<Vec<(DomainName, DomainName)>>;
-    /// Records one failed login under each key (client network, account), and forgets
-    /// failures older than an hour.
-    async fn record_auth_failure(&self, keys: &[String]) -> Result<()>;
-    /// Failed logins in the last `window` under each of `keys`, in their order: one statement
-    /// for all of a login's counters.
-    async fn auth_failures(&self, keys: &[String], window: Duration) -> Result<Vec<u64>>;
     /// Counts a login attempt under each key before it is checked, forgets rows older than an
     /// hour, and returns the attempt with, per key in their order, the rows in the last
     /// `window` — this attempt, every attempt counted before it (on any frontend) and still

@@ -372,14 +372,6 @@ impl Dialect for Postgres {
         auth_counts(&store.pool, &attempt.keys, attempt.at, window).await
     }
 
-    async fn auth_failures(
-        store: &PostgresStore,
-        keys: &[String],
-        window: Duration,
-    ) -> Result<Vec<u64>> {
-        auth_counts(&store.pool, keys, now_ms(), window).await
-    }
-
     async fn expire(store: &PostgresStore, now: i64, batch: u32) -> Result<ExpireReport> {
         let mut report = ExpireReport::default();
         loop {

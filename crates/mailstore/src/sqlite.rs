@@ -225,15 +225,6 @@ impl Dialect for Sqlite {
         Ok(counts)
     }
 
-    async fn auth_failures(
-        store: &SqliteStore,
-        keys: &[String],
-        window: Duration,
-    ) -> Result<Vec<u64>> {
-        let mut conn = store.pool.acquire().await?;
-        auth_counts(&mut conn, keys, now_ms(), window).await
-    }
-
     async fn expire(store: &SqliteStore, now: i64, batch: u32) -> Result<ExpireReport> {
         let mut report = ExpireReport::default();
         loop {

@@ -376,31 +376,6 @@ where
             .collect()
     }
 
-    async fn record_auth_failure(&self, keys: &[String]) -> Result<()> {
-        let now = now_ms();
-        let mut tx = D::begin_write(&self.pool).await?;
-        sqlx::query("DELETE FROM auth_failures WHERE at < $1")
-            .bind(now - 3_600_000)
-            .execute(&mut *tx)
-            .await?;
-        for key in keys {
-            sqlx::query("INSERT INTO auth_failures (key, at) VALUES ($1, $2)")
-                .bind(key)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn auth_failures(&self, keys: &[String], window: Duration) -> Result<Vec<u64>> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        D::auth_failures(self, keys, window).await
-    }
-
     async fn count_auth_attempt(
         &self,
         keys: &[String],

@@ -103,11 +103,6 @@ pub trait Dialect:
         attempt: &AuthAttempt,
         window: Duration,
     ) -> Result<Vec<u64>>;
-    async fn auth_failures(
-        store: &SqlStore<Self>,
-        keys: &[String],
-        window: Duration,
-    ) -> Result<Vec<u64>>;
     async fn expire(store: &SqlStore<Self>, now: i64, batch: u32) -> Result<ExpireReport>;
     /// Writes a batch's deliveries.
     async fn flush(batch: Pending<'_>, tx: &mut Transaction<'_, Self>, prefix: &str) -> Result<()>;

@@ -27,7 +27,7 @@ impl Account {
 
 /// The batch's recipients and their domains, with their quotas and usage.
 #[derive(Default)]
-pub(crate) struct Accounts {
+pub struct Accounts {
     /// user → (domain, whether a delivery must run the quota warning check, account)
     pub(crate) users: HashMap<i64, (i64, bool, Account)>,
     /// domain → (whether a full quota is a temporary failure, account)
@@ -37,7 +37,7 @@ pub(crate) struct Accounts {
 /// Deliveries decided but not yet written, as columns: one entry per parcel that some recipient
 /// took, one per message.
 #[derive(Default)]
-pub(crate) struct Pending<'a> {
+pub struct Pending<'a> {
     /// Per parcel: the blob streamed before the delivery, or `None` for a new one.
     pub(crate) blobs: Vec<Option<i64>>,
     pub(crate) sizes: Vec<i64>,

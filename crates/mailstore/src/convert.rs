@@ -84,9 +84,9 @@ pub(crate) fn recipient_at_rcpt(
 
 /// Shortest retention and login delay of any domain, and how many different values (NULL
 /// counting as one) each has: more than one means CAPA must say `USER`.
-pub(crate) const POLICY_SUMMARY: &str = "SELECT min(retention_days),
+pub(crate) const POLICY_SUMMARY: &str = "SELECT CAST(min(retention_days) AS BIGINT),
         count(DISTINCT coalesce(retention_days, -1)),
-        min(login_delay_secs), count(DISTINCT coalesce(login_delay_secs, -1))
+        CAST(min(login_delay_secs) AS BIGINT), count(DISTINCT coalesce(login_delay_secs, -1))
      FROM domains";
 
 /// Parses the one-row listing `Maildrops::list` reads on SQLite: one message per line,

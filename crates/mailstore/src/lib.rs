@@ -1,7 +1,10 @@
-//! pophost's store. `model` holds the validated names and records; `error` the one error type;
-//! the traits below are the roles the frontends need (`Directory` for provisioning and login,
-//! `Maildrops` for POP3 sessions, `Delivery` for LMTP); `sqlite` implements them on an embedded
-//! SQLite file. All SQL lives in this crate; a Postgres backend implements the same traits.
+//! pophost's store: all of its SQL. `model` holds the validated names and records; `error` the
+//! one error type; the traits below are the roles the frontends use (`Directory` for
+//! provisioning and login, `Maildrops` and `Policies` for POP3 sessions, `Delivery` for LMTP,
+//! `Admin` for the admin UI and API). `sql` implements every role once, generic over a
+//! `Dialect`; `sqlite` (an embedded file, the default) and `postgres` (shared by many frontends)
+//! are the two dialects: the SQL fragments spelled differently and the few operations that work
+//! differently. One conformance suite runs against both.
 //!
 //! Messages are stored as a shared body (a blob, written in chunks so neither delivery nor RETR
 //! holds a whole message in memory) plus a per-recipient header block; the octet size is
@@ -16,6 +19,7 @@ mod held;
 mod model;
 mod policy;
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::time::Duration;
@@ -27,6 +31,7 @@ pub use error::{Result, StoreError};
 pub use model::*;
 pub use policy::*;
 pub use postgres::{PgOptions, PostgresStore};
+pub use sql::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
 
 /// Size of the chunks a body is stored and read in: the memory a delivery or a RETR holds at once.
@@ -76,12 +81,6 @@ pub trait Directory: Send + Sync {
     async fn remove_alias(&self, alias: &DomainName) -> Result<()>;
     /// Every alias with its domain, by alias.
     async fn list_aliases(&self) -> Result<Vec<(DomainName, DomainName)>>;
-    /// Records one failed login under each key (client network, account), and forgets
-    /// failures older than an hour.
-    async fn record_auth_failure(&self, keys: &[String]) -> Result<()>;
-    /// Failed logins in the last `window` under each of `keys`, in their order: one statement
-    /// for all of a login's counters.
-    async fn auth_failures(&self, keys: &[String], window: Duration) -> Result<Vec<u64>>;
     /// Counts a login attempt under each key before it is checked, forgets rows older than an
     /// hour, and returns the attempt with, per key in their order, the rows in the last
     /// `window` — this attempt, every attempt counted before it (on any frontend) and still
@@ -272,6 +271,8 @@ pub struct LockOptions {
     pub node: String,
     /// How long a lease lives without renewal: the most a crashed frontend can stall a mailbox.
     pub ttl: Duration,
+    /// The time leases are measured in.
+    pub clock: LeaseClock,
 }
 
 impl Default for LockOptions {
@@ -279,7 +280,27 @@ impl Default for LockOptions {
         Self {
             node: "local".into(),
             ttl: Duration::from_secs(30),
+            clock: LeaseClock::default(),
         }
+    }
+}
+
+/// The time maildrop leases and LOGIN-DELAY are measured in: the backend's clock (on Postgres
+/// the database's, so frontends with skewed clocks agree), moved forward by what `advance`
+/// added. Nothing but tests advances it: they let a lease expire without waiting for it. Clones
+/// share one offset, so stores opened with clones of one clock see the same time.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseClock(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl LeaseClock {
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX / 4);
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Milliseconds this clock is ahead of the backend's.
+    pub(crate) fn offset_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

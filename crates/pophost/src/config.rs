@@ -354,6 +354,7 @@ impl Settings {
             lock: mailstore::LockOptions {
                 node,
                 ttl: Duration::from_secs(ttl),
+                ..Default::default()
             },
             pop3_listen: o
                 .pop3_listen

@@ -1,0 +1,632 @@
+//! `Admin`: what the admin UI and API need beyond `Directory`.
+
+use async_trait::async_trait;
+use sqlx::{AssertSqlSafe, ColumnIndex, Decode, Encode, Executor, Row, Type};
+use tracing::instrument;
+
+use super::directory::{conflict, found};
+use super::{Column, Dialect, RowsAffected, SqlStore, scope_binds, sql};
+use crate::convert::*;
+use crate::*;
+
+/// The columns `domain_row` reads, from `domains d`; the aliases as one comma-separated text.
+const DOMAIN_COLUMNS: &str = "d.name, d.quota_bytes, d.quota_messages, d.used_bytes,
+    d.used_messages, (SELECT count(*) FROM users u WHERE u.domain_id = d.id), d.max_users,
+    d.login_forms, d.allow_apop, d.enabled,
+    (SELECT {concat}(a.alias, ',') FROM domain_aliases a WHERE a.domain_id = d.id)";
+
+fn domain_row<R: Row>(r: &R) -> Result<DomainDetail>
+where
+    usize: ColumnIndex<R>,
+    i64: Column<R::Database>,
+    bool: Column<R::Database>,
+    String: Column<R::Database>,
+    Option<i64>: Column<R::Database>,
+    Option<String>: Column<R::Database>,
+{
+    Ok(DomainDetail {
+        name: DomainName::parse(&r.try_get::<String, _>(0)?)?,
+        quota: quota(r.try_get(1)?, r.try_get(2)?),
+        usage: Usage {
+            bytes: to_u64(r.try_get(3)?),
+            messages: to_u64(r.try_get(4)?),
+        },
+        users: to_u64(r.try_get(5)?),
+        max_users: r.try_get::<Option<i64>, _>(6)?.map(to_u64),
+        login_forms: LoginForms::parse(&r.try_get::<String, _>(7)?)?,
+        allow_apop: r.try_get(8)?,
+        enabled: r.try_get(9)?,
+        aliases: domain_list(r.try_get(10)?)?,
+    })
+}
+
+/// An admin with their domains, as `admin_row` reads them.
+const ADMIN_COLUMNS: &str = "SELECT a.id, a.email, a.password_hash, a.is_super,
+    (SELECT {concat}(d.name, ',') FROM admin_domains ad JOIN domains d ON d.id = ad.domain_id
+     WHERE ad.admin_id = a.id)
+    FROM admins a";
+
+fn admin_row<R: Row>(r: &R) -> Result<AdminAccount>
+where
+    usize: ColumnIndex<R>,
+    i64: Column<R::Database>,
+    bool: Column<R::Database>,
+    String: Column<R::Database>,
+    Option<String>: Column<R::Database>,
+{
+    Ok(AdminAccount {
+        id: AdminId(r.try_get(0)?),
+        email: r.try_get(1)?,
+        password_hash: r.try_get(2)?,
+        scope: match r.try_get(3)? {
+            true => Scope::All,
+            false => Scope::Domains(domain_list(r.try_get(4)?)?),
+        },
+    })
+}
+
+/// Domain names aggregated with `{concat}`, in byte order.
+fn domain_list(names: Option<String>) -> Result<Vec<DomainName>> {
+    let mut names = names
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter(|a| !a.is_empty())
+        .map(DomainName::parse)
+        .collect::<Result<Vec<_>>>()?;
+    names.sort();
+    Ok(names)
+}
+
+/// The columns `user_row` reads, from `users u`, the creation time in Unix ms last.
+const USER_COLUMNS: &str = "u.localpart, u.quota_bytes, u.quota_messages, u.used_bytes,
+    u.used_messages, u.enabled, ";
+
+fn user_row<R: Row>(r: &R, domain: &DomainName) -> Result<UserDetail>
+where
+    usize: ColumnIndex<R>,
+    i64: Column<R::Database>,
+    bool: Column<R::Database>,
+    String: Column<R::Database>,
+{
+    Ok(UserDetail {
+        address: Address {
+            local: LocalPart::parse(&r.try_get::<String, _>(0)?)?,
+            domain: domain.clone(),
+        },
+        quota: quota(r.try_get(1)?, r.try_get(2)?),
+        usage: Usage {
+            bytes: to_u64(r.try_get(3)?),
+            messages: to_u64(r.try_get(4)?),
+        },
+        enabled: r.try_get(5)?,
+        created_at: r.try_get(6)?,
+    })
+}
+
+/// `SELECT` of the `USER_COLUMNS` followed by `rest`.
+fn select_users<D: Dialect>(rest: &str) -> AssertSqlSafe<String> {
+    sql::<D>(&format!(
+        "SELECT {USER_COLUMNS}{} FROM users u {rest}",
+        D::millis("u.created_at")
+    ))
+}
+
+/// `SELECT` of the `DOMAIN_COLUMNS` followed by `rest`.
+fn select_domains<D: Dialect>(rest: &str) -> AssertSqlSafe<String> {
+    sql::<D>(&format!("SELECT {DOMAIN_COLUMNS} FROM domains d {rest}"))
+}
+
+#[async_trait]
+impl<D: Dialect> Admin for SqlStore<D>
+where
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'a> &'a str: Encode<'a, D> + Decode<'a, D> + Type<D>,
+    i64: Column<D>,
+    bool: Column<D>,
+    String: Column<D>,
+    Vec<u8>: Column<D>,
+    Option<i64>: Column<D>,
+    Option<String>: Column<D>,
+    Option<Vec<u8>>: Column<D>,
+    usize: ColumnIndex<D::Row>,
+{
+    #[instrument(skip_all, fields(admin = %email))]
+    async fn add_admin(&self, email: &str, password_hash: &str, scope: &Scope) -> Result<AdminId> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        let id: i64 = sqlx::query_scalar(sql::<D>(
+            "INSERT INTO admins (email, password_hash, is_super, created_at)
+             VALUES ($1, $2, $3, {now_ms}) RETURNING id",
+        ))
+        .bind(email)
+        .bind(password_hash)
+        .bind(scope.is_all())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, format!("admin {email} already exists")))?;
+        if let Scope::Domains(list) = scope {
+            for name in list {
+                let domain = Self::domain_id(&mut tx, name).await?;
+                sqlx::query(
+                    "INSERT INTO admin_domains (admin_id, domain_id) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(id)
+                .bind(domain)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(AdminId(id))
+    }
+
+    async fn find_admin(&self, email: &str) -> Result<Option<AdminAccount>> {
+        let row = sqlx::query(sql::<D>(&format!("{ADMIN_COLUMNS} WHERE a.email = $1")))
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(admin_row).transpose()
+    }
+
+    async fn admin_by_id(&self, id: AdminId) -> Result<Option<AdminAccount>> {
+        let row = sqlx::query(sql::<D>(&format!("{ADMIN_COLUMNS} WHERE a.id = $1")))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(admin_row).transpose()
+    }
+
+    async fn count_admins(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM admins")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(to_u64(n))
+    }
+
+    #[instrument(skip_all, fields(admin = admin.0))]
+    async fn create_admin_session(
+        &self,
+        id_hash: &str,
+        admin: AdminId,
+        csrf: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO admin_sessions (id_hash, admin_id, csrf, created_at, last_seen)
+             VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(id_hash)
+        .bind(admin.0)
+        .bind(csrf)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn admin_session(&self, id_hash: &str) -> Result<Option<AdminSession>> {
+        let row = sqlx::query(
+            "SELECT admin_id, csrf, created_at, last_seen FROM admin_sessions WHERE id_hash = $1",
+        )
+        .bind(id_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(AdminSession {
+                admin: AdminId(r.try_get(0)?),
+                csrf: r.try_get(1)?,
+                created_at: r.try_get(2)?,
+                last_seen: r.try_get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn touch_admin_session(&self, id_hash: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE admin_sessions SET last_seen = $1 WHERE id_hash = $2")
+            .bind(now)
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all)]
+    async fn delete_admin_session(&self, id_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM admin_sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all)]
+    async fn prune_admin_sessions(&self, idle_before: i64, created_before: i64) -> Result<()> {
+        sqlx::query("DELETE FROM admin_sessions WHERE last_seen < $1 OR created_at < $2")
+            .bind(idle_before)
+            .bind(created_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(admin = admin.0))]
+    async fn add_api_token(
+        &self,
+        admin: AdminId,
+        name: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<i64> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO api_tokens (admin_id, name, token_hash, created_at)
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(admin.0)
+        .bind(name)
+        .bind(token_hash)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    async fn use_api_token(&self, token_hash: &str, now: i64) -> Result<Option<AdminId>> {
+        let admin: Option<i64> = sqlx::query_scalar(
+            "UPDATE api_tokens SET last_used = $1 WHERE token_hash = $2 RETURNING admin_id",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(admin.map(AdminId))
+    }
+
+    async fn list_api_tokens(&self, admin: AdminId) -> Result<Vec<ApiToken>> {
+        let rows = sqlx::query(
+            "SELECT id, name, created_at, last_used FROM api_tokens WHERE admin_id = $1
+             ORDER BY id",
+        )
+        .bind(admin.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ApiToken {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    created_at: r.try_get(2)?,
+                    last_used: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    #[instrument(skip_all, fields(admin = admin.0, token = id))]
+    async fn revoke_api_token(&self, admin: AdminId, id: i64) -> Result<()> {
+        let removed = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND admin_id = $2")
+            .bind(id)
+            .bind(admin.0)
+            .execute(&self.pool)
+            .await?;
+        found(removed.rows_affected(), || format!("API token {id}"))
+    }
+
+    async fn domain_page(
+        &self,
+        scope: &Scope,
+        search: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page<DomainDetail>> {
+        let (all, list) = scope_binds::<D>(scope);
+        let filter = "WHERE ($1 OR d.name IN (SELECT {each}($2)))
+                      AND {find}(lower(d.name), lower($3)) > 0";
+        let mut tx = self.pool.begin().await?;
+        let total: i64 = sqlx::query_scalar(sql::<D>(&format!(
+            "SELECT count(*) FROM domains d {filter}"
+        )))
+        .bind(all)
+        .bind(&list)
+        .bind(search)
+        .fetch_one(&mut *tx)
+        .await?;
+        let rows = sqlx::query(select_domains::<D>(&format!(
+            "{filter} ORDER BY d.name {{bytewise}} LIMIT $4 OFFSET $5"
+        )))
+        .bind(all)
+        .bind(&list)
+        .bind(search)
+        .bind(to_i64(limit))
+        .bind(to_i64(offset))
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok(Page {
+            items: rows.iter().map(domain_row).collect::<Result<_>>()?,
+            total: to_u64(total),
+        })
+    }
+
+    async fn domain_detail(&self, name: &DomainName) -> Result<Option<DomainDetail>> {
+        let row = sqlx::query(select_domains::<D>("WHERE d.name = $1"))
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(domain_row).transpose()
+    }
+
+    #[instrument(skip_all, fields(domain = %name))]
+    async fn update_domain(&self, name: &DomainName, settings: &DomainSettings) -> Result<()> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        let domain: Option<i64> = sqlx::query_scalar(
+            "UPDATE domains SET quota_bytes = $1, quota_messages = $2, max_users = $3,
+                                login_forms = $4, enabled = $5
+             WHERE name = $6 RETURNING id",
+        )
+        .bind(settings.quota.bytes.map(to_i64))
+        .bind(settings.quota.messages.map(to_i64))
+        .bind(settings.max_users.map(to_i64))
+        .bind(settings.login_forms.to_string())
+        .bind(settings.enabled)
+        .bind(name.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let domain = domain.ok_or_else(|| StoreError::NotFound(format!("domain {name}")))?;
+        Self::check_quota_nesting(&mut tx, domain).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn user_page(
+        &self,
+        domain: &DomainName,
+        search: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page<UserDetail>> {
+        let mut tx = self.pool.begin().await?;
+        let domain_id = Self::domain_id(&mut tx, domain).await?;
+        let filter = "WHERE u.domain_id = $1 AND {find}(lower(u.localpart), lower($2)) > 0";
+        let total: i64 =
+            sqlx::query_scalar(sql::<D>(&format!("SELECT count(*) FROM users u {filter}")))
+                .bind(domain_id)
+                .bind(search)
+                .fetch_one(&mut *tx)
+                .await?;
+        let rows = sqlx::query(select_users::<D>(&format!(
+            "{filter} ORDER BY u.localpart {{bytewise}} LIMIT $3 OFFSET $4"
+        )))
+        .bind(domain_id)
+        .bind(search)
+        .bind(to_i64(limit))
+        .bind(to_i64(offset))
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok(Page {
+            items: rows
+                .iter()
+                .map(|r| user_row(r, domain))
+                .collect::<Result<_>>()?,
+            total: to_u64(total),
+        })
+    }
+
+    async fn user_detail(&self, address: &Address) -> Result<Option<UserDetail>> {
+        let row = sqlx::query(select_users::<D>(
+            "JOIN domains d ON d.id = u.domain_id WHERE d.name = $1 AND u.localpart = $2",
+        ))
+        .bind(address.domain.as_str())
+        .bind(address.local.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| user_row(&r, &address.domain)).transpose()
+    }
+
+    #[instrument(skip_all, fields(user = %address, enabled))]
+    async fn set_user_enabled(&self, address: &Address, enabled: bool) -> Result<()> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        let user = Self::user_id(&mut tx, address).await?;
+        sqlx::query("UPDATE users SET enabled = $1 WHERE id = $2")
+            .bind(enabled)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn live_sessions(&self, scope: &Scope) -> Result<Vec<LiveSession>> {
+        let (all, list) = scope_binds::<D>(scope);
+        let rows = sqlx::query(sql::<D>(&format!(
+            "SELECT u.localpart, d.name, l.node, {}
+             FROM maildrop_locks l JOIN users u ON u.id = l.user_id
+                  JOIN domains d ON d.id = u.domain_id
+             WHERE l.expires_at > {} AND ($1 OR d.name IN (SELECT {{each}}($2)))
+             ORDER BY d.name {{bytewise}}, u.localpart {{bytewise}}",
+            D::millis("l.locked_at"),
+            D::after("$3")
+        )))
+        .bind(all)
+        .bind(list)
+        .bind(self.clock.offset_ms())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LiveSession {
+                    address: Address {
+                        local: LocalPart::parse(r.try_get(0)?)?,
+                        domain: DomainName::parse(r.try_get(1)?)?,
+                    },
+                    node: r.try_get(2)?,
+                    since: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    #[instrument(skip_all, fields(user = %address))]
+    async fn break_lock(&self, address: &Address) -> Result<bool> {
+        let removed = sqlx::query(
+            "DELETE FROM maildrop_locks WHERE user_id =
+                 (SELECT u.id FROM users u JOIN domains d ON d.id = u.domain_id
+                  WHERE d.name = $1 AND u.localpart = $2)",
+        )
+        .bind(address.domain.as_str())
+        .bind(address.local.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(removed.rows_affected() > 0)
+    }
+
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<()> {
+        sqlx::query(sql::<D>(
+            "INSERT INTO audit_log (at, actor, action, object, domain, before, after, ip, success)
+             VALUES ({now_ms}, $1, $2, $3, $4, $5, $6, $7, $8)",
+        ))
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.object)
+        .bind(entry.domain.as_ref().map(DomainName::to_string))
+        .bind(&entry.before)
+        .bind(&entry.after)
+        .bind(&entry.ip)
+        .bind(entry.success)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_page(
+        &self,
+        scope: &Scope,
+        filter: &AuditFilter,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page<AuditEntry>> {
+        let (all, list) = scope_binds::<D>(scope);
+        // `domain IN (...)` is never true for a NULL domain: service-wide entries stay hidden
+        // from domain admins.
+        let cond = "($1 OR domain IN (SELECT {each}($2)))
+                    AND {find}(lower(actor), lower($3)) > 0
+                    AND {find}(lower(action), lower($4)) > 0
+                    AND {find}(lower(object), lower($5)) > 0";
+        let mut tx = self.pool.begin().await?;
+        let total: i64 = sqlx::query_scalar(sql::<D>(&format!(
+            "SELECT count(*) FROM audit_log WHERE {cond}"
+        )))
+        .bind(all)
+        .bind(&list)
+        .bind(&filter.actor)
+        .bind(&filter.action)
+        .bind(&filter.object)
+        .fetch_one(&mut *tx)
+        .await?;
+        let rows = sqlx::query(sql::<D>(&format!(
+            "SELECT at, actor, action, object, domain, before, after, ip, success
+             FROM audit_log WHERE {cond} ORDER BY id DESC LIMIT $6 OFFSET $7"
+        )))
+        .bind(all)
+        .bind(&list)
+        .bind(&filter.actor)
+        .bind(&filter.action)
+        .bind(&filter.object)
+        .bind(to_i64(limit))
+        .bind(to_i64(offset))
+        .fetch_all(&mut *tx)
+        .await?;
+        let items = rows
+            .iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    at: r.try_get(0)?,
+                    actor: r.try_get(1)?,
+                    action: r.try_get(2)?,
+                    object: r.try_get(3)?,
+                    domain: r
+                        .try_get::<Option<String>, _>(4)?
+                        .as_deref()
+                        .map(DomainName::parse)
+                        .transpose()?,
+                    before: r.try_get(5)?,
+                    after: r.try_get(6)?,
+                    ip: r.try_get(7)?,
+                    success: r.try_get(8)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Page {
+            items,
+            total: to_u64(total),
+        })
+    }
+
+    async fn hourly_stats(&self, scope: &Scope, since_hour: i64) -> Result<Vec<HourlyStat>> {
+        let (all, list) = scope_binds::<D>(scope);
+        let rows = sqlx::query(sql::<D>(
+            "SELECT h.hour, CAST(sum(h.delivered) AS BIGINT), CAST(sum(h.logins) AS BIGINT)
+             FROM hourly_stats h JOIN domains d ON d.id = h.domain_id
+             WHERE h.hour >= $1 AND ($2 OR d.name IN (SELECT {each}($3)))
+             GROUP BY h.hour ORDER BY h.hour",
+        ))
+        .bind(since_hour)
+        .bind(all)
+        .bind(list)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HourlyStat {
+                    hour: r.try_get(0)?,
+                    delivered: to_u64(r.try_get(1)?),
+                    logins: to_u64(r.try_get(2)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn totals(&self, scope: &Scope) -> Result<Totals> {
+        let (all, list) = scope_binds::<D>(scope);
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(sql::<D>(
+            "SELECT count(*),
+                    (SELECT count(*) FROM users u WHERE u.domain_id IN
+                         (SELECT id FROM domains WHERE $1 OR name IN (SELECT {each}($2)))),
+                    CAST(coalesce(sum(d.used_bytes), 0) AS BIGINT),
+                    CAST(coalesce(sum(d.used_messages), 0) AS BIGINT),
+                    CAST(coalesce(sum(d.quota_bytes), 0) AS BIGINT), count(d.quota_bytes)
+             FROM domains d
+             WHERE $1 OR d.name IN (SELECT {each}($2))",
+        ))
+        .bind(all)
+        .bind(&list)
+        .fetch_one(&mut *tx)
+        .await?;
+        let sessions: i64 = sqlx::query_scalar(sql::<D>(&format!(
+            "SELECT count(*) FROM maildrop_locks l JOIN users u ON u.id = l.user_id
+                  JOIN domains d ON d.id = u.domain_id
+             WHERE l.expires_at > {} AND ($1 OR d.name IN (SELECT {{each}}($2)))",
+            D::after("$3")
+        )))
+        .bind(all)
+        .bind(&list)
+        .bind(self.clock.offset_ms())
+        .fetch_one(&mut *tx)
+        .await?;
+        let domains: i64 = row.try_get(0)?;
+        let quota_sum: i64 = row.try_get(4)?;
+        let limited: i64 = row.try_get(5)?;
+        Ok(Totals {
+            domains: to_u64(domains),
+            users: to_u64(row.try_get(1)?),
+            usage: Usage {
+                bytes: to_u64(row.try_get(2)?),
+                messages: to_u64(row.try_get(3)?),
+            },
+            // An unlimited domain makes the sum meaningless, and no domains has no quota.
+            quota_bytes: (domains > 0 && limited == domains).then_some(to_u64(quota_sum)),
+            sessions: to_u64(sessions),
+        })
+    }
+}

@@ -1,7 +1,7 @@
-//! A delivery batch decided in Rust, for both backends' writers (see `group`): the recipients'
+//! A delivery batch decided in Rust, for the delivery writer (see `group`): the recipients'
 //! quotas and usage are read once, each delivery is checked against the usage the batch has
-//! reached so far, and what passes is gathered as columns that each backend writes in a few
-//! set-wide statements instead of several statements per delivery.
+//! reached so far, and what passes is gathered as columns that each dialect's `flush` writes in a
+//! few set-wide statements instead of several statements per delivery.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -126,17 +126,8 @@ impl<'a> Pending<'a> {
     }
 }
 
-/// What both writers read of a batch's recipients, in the order `Accounts::from_rows` takes it;
-/// each backend adds its own `WHERE` (and Postgres its row locks).
-pub(crate) const ACCOUNT_COLUMNS: &str = "SELECT u.id, u.domain_id,
-        u.quota_warned OR u.quota_bytes IS NOT NULL OR u.quota_messages IS NOT NULL,
-        u.quota_bytes, u.quota_messages, u.used_bytes, u.used_messages,
-        d.quota_tempfail,
-        d.quota_bytes, d.quota_messages, d.used_bytes, d.used_messages
-    FROM users u JOIN domains d ON d.id = u.domain_id";
-
 impl Accounts {
-    /// From rows of `ACCOUNT_COLUMNS`, on either backend.
+    /// From the rows `SqlStore::lock_accounts` reads.
     pub(crate) fn from_rows<R>(rows: &[R]) -> Result<Self>
     where
         R: sqlx::Row,

@@ -36,59 +36,6 @@ pub(crate) fn quota_binds(change: QuotaChange) -> ((bool, Option<i64>), (bool, O
     (field(change.bytes), field(change.messages))
 }
 
-/// Users of domain `$1` whose quota is larger than the domain's (same SQL on both backends).
-pub(crate) const QUOTA_NESTING: &str =
-    "SELECT count(*) FROM users u JOIN domains d ON d.id = u.domain_id
-     WHERE d.id = $1
-       AND ((d.quota_bytes IS NOT NULL AND u.quota_bytes > d.quota_bytes)
-         OR (d.quota_messages IS NOT NULL AND u.quota_messages > d.quota_messages))";
-
-pub(crate) fn quota_nesting_result(users_outside: i64) -> crate::Result<()> {
-    if users_outside > 0 {
-        return Err(crate::StoreError::Invalid(format!(
-            "a user's quota must lie inside the domain's: {users_outside} user(s) would have a \
-             larger quota than their domain"
-        )));
-    }
-    Ok(())
-}
-
-/// At RCPT, in one statement: the user that address `$2`@`$1` names (through domain aliases;
-/// not `find_user`: a disabled account cannot log in but still receives mail), whether they
-/// (or their domain) are full for a message of `$3` octets, and whether the domain wants
-/// temporary failures (same SQL on both backends).
-pub(crate) const RECIPIENT_AT_RCPT: &str = "SELECT u.id,
-        (u.quota_bytes IS NOT NULL AND u.used_bytes + $3 > u.quota_bytes)
-     OR (u.quota_messages IS NOT NULL AND u.used_messages + 1 > u.quota_messages)
-     OR (d.quota_bytes IS NOT NULL AND d.used_bytes + $3 > d.quota_bytes)
-     OR (d.quota_messages IS NOT NULL AND d.used_messages + 1 > d.quota_messages),
-        d.quota_tempfail
-     FROM users u JOIN domains d ON d.id = u.domain_id
-     WHERE u.localpart = $2 AND u.domain_id = (
-         SELECT id FROM domains WHERE name = $1
-         UNION ALL
-         SELECT domain_id FROM domain_aliases WHERE alias = $1
-         LIMIT 1)";
-
-/// `RECIPIENT_AT_RCPT`'s answer: the user, or why not.
-pub(crate) fn recipient_at_rcpt(
-    row: Option<(i64, bool, bool)>,
-) -> crate::Result<Option<crate::UserId>> {
-    match row {
-        None => Ok(None),
-        Some((id, false, _)) => Ok(Some(crate::UserId(id))),
-        Some((_, true, false)) => Err(crate::StoreError::QuotaExceeded),
-        Some((_, true, true)) => Err(crate::StoreError::QuotaExceededTemporary),
-    }
-}
-
-/// Shortest retention and login delay of any domain, and how many different values (NULL
-/// counting as one) each has: more than one means CAPA must say `USER`.
-pub(crate) const POLICY_SUMMARY: &str = "SELECT CAST(min(retention_days) AS BIGINT),
-        count(DISTINCT coalesce(retention_days, -1)),
-        CAST(min(login_delay_secs) AS BIGINT), count(DISTINCT coalesce(login_delay_secs, -1))
-     FROM domains";
-
 /// Parses the one-row listing `Maildrops::list` reads on SQLite: one message per line,
 /// `id size blob_id uid`, lines separated by LF, in id order. The uid comes last and may hold
 /// anything but an LF (uids are 0x21-0x7E, see `uid_problem`).

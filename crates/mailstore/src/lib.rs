@@ -253,8 +253,8 @@ pub trait Admin: Send + Sync {
 pub trait Store: Directory + Maildrops + Delivery + Admin + Policies {}
 impl<T: Directory + Maildrops + Delivery + Admin + Policies> Store for T {}
 
-/// A backend's connection pool at one moment (`SqliteStore::pool_usage`,
-/// `PostgresStore::pool_usage`), for the pool-usage metrics.
+/// A store's connection pool at one moment (`SqlStore::pool_usage`), for the pool-usage
+/// metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolUsage {
     /// Open connections, idle or in use.

@@ -38,7 +38,7 @@ impl Default for DomainPolicies {
 }
 
 impl DomainPolicies {
-    /// Checks the ranges; both backends and every frontend call this before storing.
+    /// Checks the ranges; the store and every frontend call this before storing.
     pub fn validate(&self) -> Result<()> {
         if self.quota_warn_percent.is_some_and(|p| p == 0 || p > 100) {
             return Err(crate::StoreError::Invalid(
@@ -120,7 +120,7 @@ pub enum ImportOutcome {
     },
 }
 
-/// Mailbox policies, retention and import; both backends, one conformance suite.
+/// Mailbox policies, retention and import.
 #[async_trait]
 pub trait Policies: Send + Sync {
     async fn domain_policies(&self, domain: &DomainName) -> Result<DomainPolicies>;

@@ -210,13 +210,34 @@ where
         address: &Address,
         size: Option<u64>,
     ) -> Result<Option<UserId>> {
-        let row = sqlx::query_as(RECIPIENT_AT_RCPT)
-            .bind(address.domain.as_str())
-            .bind(address.local.as_str())
-            .bind(to_i64(size.unwrap_or(1)))
-            .fetch_optional(&self.pool)
-            .await?;
-        recipient_at_rcpt(row)
+        // In one statement: the user (through domain aliases; not `find_user`: a disabled
+        // account cannot log in but still receives mail), whether they or their domain are full
+        // for a message of this size, and whether the domain wants temporary failures.
+        let row: Option<(i64, bool, bool)> = sqlx::query_as(
+            "SELECT u.id,
+                    (u.quota_bytes IS NOT NULL AND u.used_bytes + $3 > u.quota_bytes)
+                 OR (u.quota_messages IS NOT NULL AND u.used_messages + 1 > u.quota_messages)
+                 OR (d.quota_bytes IS NOT NULL AND d.used_bytes + $3 > d.quota_bytes)
+                 OR (d.quota_messages IS NOT NULL AND d.used_messages + 1 > d.quota_messages),
+                    d.quota_tempfail
+             FROM users u JOIN domains d ON d.id = u.domain_id
+             WHERE u.localpart = $2 AND u.domain_id = (
+                 SELECT id FROM domains WHERE name = $1
+                 UNION ALL
+                 SELECT domain_id FROM domain_aliases WHERE alias = $1
+                 LIMIT 1)",
+        )
+        .bind(address.domain.as_str())
+        .bind(address.local.as_str())
+        .bind(to_i64(size.unwrap_or(1)))
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            None => Ok(None),
+            Some((id, false, _)) => Ok(Some(UserId(id))),
+            Some((_, true, false)) => Err(StoreError::QuotaExceeded),
+            Some((_, true, true)) => Err(StoreError::QuotaExceededTemporary),
+        }
     }
 
     async fn begin_blob(&self) -> Result<BlobId> {

@@ -23,7 +23,7 @@ use sqlx::{
 use tokio::sync::OnceCell;
 use tracing::instrument;
 
-use crate::batch::{ACCOUNT_COLUMNS, Accounts, Pending};
+use crate::batch::{Accounts, Pending};
 use crate::convert::*;
 use crate::group::{BatchWriter, GroupCommit, Outcomes};
 use crate::held::Held;
@@ -479,8 +479,14 @@ where
         } else {
             "OF d, u"
         };
+        // The columns in the order `Accounts::from_rows` reads them.
         let rows = sqlx::query(sql::<D>(&format!(
-            "{ACCOUNT_COLUMNS} WHERE u.id IN (SELECT {{each}}($1))
+            "SELECT u.id, u.domain_id,
+                    u.quota_warned OR u.quota_bytes IS NOT NULL OR u.quota_messages IS NOT NULL,
+                    u.quota_bytes, u.quota_messages, u.used_bytes, u.used_messages,
+                    d.quota_tempfail, d.quota_bytes, d.quota_messages, d.used_bytes, d.used_messages
+             FROM users u JOIN domains d ON d.id = u.domain_id
+             WHERE u.id IN (SELECT {{each}}($1))
              ORDER BY d.id, u.id {{lock_rows}} {of}"
         )))
         .bind(D::ids(users))
@@ -492,11 +498,22 @@ where
     /// Refuses quotas where a user's limit is larger than their domain's. The caller holds the
     /// domain row locked, so concurrent quota changes are checked one after the other.
     async fn check_quota_nesting(tx: &mut Transaction<'_, D>, domain: i64) -> Result<()> {
-        let n: i64 = sqlx::query_scalar(QUOTA_NESTING)
-            .bind(domain)
-            .fetch_one(&mut **tx)
-            .await?;
-        quota_nesting_result(n)
+        let outside: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM users u JOIN domains d ON d.id = u.domain_id
+             WHERE d.id = $1
+               AND ((d.quota_bytes IS NOT NULL AND u.quota_bytes > d.quota_bytes)
+                 OR (d.quota_messages IS NOT NULL AND u.quota_messages > d.quota_messages))",
+        )
+        .bind(domain)
+        .fetch_one(&mut **tx)
+        .await?;
+        if outside > 0 {
+            return Err(StoreError::Invalid(format!(
+                "a user's quota must lie inside the domain's: {outside} user(s) would have a \
+                 larger quota than their domain"
+            )));
+        }
+        Ok(())
     }
 }
 

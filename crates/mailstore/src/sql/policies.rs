@@ -6,7 +6,6 @@ use tracing::instrument;
 
 use super::directory::found;
 use super::{Column, Dialect, RowsAffected, SqlStore};
-use crate::convert::*;
 use crate::*;
 
 /// A policy column (INT, NULL for none) as the model holds it.
@@ -85,7 +84,17 @@ where
     }
 
     async fn policy_summary(&self) -> Result<PolicySummary> {
-        let row = sqlx::query(POLICY_SUMMARY).fetch_one(&self.pool).await?;
+        // How many different values (NULL counting as one) each has: more than one means CAPA
+        // must say `USER`.
+        let row = sqlx::query(
+            "SELECT CAST(min(retention_days) AS BIGINT),
+                    count(DISTINCT coalesce(retention_days, -1)),
+                    CAST(min(login_delay_secs) AS BIGINT),
+                    count(DISTINCT coalesce(login_delay_secs, -1))
+             FROM domains",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(PolicySummary {
             min_retention_days: setting(row.try_get(0)?),
             retention_varies: row.try_get::<i64, _>(1)? > 1,

@@ -160,6 +160,42 @@ impl SqlStore<Postgres> {
     }
 }
 
+/// `lock`'s one statement (see there); `{now}` is the lease clock, `$5` its offset in ms.
+static LOCK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    "WITH me AS (
+         SELECT u.id, extract(epoch FROM (u.last_login_at
+                    + make_interval(secs => d.login_delay_secs) - {now}))::FLOAT8
+                    AS wait
+         FROM users u JOIN domains d ON d.id = u.domain_id
+         WHERE u.id = $1
+         FOR NO KEY UPDATE OF u
+     ), taken AS (
+         INSERT INTO maildrop_locks (user_id, node, incarnation, token, expires_at, locked_at)
+         SELECT me.id, $2, $3, nextval('lock_tokens'),
+                {now} + make_interval(secs => $4), {now}
+         FROM me WHERE coalesce(me.wait, 0) <= 0
+         ON CONFLICT (user_id) DO UPDATE
+             SET node = EXCLUDED.node, incarnation = EXCLUDED.incarnation,
+                 token = EXCLUDED.token, expires_at = EXCLUDED.expires_at,
+                 locked_at = EXCLUDED.locked_at
+             WHERE maildrop_locks.expires_at < {now}
+         RETURNING token, user_id
+     ), counted AS (
+         INSERT INTO hourly_stats (hour, domain_id, logins)
+         SELECT floor(extract(epoch FROM {now}) / 3600)::BIGINT, u.domain_id, 1
+         FROM taken JOIN users u ON u.id = taken.user_id
+         ON CONFLICT (hour, domain_id) DO UPDATE SET logins = hourly_stats.logins + 1
+     ), touched AS (
+         UPDATE users SET last_login_at = {now}
+         WHERE id IN (SELECT user_id FROM taken)
+     )
+     SELECT (SELECT token FROM taken), (SELECT wait FROM me),
+            EXISTS (SELECT 1 FROM maildrop_locks
+                    WHERE user_id = $1 AND expires_at >= {now}),
+            EXISTS (SELECT 1 FROM me)"
+        .replace("{now}", &Postgres::after("$5"))
+});
+
 #[async_trait]
 impl Dialect for Postgres {
     const LOCK_ROWS: &'static str = "FOR NO KEY UPDATE";
@@ -270,47 +306,14 @@ impl Dialect for Postgres {
         // false: nothing is returned and no login is counted). A login still inside its
         // LOGIN-DELAY takes nothing. The third column says whether a live lease was there: "in
         // use" is the answer a client should hear before the delay. `{now}` is the lease clock.
-        let row = sqlx::query(AssertSqlSafe(
-            "WITH me AS (
-                 SELECT u.id, extract(epoch FROM (u.last_login_at
-                            + make_interval(secs => d.login_delay_secs) - {now}))::FLOAT8
-                            AS wait
-                 FROM users u JOIN domains d ON d.id = u.domain_id
-                 WHERE u.id = $1
-                 FOR NO KEY UPDATE OF u
-             ), taken AS (
-                 INSERT INTO maildrop_locks (user_id, node, incarnation, token, expires_at, locked_at)
-                 SELECT me.id, $2, $3, nextval('lock_tokens'),
-                        {now} + make_interval(secs => $4), {now}
-                 FROM me WHERE coalesce(me.wait, 0) <= 0
-                 ON CONFLICT (user_id) DO UPDATE
-                     SET node = EXCLUDED.node, incarnation = EXCLUDED.incarnation,
-                         token = EXCLUDED.token, expires_at = EXCLUDED.expires_at,
-                         locked_at = EXCLUDED.locked_at
-                     WHERE maildrop_locks.expires_at < {now}
-                 RETURNING token, user_id
-             ), counted AS (
-                 INSERT INTO hourly_stats (hour, domain_id, logins)
-                 SELECT floor(extract(epoch FROM {now}) / 3600)::BIGINT, u.domain_id, 1
-                 FROM taken JOIN users u ON u.id = taken.user_id
-                 ON CONFLICT (hour, domain_id) DO UPDATE SET logins = hourly_stats.logins + 1
-             ), touched AS (
-                 UPDATE users SET last_login_at = {now}
-                 WHERE id IN (SELECT user_id FROM taken)
-             )
-             SELECT (SELECT token FROM taken), (SELECT wait FROM me),
-                    EXISTS (SELECT 1 FROM maildrop_locks
-                            WHERE user_id = $1 AND expires_at >= {now}),
-                    EXISTS (SELECT 1 FROM me)"
-                .replace("{now}", &Self::after("$5")),
-        ))
-        .bind(user.0)
-        .bind(&store.node)
-        .bind(&store.incarnation)
-        .bind(store.ttl.as_secs_f64())
-        .bind(store.clock.offset_ms())
-        .fetch_one(&store.pool)
-        .await?;
+        let row = sqlx::query(AssertSqlSafe(LOCK.as_str()))
+            .bind(user.0)
+            .bind(&store.node)
+            .bind(&store.incarnation)
+            .bind(store.ttl.as_secs_f64())
+            .bind(store.clock.offset_ms())
+            .fetch_one(&store.pool)
+            .await?;
         let (token, wait, live): (Option<i64>, Option<f64>, bool) =
             (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
         if !row.try_get::<bool, _>(3)? {

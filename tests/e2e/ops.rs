@@ -794,7 +794,7 @@ fn a_stalled_reader_cannot_hold_up_the_drain() {
     // then a write still pending gets `WRITE_AFTER_ABORT` more (`send_bytes` in
     // crates/pop3-server/src/session.rs) before the session is ended.
     const GRACE: Duration = Duration::from_secs(1);
-    const WRITE_AFTER_ABORT: Duration = Duration::from_secs(5);
+    use pop3_server::WRITE_AFTER_ABORT;
     // Ending the session and then the process: releasing the lock, closing the store.
     const MARGIN: Duration = Duration::from_secs(3);
     let server =

@@ -14,3 +14,4 @@ mod session;
 mod stream;
 
 pub use server::{Config, Services, run, run_with_pop3s};
+pub use session::WRITE_AFTER_ABORT;

@@ -36,7 +36,7 @@ const FLUSH_AT: usize = 64 * 1024;
 const PRE_LOGIN_BYTES: usize = 16 * 1024;
 
 /// After the shutdown grace period, how long a pending write may still take.
-const WRITE_AFTER_ABORT: std::time::Duration = std::time::Duration::from_secs(5);
+pub const WRITE_AFTER_ABORT: std::time::Duration = std::time::Duration::from_secs(5);
 
 const CAPABILITIES: &[&str] = &[
     "TOP",

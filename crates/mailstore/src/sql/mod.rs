@@ -111,16 +111,22 @@ pub trait Dialect:
 /// `D`'s statement with the dialect's fragments spliced in for `{lock_rows}`, `{now}`,
 /// `{now_ms}`, `{bytewise}`, `{find}`, `{each}` and `{concat}`.
 pub(crate) fn sql<D: Dialect>(template: &str) -> AssertSqlSafe<String> {
-    AssertSqlSafe(
-        template
-            .replace("{lock_rows}", D::LOCK_ROWS)
-            .replace("{now}", D::NOW)
-            .replace("{now_ms}", D::NOW_MS)
-            .replace("{bytewise}", D::BYTEWISE)
-            .replace("{find}", D::FIND)
-            .replace("{each}", D::EACH)
-            .replace("{concat}", D::CONCAT),
-    )
+    let mut statement = template.to_string();
+    for (token, fragment) in [
+        ("{lock_rows}", D::LOCK_ROWS),
+        ("{now}", D::NOW),
+        ("{now_ms}", D::NOW_MS),
+        ("{bytewise}", D::BYTEWISE),
+        ("{find}", D::FIND),
+        ("{each}", D::EACH),
+        ("{concat}", D::CONCAT),
+    ] {
+        // Most statements hold one or two tokens: only those are copied again.
+        if statement.contains(token) {
+            statement = statement.replace(token, fragment);
+        }
+    }
+    AssertSqlSafe(statement)
 }
 
 /// The store on one SQL database: every role the frontends use.
@@ -321,21 +327,19 @@ where
         bytes: i64,
         messages: i64,
     ) -> Result<()> {
-        for table in ["users", "domains"] {
-            let id = if table == "users" {
-                "$3"
-            } else {
-                "(SELECT domain_id FROM users WHERE id = $3)"
-            };
-            sqlx::query(AssertSqlSafe(format!(
-                "UPDATE {table} SET used_bytes = used_bytes + $1,
-                     used_messages = used_messages + $2 WHERE id = {id}"
-            )))
-            .bind(bytes)
-            .bind(messages)
-            .bind(user)
-            .execute(&mut **tx)
-            .await?;
+        // Constant statements, not one built per call: this runs for every UPDATE that deletes.
+        for statement in [
+            "UPDATE users SET used_bytes = used_bytes + $1, used_messages = used_messages + $2
+             WHERE id = $3",
+            "UPDATE domains SET used_bytes = used_bytes + $1, used_messages = used_messages + $2
+             WHERE id = (SELECT domain_id FROM users WHERE id = $3)",
+        ] {
+            sqlx::query(statement)
+                .bind(bytes)
+                .bind(messages)
+                .bind(user)
+                .execute(&mut **tx)
+                .await?;
         }
         Ok(())
     }
@@ -347,11 +351,11 @@ where
             .await?;
         let ids: Vec<MessageId> = ids.into_iter().map(MessageId).collect();
         Self::delete_messages(tx, user, &ids).await?;
-        for table in ["maildrop_locks WHERE user_id", "users WHERE id"] {
-            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} = $1")))
-                .bind(user)
-                .execute(&mut **tx)
-                .await?;
+        for statement in [
+            "DELETE FROM maildrop_locks WHERE user_id = $1",
+            "DELETE FROM users WHERE id = $1",
+        ] {
+            sqlx::query(statement).bind(user).execute(&mut **tx).await?;
         }
         Ok(())
     }

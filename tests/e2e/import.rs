@@ -4,99 +4,18 @@
 //! mbox importer keeps `X-UIDL:` ids and reports the ones RFC 1939 does not allow.
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Output;
 
-use crate::harness::{PASSWORD, Pop3, Server, message, show, write_private};
+use crate::dovecot::Dovecot;
+use crate::harness::{PASSWORD, Pop3, Server, message, show};
 
 const USER: &str = "john@example.com";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 fn ok(out: Output) -> String {
     assert!(out.status.success(), "{}", show(&out));
     String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// A private Dovecot on loopback, stopped (by its own script) when dropped.
-struct Dovecot {
-    anchor: tempfile::TempDir,
-    pop3: SocketAddr,
-    lmtp: SocketAddr,
-}
-
-impl Dovecot {
-    fn scripts() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/dovecot")
-    }
-
-    fn script(&self, name: &str) -> Command {
-        let mut c = Command::new("bash");
-        c.arg(Self::scripts().join(name))
-            .env("ANCHOR", self.anchor.path())
-            .env("POP3_PORT", self.pop3.port().to_string())
-            .env("POP3S_PORT", free_port().to_string())
-            .env("LMTP_PORT", self.lmtp.port().to_string())
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn start() -> Dovecot {
-        assert!(
-            Path::new("/usr/sbin/dovecot").exists() && Path::new("/usr/lib/dovecot/lmtp").exists(),
-            "Dovecot is needed: apt-get install dovecot-pop3d dovecot-lmtpd argon2 (scripts/test does)"
-        );
-        let d = Dovecot {
-            anchor: tempfile::tempdir().expect("tempdir"),
-            pop3: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            lmtp: SocketAddr::from(([127, 0, 0, 1], free_port())),
-        };
-        // Dovecot's processes (as user dovecot / uid 5000) must reach the directory.
-        let mut perms = fs::metadata(d.anchor.path()).expect("meta").permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        fs::set_permissions(d.anchor.path(), perms).expect("chmod");
-        // Not `output()`: the daemon inherits the script's stdout and would keep it open.
-        let up = d
-            .script("dovecot-up.sh")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("dovecot-up");
-        assert!(
-            up.success(),
-            "dovecot-up.sh failed: {}",
-            fs::read_to_string(d.anchor.path().join("log/dovecot.log")).unwrap_or_default()
-        );
-        ok(d.script("dovecot-provision.sh")
-            .args(["add-domain", "example.com"])
-            .output()
-            .expect("provision"));
-        ok(d.script("dovecot-provision.sh")
-            .args(["add-user", USER, PASSWORD])
-            .output()
-            .expect("provision"));
-        d
-    }
-
-    fn maildir(&self) -> PathBuf {
-        self.anchor.path().join("mail/example.com/john")
-    }
-}
-
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        let _ = self
-            .script("dovecot-down.sh")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
 }
 
 /// `(number, uidl)` pairs of a raw UIDL listing.
@@ -108,49 +27,18 @@ fn uidl_listing(addr: SocketAddr) -> Vec<String> {
     lines
 }
 
-/// mpop in leave-on-server mode, delivering into `home/Maildir`, remembering UIDLs in
-/// `home/uidls`; returns how many messages the local Maildir holds afterwards.
+/// mpop as `USER`, leaving mail on the server (see `dovecot::mpop`).
 fn mpop(home: &Path, server: SocketAddr) -> usize {
-    let md = home.join("Maildir");
-    for sub in ["cur", "new", "tmp"] {
-        fs::create_dir_all(md.join(sub)).expect("maildir");
-    }
-    let conf = home.join("mpoprc");
-    // Same client state (uidls, Maildir) each time; only the server's port changes.
-    let _ = fs::remove_file(&conf);
-    write_private(
-        &conf,
-        &format!(
-            "account default\nhost 127.0.0.1\nport {port}\nuser {USER}\npassword \"{PASSWORD}\"\n\
-             tls off\nauth user\nkeep on\ndelivery maildir {md}\nuidls_file {uidls}\n",
-            port = server.port(),
-            md = md.display(),
-            uidls = home.join("uidls").display()
-        ),
-    );
-    let out = Command::new("timeout")
-        .args(["120", "mpop", "-C"])
-        .arg(&conf)
-        .arg("--half-quiet")
-        .env("HOME", home)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run mpop");
-    assert!(out.status.success(), "{}", show(&out));
-    fs::read_dir(md.join("new")).expect("read maildir").count()
+    crate::dovecot::mpop(home, server, USER, PASSWORD)
 }
 
 #[test]
 fn a_dovecot_maildir_moves_in_and_mpop_downloads_nothing_again() {
     const MESSAGES: usize = 25;
     let dovecot = Dovecot::start();
+    dovecot.add_user(USER, PASSWORD);
     for i in 0..MESSAGES {
-        let replies = crate::harness::Lmtp::connect(dovecot.lmtp).deliver(
-            "sender@example.net",
-            &[USER],
-            &message(&format!("dovecot {i}")),
-        );
-        assert!(replies[0].starts_with("250"), "{replies:?}");
+        dovecot.deliver(USER, &message(&format!("dovecot {i}")));
     }
     // The client has everything, left on the server; Dovecot has assigned its UIDLs.
     let home = tempfile::tempdir().expect("home");
@@ -160,7 +48,7 @@ fn a_dovecot_maildir_moves_in_and_mpop_downloads_nothing_again() {
 
     let s = Server::start();
     s.add_user(USER);
-    let maildir = dovecot.maildir();
+    let maildir = dovecot.maildir(USER);
     let maildir = maildir.to_str().expect("utf-8 path");
     let out = ok(s.cli(&["import", "maildir", maildir, "--user", USER]));
     assert!(

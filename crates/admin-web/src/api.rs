@@ -490,9 +490,16 @@ async fn list_users(
 #[serde(deny_unknown_fields)]
 struct NewUser {
     local: String,
-    /// The mailbox password (see the 422 answer for the policy).
+    /// The mailbox password (see the 422 answer for the policy). Give this or `password_hash`.
+    #[serde(default)]
     #[schema(format = Password)]
-    password: String,
+    password: Option<String>,
+    /// The password hash another server stored, in Dovecot's `{SCHEME}…` form or as a bare
+    /// crypt string (`$6$…`, `$2y$…`): the customer keeps their password. Give this or
+    /// `password`.
+    #[serde(default)]
+    #[schema(format = Password)]
+    password_hash: Option<String>,
     /// Byte quota; absent or null is unlimited.
     #[serde(default)]
     quota_bytes: Option<LimitJson>,
@@ -531,9 +538,26 @@ async fn create_user(
         bytes: limit(body.quota_bytes.as_ref(), Unit::Bytes)?.map(Some),
         messages: limit(body.quota_messages.as_ref(), Unit::Count)?.map(Some),
     };
+    let credential = credential(body.password, body.password_hash)?
+        .ok_or_else(|| AppError::BadRequest("give password or password_hash".into()))?;
     let created =
-        provision::create_user(&state.roles, &actor, &address, body.password, quota).await?;
+        provision::create_user(&state.roles, &actor, &address, credential, quota).await?;
     Ok((StatusCode::CREATED, Json(UserJson::from(&created))).into_response())
+}
+
+/// A password or a hash, not both.
+fn credential(
+    password: Option<String>,
+    hash: Option<String>,
+) -> Result<Option<provision::Credential>, AppError> {
+    match (password, hash) {
+        (Some(_), Some(_)) => Err(AppError::BadRequest(
+            "give password or password_hash, not both".into(),
+        )),
+        (Some(p), None) => Ok(Some(provision::Credential::Password(p))),
+        (None, Some(h)) => Ok(Some(provision::Credential::Hash(h))),
+        (None, None) => Ok(None),
+    }
 }
 
 /// The user a URL names (the scope is checked by `provision`).
@@ -574,6 +598,10 @@ struct UserPatch {
     #[serde(default)]
     #[schema(format = Password)]
     password: Option<String>,
+    /// Or the password hash another server stored (as in creating a user).
+    #[serde(default)]
+    #[schema(format = Password)]
+    password_hash: Option<String>,
     /// Byte quota; null is unlimited.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<LimitJson>)]
@@ -614,7 +642,7 @@ async fn patch_user(
             bytes: limit_change(patch.quota_bytes.as_ref(), Unit::Bytes)?,
             messages: limit_change(patch.quota_messages.as_ref(), Unit::Count)?,
         },
-        password: patch.password,
+        password: credential(patch.password, patch.password_hash)?,
         enabled: patch.enabled,
     };
     let after = provision::update_user(&state.roles, &actor, &address, change).await?;

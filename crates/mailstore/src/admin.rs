@@ -114,6 +114,9 @@ pub struct UserDetail {
     pub enabled: bool,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// The scheme of a password hash imported from another server (`SHA512-CRYPT`, …), until
+    /// the user's first login replaces it; `None` for pophost's own argon2id.
+    pub password_scheme: Option<String>,
 }
 
 /// A maildrop locked by a live POP3 session.

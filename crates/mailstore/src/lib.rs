@@ -62,6 +62,16 @@ pub trait Directory: Send + Sync {
         password_hash: &str,
         scram: Option<&str>,
     ) -> Result<()>;
+    /// Replaces a legacy hash that a login just verified with pophost's own hash and SCRAM
+    /// verifier, in one statement: only while the user still holds `old_hash`, so a password
+    /// changed meanwhile is not overwritten. True when it was replaced.
+    async fn upgrade_password(
+        &self,
+        user: UserId,
+        old_hash: &str,
+        password_hash: &str,
+        scram: &str,
+    ) -> Result<bool>;
     /// Removes a user and all their mail.
     async fn remove_user(&self, address: &Address) -> Result<()>;
     async fn set_user_quota(&self, address: &Address, change: QuotaChange) -> Result<()>;
@@ -247,6 +257,9 @@ pub trait Admin: Send + Sync {
     /// left out.
     async fn hourly_stats(&self, scope: &Scope, since_hour: i64) -> Result<Vec<HourlyStat>>;
     async fn totals(&self, scope: &Scope) -> Result<Totals>;
+    /// How many accounts in scope still hold each legacy password scheme (imported and not
+    /// logged in with since), by scheme name.
+    async fn legacy_schemes(&self, scope: &Scope) -> Result<Vec<(String, u64)>>;
 }
 
 /// Every role of one backend.

@@ -142,6 +142,15 @@ pub struct UserInfo {
     pub usage: Usage,
 }
 
+/// The scheme a stored password hash names, for a hash imported from another server: `NAME` of
+/// `{NAME}…` (Dovecot's form; `tenancy::legacy` writes it). `None` for pophost's own argon2id
+/// PHC strings, which start with `$`.
+pub fn password_scheme(hash: &str) -> Option<&str> {
+    hash.strip_prefix('{')?
+        .split_once('}')
+        .map(|(name, _)| name)
+}
+
 /// What authentication needs to know about a user.
 #[derive(Clone)]
 pub struct UserAuth {

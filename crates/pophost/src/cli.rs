@@ -6,7 +6,7 @@ use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use admin_web::provision::{self, DomainChange, PolicyChange, Unit, UserChange};
+use admin_web::provision::{self, Credential, DomainChange, PolicyChange, Unit, UserChange};
 use admin_web::{Actor, PasswordFor};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -47,8 +47,12 @@ pub enum Command {
         #[arg(long)]
         no_migrate: bool,
     },
-    /// Apply pending schema migrations to the configured database, then exit.
-    Migrate,
+    /// Apply pending schema migrations to the configured database, then exit; or, as
+    /// `migrate pop3`, copy mailboxes in from an old POP3 server.
+    Migrate {
+        #[command(subcommand)]
+        from: Option<crate::pull::MigrateCommand>,
+    },
     /// Manage domains.
     #[command(subcommand)]
     Domain(DomainCommand),
@@ -258,15 +262,22 @@ pub enum UserCommand {
     Add {
         address: String,
         #[command(flatten)]
-        password: PasswordArgs,
+        password: MailboxPasswordArgs,
     },
     /// List a domain's users with their quotas and usage.
     List { domain: String },
+    /// Show a user: quotas, usage, whether enabled, the password's scheme.
+    Show {
+        address: String,
+        /// Print the API's JSON instead of lines of `key: value`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Change a user's password.
     Passwd {
         address: String,
         #[command(flatten)]
-        password: PasswordArgs,
+        password: MailboxPasswordArgs,
     },
     /// Remove a user and all their mail.
     Remove { address: String },
@@ -312,6 +323,23 @@ pub struct PasswordArgs {
     password_stdin: bool,
 }
 
+/// A mailbox password: typed, or the hash the old server stored.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct MailboxPasswordArgs {
+    /// The password (visible to other local users in the process list: prefer --password-stdin).
+    #[arg(long)]
+    password: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    password_stdin: bool,
+    /// The password hash another server stored, in Dovecot's {SCHEME} form or as a bare crypt
+    /// string ($6$…, $2y$…): the user keeps their password; the first login replaces the hash
+    /// with argon2id.
+    #[arg(long, value_name = "HASH")]
+    password_hash: Option<String>,
+}
+
 #[derive(Debug, Args)]
 #[group(multiple = true)]
 pub struct QuotaArgs {
@@ -352,22 +380,37 @@ impl QuotaArgs {
     }
 }
 
+/// The password given on the command line, else the first line of standard input.
+fn given_or_stdin(given: &Option<String>) -> anyhow::Result<String> {
+    Ok(match given {
+        Some(p) => p.clone(),
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    })
+}
+
 impl PasswordArgs {
     /// The new password, checked against the policy the admin UI applies to a `kind` account.
     fn read(&self, kind: PasswordFor) -> anyhow::Result<String> {
-        let password = match &self.password {
-            Some(p) => p.clone(),
-            None => {
-                let mut line = String::new();
-                std::io::stdin()
-                    .lock()
-                    .read_line(&mut line)
-                    .context("reading the password from standard input")?;
-                line.trim_end_matches(['\r', '\n']).to_string()
-            }
-        };
+        let password = given_or_stdin(&self.password)?;
         admin_web::password_problem(&password, kind)?;
         Ok(password)
+    }
+}
+
+impl MailboxPasswordArgs {
+    /// The credential; provisioning checks it (the password policy, the hash's scheme).
+    fn read(&self) -> anyhow::Result<Credential> {
+        Ok(match &self.password_hash {
+            Some(hash) => Credential::Hash(hash.clone()),
+            None => Credential::Password(given_or_stdin(&self.password)?),
+        })
     }
 }
 
@@ -444,6 +487,23 @@ fn show_quota(q: Quota) -> String {
     )
 }
 
+/// `pophost user show`: one `key: value` line per field of the API's user.
+fn show_user(user: &admin_web::provision::UserJson) -> String {
+    let limit = |l: Option<u64>| l.map_or("unlimited".to_string(), |n| n.to_string());
+    format!(
+        "address: {}\nenabled: {}\nquota_bytes: {}\nquota_messages: {}\nused_bytes: {}\n\
+         used_messages: {}\npassword_scheme: {}\ncreated_at: {}",
+        user.address,
+        user.enabled,
+        limit(user.quota_bytes),
+        limit(user.quota_messages),
+        user.used_bytes,
+        user.used_messages,
+        user.password_scheme,
+        user.created_at
+    )
+}
+
 /// `pophost who`: one line per live session, oldest first.
 async fn who(store: &dyn mailstore::Store) -> anyhow::Result<String> {
     let mut sessions = store.live_sessions(&mailstore::Scope::All).await?;
@@ -484,7 +544,10 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
     let cli = Actor::cli();
     let out = match command {
         Command::Serve { .. } => bail!("serve is not a provisioning command"),
-        Command::Migrate => "database schema is up to date".to_string(),
+        Command::Migrate { from: None } => "database schema is up to date".to_string(),
+        Command::Migrate {
+            from: Some(crate::pull::MigrateCommand::Pop3(args)),
+        } => crate::pull::run(store.clone(), args).await?,
         Command::Admin(AdminCommand::Add {
             email,
             super_admin,
@@ -665,10 +728,19 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
         }
         Command::User(UserCommand::Add { address, password }) => {
             let address = Address::parse(&address)?;
-            let password = password.read(PasswordFor::Mailbox)?;
-            provision::create_user(&roles, &cli, &address, password, QuotaChange::default())
+            provision::create_user(&roles, &cli, &address, password.read()?, QuotaChange::default())
                 .await?;
             format!("added user {address}")
+        }
+        Command::User(UserCommand::Show { address, json }) => {
+            let address = Address::parse(&address)?;
+            let user = provision::user(&roles, &cli, &address).await?;
+            let user = admin_web::provision::UserJson::from(&user);
+            if json {
+                serde_json::to_string_pretty(&user)?
+            } else {
+                show_user(&user)
+            }
         }
         Command::User(UserCommand::List { domain }) => {
             let domain = DomainName::parse(&domain)?;
@@ -691,7 +763,7 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
         Command::User(UserCommand::Passwd { address, password }) => {
             let address = Address::parse(&address)?;
             let change = UserChange {
-                password: Some(password.read(PasswordFor::Mailbox)?),
+                password: Some(password.read()?),
                 ..UserChange::default()
             };
             provision::update_user(&roles, &cli, &address, change).await?;

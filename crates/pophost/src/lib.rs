@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod import;
+pub mod pull;
 pub mod retention;
 mod serve_lock;
 pub mod telemetry;

@@ -4,6 +4,7 @@
 
 pub mod apop;
 mod defence;
+pub mod legacy;
 mod login;
 mod password;
 mod scram;
@@ -125,12 +126,46 @@ impl Authenticator {
         match (id, attempt.address.clone()) {
             (Some(id), Some(address)) if ok => {
                 self.succeeded(&attempt).await;
+                let hash = self.upgrade(id, password, hash).await;
                 self.cache.put(&mailbox, password, &hash, id);
                 Ok(Authenticated { user: id, address })
             }
             _ => {
                 self.failed().await;
                 Err(AuthError::Rejected)
+            }
+        }
+    }
+
+    /// After a login verified `hash`: a hash imported from another server is replaced with
+    /// pophost's argon2id and a SCRAM verifier derived from the password just typed, so the
+    /// legacy scheme is gone from the store at the account's first login. Returns the hash the
+    /// account holds now. A failure to upgrade does not fail the login: the next one tries again.
+    async fn upgrade(&self, user: UserId, password: &[u8], hash: Arc<str>) -> Arc<str> {
+        let Some(scheme) = mailstore::password_scheme(&hash) else {
+            return hash;
+        };
+        let scheme = scheme.to_string();
+        let Some(secrets) = self.hashers.secrets(password.to_vec()).await else {
+            tracing::warn!(scheme, "hashing an imported password anew failed");
+            return hash;
+        };
+        match self
+            .directory
+            .upgrade_password(user, &hash, &secrets.hash, &secrets.verifier)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(scheme, "imported password hash replaced with argon2id");
+                metrics::counter!("pophost_legacy_hash_upgrades_total", "scheme" => scheme)
+                    .increment(1);
+                secrets.hash.into()
+            }
+            // The password was changed since this login read it: the new one stands.
+            Ok(false) => hash,
+            Err(e) => {
+                tracing::warn!(error = %e, scheme, "replacing an imported password hash failed");
+                hash
             }
         }
     }
@@ -287,11 +322,34 @@ pub(crate) struct Attempt {
     pair: Option<String>,
 }
 
-/// One verification for a hashing thread.
-struct Job {
-    password: Vec<u8>,
-    hash: Arc<str>,
-    reply: oneshot::Sender<bool>,
+/// What a mailbox stores of a password: its argon2id hash and its SCRAM-SHA-256 verifier,
+/// derived together so that they always belong to the same password.
+pub struct Secrets {
+    pub hash: String,
+    pub verifier: String,
+}
+
+impl Secrets {
+    /// Both take tens of milliseconds of CPU: call it off the reactor.
+    pub fn derive(password: &[u8]) -> Result<Self, HashError> {
+        Ok(Self {
+            hash: hash_password(password)?,
+            verifier: ScramVerifier::derive(password).to_string(),
+        })
+    }
+}
+
+/// Work for a hashing thread.
+enum Job {
+    Verify {
+        password: Vec<u8>,
+        hash: Arc<str>,
+        reply: oneshot::Sender<bool>,
+    },
+    Derive {
+        password: Vec<u8>,
+        reply: oneshot::Sender<Option<Secrets>>,
+    },
 }
 
 /// A fixed set of threads for password hashing, fed from one queue; each keeps its own argon2
@@ -317,8 +375,18 @@ impl Hashers {
                     let Ok(job) = job else {
                         return; // the Authenticator is gone
                     };
-                    let ok = verify_password_in(&job.password, &job.hash, &mut scratch);
-                    let _ = job.reply.send(ok);
+                    match job {
+                        Job::Verify {
+                            password,
+                            hash,
+                            reply,
+                        } => {
+                            let _ = reply.send(verify_password_in(&password, &hash, &mut scratch));
+                        }
+                        Job::Derive { password, reply } => {
+                            let _ = reply.send(Secrets::derive(&password).ok());
+                        }
+                    }
                 }
             };
             std::thread::Builder::new()
@@ -332,25 +400,29 @@ impl Hashers {
     /// Verifies on a hashing thread; false if none could run it.
     async fn verify(&self, password: Vec<u8>, hash: Arc<str>) -> bool {
         let (reply, answer) = oneshot::channel();
-        if self
-            .jobs
-            .send(Job {
-                password,
-                hash,
-                reply,
-            })
-            .is_err()
-        {
+        let job = Job::Verify {
+            password,
+            hash,
+            reply,
+        };
+        if self.jobs.send(job).is_err() {
             return false;
         }
         answer.await.unwrap_or(false)
+    }
+
+    /// Derives a password's secrets on a hashing thread; `None` if that failed.
+    async fn secrets(&self, password: Vec<u8>) -> Option<Secrets> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job::Derive { password, reply }).ok()?;
+        answer.await.ok().flatten()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mailstore::{DomainName, LockOptions, SqliteStore};
+    use mailstore::{Admin, DomainName, LockOptions, SqliteStore};
 
     /// A login names the mailbox it reached by the domain's own name, whichever alias or form
     /// the client typed: that is what the session logs.
@@ -389,5 +461,67 @@ mod tests {
             auth.authenticate("john@example.net", b"wrong", &ctx).await,
             Err(AuthError::Rejected)
         ));
+    }
+
+    /// A login against an imported hash replaces it with argon2id and a SCRAM verifier, once;
+    /// a wrong password changes nothing, and the password keeps working after the upgrade.
+    #[tokio::test]
+    async fn the_first_login_replaces_an_imported_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db"), LockOptions::default(), true)
+            .await
+            .unwrap();
+        let store = Arc::new(store);
+        store
+            .add_domain(&DomainName::parse("example.com").unwrap())
+            .await
+            .unwrap();
+        let john = Address::parse("john@example.com").unwrap();
+        // doveadm pw -s SHA512-CRYPT -p "old secret"
+        let imported = "{SHA512-CRYPT}$6$6xEdIWpBa.CMYZyZ$YmT7obFtC2Ay9IXlJy2qhz2Qx99DBH0rXO6A8nAmJ8GYDxd8pNMrbfW9fJm5qq/K0I3RTLkpjzdiE8UYUYaE5.";
+        store.add_user(&john, imported, None).await.unwrap();
+        let policy = AuthPolicy {
+            failure_delay: Duration::ZERO,
+            ..AuthPolicy::default()
+        };
+        let auth = Authenticator::new(store.clone(), 1, DefaultDomains::default(), policy).unwrap();
+        let ctx = LoginContext::default();
+        let held = || async { store.find_user(&john).await.unwrap().unwrap() };
+        assert!(
+            auth.authenticate("john@example.com", b"old secre", &ctx)
+                .await
+                .is_err()
+        );
+        assert_eq!(held().await.password_hash, imported);
+        auth.authenticate("john@example.com", b"old secret", &ctx)
+            .await
+            .unwrap();
+        let now = held().await;
+        assert!(
+            now.password_hash.starts_with("$argon2id$"),
+            "{}",
+            now.password_hash
+        );
+        assert!(verify_password(b"old secret", &now.password_hash));
+        let verifier = ScramVerifier::parse(now.scram.as_deref().unwrap()).unwrap();
+        let derived = verifier.to_string();
+        assert!(derived.starts_with("SCRAM-SHA-256$4096:"), "{derived}");
+        assert_eq!(
+            store
+                .user_detail(&john)
+                .await
+                .unwrap()
+                .unwrap()
+                .password_scheme,
+            None
+        );
+        auth.authenticate("john@example.com", b"old secret", &ctx)
+            .await
+            .unwrap();
+        assert_eq!(
+            held().await.password_hash,
+            now.password_hash,
+            "upgraded once"
+        );
     }
 }

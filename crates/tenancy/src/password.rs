@@ -4,8 +4,9 @@
 //! Verifying is most of a login's CPU, so the common case (argon2id, version 0x13, one lane,
 //! every hash pophost writes) goes to libsodium, whose hand-vectorised argon2 (AVX2, AVX-512
 //! where the CPU has it) computes a hash in about two thirds of the argon2 crate's time
-//! (`bench/argon2_cpu.py`, docs/BENCHMARKS.md). Anything else (argon2i/d, more lanes, imported
-//! hashes) stays with the argon2 crate. Both read the same PHC strings.
+//! (`bench/argon2_cpu.py`, docs/BENCHMARKS.md). Anything else (argon2i/d, more lanes) stays
+//! with the argon2 crate. Both read the same PHC strings. Hashes imported from another server
+//! (`{SCHEME}…`) are verified by `legacy`.
 //!
 //! libsodium is built to take its 19 MiB of working memory from plain `malloc`, not a fresh
 //! `mmap` per hash (`.cargo/config.toml`): a fresh mapping is 4,864 page faults, each page zeroed
@@ -50,6 +51,10 @@ pub struct Scratch(Vec<Block>);
 /// `verify_password` using `scratch` as argon2's memory where the argon2 crate verifies. The
 /// comparison is constant-time.
 pub fn verify_password_in(password: &[u8], hash: &str, scratch: &mut Scratch) -> bool {
+    // A hash imported from another server (`{SCHEME}…`) until its first login rewrites it.
+    if crate::legacy::stored_scheme(hash).is_some() {
+        return crate::legacy::verify_in(password, hash, scratch);
+    }
     if for_sodium(hash)
         && let Some(verdict) = sodium_verify(password, hash)
     {

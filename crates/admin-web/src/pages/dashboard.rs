@@ -49,6 +49,8 @@ struct Dashboard {
     delivered_total: u64,
     logins_total: u64,
     peak: u64,
+    /// Accounts in scope still holding an imported password hash, by scheme.
+    legacy: Vec<(String, u64)>,
 }
 
 const HOURS: i64 = 24;
@@ -65,6 +67,7 @@ async fn show(State(state): State<AppState>, actor: Actor) -> Result<Dashboard, 
         .hourly_stats(&actor.scope, this_hour - (HOURS - 1))
         .await?;
     let (bars, ticks, peak) = chart(&stats, this_hour);
+    let legacy = state.roles.admin.legacy_schemes(&actor.scope).await?;
     Ok(Dashboard {
         chrome: Chrome::from(&actor),
         domains: totals.domains,
@@ -83,6 +86,7 @@ async fn show(State(state): State<AppState>, actor: Actor) -> Result<Dashboard, 
         bars,
         ticks,
         peak,
+        legacy,
     })
 }
 

@@ -259,6 +259,7 @@ async fn create(
     let errors = match form.validate(&domain) {
         Ok((address, quota)) => {
             let password = std::mem::take(&mut form.password);
+            let password = provision::Credential::Password(password);
             match provision::create_user(&state.roles, &actor, &address, password, quota).await {
                 Ok(_) => return Ok(Redirect::to(&user_href(&address)).into_response()),
                 Err(e) => conflict_to_field(e, "local")?,
@@ -386,7 +387,7 @@ async fn password(
         return Ok(EditPage::new(&actor, before).invalid(errors));
     }
     let change = UserChange {
-        password: Some(form.password),
+        password: Some(provision::Credential::Password(form.password)),
         ..UserChange::default()
     };
     provision::update_user(&state.roles, &actor, &before.address, change).await?;

@@ -68,6 +68,9 @@ impl From<&DomainDetail> for DomainJson {
     }
 }
 
+/// How `password_scheme` names pophost's own hashes.
+pub const OWN_SCHEME: &str = "ARGON2ID";
+
 /// A user (no password material).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(as = User)]
@@ -86,6 +89,10 @@ pub struct UserJson {
     pub enabled: bool,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// The scheme of the password hash: `ARGON2ID` for pophost's own, else the scheme of a
+    /// hash imported from another server (`SHA512-CRYPT`, …), until the user's first login
+    /// replaces it.
+    pub password_scheme: String,
 }
 
 impl From<&UserDetail> for UserJson {
@@ -100,6 +107,10 @@ impl From<&UserDetail> for UserJson {
             used_messages: u.usage.messages,
             enabled: u.enabled,
             created_at: u.created_at,
+            password_scheme: u
+                .password_scheme
+                .clone()
+                .unwrap_or_else(|| OWN_SCHEME.to_string()),
         }
     }
 }

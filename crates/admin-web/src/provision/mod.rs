@@ -197,22 +197,60 @@ type Result<T, E = Error> = std::result::Result<T, E>;
 // ---------------------------------------------------------------------------------------------
 // Passwords.
 
-/// What the store keeps of a mailbox password: its argon2 hash and its SCRAM-SHA-256 verifier.
-pub struct MailboxSecrets {
-    pub hash: String,
-    pub verifier: String,
+/// A mailbox password as an admin gives it: typed (held to the mailbox password policy), or the
+/// hash another server stored, so a customer moved in keeps their password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    Password(String),
+    /// Dovecot's `{SCHEME}…` form or a bare crypt string (`tenancy::legacy`).
+    Hash(String),
 }
 
-/// Hashes a mailbox password and derives its SCRAM verifier. Both take tens of milliseconds of
-/// CPU, so they run on the blocking pool, not the reactor.
-pub async fn mailbox_secrets(password: String) -> Result<MailboxSecrets> {
-    tokio::task::spawn_blocking(move || {
-        let verifier = tenancy::ScramVerifier::derive(password.as_bytes()).to_string();
-        tenancy::hash_password(password.as_bytes()).map(|hash| MailboxSecrets { hash, verifier })
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("password hashing did not finish: {e}")))?
-    .map_err(|e| Error::Internal(e.to_string()))
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credential::Password(_) => "Password(<redacted>)",
+            Credential::Hash(_) => "Hash(<redacted>)",
+        })
+    }
+}
+
+/// What the store keeps of a credential: the hash, and the SCRAM-SHA-256 verifier when one can
+/// be had (from a typed password, or an imported `{SCRAM-SHA-256}` hash).
+pub struct MailboxSecrets {
+    pub hash: String,
+    pub verifier: Option<String>,
+}
+
+/// Checks a credential and turns it into what the store keeps; nothing is stored on an error.
+/// Hashing takes tens of milliseconds of CPU, so it runs on the blocking pool. An imported
+/// `{PLAIN}` password is the customer's existing one: it is hashed as it is, not held to the
+/// policy for new passwords.
+pub async fn mailbox_secrets(credential: Credential) -> Result<MailboxSecrets> {
+    let password = match credential {
+        Credential::Password(p) => {
+            password_problem(&p, PasswordFor::Mailbox)?;
+            p
+        }
+        Credential::Hash(h) => match tenancy::legacy::import(&h) {
+            Ok(tenancy::legacy::Imported::Stored { hash, scram, .. }) => {
+                return Ok(MailboxSecrets {
+                    hash,
+                    verifier: scram,
+                });
+            }
+            Ok(tenancy::legacy::Imported::Plain(p)) => p,
+            Err(e) => return Err(Error::Invalid(e.to_string())),
+        },
+    };
+    tokio::task::spawn_blocking(move || tenancy::Secrets::derive(password.as_bytes()))
+        .await
+        .map_err(|e| Error::Internal(format!("password hashing did not finish: {e}")))?
+        .map(|s| MailboxSecrets {
+            hash: s.hash,
+            verifier: Some(s.verifier),
+        })
+        .map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// The argon2 hash of an admin's password (admins sign in to the UI only: no SCRAM).
@@ -520,7 +558,7 @@ pub async fn update_policies(
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserChange {
     pub quota: QuotaChange,
-    pub password: Option<String>,
+    pub password: Option<Credential>,
     pub enabled: Option<bool>,
 }
 
@@ -556,10 +594,9 @@ pub async fn create_user(
     roles: &Roles,
     actor: &Actor,
     address: &Address,
-    password: String,
+    credential: Credential,
     quota: QuotaChange,
 ) -> Result<UserDetail> {
-    password_problem(&password, PasswordFor::Mailbox)?;
     let domain = domain(roles, actor, &address.domain).await?;
     // The store enforces the limit in its insert; checking first spares a full domain the
     // cost of an argon2 hash. The store's own words, so both checks read the same.
@@ -572,10 +609,10 @@ pub async fn create_user(
         ))
         .into());
     }
-    let secrets = mailbox_secrets(password).await?;
+    let secrets = mailbox_secrets(credential).await?;
     roles
         .directory
-        .add_user(address, &secrets.hash, Some(&secrets.verifier))
+        .add_user(address, &secrets.hash, secrets.verifier.as_deref())
         .await?;
     if quota != QuotaChange::default() {
         roles.directory.set_user_quota(address, quota).await?;
@@ -594,9 +631,11 @@ pub async fn update_user(
     change: UserChange,
 ) -> Result<UserDetail> {
     let mut current = user(roles, actor, address).await?;
-    if let Some(pw) = &change.password {
-        password_problem(pw, PasswordFor::Mailbox)?;
-    }
+    // Checked (and hashed) before anything changes.
+    let secrets = match change.password {
+        Some(credential) => Some(mailbox_secrets(credential).await?),
+        None => None,
+    };
     let address = current.address.clone();
     if change.quota != QuotaChange::default() {
         roles
@@ -607,13 +646,14 @@ pub async fn update_user(
         audit_user(roles, actor, "user.update", Some(&current), Some(&after)).await;
         current = after;
     }
-    if let Some(password) = change.password {
-        let secrets = mailbox_secrets(password).await?;
+    if let Some(secrets) = secrets {
         roles
             .directory
-            .set_password(&address, &secrets.hash, Some(&secrets.verifier))
+            .set_password(&address, &secrets.hash, secrets.verifier.as_deref())
             .await?;
-        audit_user(roles, actor, "user.password", Some(&current), None).await;
+        let after = user(roles, actor, &address).await?;
+        audit_user(roles, actor, "user.password", Some(&current), Some(&after)).await;
+        current = after;
     }
     if let Some(enabled) = change.enabled {
         roles.admin.set_user_enabled(&address, enabled).await?;

@@ -80,7 +80,7 @@ fn domain_list(names: Option<String>) -> Result<Vec<DomainName>> {
 
 /// The columns `user_row` reads, from `users u`, the creation time in Unix ms last.
 const USER_COLUMNS: &str = "u.localpart, u.quota_bytes, u.quota_messages, u.used_bytes,
-    u.used_messages, u.enabled, ";
+    u.used_messages, u.enabled, u.password_scheme, ";
 
 fn user_row<R: Row>(r: &R, domain: &DomainName) -> Result<UserDetail>
 where
@@ -88,6 +88,7 @@ where
     i64: Column<R::Database>,
     bool: Column<R::Database>,
     String: Column<R::Database>,
+    Option<String>: Column<R::Database>,
 {
     Ok(UserDetail {
         address: Address {
@@ -100,7 +101,8 @@ where
             messages: to_u64(r.try_get(4)?),
         },
         enabled: r.try_get(5)?,
-        created_at: r.try_get(6)?,
+        password_scheme: r.try_get(6)?,
+        created_at: r.try_get(7)?,
     })
 }
 
@@ -583,6 +585,23 @@ where
                     logins: to_u64(r.try_get(2)?),
                 })
             })
+            .collect()
+    }
+
+    async fn legacy_schemes(&self, scope: &Scope) -> Result<Vec<(String, u64)>> {
+        let (all, list) = scope_binds::<D>(scope);
+        let rows = sqlx::query(sql::<D>(
+            "SELECT u.password_scheme, count(*) FROM users u
+             WHERE u.password_scheme IS NOT NULL
+               AND ($1 OR u.domain_id IN (SELECT id FROM domains WHERE name IN (SELECT {each}($2))))
+             GROUP BY u.password_scheme ORDER BY u.password_scheme",
+        ))
+        .bind(all)
+        .bind(&list)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, to_u64(r.try_get(1)?))))
             .collect()
     }
 

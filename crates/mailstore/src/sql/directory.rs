@@ -146,13 +146,15 @@ where
             }
         }
         let id: i64 = sqlx::query_scalar(sql::<D>(
-            "INSERT INTO users (domain_id, localpart, password_hash, created_at, scram_verifier)
-             VALUES ($1, $2, $3, {now}, $4) RETURNING id",
+            "INSERT INTO users (domain_id, localpart, password_hash, created_at, scram_verifier,
+                                password_scheme)
+             VALUES ($1, $2, $3, {now}, $4, $5) RETURNING id",
         ))
         .bind(domain)
         .bind(address.local.as_str())
         .bind(password_hash)
         .bind(scram.map(str::to_string))
+        .bind(password_scheme(password_hash).map(str::to_string))
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| conflict(e, format!("user {address} already exists")))?;
@@ -196,14 +198,39 @@ where
     ) -> Result<()> {
         let mut tx = D::begin_write(&self.pool).await?;
         let user = Self::user_id(&mut tx, address).await?;
-        sqlx::query("UPDATE users SET password_hash = $1, scram_verifier = $2 WHERE id = $3")
-            .bind(password_hash)
-            .bind(scram.map(str::to_string))
-            .bind(user)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE users SET password_hash = $1, scram_verifier = $2, password_scheme = $3
+             WHERE id = $4",
+        )
+        .bind(password_hash)
+        .bind(scram.map(str::to_string))
+        .bind(password_scheme(password_hash).map(str::to_string))
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn upgrade_password(
+        &self,
+        user: UserId,
+        old_hash: &str,
+        password_hash: &str,
+        scram: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = $1, scram_verifier = $2, password_scheme = $3
+             WHERE id = $4 AND password_hash = $5",
+        )
+        .bind(password_hash)
+        .bind(scram)
+        .bind(password_scheme(password_hash).map(str::to_string))
+        .bind(user.0)
+        .bind(old_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     #[instrument(skip_all, fields(user = %address))]

@@ -1694,6 +1694,83 @@ async fn several_parts_read_at_once_equal_the_parts_one_by_one(b: impl Backend) 
     assert_eq!(got, vec![b"P: 2\r\n".to_vec()]);
 }
 
+/// An imported hash keeps its scheme until a login upgrades it; the upgrade happens only while
+/// the user still holds the hash the login verified; scheme counts follow the admin's scope.
+async fn legacy_hashes_are_counted_and_upgraded_once(b: impl Backend) {
+    let s = b.open(LockOptions::default()).await;
+    for d in ["example.com", "example.org"] {
+        s.add_domain(&DomainName::parse(d).expect("domain"))
+            .await
+            .expect("add");
+    }
+    let legacy = "{SHA512-CRYPT}$6$salt$hash";
+    let john = s
+        .add_user(&addr("john@example.com"), legacy, None)
+        .await
+        .expect("add");
+    s.add_user(&addr("jane@example.com"), "{SSHA}abc", None)
+        .await
+        .expect("add");
+    s.add_user(&addr("joe@example.org"), "$argon2id$native", None)
+        .await
+        .expect("add");
+    s.set_password(&addr("joe@example.org"), "{SSHA}def", None)
+        .await
+        .expect("passwd");
+    let scheme = |d: Option<UserDetail>| d.expect("exists").password_scheme;
+    let detail = s
+        .user_detail(&addr("john@example.com"))
+        .await
+        .expect("detail");
+    assert_eq!(scheme(detail).as_deref(), Some("SHA512-CRYPT"));
+    let count = |v: &[(&str, u64)]| {
+        v.iter()
+            .map(|(n, c)| ((*n).to_string(), *c))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        s.legacy_schemes(&Scope::All).await.expect("schemes"),
+        count(&[("SHA512-CRYPT", 1), ("SSHA", 2)])
+    );
+    let org = Scope::Domains(vec![DomainName::parse("example.org").expect("domain")]);
+    assert_eq!(
+        s.legacy_schemes(&org).await.expect("schemes"),
+        count(&[("SSHA", 1)])
+    );
+    // A login that verified an older hash does not overwrite a password set since.
+    assert!(
+        !s.upgrade_password(
+            john,
+            "{SHA512-CRYPT}$6$other$x",
+            "$argon2id$new",
+            "SCRAM-SHA-256$v"
+        )
+        .await
+        .expect("upgrade")
+    );
+    assert!(
+        s.upgrade_password(john, legacy, "$argon2id$new", "SCRAM-SHA-256$v")
+            .await
+            .expect("upgrade")
+    );
+    let found = s
+        .find_user(&addr("john@example.com"))
+        .await
+        .expect("find")
+        .expect("exists");
+    assert_eq!(found.password_hash, "$argon2id$new");
+    assert_eq!(found.scram.as_deref(), Some("SCRAM-SHA-256$v"));
+    let detail = s
+        .user_detail(&addr("john@example.com"))
+        .await
+        .expect("detail");
+    assert_eq!(scheme(detail), None);
+    assert_eq!(
+        s.legacy_schemes(&Scope::All).await.expect("schemes"),
+        count(&[("SSHA", 2)])
+    );
+}
+
 macro_rules! stories {
     ($($story:ident),* $(,)?) => {
         mod sqlite {
@@ -1749,4 +1826,5 @@ stories!(
     several_parts_read_at_once_equal_the_parts_one_by_one,
     failure_counters_are_per_key_in_the_order_asked,
     attempts_made_at_once_see_each_other,
+    legacy_hashes_are_counted_and_upgraded_once,
 );

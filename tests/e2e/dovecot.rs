@@ -89,23 +89,58 @@ impl Dovecot {
             "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
         )
         .expect("write leaf.ext");
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
         for args in [
             &[
                 &["req", "-x509"][..],
                 &ec,
-                &["-days", "2", "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=old server test CA"],
+                &[
+                    "-days",
+                    "2",
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-subj",
+                    "/CN=old server test CA",
+                ],
             ]
             .concat(),
             &[
                 &["req"][..],
                 &ec,
-                &["-keyout", "key.pem", "-out", "leaf.csr", "-subj", "/CN=localhost"],
+                &[
+                    "-keyout",
+                    "key.pem",
+                    "-out",
+                    "leaf.csr",
+                    "-subj",
+                    "/CN=localhost",
+                ],
             ]
             .concat(),
             &[
-                "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-days", "2", "-extfile", "leaf.ext", "-out", "cert.pem",
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "leaf.ext",
+                "-out",
+                "cert.pem",
             ][..]
                 .to_vec(),
         ] {
@@ -121,11 +156,6 @@ impl Dovecot {
     /// The CA that signed the certificate Dovecot's POP3S (and STLS) presents.
     pub fn ca_file(&self) -> PathBuf {
         self.anchor.path().join("ssl/ca.pem")
-    }
-
-    /// The certificate itself (`ssl_cert` in Dovecot's config).
-    pub fn cert_file(&self) -> PathBuf {
-        self.anchor.path().join("ssl/cert.pem")
     }
 
     /// Adds `address` (and its domain) with the provisioning script's default password hash

@@ -5,9 +5,11 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use mailstore::{Address, DomainName, LocalPart, QuotaChange};
@@ -21,6 +23,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, AppError};
+use crate::provision::accounts::{self, AccountRow, Outcome, RowResult, Summary};
 use crate::provision::{
     self, Actor, Audit, DomainChange, DomainJson, LimitJson, ListQuery, PoliciesJson, PolicyChange,
     SessionJson, Unit, UserChange, UserJson,
@@ -66,11 +69,35 @@ pub fn routes() -> (Router<AppState>, Document) {
         .routes(routes!(get_policies, patch_policies))
         .routes(routes!(list_users, create_user))
         .routes(routes!(get_user, patch_user, delete_user))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(import_users))
+                .layer(DefaultBodyLimit::max(IMPORT_LIMIT)),
+        )
         .routes(routes!(list_sessions))
         .routes(routes!(end_session))
         .split_for_parts();
     every_operation_may_be_unauthorized(&mut doc);
-    (router, doc)
+    (router.merge(user_named_import()), doc)
+}
+
+/// The router matches `/users/import` before `/users/{local}`, so without these the user named
+/// `import` could not be read, changed or deleted (405). The document already lists them under
+/// `/domains/{domain}/users/{local}`.
+fn user_named_import() -> Router<AppState> {
+    fn named(Path(d): Path<String>) -> Path<(String, String)> {
+        Path((d, "import".into()))
+    }
+    Router::new().route(
+        "/domains/{domain}/users/import",
+        get(|s: State<AppState>, a: Actor, d: Path<String>| get_user(s, a, named(d)))
+            .patch(
+                |s: State<AppState>, a: Actor, d: Path<String>, b: Body<UserPatch>| {
+                    patch_user(s, a, named(d), b)
+                },
+            )
+            .delete(|s: State<AppState>, a: Actor, d: Path<String>| delete_user(s, a, named(d))),
+    )
 }
 
 /// The route that needs no token: the OpenAPI document.
@@ -310,6 +337,10 @@ struct DomainPatch {
     login_forms: Option<Vec<String>>,
     #[serde(default)]
     enabled: Option<bool>,
+    /// Migration mode: the old POP3 server (`pop3s://host[:port]`, or `pop3://host[:port]`
+    /// with STLS); null ends it.
+    #[serde(default, deserialize_with = "present")]
+    migrate_from: Option<Option<String>>,
 }
 
 /// Change a domain's settings (super admin); absent fields are kept, null means unlimited.
@@ -348,6 +379,7 @@ async fn patch_domain(
             .transpose()?,
         allow_apop: None,
         enabled: patch.enabled,
+        migrate_from: patch.migrate_from,
     };
     let after = provision::update_domain(&state.roles, &actor, &name, &change).await?;
     Ok(Json(DomainJson::from(&after)))
@@ -540,8 +572,7 @@ async fn create_user(
     };
     let credential = credential(body.password, body.password_hash)?
         .ok_or_else(|| AppError::BadRequest("give password or password_hash".into()))?;
-    let created =
-        provision::create_user(&state.roles, &actor, &address, credential, quota).await?;
+    let created = provision::create_user(&state.roles, &actor, &address, credential, quota).await?;
     Ok((StatusCode::CREATED, Json(UserJson::from(&created))).into_response())
 }
 
@@ -674,6 +705,186 @@ async fn delete_user(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Importing users.
+
+/// The largest CSV an import takes (tens of thousands of accounts with crypt hashes); other
+/// routes keep axum's 2 MB.
+const IMPORT_LIMIT: usize = 16 * 1024 * 1024;
+
+/// `?dry_run=…&update=…` of an import.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ImportQuery {
+    /// Check every row and answer what would happen; change nothing.
+    #[serde(default)]
+    dry_run: bool,
+    /// Change the accounts that exist already; without it they are left alone ("unchanged").
+    #[serde(default)]
+    update: bool,
+}
+
+/// The counts of an import; lines that could not be read count as failed.
+#[derive(Serialize, ToSchema)]
+struct ImportSummary {
+    added: u64,
+    updated: u64,
+    unchanged: u64,
+    failed: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum ImportOutcome {
+    Added,
+    Updated,
+    Unchanged,
+    Failed,
+}
+
+/// What happened to one row (on a dry run: what would happen).
+#[derive(Serialize, ToSchema)]
+struct ImportRow {
+    /// The row's line in the CSV (1-based, the header is line 1).
+    line: u64,
+    address: String,
+    outcome: ImportOutcome,
+    /// Why the row failed; only on failed rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// A line of the CSV that could not be read.
+#[derive(Serialize, ToSchema)]
+struct ImportLineError {
+    line: u64,
+    message: String,
+}
+
+/// The outcome of an import: every row that was read, and every line that was not.
+#[derive(Serialize, ToSchema)]
+struct ImportReport {
+    summary: ImportSummary,
+    rows: Vec<ImportRow>,
+    errors: Vec<ImportLineError>,
+}
+
+/// Create (and with `update`, change) many users from a CSV with the header
+/// `address,password_hash,password,quota_bytes,quota_messages,enabled`; every address must be
+/// in the domain. Each row is applied on its own, audited as a single change is: one that fails
+/// does not stop the others. `password_hash` takes the hash another server stored (Dovecot's
+/// `{SCHEME}…` form or a bare crypt string), so customers keep their passwords.
+#[utoipa::path(
+    post,
+    path = "/domains/{domain}/users/import",
+    operation_id = "importUsers",
+    params(("domain" = String, Path, description = "Domain name"), ImportQuery),
+    request_body(
+        content = String,
+        content_type = "text/csv",
+        description = "The accounts, UTF-8, one per line after the header (at most 16 MiB)"
+    ),
+    responses(
+        (status = 200, description = "Every row's outcome and every line that could not be read", body = ImportReport),
+        (status = 404, description = "No such domain in scope", body = ErrorBody),
+        (status = 413, description = "The CSV is larger than 16 MiB", body = ErrorBody),
+        (status = 422, description = "Not a UTF-8 text/csv body", body = ErrorBody),
+    )
+)]
+async fn import_users(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(raw): Path<String>,
+    Q(query): Q<ImportQuery>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let domain = provision::domain(&state.roles, &actor, &actor.domain(&raw)?)
+        .await?
+        .name;
+    let body = match body {
+        Ok(body) => body,
+        // Too large (413) or cut off: the API's JSON error with axum's status.
+        Err(e) => {
+            let error = serde_json::json!({ "error": e.body_text() });
+            return Ok((e.status(), Json(error)).into_response());
+        }
+    };
+    let csv = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/csv"));
+    if !csv {
+        return Err(
+            AppError::BadRequest("send the accounts as Content-Type: text/csv".into()).into(),
+        );
+    }
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| AppError::BadRequest("the CSV is not UTF-8".into()))?;
+    let (rows, errors) = accounts::parse_csv(text);
+    let options = accounts::Options {
+        dry_run: query.dry_run,
+        update: query.update,
+    };
+    let results = import_into(&state, &actor, &domain, rows, options).await;
+    let summary = Summary::of(&results, errors.len());
+    let report = ImportReport {
+        summary: ImportSummary {
+            added: summary.added,
+            updated: summary.updated,
+            unchanged: summary.unchanged,
+            failed: summary.failed,
+        },
+        rows: results
+            .into_iter()
+            .map(|r| {
+                let (outcome, error) = match r.outcome {
+                    Outcome::Added => (ImportOutcome::Added, None),
+                    Outcome::Updated => (ImportOutcome::Updated, None),
+                    Outcome::Unchanged => (ImportOutcome::Unchanged, None),
+                    Outcome::Failed(e) => (ImportOutcome::Failed, Some(e)),
+                };
+                ImportRow {
+                    line: r.line as u64,
+                    address: r.address.to_string(),
+                    outcome,
+                    error,
+                }
+            })
+            .collect(),
+        errors: errors
+            .into_iter()
+            .map(|e| ImportLineError {
+                line: e.line as u64,
+                message: e.message,
+            })
+            .collect(),
+    };
+    Ok(Json(report).into_response())
+}
+
+/// Applies the rows of `domain`; a row of another domain fails, whatever the actor may reach.
+/// The results are in line order.
+async fn import_into(
+    state: &AppState,
+    actor: &Actor,
+    domain: &DomainName,
+    rows: Vec<AccountRow>,
+    options: accounts::Options,
+) -> Vec<RowResult> {
+    let (rows, outside): (Vec<_>, Vec<_>) =
+        rows.into_iter().partition(|r| r.address.domain == *domain);
+    let mut results = accounts::apply(&state.roles, actor, rows, options, &|_| {}).await;
+    results.extend(outside.into_iter().map(|r| RowResult {
+        line: r.line,
+        outcome: Outcome::Failed(format!("{} is not in the domain {domain}", r.address)),
+        address: r.address,
+    }));
+    results.sort_by_key(|r| r.line);
+    results
+}
+
+// ---------------------------------------------------------------------------------------------
 // Sessions.
 
 /// Maildrops locked by live POP3 sessions, in scope.
@@ -780,6 +991,25 @@ mod tests {
             node: "a".into(),
             since: 0,
         };
+        // A row that did not fail: `error` is sent only on failed rows.
+        let import = super::ImportReport {
+            summary: super::ImportSummary {
+                added: 1,
+                updated: 0,
+                unchanged: 0,
+                failed: 1,
+            },
+            rows: vec![super::ImportRow {
+                line: 2,
+                address: "john@example.com".into(),
+                outcome: super::ImportOutcome::Added,
+                error: None,
+            }],
+            errors: vec![super::ImportLineError {
+                line: 3,
+                message: "no address".into(),
+            }],
+        };
         let value = |v: Result<Value, serde_json::Error>| v.expect("serializes");
         for (schema, sent) in [
             (
@@ -796,6 +1026,16 @@ mod tests {
             (
                 "Session",
                 value(serde_json::to_value(SessionJson::from(&session))),
+            ),
+            ("ImportReport", value(serde_json::to_value(&import))),
+            (
+                "ImportSummary",
+                value(serde_json::to_value(&import.summary)),
+            ),
+            ("ImportRow", value(serde_json::to_value(&import.rows[0]))),
+            (
+                "ImportLineError",
+                value(serde_json::to_value(&import.errors[0])),
             ),
         ] {
             let (required, sent) = keys(&schemas[schema], &sent);

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod dashboard;
 pub mod domains;
 pub mod health;
+pub mod import;
 pub mod policies;
 pub mod sessions;
 pub mod signin;

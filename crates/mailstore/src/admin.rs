@@ -93,6 +93,10 @@ pub struct DomainDetail {
     pub enabled: bool,
     /// Other names of the domain, sorted.
     pub aliases: Vec<DomainName>,
+    /// The old POP3 server of a domain in migration mode.
+    pub migrate_from: Option<String>,
+    /// Users whose mail has been pulled from the old server.
+    pub migrated_users: u64,
 }
 
 /// The settings the admin UI edits on a domain, all at once.

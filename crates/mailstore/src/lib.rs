@@ -79,6 +79,10 @@ pub trait Directory: Send + Sync {
     async fn find_user(&self, address: &Address) -> Result<Option<UserAuth>>;
     /// The domain `name` is, or is an alias of, with its login policy.
     async fn domain_policy(&self, name: &DomainName) -> Result<Option<DomainPolicy>>;
+    /// Puts a domain in migration mode with its old POP3 server's URL, or (`None`) takes it out.
+    async fn set_migrate_from(&self, domain: &DomainName, source: Option<&str>) -> Result<()>;
+    /// Records that the user's mail has been pulled from the old server.
+    async fn finish_migration(&self, user: UserId) -> Result<()>;
     async fn set_login_forms(&self, domain: &DomainName, forms: LoginForms) -> Result<()>;
     /// Sets (or with `None` clears) a user's APOP secret, as encrypted by the caller.
     async fn set_apop_secret(&self, address: &Address, secret: Option<String>) -> Result<()>;

@@ -159,6 +159,9 @@ pub struct UserAuth {
     /// SCRAM-SHA-256 verifier (`SCRAM-SHA-256$i:salt$StoredKey:ServerKey`); `None` for users
     /// whose password was set before verifiers were stored.
     pub scram: Option<String>,
+    /// Whether the user's mail has been pulled from their domain's old server (always true
+    /// outside migration mode: see `DomainPolicy::migrate_from`).
+    pub migrated: bool,
 }
 
 impl fmt::Debug for UserAuth {
@@ -330,6 +333,8 @@ pub struct DomainPolicy {
     /// The domain itself, when the name given was an alias.
     pub name: DomainName,
     pub login_forms: LoginForms,
+    /// The old POP3 server of a domain in migration mode (`pop3s://host[:port]`).
+    pub migrate_from: Option<String>,
 }
 
 #[cfg(test)]

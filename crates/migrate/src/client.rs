@@ -441,9 +441,16 @@ mod tests {
             refused_or_unavailable(status("-ERR invalid password")),
             Ok(Login::Refused(_))
         ));
-        for busy in ["-ERR [IN-USE] locked", "-ERR [sys/temp] later", "-ERR [LOGIN-DELAY] wait"] {
+        for busy in [
+            "-ERR [IN-USE] locked",
+            "-ERR [sys/temp] later",
+            "-ERR [LOGIN-DELAY] wait",
+        ] {
             assert!(
-                matches!(refused_or_unavailable(status(busy)), Err(Error::Unavailable(_))),
+                matches!(
+                    refused_or_unavailable(status(busy)),
+                    Err(Error::Unavailable(_))
+                ),
                 "{busy}"
             );
         }

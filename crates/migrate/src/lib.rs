@@ -34,7 +34,10 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
     #[error("connecting to {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("{0} timed out after {secs} s", secs = .1.as_secs())]
     Timeout(&'static str, Duration),
     /// The handshake failed, certificate verification included.

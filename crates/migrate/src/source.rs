@@ -25,6 +25,19 @@ pub struct TlsOptions {
     pub insecure: bool,
 }
 
+impl TlsOptions {
+    /// How a domain in migration mode reaches its old server (`--migrate-from`): `pop3s://`
+    /// with TLS from the first byte, `pop3://` always upgraded with STLS, certificates always
+    /// checked — customers' passwords never cross in the clear.
+    pub fn for_migration(url: &str, ca_file: Option<PathBuf>) -> TlsOptions {
+        TlsOptions {
+            starttls: url.starts_with("pop3://"),
+            ca_file,
+            insecure: false,
+        }
+    }
+}
+
 /// How the connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Security {
@@ -137,7 +150,11 @@ impl Source {
         }
         let (host, port) = split_host_port(authority).ok_or_else(|| bad("bad host or port"))?;
         let port = match port {
-            Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| bad("bad port"))?,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad("bad port"))?,
             None => default_port,
         };
         if host.is_empty() {
@@ -301,7 +318,10 @@ mod tests {
     #[test]
     fn urls() {
         let s = Source::parse("pop3s://old.example.net", TlsOptions::default()).expect("parse");
-        assert_eq!((s.host.as_str(), s.port, s.security), ("old.example.net", 995, Security::Implicit));
+        assert_eq!(
+            (s.host.as_str(), s.port, s.security),
+            ("old.example.net", 995, Security::Implicit)
+        );
         let s = Source::parse("POP3S://127.0.0.1:1995/", TlsOptions::default()).expect("parse");
         assert_eq!((s.host.as_str(), s.port), ("127.0.0.1", 1995));
         let s = Source::parse("pop3s://[::1]:2000", TlsOptions::default()).expect("parse");
@@ -328,7 +348,10 @@ mod tests {
             "pop3s://a:b:c",
         ] {
             assert!(
-                matches!(Source::parse(bad, TlsOptions::default()), Err(Error::Url(_))),
+                matches!(
+                    Source::parse(bad, TlsOptions::default()),
+                    Err(Error::Url(_))
+                ),
                 "{bad}"
             );
         }
@@ -336,9 +359,22 @@ mod tests {
     }
 
     #[test]
+    fn first_login_options_never_send_a_password_in_the_clear() {
+        let url = "pop3://old.example.net";
+        let s = Source::parse(url, TlsOptions::for_migration(url, None)).expect("parse");
+        assert_eq!((s.security, s.port), (Security::StartTls, 110));
+        let url = "pop3s://old.example.net";
+        let s = Source::parse(url, TlsOptions::for_migration(url, None)).expect("parse");
+        assert_eq!((s.security, s.port), (Security::Implicit, 995));
+        // Whatever the spelling, never plain text.
+        let url = "POP3://old.example.net";
+        assert!(Source::parse(url, TlsOptions::for_migration(url, None)).is_err());
+    }
+
+    #[test]
     fn plain_pop3_needs_starttls_or_insecure() {
-        let e = Source::parse("pop3://mail.example.net", TlsOptions::default())
-            .expect_err("refused");
+        let e =
+            Source::parse("pop3://mail.example.net", TlsOptions::default()).expect_err("refused");
         assert!(e.to_string().contains("--starttls"), "{e}");
         assert!(e.to_string().contains("in the clear"), "{e}");
     }

@@ -826,6 +826,13 @@ impl<'a> From<&'a StoreError> for Failure<'a> {
 pub(crate) fn error_reply<'a>(doing: &str, e: impl Into<Failure<'a>>) -> Reply {
     let e = match e.into() {
         Failure::Store(e) | Failure::Login(AuthError::Unavailable(e)) => e,
+        Failure::Login(AuthError::Moving) => {
+            tracing::info!("{doing}: the mailbox is being moved from the old server");
+            return Reply::Err(
+                Some(RespCode::SysTemp),
+                "mailbox is being moved, try again in a minute".into(),
+            );
+        }
         Failure::Login(_) => {
             tracing::info!("{doing} failed");
             return Reply::Err(Some(RespCode::Auth), "invalid login or password".into());

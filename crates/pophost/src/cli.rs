@@ -104,6 +104,9 @@ pub enum ImportCommand {
         #[arg(long)]
         user: String,
     },
+    /// Create many accounts at once, with the password hashes the old server stored.
+    #[command(subcommand)]
+    Accounts(crate::accounts::AccountsCommand),
 }
 
 /// `domain set` flags for the mailbox policies (issue 6).
@@ -224,6 +227,11 @@ pub enum DomainCommand {
         /// Whether the domain's users may log in (mail is delivered either way).
         #[arg(long, value_name = "true|false")]
         enabled: Option<bool>,
+        /// Migration mode: the old POP3 server (pop3s://HOST[:PORT], or pop3://HOST[:PORT]
+        /// with STLS) checks the password of a user not moved yet at their first login, and
+        /// their mail is copied from it. "none" ends migration mode.
+        #[arg(long, value_name = "URL|none")]
+        migrate_from: Option<String>,
         #[command(flatten)]
         policy: PolicyArgs,
     },
@@ -466,6 +474,7 @@ async fn explain(
             login: l,
             address,
             via_alias,
+            ..
         } => {
             let via = via_alias.map_or(String::new(), |a| format!(" (via alias {a})"));
             let exists = if dir.find_user(&address).await?.is_some() {
@@ -633,6 +642,7 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             allow_apop,
             max_users,
             enabled,
+            migrate_from,
             policy,
         }) => {
             let domain = DomainName::parse(&domain)?;
@@ -642,11 +652,12 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
                 login_forms: login_forms.as_deref().map(LoginForms::parse).transpose()?,
                 allow_apop,
                 enabled,
+                migrate_from: migrate_from.map(|url| (url != "none").then_some(url)),
             };
             let policy = policy.change()?;
             if change.is_empty() && policy.is_empty() {
                 bail!(
-                    "nothing to set: give --quota-bytes, --quota-messages, --login-forms, --allow-apop, --max-users, --enabled, --quota-tempfail, --quota-warn-percent, --retention-days or --login-delay"
+                    "nothing to set: give --quota-bytes, --quota-messages, --login-forms, --allow-apop, --max-users, --enabled, --migrate-from, --quota-tempfail, --quota-warn-percent, --retention-days or --login-delay"
                 );
             }
             if !policy.is_empty() {
@@ -704,6 +715,9 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             )
             .await?
         }
+        Command::Import(ImportCommand::Accounts(command)) => {
+            crate::accounts::run(&roles, &cli, command).await?
+        }
         Command::Expire { now_ms, batch_size } => {
             let now = now_ms.unwrap_or_else(crate::retention::now_ms);
             let report = store
@@ -728,8 +742,14 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
         }
         Command::User(UserCommand::Add { address, password }) => {
             let address = Address::parse(&address)?;
-            provision::create_user(&roles, &cli, &address, password.read()?, QuotaChange::default())
-                .await?;
+            provision::create_user(
+                &roles,
+                &cli,
+                &address,
+                password.read()?,
+                QuotaChange::default(),
+            )
+            .await?;
             format!("added user {address}")
         }
         Command::User(UserCommand::Show { address, json }) => {

@@ -28,6 +28,16 @@ struct File {
     log: LogFile,
     telemetry: TelemetryFile,
     retention: RetentionFile,
+    migration: MigrationFile,
+}
+
+/// `[migration]`: moving users from a domain's old POP3 server at their first login
+/// (`pophost domain set DOMAIN --migrate-from URL`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct MigrationFile {
+    login_wait_secs: Option<u64>,
+    ca_file: Option<PathBuf>,
 }
 
 /// `[retention]`: how often the retention job runs and how much it deletes per transaction.
@@ -211,6 +221,17 @@ pub struct Settings {
     pub log: crate::telemetry::LogSettings,
     /// The retention job (domains' `--retention-days`).
     pub retention: RetentionSettings,
+    pub migration: MigrationSettings,
+}
+
+/// Migration at first login (domains' `--migrate-from`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationSettings {
+    /// How long a login waits for its mail to be pulled before it is told to come back.
+    pub login_wait: Duration,
+    /// CA certificates (PEM) the old servers' certificates are checked against, instead of
+    /// the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How the retention job runs on this frontend (several may run it at once).
@@ -435,6 +456,14 @@ impl Settings {
                     "retention.interval_secs",
                 )?),
                 batch_size: positive(file.retention.batch_size, 500, "retention.batch_size")?,
+            },
+            migration: MigrationSettings {
+                login_wait: Duration::from_secs(positive(
+                    file.migration.login_wait_secs,
+                    20,
+                    "migration.login_wait_secs",
+                )?),
+                ca_file: file.migration.ca_file,
             },
             data_dir,
         })

@@ -4,8 +4,10 @@
 //! listeners together and runs them until shutdown (SIGHUP reloads the certificates). Kept as a
 //! library so end-to-end tests can start a server in-process.
 
+pub mod accounts;
 pub mod cli;
 pub mod config;
+pub mod first_login;
 pub mod import;
 pub mod pull;
 pub mod retention;
@@ -18,7 +20,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use mailstore::{PostgresStore, SqliteStore, Store};
-use tenancy::Authenticator;
+use tenancy::{Authenticator, Migration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -192,7 +194,13 @@ pub async fn serve(
         let n = settings.max_concurrent_hashes;
         let defaults = settings.default_domains.clone();
         let policy = settings.auth_policy.clone();
-        move || Authenticator::new(store, n, defaults, policy)
+        let old_servers = first_login::OldPop3 {
+            policies: store.clone(),
+            maildrops: store.clone(),
+            ca_file: settings.migration.ca_file.clone(),
+        };
+        let migration = Migration::new(Arc::new(old_servers), settings.migration.login_wait);
+        move || Authenticator::new(store, n, defaults, policy).map(|a| a.with_migration(migration))
     })
     .await??;
     let certs = load_certificates(&settings.tls)?;

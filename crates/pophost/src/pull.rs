@@ -80,7 +80,11 @@ impl Outcome {
         let r = &self.report;
         let mut line = format!(
             "{} {}  added={} octets={} present={} renumbered={} fetched={}",
-            if self.error.is_some() { "FAILED" } else { "ok    " },
+            if self.error.is_some() {
+                "FAILED"
+            } else {
+                "ok    "
+            },
             self.name,
             r.added,
             r.octets,
@@ -400,7 +404,10 @@ mod tests {
 
     #[test]
     fn csv() {
-        assert_eq!(csv_fields("a,b,c"), Ok(vec!["a".into(), "b".into(), "c".into()]));
+        assert_eq!(
+            csv_fields("a,b,c"),
+            Ok(vec!["a".into(), "b".into(), "c".into()])
+        );
         assert_eq!(
             csv_fields(r#"a,,"p,w ""x""""#),
             Ok(vec!["a".into(), "".into(), r#"p,w "x""#.into()])
@@ -424,7 +431,10 @@ mod tests {
         assert_eq!(accounts[0].0, 2);
         assert_eq!(accounts[0].1.login, "john@example.com");
         assert_eq!(accounts[0].1.password, "s3cret pass");
-        assert_eq!((accounts[1].0, accounts[1].1.login.as_str()), (4, "mary.old"));
+        assert_eq!(
+            (accounts[1].0, accounts[1].1.login.as_str()),
+            (4, "mary.old")
+        );
         assert_eq!(accounts[1].1.password, "a,b");
         let lines: Vec<usize> = bad.iter().map(|(n, _)| *n).collect();
         assert_eq!(lines, [5, 6, 7, 8]);

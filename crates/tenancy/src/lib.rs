@@ -6,6 +6,7 @@ pub mod apop;
 mod defence;
 pub mod legacy;
 mod login;
+mod migration;
 mod password;
 mod scram;
 
@@ -15,6 +16,7 @@ pub use defence::{
     failure_penalty, network_key, pair_key,
 };
 pub use login::{DefaultDomains, Login, LoginContext, Resolution, resolve};
+pub use migration::{Migration, OldServer};
 pub use password::{HashError, Scratch, hash_password, verify_password, verify_password_in};
 pub use scram::{SCRAM_ITERATIONS, ScramError, ScramExchange, ScramVerifier};
 
@@ -34,6 +36,10 @@ pub enum AuthError {
     /// The directory could not be asked; the client should retry later.
     #[error("authentication temporarily unavailable: {0}")]
     Unavailable(#[source] StoreError),
+    /// The mailbox is being moved from the old server (migration at first login), or the old
+    /// server could not be asked: the client should retry in a minute.
+    #[error("mailbox is being moved")]
+    Moving,
 }
 
 /// Who a successful login is: the user, and the mailbox its login resolved to (the domain's
@@ -60,6 +66,8 @@ pub struct Authenticator {
     /// Attempts of one (network, account) pair take their turn here to be counted and wait out
     /// their penalty (see `count_and_wait`).
     turns: Turns,
+    /// Migration at first login, when pophost is set up for it.
+    migration: Option<Migration>,
 }
 
 impl Authenticator {
@@ -77,7 +85,14 @@ impl Authenticator {
             hashers: Hashers::start(max_concurrent.max(1))?,
             dummy_hash: hash_password(b"pophost dummy password")?.into(),
             turns: Turns::default(),
+            migration: None,
         })
+    }
+
+    /// Moves users of domains in migration mode from their old server at their first login.
+    pub fn with_migration(mut self, migration: Migration) -> Self {
+        self.migration = Some(migration);
+        self
     }
 
     /// Checks a login and password (USER/PASS, SASL PLAIN and LOGIN). Counted and slowed down
@@ -93,7 +108,10 @@ impl Authenticator {
         if password.len() > MAX_PASSWORD_BYTES {
             return Err(AuthError::Rejected);
         }
-        let address = self.mailbox(login, ctx).await?;
+        let (address, migrate_from) = match self.mailbox(login, ctx).await? {
+            Some((address, source)) => (Some(address), source),
+            None => (None, None),
+        };
         let user = match &address {
             Some(address) => self
                 .directory
@@ -102,6 +120,18 @@ impl Authenticator {
                 .map_err(AuthError::Unavailable)?,
             None => None,
         };
+        if let (Some(migration), Some(source), Some(address)) =
+            (&self.migration, migrate_from, &address)
+            && user.as_ref().is_none_or(|u| !u.migrated)
+        {
+            let pending = migration::Pending {
+                login,
+                address: address.clone(),
+                source,
+                user,
+            };
+            return self.migrate(migration, pending, password, ctx).await;
+        }
         let mailbox = address
             .as_ref()
             .map(ToString::to_string)
@@ -197,17 +227,25 @@ impl Authenticator {
         login: &str,
         ctx: &LoginContext,
     ) -> Result<Attempt, AuthError> {
-        let address = self.mailbox(login, ctx).await?;
+        let address = self.mailbox(login, ctx).await?.map(|(address, _)| address);
         self.count_and_wait(address, ctx).await
     }
 
-    /// The mailbox a login names, if any.
-    async fn mailbox(&self, login: &str, ctx: &LoginContext) -> Result<Option<Address>, AuthError> {
+    /// The mailbox a login names, if any, and its domain's old server in migration mode.
+    async fn mailbox(
+        &self,
+        login: &str,
+        ctx: &LoginContext,
+    ) -> Result<Option<(Address, Option<String>)>, AuthError> {
         let resolution = resolve(&*self.directory, login, &self.defaults, ctx)
             .await
             .map_err(AuthError::Unavailable)?;
         Ok(match resolution {
-            Resolution::Mailbox { address, .. } => Some(address),
+            Resolution::Mailbox {
+                address,
+                migrate_from,
+                ..
+            } => Some((address, migrate_from)),
             _ => None,
         })
     }

@@ -86,6 +86,8 @@ pub enum Resolution {
         address: Address,
         /// The alias the login used, when it was one.
         via_alias: Option<DomainName>,
+        /// The domain's old POP3 server, when it is in migration mode.
+        migrate_from: Option<String>,
     },
 }
 
@@ -116,6 +118,7 @@ pub async fn resolve(
         },
         login,
         via_alias,
+        migrate_from: policy.migrate_from,
     })
 }
 

@@ -119,6 +119,8 @@ struct DomainRow {
     max_users: String,
     usage: UsageView,
     enabled: bool,
+    /// In migration mode: "N of M moved from URL".
+    migration: Option<String>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -147,6 +149,10 @@ async fn list(
             max_users: d.max_users.map_or_else(|| "∞".into(), |m| m.to_string()),
             usage: UsageView::bytes(d.usage.bytes, d.quota.bytes),
             enabled: d.enabled,
+            migration: d
+                .migrate_from
+                .as_ref()
+                .map(|url| format!("{} of {} moved from {url}", d.migrated_users, d.users)),
         })
         .collect();
     Ok(ListPage {
@@ -278,6 +284,7 @@ impl SettingsForm {
                 login_forms: Some(login_forms),
                 allow_apop: None,
                 enabled: Some(self.enabled.as_deref() == Some("on")),
+                migrate_from: None,
             }),
             _ => Err(errors),
         }

@@ -33,6 +33,11 @@ pub struct DomainJson {
     pub allow_apop: bool,
     pub enabled: bool,
     pub aliases: Vec<String>,
+    /// The old POP3 server of a domain in migration mode; null otherwise.
+    #[schema(required = true)]
+    pub migrate_from: Option<String>,
+    /// Users whose mail has been pulled from the old server.
+    pub migrated_users: u64,
 }
 
 /// The name of a login form.
@@ -64,6 +69,8 @@ impl From<&DomainDetail> for DomainJson {
             allow_apop: d.allow_apop,
             enabled: d.enabled,
             aliases: d.aliases.iter().map(DomainName::to_string).collect(),
+            migrate_from: d.migrate_from.clone(),
+            migrated_users: d.migrated_users,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! `limit` is the one parser of quotas and user limits; `json` the shapes the API returns and the
 //! audit log records.
 
+pub mod accounts;
 pub mod json;
 pub mod limit;
 
@@ -341,6 +342,9 @@ pub struct DomainChange {
     pub login_forms: Option<LoginForms>,
     pub allow_apop: Option<bool>,
     pub enabled: Option<bool>,
+    /// `Some(Some(url))` puts the domain in migration mode with its old POP3 server;
+    /// `Some(None)` takes it out.
+    pub migrate_from: Option<Option<String>>,
 }
 
 impl DomainChange {
@@ -431,6 +435,16 @@ async fn apply_domain_change(
     }
     if let Some(allow) = change.allow_apop {
         roles.directory.set_allow_apop(name, allow).await?;
+    }
+    if let Some(source) = &change.migrate_from {
+        if let Some(url) = source {
+            migrate::Source::parse(url, migrate::TlsOptions::for_migration(url, None))
+                .map_err(|e| Error::Invalid(format!("migrate_from: {e}")))?;
+        }
+        roles
+            .directory
+            .set_migrate_from(name, source.as_deref())
+            .await?;
     }
     domain(roles, actor, name).await
 }

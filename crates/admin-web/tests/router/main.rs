@@ -3,6 +3,7 @@
 mod api;
 mod core;
 mod domains;
+mod import;
 mod matrix;
 mod policies;
 mod signin;

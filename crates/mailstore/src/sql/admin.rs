@@ -13,7 +13,9 @@ use crate::*;
 const DOMAIN_COLUMNS: &str = "d.name, d.quota_bytes, d.quota_messages, d.used_bytes,
     d.used_messages, (SELECT count(*) FROM users u WHERE u.domain_id = d.id), d.max_users,
     d.login_forms, d.allow_apop, d.enabled,
-    (SELECT {concat}(a.alias, ',') FROM domain_aliases a WHERE a.domain_id = d.id)";
+    (SELECT {concat}(a.alias, ',') FROM domain_aliases a WHERE a.domain_id = d.id),
+    d.migrate_from,
+    (SELECT count(*) FROM users u WHERE u.domain_id = d.id AND u.migrated_at IS NOT NULL)";
 
 fn domain_row<R: Row>(r: &R) -> Result<DomainDetail>
 where
@@ -37,6 +39,8 @@ where
         allow_apop: r.try_get(8)?,
         enabled: r.try_get(9)?,
         aliases: domain_list(r.try_get(10)?)?,
+        migrate_from: r.try_get(11)?,
+        migrated_users: to_u64(r.try_get(12)?),
     })
 }
 

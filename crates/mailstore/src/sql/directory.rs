@@ -269,7 +269,9 @@ where
 
     async fn find_user(&self, address: &Address) -> Result<Option<UserAuth>> {
         let row = sqlx::query(
-            "SELECT u.id, u.password_hash, u.scram_verifier FROM users u JOIN domains d ON d.id = u.domain_id
+            "SELECT u.id, u.password_hash, u.scram_verifier,
+                    d.migrate_from IS NULL OR u.migrated_at IS NOT NULL
+             FROM users u JOIN domains d ON d.id = u.domain_id
              WHERE d.name = $1 AND u.localpart = $2 AND u.enabled AND d.enabled",
         )
         .bind(address.domain.as_str())
@@ -281,6 +283,7 @@ where
                 id: UserId(r.try_get(0)?),
                 password_hash: r.try_get(1)?,
                 scram: r.try_get(2)?,
+                migrated: r.try_get(3)?,
             })
         })
         .transpose()
@@ -288,9 +291,10 @@ where
 
     async fn domain_policy(&self, name: &DomainName) -> Result<Option<DomainPolicy>> {
         let row = sqlx::query(
-            "SELECT d.name, d.login_forms FROM domains d WHERE d.name = $1
+            "SELECT d.name, d.login_forms, d.migrate_from FROM domains d WHERE d.name = $1
              UNION ALL
-             SELECT d.name, d.login_forms FROM domain_aliases a JOIN domains d ON d.id = a.domain_id
+             SELECT d.name, d.login_forms, d.migrate_from
+             FROM domain_aliases a JOIN domains d ON d.id = a.domain_id
              WHERE a.alias = $1",
         )
         .bind(name.as_str())
@@ -300,9 +304,29 @@ where
             Ok(DomainPolicy {
                 name: DomainName::parse(r.try_get(0)?)?,
                 login_forms: LoginForms::parse(r.try_get(1)?)?,
+                migrate_from: r.try_get(2)?,
             })
         })
         .transpose()
+    }
+
+    async fn set_migrate_from(&self, domain: &DomainName, source: Option<&str>) -> Result<()> {
+        let updated = sqlx::query("UPDATE domains SET migrate_from = $1 WHERE name = $2")
+            .bind(source.map(str::to_string))
+            .bind(domain.as_str())
+            .execute(&self.pool)
+            .await?;
+        found(updated.rows_affected(), || format!("domain {domain}"))
+    }
+
+    async fn finish_migration(&self, user: UserId) -> Result<()> {
+        sqlx::query(sql::<D>(
+            "UPDATE users SET migrated_at = {now} WHERE id = $1 AND migrated_at IS NULL",
+        ))
+        .bind(user.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn set_login_forms(&self, domain: &DomainName, forms: LoginForms) -> Result<()> {

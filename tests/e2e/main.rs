@@ -13,6 +13,7 @@ mod defence;
 mod deploy;
 mod dovecot;
 mod harness;
+mod first_login;
 mod import;
 mod large;
 mod lmtp;

@@ -618,8 +618,15 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             let mut out = String::new();
             for d in dir.list_domains().await? {
                 let policies = store.domain_policies(&d.name).await?;
+                let detail = provision::domain(&roles, &cli, &d.name).await?;
+                let migration = detail.migrate_from.map_or(String::new(), |url| {
+                    format!(
+                        " migrating: {} of {} users moved from {url}",
+                        detail.migrated_users, detail.users
+                    )
+                });
                 out.push_str(&format!(
-                    "{} users={} messages={} bytes={} {} {}\n",
+                    "{} users={} messages={} bytes={} {} {}{migration}\n",
                     d.name,
                     d.users,
                     d.usage.messages,

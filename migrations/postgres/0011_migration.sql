@@ -9,4 +9,4 @@ CREATE INDEX users_legacy_scheme ON users (password_scheme) WHERE password_schem
 -- pulled from there yet (`migrated_at` NULL) is checked against and pulled from that server at
 -- their first login.
 ALTER TABLE domains ADD COLUMN migrate_from TEXT;
-ALTER TABLE users ADD COLUMN migrated_at BIGINT;
+ALTER TABLE users ADD COLUMN migrated_at TIMESTAMPTZ;

@@ -3,6 +3,7 @@
 //! POP3/LMTP bytes and by real mail clients from Debian. One binary for the folder so it
 //! compiles once; each test starts its own server on port 0.
 
+mod accounts;
 mod admin;
 mod admin_ui;
 mod apop;

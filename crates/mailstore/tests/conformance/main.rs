@@ -474,7 +474,8 @@ async fn aliases_and_login_forms(b: impl Backend) {
         policy,
         DomainPolicy {
             name: real.clone(),
-            login_forms: LoginForms::all()
+            login_forms: LoginForms::all(),
+            migrate_from: None,
         }
     );
     assert_eq!(
@@ -1771,6 +1772,62 @@ async fn legacy_hashes_are_counted_and_upgraded_once(b: impl Backend) {
     );
 }
 
+/// A domain in migration mode: its users are not migrated until recorded, the domain's policy
+/// names the old server (for logins through an alias too), and the domain counts the moved.
+async fn migration_mode_is_per_domain_and_counts_moved_users(b: impl Backend) {
+    let s = b.open(LockOptions::default()).await;
+    let domain = DomainName::parse("example.com").expect("domain");
+    s.add_domain(&domain).await.expect("add");
+    let alias = DomainName::parse("example.net").expect("domain");
+    s.add_alias(&alias, &domain).await.expect("alias");
+    let john = s
+        .add_user(&addr("john@example.com"), "h", None)
+        .await
+        .expect("add");
+    s.add_user(&addr("jane@example.com"), "h", None)
+        .await
+        .expect("add");
+    let migrated = |s: Arc<dyn Store>, a: &'static str| async move {
+        s.find_user(&addr(a))
+            .await
+            .expect("find")
+            .expect("exists")
+            .migrated
+    };
+    assert!(
+        migrated(s.clone(), "john@example.com").await,
+        "outside migration mode"
+    );
+    let url = "pop3s://old.example.net:995";
+    s.set_migrate_from(&domain, Some(url)).await.expect("set");
+    let policy = s
+        .domain_policy(&alias)
+        .await
+        .expect("policy")
+        .expect("exists");
+    assert_eq!(policy.migrate_from.as_deref(), Some(url));
+    assert!(!migrated(s.clone(), "john@example.com").await);
+    s.finish_migration(john).await.expect("finish");
+    assert!(migrated(s.clone(), "john@example.com").await);
+    assert!(!migrated(s.clone(), "jane@example.com").await);
+    let d = s
+        .domain_detail(&domain)
+        .await
+        .expect("detail")
+        .expect("exists");
+    assert_eq!(
+        (d.migrate_from.as_deref(), d.migrated_users, d.users),
+        (Some(url), 1, 2)
+    );
+    s.set_migrate_from(&domain, None).await.expect("clear");
+    assert!(migrated(s.clone(), "jane@example.com").await);
+    assert!(
+        s.set_migrate_from(&DomainName::parse("nope.example").expect("d"), None)
+            .await
+            .is_err()
+    );
+}
+
 macro_rules! stories {
     ($($story:ident),* $(,)?) => {
         mod sqlite {
@@ -1827,4 +1884,5 @@ stories!(
     failure_counters_are_per_key_in_the_order_asked,
     attempts_made_at_once_see_each_other,
     legacy_hashes_are_counted_and_upgraded_once,
+    migration_mode_is_per_domain_and_counts_moved_users,
 );

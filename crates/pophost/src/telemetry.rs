@@ -300,6 +300,18 @@ fn describe() {
         "pophost_store_pool_connections",
         "Store connection pool: open connections by state, and the maximum"
     );
+    describe_gauge!(
+        "pophost_accounts_legacy_password",
+        "Accounts still holding a password hash imported from another server, by scheme"
+    );
+    describe_counter!(
+        "pophost_legacy_hash_upgrades_total",
+        "Imported password hashes replaced with argon2id at a login, by scheme"
+    );
+    describe_counter!(
+        "pophost_migrated_logins_total",
+        "Users moved from their domain's old POP3 server at their first login"
+    );
 }
 
 /// `/metrics`' renderer: refreshes the pool gauges from `pool`, then renders.

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use crate::harness::{Lmtp, show, write_private};
 
-pub fn free_port() -> u16 {
+fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

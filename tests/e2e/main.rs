@@ -17,6 +17,7 @@ mod harness;
 mod first_login;
 mod import;
 mod large;
+mod legacy;
 mod lmtp;
 mod logins;
 mod migrate;

@@ -23,7 +23,7 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 /// `/metrics` as `name{labels}` -> value (comments and blank lines skipped).
-fn scrape(server: &Server) -> HashMap<String, f64> {
+pub(crate) fn scrape(server: &Server) -> HashMap<String, f64> {
     let res = http(server.admin, "GET", "/metrics", &[], "");
     assert_eq!(res.status, 200, "{}", res.body);
     assert!(
@@ -47,7 +47,7 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
         .collect()
 }
 
-fn get(m: &HashMap<String, f64>, series: &str) -> f64 {
+pub(crate) fn get(m: &HashMap<String, f64>, series: &str) -> f64 {
     m.get(series).copied().unwrap_or(0.0)
 }
 

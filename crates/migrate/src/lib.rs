@@ -172,7 +172,18 @@ pub async fn pull_with(
             report.too_large.push((m.uid, size));
             continue;
         }
-        let data = client.retr(m.number).await?;
+        let data = match client.retr(m.number).await {
+            Ok(data) => data,
+            Err(e) => {
+                // What was read is kept: the next run need not read it again.
+                store_batch(store, user, &mut batch, &mut report).await?;
+                progress(Progress {
+                    to_fetch,
+                    report: &report,
+                });
+                return Err(e);
+            }
+        };
         report.fetched += 1;
         bytes += data.len();
         batch.push(ImportMessage {

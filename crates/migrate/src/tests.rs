@@ -462,6 +462,8 @@ async fn limits_hold_against_a_hostile_server() {
         .await
         .expect_err("too large");
     assert!(matches!(e, Error::TooLarge { number: 2, .. }), "{e}");
+    // The message read before it is kept, for the next run not to read it again.
+    assert!(uids(&store, user).await.contains(&"other".to_string()));
 
     // Silence after the greeting: a timeout, not a hang.
     let (addr, _) = serve(Script {

@@ -168,7 +168,10 @@ async fn batch(
     let started = std::time::Instant::now();
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let (accounts, bad) = parse_accounts(&text).with_context(|| file.display().to_string())?;
+    let Accounts {
+        good: accounts,
+        bad,
+    } = parse_accounts(&text).with_context(|| file.display().to_string())?;
     let total = accounts.len() + bad.len();
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(style(
@@ -314,9 +317,16 @@ fn first_line(mut input: impl BufRead) -> std::io::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
-/// Accounts by CSV line number, and the lines that are not accounts, with why. Fails only
-/// when the header is wrong (then no column can be trusted).
-fn parse_accounts(text: &str) -> anyhow::Result<(Vec<(usize, Account)>, Vec<(usize, String)>)> {
+/// An accounts file read: accounts by CSV line number, and the lines that are not accounts,
+/// with why.
+struct Accounts {
+    good: Vec<(usize, Account)>,
+    bad: Vec<(usize, String)>,
+}
+
+/// Reads an accounts file. Fails only when the header is wrong (then no column can be
+/// trusted); a bad line is reported and the others go on.
+fn parse_accounts(text: &str) -> anyhow::Result<Accounts> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text
         .lines()
@@ -361,7 +371,10 @@ fn parse_accounts(text: &str) -> anyhow::Result<(Vec<(usize, Account)>, Vec<(usi
             Err(why) => bad.push((n, why)),
         }
     }
-    Ok((accounts, bad))
+    Ok(Accounts {
+        good: accounts,
+        bad,
+    })
 }
 
 /// The fields of one CSV line (RFC 4180: `"…"` quotes, `""` is a quote inside them).
@@ -426,7 +439,10 @@ mod tests {
                     bob@example.com,bob\n\
                     eve@example.com,,\n\
                     john@example.com,,again\n";
-        let (accounts, bad) = parse_accounts(text).expect("parse");
+        let Accounts {
+            good: accounts,
+            bad,
+        } = parse_accounts(text).expect("parse");
         assert_eq!(accounts.len(), 2);
         assert_eq!(accounts[0].0, 2);
         assert_eq!(accounts[0].1.login, "john@example.com");

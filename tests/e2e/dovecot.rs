@@ -236,3 +236,51 @@ pub fn mpop(home: &Path, server: SocketAddr, user: &str, password: &str) -> usiz
     assert!(out.status.success(), "{}", show(&out));
     fs::read_dir(md.join("new")).expect("read maildir").count()
 }
+
+/// fetchmail --keep with UIDLs remembered in `home/fetchids`, no TLS; returns its exit code
+/// and how many messages it delivered this run.
+pub fn fetchmail(
+    home: &Path,
+    server: SocketAddr,
+    user: &str,
+    password: &str,
+) -> (Option<i32>, usize) {
+    let rc = home.join("fetchmailrc");
+    let out_file = home.join("delivered");
+    let _ = fs::remove_file(&rc);
+    let _ = fs::remove_file(&out_file);
+    write_private(
+        &rc,
+        &format!(
+            "set no syslog\n\
+             poll 127.0.0.1 service {port} protocol pop3 auth password uidl\n  \
+             user \"{user}\" password \"{password}\"\n  \
+             sslproto ''\n  \
+             mda \"/bin/sh -c 'cat >> {out}'\"\n",
+            port = server.port(),
+            out = out_file.display()
+        ),
+    );
+    let out = Command::new("timeout")
+        .args(["60", "fetchmail", "--keep", "--nodetach", "-f"])
+        .arg(&rc)
+        .arg("--idfile")
+        .arg(home.join("fetchids"))
+        .arg("--pidfile")
+        .arg(home.join("fetchmail.pid"))
+        .env("HOME", home)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run fetchmail");
+    let delivered = fs::read_to_string(&out_file).unwrap_or_default();
+    let n = delivered
+        .lines()
+        .filter(|l| l.starts_with("Subject: "))
+        .count();
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "fetchmail: {}",
+        show(&out)
+    );
+    (out.status.code(), n)
+}

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use crate::dovecot::{Dovecot, mpop};
+use crate::dovecot::{Dovecot, fetchmail, mpop};
 use crate::harness::{Data, Pop3, Server, message};
 
 /// The reply to PASS after USER.
@@ -22,7 +22,7 @@ fn uidls(c: &mut Pop3) -> Vec<String> {
 }
 
 #[test]
-fn a_customer_moves_at_their_first_login_and_mpop_downloads_nothing_again() {
+fn customers_move_at_their_first_login_and_clients_download_nothing_again() {
     const ALICE: &str = "alice@example.com";
     const BOB: &str = "bob@example.com";
     let dovecot = Dovecot::start();
@@ -34,6 +34,11 @@ fn a_customer_moves_at_their_first_login_and_mpop_downloads_nothing_again() {
     dovecot.deliver(BOB, &message("bob 0"));
     let home = tempfile::tempdir().expect("home");
     assert_eq!(mpop(home.path(), dovecot.pop3, ALICE, "alice old pw"), 5);
+    let fm_home = tempfile::tempdir().expect("home");
+    assert_eq!(
+        fetchmail(fm_home.path(), dovecot.pop3, BOB, "bob old pw"),
+        (Some(0), 1)
+    );
     let (mut c, reply) = login(dovecot.pop3, ALICE, "alice old pw");
     assert!(reply.starts_with("+OK"), "{reply}");
     let at_dovecot = uidls(&mut c);
@@ -76,7 +81,11 @@ fn a_customer_moves_at_their_first_login_and_mpop_downloads_nothing_again() {
     // Alice's first login moves her, UIDLs and all; mpop, with the state it has from Dovecot,
     // downloads nothing again.
     let (mut c, reply) = login(s.pop3, ALICE, "alice old pw");
-    assert!(reply.starts_with("+OK"), "{reply}\n{}", s.log.lock().expect("log"));
+    assert!(
+        reply.starts_with("+OK"),
+        "{reply}\n{}",
+        s.log.lock().expect("log")
+    );
     assert_eq!(uidls(&mut c), at_dovecot);
     c.cmd("QUIT");
     assert_eq!(mpop(home.path(), s.pop3, ALICE, "alice old pw"), 5);
@@ -90,6 +99,13 @@ fn a_customer_moves_at_their_first_login_and_mpop_downloads_nothing_again() {
     assert!(reply.starts_with("+OK"), "{reply}");
     assert_eq!(c.stat().0, 0);
     c.cmd("QUIT");
+    // fetchmail, with the state it has from Dovecot: Bob's first login with his old password
+    // moves him, and nothing is downloaded again.
+    assert_eq!(
+        fetchmail(fm_home.path(), s.pop3, BOB, "bob old pw"),
+        (Some(1), 0),
+        "fetchmail downloaded again"
+    );
     let (mut c, reply) = login(s.pop3, BOB, "bob old pw");
     assert!(reply.starts_with("+OK"), "{reply}");
     assert_eq!(c.stat().0, 1);

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::dovecot::{Dovecot, mpop};
+use crate::dovecot::{Dovecot, fetchmail, mpop};
 use crate::harness::{PASSWORD, Pop3, Server, message, show, write_private};
 
 const JOHN: &str = "john@example.com";
@@ -88,49 +88,6 @@ fn count(out: &Output, account: &str, key: &str) -> u64 {
         .find_map(|f| f.strip_prefix(&format!("{key}=")))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
-}
-
-/// fetchmail --keep with UIDLs remembered in `home/fetchids`, no TLS; returns its exit code
-/// and how many messages it delivered this run.
-fn fetchmail(home: &Path, server: SocketAddr, user: &str, password: &str) -> (Option<i32>, usize) {
-    let rc = home.join("fetchmailrc");
-    let out_file = home.join("delivered");
-    let _ = fs::remove_file(&rc);
-    let _ = fs::remove_file(&out_file);
-    write_private(
-        &rc,
-        &format!(
-            "set no syslog\n\
-             poll 127.0.0.1 service {port} protocol pop3 auth password uidl\n  \
-             user \"{user}\" password \"{password}\"\n  \
-             sslproto ''\n  \
-             mda \"/bin/sh -c 'cat >> {out}'\"\n",
-            port = server.port(),
-            out = out_file.display()
-        ),
-    );
-    let out = Command::new("timeout")
-        .args(["60", "fetchmail", "--keep", "--nodetach", "-f"])
-        .arg(&rc)
-        .arg("--idfile")
-        .arg(home.join("fetchids"))
-        .arg("--pidfile")
-        .arg(home.join("fetchmail.pid"))
-        .env("HOME", home)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run fetchmail");
-    let delivered = fs::read_to_string(&out_file).unwrap_or_default();
-    let n = delivered
-        .lines()
-        .filter(|l| l.starts_with("Subject: "))
-        .count();
-    assert!(
-        matches!(out.status.code(), Some(0 | 1)),
-        "fetchmail: {}",
-        show(&out)
-    );
-    (out.status.code(), n)
 }
 
 #[test]

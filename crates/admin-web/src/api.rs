@@ -707,9 +707,9 @@ async fn delete_user(
 // ---------------------------------------------------------------------------------------------
 // Importing users.
 
-/// The largest CSV an import takes (tens of thousands of accounts with crypt hashes); other
-/// routes keep axum's 2 MB.
-const IMPORT_LIMIT: usize = 16 * 1024 * 1024;
+/// The largest CSV an import takes (about 100,000 accounts with crypt hashes), in the API and
+/// the admin UI; other routes keep their limits.
+pub(crate) const IMPORT_LIMIT: usize = 16 * 1024 * 1024;
 
 /// `?dry_run=…&update=…` of an import.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -977,6 +977,8 @@ mod tests {
             allow_apop: false,
             enabled: true,
             aliases: vec![],
+            migrate_from: None,
+            migrated_users: 0,
         };
         let address = Address::parse("john@example.com").expect("address");
         let user = UserDetail {
@@ -985,6 +987,7 @@ mod tests {
             usage: Usage::default(),
             enabled: true,
             created_at: 0,
+            password_scheme: None,
         };
         let session = LiveSession {
             address,

@@ -7,7 +7,9 @@
 use std::net::IpAddr;
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{
+    ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Multipart, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap, Method, header};
 use axum::middleware::Next;
@@ -170,10 +172,25 @@ pub async fn browser(
     };
     let (mut parts, body) = req.into_parts();
     let body = if unsafe_method {
-        let bytes = to_bytes(body, FORM_LIMIT)
+        // The account import's form carries a whole CSV file; every other form is small.
+        let import = parts
+            .extensions
+            .get::<MatchedPath>()
+            .is_some_and(|p| p.as_str() == crate::pages::import::PATH);
+        let limit = if import {
+            crate::api::IMPORT_LIMIT
+        } else {
+            FORM_LIMIT
+        };
+        let bytes = to_bytes(body, limit)
             .await
             .map_err(|_| AppError::BadRequest("form too large".into()))?;
-        let sent = form_field(&bytes, "_csrf").unwrap_or_default();
+        let sent = if import && is_multipart(&parts.headers) {
+            multipart_field(&parts.headers, bytes.clone(), "_csrf").await
+        } else {
+            form_field(&bytes, "_csrf")
+        }
+        .unwrap_or_default();
         let expected = actor.csrf.as_deref().unwrap_or_default();
         if expected.is_empty() || !secrets_equal(&sent, expected) {
             return Err(AppError::Csrf);
@@ -184,6 +201,30 @@ pub async fn browser(
     };
     parts.extensions.insert(actor);
     Ok(next.run(Request::from_parts(parts, body)).await)
+}
+
+pub(crate) fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("multipart/form-data"))
+}
+
+/// The text of the field `name` of a `multipart/form-data` body (a file upload's form).
+async fn multipart_field(
+    headers: &HeaderMap,
+    body: axum::body::Bytes,
+    name: &str,
+) -> Option<String> {
+    let mut req = Request::new(Body::from(body));
+    *req.headers_mut() = headers.clone();
+    let mut form = Multipart::from_request(req, &()).await.ok()?;
+    while let Ok(Some(field)) = form.next_field().await {
+        if field.name() == Some(name) {
+            return field.text().await.ok();
+        }
+    }
+    None
 }
 
 /// A state-changing request must come from our own pages. Browsers say where a request comes

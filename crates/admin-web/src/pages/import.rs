@@ -6,7 +6,8 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::multipart::MultipartError;
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -21,11 +22,11 @@ use crate::provision::accounts::{self, AccountRow, Outcome, RowResult, Summary};
 use crate::provision::{self, Actor};
 use crate::state::AppState;
 
+/// The import page's route (its form's body may be as large as the API's import).
+pub(crate) const PATH: &str = "/domains/{domain}/users/import";
+
 pub fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/domains/{domain}/users/import",
-        get(form_page).post(import),
-    )
+    Router::new().route(PATH, get(form_page).post(import))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,18 +109,50 @@ fn page(
     }
 }
 
+/// The form as sent: a file upload (`multipart/form-data`: the CSV in `file`, or pasted in
+/// `csv`), or the preview's "Apply" (URL-encoded, the CSV in `csv`).
+async fn read_form(req: Request) -> Result<ImportForm, AppError> {
+    if !crate::auth::is_multipart(req.headers()) {
+        let Form(form) = Form::<ImportForm>::from_request(req, &())
+            .await
+            .map_err(|e| AppError::BadRequest(e.body_text()))?;
+        return Ok(form);
+    }
+    let bad = |e: MultipartError| AppError::BadRequest(e.body_text());
+    let mut multipart = Multipart::from_request(req, &())
+        .await
+        .map_err(|e| AppError::BadRequest(e.body_text()))?;
+    let (mut form, mut file) = (ImportForm::default(), String::new());
+    while let Some(field) = multipart.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_string();
+        let text = field.text().await.map_err(bad)?;
+        match name.as_str() {
+            "file" => file = text,
+            "csv" => form.csv = text,
+            "update" => form.update = text == "true",
+            "action" => form.action = text,
+            _ => {}
+        }
+    }
+    if !file.trim().is_empty() {
+        form.csv = file;
+    }
+    Ok(form)
+}
+
 async fn import(
     State(state): State<AppState>,
     actor: Actor,
     Path(raw): Path<String>,
-    Form(mut form): Form<ImportForm>,
+    req: Request,
 ) -> Result<Response, AppError> {
     let domain = reach(&state, &actor, &raw).await?;
+    let mut form = read_form(req).await?;
     if form.csv.trim().is_empty() {
         let mut page = page(&actor, &domain, form, None);
         page.errors.add(
             "csv",
-            "Paste a CSV with a header line and at least one account.",
+            "Choose a CSV file, or paste one, with a header line and at least one account.",
         );
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
     }

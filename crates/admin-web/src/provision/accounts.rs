@@ -61,10 +61,11 @@ pub fn parse_passwd_file(
     let mut errors = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
-        let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
+        let trimmed = raw.trim_start();
+        if trimmed.trim_end().is_empty() || trimmed.starts_with('#') {
             continue;
         }
+        // Not trimmed at the end: a `{PLAIN}` password may end in a space.
         match passwd_line(trimmed, line, domain) {
             Ok(row) => rows.push(row),
             Err(message) => errors.push(LineError { line, message }),
@@ -77,8 +78,8 @@ fn passwd_line(text: &str, line: usize, domain: Option<&DomainName>) -> Result<A
     // The extra fields (the eighth on) may hold colons themselves (`*:storage=1G`).
     let fields: Vec<&str> = text.splitn(8, ':').collect();
     let address = passwd_user(fields[0].trim(), domain)?;
-    let credential = match fields.get(1).map(|p| p.trim()) {
-        None | Some("") => None,
+    let credential = match fields.get(1) {
+        None | Some(&"") => None,
         Some(hash) => Some(Credential::Hash(hash.to_string())),
     };
     let mut quota = QuotaChange::default();
@@ -220,10 +221,12 @@ pub fn parse_csv(text: &str) -> (Vec<AccountRow>, Vec<LineError>) {
         .flexible(true)
         .from_reader(text.as_bytes());
     let mut records = reader.records();
+    // The reader's own line numbers skip blank lines; these count every line of the text.
+    let mut lines = LineCounter::new(text);
     let fail = |line: usize, message: String| (Vec::new(), vec![LineError { line, message }]);
     let header = match records.next() {
         None => return fail(1, "empty file: the first line must name the columns".into()),
-        Some(Err(e)) => return fail(csv_line(&e), csv_message(&e)),
+        Some(Err(e)) => return fail(1, csv_message(&e)),
         Some(Ok(h)) => h,
     };
     // For each known column, its index in the file.
@@ -253,15 +256,13 @@ pub fn parse_csv(text: &str) -> (Vec<AccountRow>, Vec<LineError>) {
             Ok(r) => r,
             Err(e) => {
                 errors.push(LineError {
-                    line: csv_line(&e),
+                    line: lines.at(e.position()),
                     message: csv_message(&e),
                 });
                 continue;
             }
         };
-        let line = record
-            .position()
-            .map_or(0, |p| usize::try_from(p.line()).unwrap_or(usize::MAX));
+        let line = lines.at(record.position());
         if record.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
@@ -323,9 +324,46 @@ fn csv_row<'a>(line: usize, cell: impl Fn(usize) -> &'a str) -> Result<AccountRo
     })
 }
 
-fn csv_line(e: &csv::Error) -> usize {
-    e.position()
-        .map_or(0, |p| usize::try_from(p.line()).unwrap_or(usize::MAX))
+/// The line a byte offset of `text` is on, for offsets met in increasing order (so the whole
+/// file is scanned once).
+struct LineCounter<'a> {
+    text: &'a [u8],
+    offset: usize,
+    line: usize,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            text: text.as_bytes(),
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    fn at(&mut self, position: Option<&csv::Position>) -> usize {
+        let Some(p) = position else {
+            return self.line;
+        };
+        let mut to = usize::try_from(p.byte())
+            .unwrap_or(usize::MAX)
+            .clamp(self.offset, self.text.len());
+        // A record's position is where the reader began looking for it, before the blank
+        // lines it skipped; a record itself never starts with a line break.
+        while self
+            .text
+            .get(to)
+            .is_some_and(|b| matches!(b, b'\r' | b'\n'))
+        {
+            to += 1;
+        }
+        self.line += self.text[self.offset..to]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        self.offset = to;
+        self.line
+    }
 }
 
 /// The reader's error without its position (the line is reported on its own).
@@ -575,18 +613,25 @@ mod tests {
         Some(Credential::Hash(h.into()))
     }
 
+    /// The API and the pages run `apply` in handlers, which must be `Send`.
+    #[allow(dead_code)]
+    fn apply_is_send(roles: &Roles, actor: &Actor) {
+        fn send<T: Send>(_: T) {}
+        send(apply(roles, actor, Vec::new(), Options::default(), &|_| {}));
+    }
+
     #[test]
     fn passwd_file_lines() {
         let text = format!(
             "# exported from dovecot\n\
              \n\
              john:{SHA512}:5000:5000::/home/john::userdb_quota_rule=*:storage=1G userdb_quota_rule2=*:messages=500\n\
-             mary@example.com:{{PLAIN}}old pass\r\n\
+             mary@example.com:{{PLAIN}} old pass \r\n\
              bob@example.com:{SHA512}::::::quota_rule=*:storage=0 userdb_mail=maildir:~/Maildir\n\
              nopass:\n\
              \x20  # indented comment\n\
              carl:{SHA512}:::::\n\
-             big:{SHA512}:::::::userdb_quota_rule=*:storage=3T:messages=0\n"
+             big:{SHA512}::::::userdb_quota_rule=*:storage=3T:messages=0\n"
         );
         let (rows, errors) = parse_passwd_file(&text, Some(&d("Example.com")));
         assert_eq!(errors, vec![]);
@@ -598,7 +643,7 @@ mod tests {
                 Some(Some(1 << 30)),
                 Some(Some(500)),
             ),
-            (4, "mary@example.com", hash("{PLAIN}old pass"), None, None),
+            (4, "mary@example.com", hash("{PLAIN} old pass "), None, None),
             (5, "bob@example.com", hash(SHA512), Some(None), None),
             (6, "nopass@example.com", None, None, None),
             (8, "carl@example.com", hash(SHA512), None, None),
@@ -627,11 +672,11 @@ mod tests {
              other@elsewhere.org:{SHA512}\n\
              bad name:{SHA512}\n\
              :{SHA512}\n\
-             q1:{SHA512}:::::::userdb_quota_rule=Trash:storage=+100M\n\
-             q2:{SHA512}:::::::userdb_quota_rule=*:storage=10%\n\
-             q3:{SHA512}:::::::quota_rule=*:storage=1X\n\
-             q4:{SHA512}:::::::quota_rule=*:flavour=1\n\
-             q5:{SHA512}:::::::quota_rule=*:storage=99999999999T\n"
+             q1:{SHA512}::::::userdb_quota_rule=Trash:storage=+100M\n\
+             q2:{SHA512}::::::userdb_quota_rule=*:storage=10%\n\
+             q3:{SHA512}::::::quota_rule=*:storage=1X\n\
+             q4:{SHA512}::::::quota_rule=*:flavour=1\n\
+             q5:{SHA512}::::::quota_rule=*:storage=99999999999T\n"
         );
         let (rows, errors) = parse_passwd_file(&text, Some(&d("example.com")));
         assert_eq!(rows.len(), 1);
@@ -913,7 +958,7 @@ mod tests {
         };
         let same = AccountRow {
             credential: None,
-            ..quota_row.clone()
+            ..changed.clone()
         };
         let out = run(&env, &cli, &[no_credential, same], update).await;
         assert_eq!(out, vec![Outcome::Updated, Outcome::Unchanged]);

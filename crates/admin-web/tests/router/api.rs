@@ -512,6 +512,7 @@ async fn sessions_are_listed_in_scope_and_ended() {
 
 /// The routes the API serves, as (method, path under /api/v1).
 const ROUTES: &[(&str, &str)] = &[
+    ("post", "/domains/{domain}/users/import"),
     ("get", "/domains"),
     ("post", "/domains"),
     ("get", "/domains/{domain}"),

@@ -457,3 +457,79 @@ async fn the_openapi_document_describes_the_import() {
         .collect();
     assert!(methods.is_empty(), "{methods:?}");
 }
+
+/// A `multipart/form-data` body as a browser sends the upload form: `_csrf` (when given), the
+/// file, and the other fields.
+fn upload(b: &crate::support::Browser, csrf: Option<&str>, file: &str) -> Request<Body> {
+    let boundary = "----pophost-test-boundary";
+    let mut body = String::new();
+    let mut field = |name: &str, extra: &str, value: &str| {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{extra}\r\n\r\n{value}\r\n"
+        ));
+    };
+    if let Some(csrf) = csrf {
+        field("_csrf", "", csrf);
+    }
+    field("action", "", "preview");
+    field(
+        "file",
+        "; filename=\"accounts.csv\"\r\nContent-Type: text/csv",
+        file,
+    );
+    field("csv", "", "");
+    body.push_str(&format!("--{boundary}--\r\n"));
+    Request::post("/domains/a.test/users/import")
+        .header(header::COOKIE, &b.cookie)
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Body::from(body))
+        .expect("request")
+}
+
+/// The page's form uploads a file (multipart, CSRF token included) of more than the usual form
+/// limit; without the token it is refused.
+#[tokio::test]
+async fn a_csv_file_upload_is_previewed_and_needs_the_csrf_token() {
+    let env = Env::with_domains().await;
+    let b = env.super_admin().await;
+    let page = env.get(&b, "/domains/a.test/users/import").await;
+    assert!(page.body.contains(r#"enctype="multipart/form-data""#));
+    assert!(
+        page.body
+            .contains(r#"<input type="file" id="file" name="file""#)
+    );
+    // About 200 KB: well over the 64 KiB other forms may send.
+    let rows: Vec<String> = (0..2000)
+        .map(|i| format!("user{i}@a.test,{SECRET_HASH},,,,"))
+        .collect();
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    let text = csv(&rows);
+    assert!(text.len() > 150_000);
+    let preview = env.send(upload(&b, Some(&b.csrf), &text)).await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
+    assert!(
+        preview
+            .body
+            .contains("If applied: 2000 added, 0 updated, 0 unchanged, 0 failed"),
+        "{}",
+        preview.body
+    );
+    assert_eq!(hidden_csv(&preview.body), text);
+    assert!(
+        env.user("user0@a.test").await.is_none(),
+        "a preview writes nothing"
+    );
+    // "Apply" sends the file's CSV back as a form field, again more than other forms may.
+    let apply = [("csv", text.as_str()), ("action", "apply")];
+    let done = env.post(&b, "/domains/a.test/users/import", &apply).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert!(done.body.contains("2000 added"), "{}", done.body);
+    assert!(password_ok(&env, "user1999@a.test", "secret").await);
+    let refused = env.send(upload(&b, None, &text)).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let forged = env.send(upload(&b, Some("not-the-token"), &text)).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+}

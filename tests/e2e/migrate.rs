@@ -7,11 +7,10 @@
 use std::fs;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use crate::dovecot::{Dovecot, fetchmail, mpop};
-use crate::harness::{PASSWORD, Pop3, Server, message, show, write_private};
+use crate::harness::{PASSWORD, Pop3, Server, message, show};
 
 const JOHN: &str = "john@example.com";
 const MARY: &str = "mary@example.com";

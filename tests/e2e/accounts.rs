@@ -8,9 +8,6 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-
 use crate::harness::{Pop3, Server, show};
 
 /// `doveadm pw -s SCHEME -p PASSWORD`: the hash as Dovecot itself stores it.
@@ -52,28 +49,11 @@ fn user_show(server: &Server, address: &str) -> Option<serde_json::Value> {
     Some(serde_json::from_slice(&out.stdout).expect("user show --json"))
 }
 
-fn scheme_of(server: &Server, address: &str) -> String {
-    let user = user_show(server, address).unwrap_or_else(|| panic!("no user {address}"));
-    user["password_scheme"]
-        .as_str()
-        .expect("scheme")
-        .to_string()
-}
-
 /// USER/PASS; the reply to PASS.
 fn user_pass(server: &Server, address: &str, password: &str) -> String {
     let mut c = Pop3::connect(server.pop3);
     assert!(c.cmd(&format!("USER {address}")).starts_with("+OK"));
     let r = c.cmd(&format!("PASS {password}"));
-    c.send("QUIT");
-    r
-}
-
-/// AUTH PLAIN with an initial response; the reply.
-fn auth_plain(server: &Server, address: &str, password: &str) -> String {
-    let mut c = Pop3::connect(server.pop3);
-    let ir = STANDARD.encode(format!("\0{address}\0{password}"));
-    let r = c.cmd(&format!("AUTH PLAIN {ir}"));
     c.send("QUIT");
     r
 }
@@ -153,20 +133,27 @@ fn everyone_logs_in_with_the_old_password(server: &Server, accounts: &[Account])
     assert!(transcript.contains("server-final ok"), "{transcript}");
     assert!(transcript.contains("\n+OK"), "{transcript}");
     // SCRAM needs no password in the clear, so the imported verifier is still what is stored.
-    assert_eq!(scheme_of(server, &address(scram.local)), "SCRAM-SHA-256");
+    assert_eq!(
+        server.password_scheme(&address(scram.local)),
+        "SCRAM-SHA-256"
+    );
 
     for (i, a) in accounts.iter().enumerate() {
         let addr = address(a.local);
         let wrong = user_pass(server, &addr, "not the password");
         assert!(wrong.starts_with("-ERR"), "{addr}: {wrong}");
-        assert_eq!(scheme_of(server, &addr), imported_scheme(a), "{addr}");
+        assert_eq!(server.password_scheme(&addr), imported_scheme(a), "{addr}");
         let r = if i % 2 == 0 {
             user_pass(server, &addr, &a.password)
         } else {
-            auth_plain(server, &addr, &a.password)
+            server.auth_plain(&addr, &a.password)
         };
         assert!(r.starts_with("+OK"), "{addr} ({}): {r}", a.scheme);
-        assert_eq!(scheme_of(server, &addr), "ARGON2ID", "{addr} after login");
+        assert_eq!(
+            server.password_scheme(&addr),
+            "ARGON2ID",
+            "{addr} after login"
+        );
         // The argon2id hash holds the same password.
         let again = user_pass(server, &addr, &a.password);
         assert!(again.starts_with("+OK"), "{addr}: {again}");
@@ -322,7 +309,7 @@ fn a_dovecot_passwd_file_moves_in() {
         "{}",
         show(&again)
     );
-    assert_eq!(scheme_of(&server, &address("sha512crypt")), "ARGON2ID");
+    assert_eq!(server.password_scheme(&address("sha512crypt")), "ARGON2ID");
 
     // --update with a line that has a new quota and no password: the quota changes, the
     // password stays.
@@ -425,7 +412,7 @@ fn a_csv_file_moves_in() {
     assert_eq!(blf_user["password_scheme"], "BLF-CRYPT");
     assert_eq!(blf_user["quota_bytes"], 10 << 20);
     assert_eq!(blf_user["quota_messages"], 100);
-    assert_eq!(scheme_of(&server, "scram@example.com"), "SCRAM-SHA-256");
+    assert_eq!(server.password_scheme("scram@example.com"), "SCRAM-SHA-256");
     let typed = user_show(&server, "typed@example.com").expect("typed");
     assert_eq!(typed["password_scheme"], "ARGON2ID");
     assert_eq!(typed["enabled"], false);
@@ -433,7 +420,7 @@ fn a_csv_file_moves_in() {
     let t = crate::sasl::scram(&server, "scram@example.com", "csv pass 2");
     assert!(t.contains("server-final ok"), "{t}");
     assert!(user_pass(&server, "blf@example.com", "csv pass 1").starts_with("+OK"));
-    assert_eq!(scheme_of(&server, "blf@example.com"), "ARGON2ID");
+    assert_eq!(server.password_scheme("blf@example.com"), "ARGON2ID");
     // Disabled by the file: the right password is still refused.
     assert!(user_pass(&server, "typed@example.com", "typed password 3").starts_with("-ERR"));
 

@@ -320,27 +320,6 @@ fn a_form_posted_through_the_https_proxy_is_accepted() {
     assert!(show(&server.cli(&["domain", "list"])).contains("shop.example"));
 }
 
-/// `pophost ARGS` with `stdin` on its standard input.
-fn cli_stdin(server: &Server, args: &[&str], stdin: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = server
-        .data()
-        .command()
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run pophost");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("pophost output")
-}
-
 #[test]
 fn cli_admin_passwords_follow_the_bootstrap_forms_rule() {
     let server = Server::start();
@@ -348,8 +327,7 @@ fn cli_admin_passwords_follow_the_bootstrap_forms_rule() {
     let page = submit_sign_in(server.admin, &link, ADMIN, "eleven char");
     assert_eq!(page.status, 422);
     for short in ["x", "eleven char"] {
-        let out = cli_stdin(
-            &server,
+        let out = server.cli_stdin(
             &[
                 "admin",
                 "add",
@@ -377,7 +355,7 @@ fn cli_admin_passwords_follow_the_bootstrap_forms_rule() {
         .split_whitespace()
         .map(|w| if w == "EMAIL" { "x@isp.example" } else { w })
         .collect();
-    let out = cli_stdin(&server, &args, "twelve chars\n");
+    let out = server.cli_stdin(&args, "twelve chars\n");
     assert!(out.status.success(), "{command}: {}", show(&out));
     assert_eq!(server.data().sql("SELECT count(*) FROM admins"), "1");
 }

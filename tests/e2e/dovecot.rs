@@ -62,7 +62,6 @@ impl Dovecot {
         let mut perms = fs::metadata(d.anchor.path()).expect("meta").permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
         fs::set_permissions(d.anchor.path(), perms).expect("chmod");
-        d.make_certificate();
         // Not `output()`: the daemon inherits the script's stdout and would keep it open.
         let up = d
             .script("dovecot-up.sh")
@@ -78,82 +77,8 @@ impl Dovecot {
         d
     }
 
-    /// A CA and a certificate it signs, where dovecot-up.sh looks first (it makes a
-    /// self-signed one only when there is none). Its own is marked CA:TRUE, which rustls
-    /// refuses as a server's certificate (`CaUsedAsEndEntity`); real servers have a CA's.
-    fn make_certificate(&self) {
-        let ssl = self.anchor.path().join("ssl");
-        fs::create_dir_all(&ssl).expect("ssl dir");
-        fs::write(
-            ssl.join("leaf.ext"),
-            "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
-        )
-        .expect("write leaf.ext");
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        for args in [
-            &[
-                &["req", "-x509"][..],
-                &ec,
-                &[
-                    "-days",
-                    "2",
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.pem",
-                    "-subj",
-                    "/CN=old server test CA",
-                ],
-            ]
-            .concat(),
-            &[
-                &["req"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "key.pem",
-                    "-out",
-                    "leaf.csr",
-                    "-subj",
-                    "/CN=localhost",
-                ],
-            ]
-            .concat(),
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "leaf.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "leaf.ext",
-                "-out",
-                "cert.pem",
-            ][..]
-                .to_vec(),
-        ] {
-            ok(Command::new("openssl")
-                .args(args)
-                .current_dir(&ssl)
-                .stdin(Stdio::null())
-                .output()
-                .expect("run openssl"));
-        }
-    }
-
-    /// The CA that signed the certificate Dovecot's POP3S (and STLS) presents.
+    /// The CA (made by dovecot-up.sh) that signed the certificate Dovecot's POP3S (and STLS)
+    /// presents.
     pub fn ca_file(&self) -> PathBuf {
         self.anchor.path().join("ssl/ca.pem")
     }
@@ -185,6 +110,21 @@ impl Dovecot {
     pub fn deliver(&self, rcpt: &str, message: &[u8]) {
         let replies = Lmtp::connect(self.lmtp).deliver("sender@example.net", &[rcpt], message);
         assert!(replies[0].starts_with("250"), "{replies:?}");
+    }
+
+    /// Dovecot's passwd-file for `domain`, as one file (dovecot-provision.sh keeps one per
+    /// user, `user@domain:{SCHEME}hash:uid:gid::home::extra`).
+    pub fn passwd_file(&self, domain: &str) -> String {
+        let dir = self.anchor.path().join("etc/passwd.d").join(domain);
+        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+            .expect("passwd.d")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|f| fs::read_to_string(f).expect("passwd file"))
+            .collect()
     }
 
     /// The user's Maildir.

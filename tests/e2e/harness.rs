@@ -231,6 +231,49 @@ impl Server {
         self.data().cli(args)
     }
 
+    /// Runs a `pophost` subcommand with `stdin` on its standard input.
+    pub fn cli_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .data()
+            .command()
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run pophost");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("pophost output")
+    }
+
+    /// The `password_scheme` of `pophost user show ADDRESS --json`.
+    pub fn password_scheme(&self, address: &str) -> String {
+        let out = self.cli(&["user", "show", address, "--json"]);
+        assert!(out.status.success(), "{}", show(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        json["password_scheme"]
+            .as_str()
+            .expect("scheme")
+            .to_string()
+    }
+
+    /// AUTH PLAIN with an initial response, then QUIT; the reply to AUTH.
+    pub fn auth_plain(&self, user: &str, password: &str) -> String {
+        use base64::Engine;
+        let mut c = Pop3::connect(self.pop3);
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        let reply = c.cmd(&format!("AUTH PLAIN {token}"));
+        c.send("QUIT");
+        reply
+    }
+
     /// Creates the user (and its domain, if new) with `PASSWORD`.
     pub fn add_user(&self, address: &str) {
         let domain = address.rsplit('@').next().expect("domain");

@@ -4,8 +4,6 @@
 //! `/metrics` and the dashboard count the accounts still holding each legacy scheme; a
 //! malformed or unknown hash is refused with an error naming the scheme, storing nothing.
 
-use base64::Engine;
-
 use crate::harness::{Pop3, Server, show};
 use crate::ops::{get, scrape};
 use crate::sasl::scram;
@@ -16,24 +14,6 @@ const SCRAM: &str = "{SCRAM-SHA-256}4096,okuMlJ2cTCs2sbwcNZN2Pw==,O2Uqnr8KwlojIu
 const PBKDF2: &str = "{PBKDF2}$1$m1hK6amUgNBADsdX$5000$4e1cd776f14d2985147110b57edb28dbc5b8b331";
 // doveadm pw -s SSHA512 -p "ssha old pw"
 const SSHA512: &str = "{SSHA512}Z8urQPcmsPbvxZNDiG0Tuidf/iK5oVahhBiiLdx5w3KERrUf6fzD/XwnAy0cea8s2Q5gGTByDRhmTaVVh8cUAB8Qd5U=";
-
-fn scheme(server: &Server, address: &str) -> String {
-    let out = server.cli(&["user", "show", address, "--json"]);
-    assert!(out.status.success(), "{}", show(&out));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    json["password_scheme"]
-        .as_str()
-        .expect("scheme")
-        .to_string()
-}
-
-fn plain(server: &Server, user: &str, password: &str) -> String {
-    let mut c = Pop3::connect(server.pop3);
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
-    let reply = c.cmd(&format!("AUTH PLAIN {token}"));
-    c.cmd("QUIT");
-    reply
-}
 
 #[test]
 fn imported_hashes_log_in_are_counted_and_replaced_at_the_first_login() {
@@ -66,7 +46,7 @@ fn imported_hashes_log_in_are_counted_and_replaced_at_the_first_login() {
         "--password-hash",
         SSHA512,
     ]);
-    assert_eq!(scheme(&s, "ssha@example.com"), "SSHA512");
+    assert_eq!(s.password_scheme("ssha@example.com"), "SSHA512");
 
     for (hash, named) in [
         ("{FOO}abc", "FOO"),
@@ -94,23 +74,35 @@ fn imported_hashes_log_in_are_counted_and_replaced_at_the_first_login() {
     // password).
     assert!(scram(&s, "scram@example.com", "scram old pw").contains("server-final ok"));
     assert!(!scram(&s, "scram@example.com", "scram old p").contains("server-final ok"));
-    assert_eq!(scheme(&s, "scram@example.com"), "SCRAM-SHA-256");
+    assert_eq!(s.password_scheme("scram@example.com"), "SCRAM-SHA-256");
     // A wrong password changes nothing; the right one, by any mechanism, upgrades.
-    assert!(plain(&s, "pbkdf2@example.com", "pbkdf2 old").starts_with("-ERR"));
-    assert_eq!(scheme(&s, "pbkdf2@example.com"), "PBKDF2");
-    assert!(plain(&s, "pbkdf2@example.com", "pbkdf2 old pw").starts_with("+OK"));
-    assert_eq!(scheme(&s, "pbkdf2@example.com"), "ARGON2ID");
+    assert!(
+        s.auth_plain("pbkdf2@example.com", "pbkdf2 old")
+            .starts_with("-ERR")
+    );
+    assert_eq!(s.password_scheme("pbkdf2@example.com"), "PBKDF2");
+    assert!(
+        s.auth_plain("pbkdf2@example.com", "pbkdf2 old pw")
+            .starts_with("+OK")
+    );
+    assert_eq!(s.password_scheme("pbkdf2@example.com"), "ARGON2ID");
     let mut c = Pop3::connect(s.pop3);
     c.cmd("USER ssha@example.com");
     assert!(c.cmd("PASS ssha old pw").starts_with("+OK"));
     c.cmd("QUIT");
-    assert!(plain(&s, "scram@example.com", "scram old pw").starts_with("+OK"));
+    assert!(
+        s.auth_plain("scram@example.com", "scram old pw")
+            .starts_with("+OK")
+    );
     for user in ["ssha", "scram", "pbkdf2"] {
         let address = format!("{user}@example.com");
-        assert_eq!(scheme(&s, &address), "ARGON2ID", "{address}");
+        assert_eq!(s.password_scheme(&address), "ARGON2ID", "{address}");
     }
     // The old password goes on working, SCRAM included (a verifier was derived with it).
-    assert!(plain(&s, "ssha@example.com", "ssha old pw").starts_with("+OK"));
+    assert!(
+        s.auth_plain("ssha@example.com", "ssha old pw")
+            .starts_with("+OK")
+    );
     assert!(scram(&s, "pbkdf2@example.com", "pbkdf2 old pw").contains("server-final ok"));
     let m = scrape(&s);
     for scheme in ["SCRAM-SHA-256", "PBKDF2", "SSHA512"] {

@@ -10,6 +10,7 @@ mod apop;
 mod browser;
 mod clients;
 mod crash;
+mod cutover;
 mod defence;
 mod deploy;
 mod dovecot;

@@ -5,9 +5,8 @@
 //! plain POP3 and a certificate from an untrusted CA are refused.
 
 use std::fs;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use crate::dovecot::{Dovecot, fetchmail, mpop};
 use crate::harness::{PASSWORD, Pop3, Server, message, show};
@@ -51,23 +50,7 @@ fn messages(addr: SocketAddr, user: &str, password: &str) -> Vec<Vec<u8>> {
 
 /// `pophost migrate pop3 ARGS`, with `stdin` on standard input.
 fn migrate(s: &Server, args: &[&str], stdin: &str) -> Output {
-    let mut child = s
-        .data()
-        .command()
-        .args(["migrate", "pop3"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run pophost migrate");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("wait")
+    s.cli_stdin(&[&["migrate", "pop3"][..], args].concat(), stdin)
 }
 
 /// The report line of `account` (an address, or `line N`) in `out`'s standard output.

@@ -23,7 +23,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, AppError};
-use crate::provision::accounts::{self, AccountRow, Outcome, RowResult, Summary};
+use crate::provision::accounts::{self, Outcome, Summary};
 use crate::provision::{
     self, Actor, Audit, DomainChange, DomainJson, LimitJson, ListQuery, PoliciesJson, PolicyChange,
     SessionJson, Unit, UserChange, UserJson,
@@ -826,7 +826,7 @@ async fn import_users(
         dry_run: query.dry_run,
         update: query.update,
     };
-    let results = import_into(&state, &actor, &domain, rows, options).await;
+    let results = accounts::apply_in_domain(&state.roles, &actor, &domain, rows, options).await;
     let summary = Summary::of(&results, errors.len());
     let report = ImportReport {
         summary: ImportSummary {
@@ -861,27 +861,6 @@ async fn import_users(
             .collect(),
     };
     Ok(Json(report).into_response())
-}
-
-/// Applies the rows of `domain`; a row of another domain fails, whatever the actor may reach.
-/// The results are in line order.
-async fn import_into(
-    state: &AppState,
-    actor: &Actor,
-    domain: &DomainName,
-    rows: Vec<AccountRow>,
-    options: accounts::Options,
-) -> Vec<RowResult> {
-    let (rows, outside): (Vec<_>, Vec<_>) =
-        rows.into_iter().partition(|r| r.address.domain == *domain);
-    let mut results = accounts::apply(&state.roles, actor, rows, options, &|_| {}).await;
-    results.extend(outside.into_iter().map(|r| RowResult {
-        line: r.line,
-        outcome: Outcome::Failed(format!("{} is not in the domain {domain}", r.address)),
-        address: r.address,
-    }));
-    results.sort_by_key(|r| r.line);
-    results
 }
 
 // ---------------------------------------------------------------------------------------------

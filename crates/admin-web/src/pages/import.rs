@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::auth::{Chrome, FieldErrors};
 use crate::error::AppError;
 use crate::pages::domains::segment;
-use crate::provision::accounts::{self, AccountRow, Outcome, RowResult, Summary};
+use crate::provision::accounts::{self, Outcome, RowResult, Summary};
 use crate::provision::{self, Actor};
 use crate::state::AppState;
 
@@ -161,7 +161,7 @@ async fn import(
         dry_run: form.action != "apply",
         update: form.update,
     };
-    let results = import_into(&state, &actor, &domain, rows, options).await;
+    let results = accounts::apply_in_domain(&state.roles, &actor, &domain, rows, options).await;
     let summary = Summary::of(&results, parse_errors.len());
     let mut lines: Vec<ResultLine> = results
         .into_iter()
@@ -206,25 +206,4 @@ fn result_line(r: RowResult, dry_run: bool) -> ResultLine {
         failed,
         error,
     }
-}
-
-/// Applies the rows of `domain`; a row of another domain fails, whatever the actor may reach.
-/// The results are in line order.
-async fn import_into(
-    state: &AppState,
-    actor: &Actor,
-    domain: &DomainName,
-    rows: Vec<AccountRow>,
-    options: accounts::Options,
-) -> Vec<RowResult> {
-    let (rows, outside): (Vec<_>, Vec<_>) =
-        rows.into_iter().partition(|r| r.address.domain == *domain);
-    let mut results = accounts::apply(&state.roles, actor, rows, options, &|_| {}).await;
-    results.extend(outside.into_iter().map(|r| RowResult {
-        line: r.line,
-        outcome: Outcome::Failed(format!("{} is not in the domain {domain}", r.address)),
-        address: r.address,
-    }));
-    results.sort_by_key(|r| r.line);
-    results
 }

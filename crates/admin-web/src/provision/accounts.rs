@@ -51,8 +51,8 @@ impl fmt::Display for LineError {
 /// The user field may be `user@domain`; a bare `user` takes `domain`, and with `domain` given
 /// an address in another domain is an error. `quota_rule=*:storage=1G` and
 /// `*:messages=N` (also as `quota_rule2`…, with or without `userdb_`) become quotas: storage
-/// takes Dovecot's suffixes `B`, `k`, `M`, `G`, `T` (powers of 1024) and, as in Dovecot, 0 is
-/// no limit. Other extra fields are ignored; `#` comments and blank lines are skipped.
+/// takes Dovecot's suffixes `B`, `k`, `M`, `G`, `T` (powers of 1024), a bare number is KiB
+/// (`bytes=N` is bytes) and, as in Dovecot, 0 is no limit. Other extra fields are ignored; `#` comments and blank lines are skipped.
 pub fn parse_passwd_file(
     text: &str,
     domain: Option<&DomainName>,
@@ -141,9 +141,13 @@ fn quota_rule(rule: &str, quota: &mut QuotaChange) -> Result<(), String> {
     for limit in limits.split(':') {
         let (name, value) = limit.split_once('=').unwrap_or((limit, ""));
         match name.trim().to_ascii_lowercase().as_str() {
-            "storage" | "bytes" => {
-                quota.bytes =
-                    Some(dovecot_size(value).map_err(|e| format!("quota rule {rule:?}: {e}"))?)
+            // Dovecot reads a bare `storage` number in KiB and a bare `bytes` number in bytes.
+            unit @ ("storage" | "bytes") => {
+                let bare_shift = if unit == "storage" { 10 } else { 0 };
+                quota.bytes = Some(
+                    dovecot_size(value, bare_shift)
+                        .map_err(|e| format!("quota rule {rule:?}: {e}"))?,
+                )
             }
             "messages" => {
                 let n = dovecot_number(value).map_err(|e| format!("quota rule {rule:?}: {e}"))?;
@@ -158,8 +162,8 @@ fn quota_rule(rule: &str, quota: &mut QuotaChange) -> Result<(), String> {
 }
 
 /// A Dovecot size: digits with an optional `B`, `k`, `M`, `G`, `T` (any case; powers of
-/// 1024). 0 is no limit, as in Dovecot.
-fn dovecot_size(value: &str) -> Result<Option<u64>, String> {
+/// 1024); without one, the number is shifted by `bare_shift` bits. 0 is no limit, as in Dovecot.
+fn dovecot_size(value: &str, bare_shift: u32) -> Result<Option<u64>, String> {
     let v = value.trim();
     let (digits, shift) = match v.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -177,7 +181,7 @@ fn dovecot_size(value: &str) -> Result<Option<u64>, String> {
             };
             (&v[..i], shift)
         }
-        _ => (v, 0),
+        _ => (v, bare_shift),
     };
     let n = dovecot_number(digits)?;
     let bytes = n
@@ -437,6 +441,27 @@ pub async fn apply(
     results
 }
 
+/// `apply` for the rows of `domain` (the CSV import of one domain's users page and API call); a
+/// row of another domain fails, whatever the actor may reach. The results are in line order.
+pub async fn apply_in_domain(
+    roles: &Roles,
+    actor: &Actor,
+    domain: &DomainName,
+    rows: Vec<AccountRow>,
+    options: Options,
+) -> Vec<RowResult> {
+    let (rows, outside): (Vec<_>, Vec<_>) =
+        rows.into_iter().partition(|r| r.address.domain == *domain);
+    let mut results = apply(roles, actor, rows, options, &|_| {}).await;
+    results.extend(outside.into_iter().map(|r| RowResult {
+        line: r.line,
+        outcome: Outcome::Failed(format!("{} is not in the domain {domain}", r.address)),
+        address: r.address,
+    }));
+    results.sort_by_key(|r| r.line);
+    results
+}
+
 /// What a dry run would have written so far, so later rows see it: accounts added (a second
 /// row for one is then an existing account) and users added per domain (for its limit).
 #[derive(Default)]
@@ -631,7 +656,9 @@ mod tests {
              nopass:\n\
              \x20  # indented comment\n\
              carl:{SHA512}:::::\n\
-             big:{SHA512}::::::userdb_quota_rule=*:storage=3T:messages=0\n"
+             big:{SHA512}::::::userdb_quota_rule=*:storage=3T:messages=0\n\
+             kib:{SHA512}::::::userdb_quota_rule=*:storage=2048\n\
+             raw:{SHA512}::::::userdb_quota_rule=*:bytes=2048\n"
         );
         let (rows, errors) = parse_passwd_file(&text, Some(&d("Example.com")));
         assert_eq!(errors, vec![]);
@@ -654,6 +681,15 @@ mod tests {
                 Some(Some(3 << 40)),
                 Some(None),
             ),
+            // Dovecot counts a bare `storage` in KiB, a bare `bytes` in bytes.
+            (
+                10,
+                "kib@example.com",
+                hash(SHA512),
+                Some(Some(2 << 20)),
+                None,
+            ),
+            (11, "raw@example.com", hash(SHA512), Some(Some(2048)), None),
         ];
         assert_eq!(rows.len(), want.len());
         for (row, (line, address, credential, bytes, messages)) in rows.iter().zip(want) {

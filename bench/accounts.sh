@@ -53,7 +53,7 @@ for backend in $BACKENDS; do
   unset POPHOST_DATABASE_URL
   rm -rf "$WORK/data"
   if [ "$backend" = postgres ]; then
-    psql "$PG_URL" -X -q -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
+    PGOPTIONS=--client-min-messages=warning psql "$PG_URL" -X -q -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
     export POPHOST_DATABASE_URL=${PG_URL%/*}/$DB
   fi
   P=("$BIN" --data-dir "$WORK/data")

@@ -8,10 +8,13 @@
 //! so running the same file again changes nothing. Messages never quote a line: it may hold a
 //! password or its hash.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use mailstore::{Address, DomainName, LocalPart, QuotaChange, StoreError, UserDetail};
+use mailstore::{
+    Address, DomainDetail, DomainName, LocalPart, QuotaChange, StoreError, UserDetail,
+};
 
 use super::{
     Actor, Credential, Error, Roles, Unit, UserChange, create_user, domain, mailbox_secrets,
@@ -463,11 +466,12 @@ pub async fn apply_in_domain(
 }
 
 /// What a dry run would have written so far, so later rows see it: accounts added (a second
-/// row for one is then an existing account) and users added per domain (for its limit).
+/// row for one is then an existing account) and, per domain, its detail as it was (read once:
+/// its user count is a scan) and the users added to it (for its limit).
 #[derive(Default)]
 struct DryRun {
     added: HashSet<Address>,
-    per_domain: HashMap<DomainName, u64>,
+    per_domain: HashMap<DomainName, (DomainDetail, u64)>,
 }
 
 async fn apply_row(
@@ -516,8 +520,10 @@ async fn add(
         return Err(Error::Invalid("no password".into()));
     };
     if dry_run {
-        let d = domain(roles, actor, &row.address.domain).await?;
-        let pending = dry.per_domain.entry(d.name.clone()).or_default();
+        let (d, pending) = match dry.per_domain.entry(row.address.domain.clone()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert((domain(roles, actor, &row.address.domain).await?, 0)),
+        };
         if let Some(max) = d.max_users
             && d.users + *pending >= max
         {

@@ -31,11 +31,9 @@ struct User {
     home: tempfile::TempDir,
 }
 
-impl User {
-    /// Even users read with mpop, odd ones with fetchmail.
-    fn uses_mpop(&self, i: usize) -> bool {
-        i % 2 == 0
-    }
+/// User `i` reads with mpop when even, with fetchmail when odd.
+fn uses_mpop(i: usize) -> bool {
+    i.is_multiple_of(2)
 }
 
 /// Dovecot with one user per scheme, three messages each, read (and left there) by each user's
@@ -57,7 +55,7 @@ fn old_server() -> (Dovecot, Vec<User>) {
         for n in 0..3 {
             dovecot.deliver(&u.address, &message(&format!("{} {n}", u.address)));
         }
-        if u.uses_mpop(i) {
+        if uses_mpop(i) {
             assert_eq!(
                 mpop(u.home.path(), dovecot.pop3, &u.address, &u.password),
                 3
@@ -104,7 +102,7 @@ fn everyone_is_moved(s: &Server, users: &[User]) {
     let scram = crate::sasl::scram(s, &scram_user.address, &scram_user.password);
     assert!(scram.contains("server-final ok"), "{scram}");
     for (i, u) in users.iter().enumerate() {
-        let reply = if i % 3 == 0 {
+        let reply = if i.is_multiple_of(3) {
             s.auth_plain(&u.address, &u.password)
         } else {
             let mut c = Pop3::connect(s.pop3);
@@ -122,7 +120,7 @@ fn everyone_is_moved(s: &Server, users: &[User]) {
         assert_eq!(s.password_scheme(&u.address), "ARGON2ID", "{}", u.address);
         let scram = crate::sasl::scram(s, &u.address, &u.password);
         assert!(scram.contains("server-final ok"), "{}: {scram}", u.address);
-        if u.uses_mpop(i) {
+        if uses_mpop(i) {
             // mpop counts the Maildir it delivers into: still the 3 from Dovecot.
             assert_eq!(mpop(u.home.path(), s.pop3, &u.address, &u.password), 3);
         } else {

@@ -37,6 +37,7 @@ struct File {
 #[serde(deny_unknown_fields, default)]
 struct MigrationFile {
     login_wait_secs: Option<u64>,
+    max_connections: Option<u32>,
     ca_file: Option<PathBuf>,
 }
 
@@ -229,6 +230,8 @@ pub struct Settings {
 pub struct MigrationSettings {
     /// How long a login waits for its mail to be pulled before it is told to come back.
     pub login_wait: Duration,
+    /// Connections to old servers (password checks and mail copies) open at once.
+    pub max_connections: usize,
     /// CA certificates (PEM) the old servers' certificates are checked against, instead of
     /// the system's.
     pub ca_file: Option<PathBuf>,
@@ -463,6 +466,11 @@ impl Settings {
                     20,
                     "migration.login_wait_secs",
                 )?),
+                max_connections: positive(
+                    file.migration.max_connections,
+                    16,
+                    "migration.max_connections",
+                )? as usize,
                 ca_file: file.migration.ca_file,
             },
             data_dir,

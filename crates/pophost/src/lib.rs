@@ -199,7 +199,11 @@ pub async fn serve(
             maildrops: store.clone(),
             ca_file: settings.migration.ca_file.clone(),
         };
-        let migration = Migration::new(Arc::new(old_servers), settings.migration.login_wait);
+        let migration = Migration::new(
+            Arc::new(old_servers),
+            settings.migration.login_wait,
+            settings.migration.max_connections,
+        );
         move || Authenticator::new(store, n, defaults, policy).map(|a| a.with_migration(migration))
     })
     .await??;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mailstore::{Address, Directory, StoreError, UserAuth, UserId};
+use tokio::sync::Semaphore;
 
 use crate::{AuthError, Authenticated, Authenticator, LoginContext};
 
@@ -31,7 +32,9 @@ pub trait OldServer: Send + Sync {
     ) -> Result<(), String>;
 }
 
-/// Migration at first login, for the `Authenticator`.
+/// Migration at first login, for the `Authenticator`. Clones share the old server, the users
+/// being pulled and the connection cap.
+#[derive(Clone)]
 pub struct Migration {
     server: Arc<dyn OldServer>,
     /// How long a login waits for its pull before it is told to come back.
@@ -39,14 +42,20 @@ pub struct Migration {
     /// Users whose pull is under way in this process: another login of theirs waits its turn
     /// rather than starting a second pull.
     pulling: Arc<Mutex<HashSet<UserId>>>,
+    /// Connections to old servers (checks and pulls) open at once: a thousand first logins at
+    /// once must not become a thousand connections to the old server.
+    connections: Arc<Semaphore>,
 }
 
 impl Migration {
-    pub fn new(server: Arc<dyn OldServer>, wait: Duration) -> Self {
+    /// `max_connections` (at least 1) bounds the checks and pulls under way at once; a login
+    /// that cannot get one within `wait` is told to come back.
+    pub fn new(server: Arc<dyn OldServer>, wait: Duration, max_connections: usize) -> Self {
         Self {
             server,
             wait,
             pulling: Arc::default(),
+            connections: Arc::new(Semaphore::new(max_connections.max(1))),
         }
     }
 }
@@ -76,11 +85,17 @@ impl Authenticator {
             self.failed().await;
             return Err(AuthError::Rejected);
         };
-        match migration
+        let Ok(Ok(permit)) =
+            tokio::time::timeout(migration.wait, migration.connections.acquire()).await
+        else {
+            return Err(AuthError::Moving);
+        };
+        let checked = migration
             .server
             .check(&pending.source, pending.login, text)
-            .await
-        {
+            .await;
+        drop(permit);
+        match checked {
             Ok(true) => {}
             // Not the old server's password, but maybe the account's own here (one created
             // in pophost during the migration): that logs in, with nothing to pull.
@@ -116,9 +131,8 @@ impl Authenticator {
             return Err(AuthError::Moving);
         }
         let pull = tokio::spawn(pull(
-            migration.server.clone(),
+            migration.clone(),
             self.directory.clone(),
-            migration.pulling.clone(),
             pending.source,
             user,
             pending.login.to_string(),
@@ -176,15 +190,23 @@ impl Authenticator {
 /// Pulls `user`'s mail and records it; true when done. Runs as its own task so that a login
 /// that stops waiting does not stop it.
 async fn pull(
-    server: Arc<dyn OldServer>,
+    migration: Migration,
     directory: Arc<dyn Directory>,
-    pulling: Arc<Mutex<HashSet<UserId>>>,
     source: String,
     user: UserId,
     login: String,
     password: String,
 ) -> bool {
-    let done = match server.pull(&source, user, &login, &password).await {
+    let pulled = match migration.connections.acquire().await {
+        Ok(_permit) => {
+            migration
+                .server
+                .pull(&source, user, &login, &password)
+                .await
+        }
+        Err(_) => Err("closed".to_string()),
+    };
+    let done = match pulled {
         Ok(()) => match directory.finish_migration(user).await {
             Ok(()) => {
                 tracing::info!(source, "mailbox moved from the old server");
@@ -201,7 +223,8 @@ async fn pull(
             false
         }
     };
-    pulling
+    migration
+        .pulling
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&user);
@@ -230,7 +253,8 @@ mod tests {
         async fn check(&self, source: &str, login: &str, password: &str) -> Result<bool, String> {
             assert_eq!(source, "pop3s://old.example.net");
             self.checks.fetch_add(1, Ordering::SeqCst);
-            Ok(login == "john@example.com" && password == self.password)
+            let known = matches!(login, "john@example.com" | "mary@example.com");
+            Ok(known && password == self.password)
         }
         async fn pull(&self, _: &str, _: UserId, _: &str, _: &str) -> Result<(), String> {
             tokio::time::sleep(self.pull_time).await;
@@ -265,7 +289,7 @@ mod tests {
         };
         let auth = Authenticator::new(store.clone(), 1, DefaultDomains::default(), policy)
             .unwrap()
-            .with_migration(Migration::new(old.clone(), Duration::from_millis(300)));
+            .with_migration(Migration::new(old.clone(), Duration::from_millis(300), 1));
         (dir, store, old, auth)
     }
 
@@ -333,5 +357,37 @@ mod tests {
         auth.authenticate("john@example.com", b"old pw", &ctx)
             .await
             .unwrap();
+    }
+
+    /// One connection to the old server at a time here: while john's pull holds it, mary's
+    /// login does not reach the old server and is told to come back; once it is free, she moves.
+    #[tokio::test]
+    async fn logins_beyond_the_connection_cap_come_back_later() {
+        let (_dir, store, old, auth) = setup(Duration::from_millis(1000)).await;
+        let ctx = LoginContext::default();
+        assert!(matches!(
+            auth.authenticate("john@example.com", b"old pw", &ctx).await,
+            Err(AuthError::Moving)
+        ));
+        assert!(matches!(
+            auth.authenticate("mary@example.com", b"old pw", &ctx).await,
+            Err(AuthError::Moving)
+        ));
+        assert_eq!(
+            old.checks.load(Ordering::SeqCst),
+            1,
+            "mary waited for john's pull"
+        );
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let mary = Address::parse("mary@example.com").unwrap();
+        assert!(store.find_user(&mary).await.unwrap().is_none());
+        assert!(matches!(
+            auth.authenticate("mary@example.com", b"old pw", &ctx).await,
+            Err(AuthError::Moving)
+        ));
+        assert_eq!(old.checks.load(Ordering::SeqCst), 2);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(store.find_user(&mary).await.unwrap().unwrap().migrated);
+        assert_eq!(old.pulls.load(Ordering::SeqCst), 2);
     }
 }

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use crate::harness::{Pop3, Server, show};
 
 /// `doveadm pw -s SCHEME -p PASSWORD`: the hash as Dovecot itself stores it.
-fn doveadm_pw(scheme: &str, password: &str) -> String {
+pub(crate) fn doveadm_pw(scheme: &str, password: &str) -> String {
     assert!(
         Path::new("/usr/bin/doveadm").exists(),
         "Dovecot is needed: apt-get install dovecot-core (scripts/test does)"

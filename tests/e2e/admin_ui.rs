@@ -809,3 +809,90 @@ async fn csrf_less_post_is_refused() {
     assert!(b.text("table#domains").await.contains("good.example"));
     b.quit().await;
 }
+
+// 5. Accounts move in from a CSV file uploaded in the browser: a preview that changes nothing
+//    and names the bad line, then apply; the imported hash logs in over POP3 with the old
+//    password and is counted on the dashboard until it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_file_uploaded_in_the_browser_moves_accounts_in() {
+    let server = Server::start();
+    add_super(&server);
+    ok(server.cli(&["domain", "add", "shop.example"]));
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("accounts.csv");
+    let old_hash = crate::accounts::doveadm_pw("SHA512-CRYPT", "anna's old password");
+    std::fs::write(
+        &file,
+        format!(
+            "address,password_hash,password,quota_bytes\n\
+             anna@shop.example,{old_hash},,500M\n\
+             bob@shop.example,,bob's brand new password,\n\
+             carl@shop.example,{{DES-CRYPT}}abJnggxhB/yWI,,\n"
+        ),
+    )
+    .expect("write csv");
+
+    let b = Browser::start(server.admin).await;
+    b.sign_in(SUPER, SUPER_PASSWORD).await;
+    b.goto("/domains/shop.example/users").await;
+    b.click_through("a#import-users").await;
+    assert_eq!(b.path().await, "/domains/shop.example/users/import");
+    b.find("input#file")
+        .await
+        .send_keys(file.to_str().expect("utf-8 path"))
+        .await
+        .expect("choose the file");
+    b.click_through("button#preview").await;
+    b.shot("users-import-preview").await;
+    let summary = b.text("#import-summary").await;
+    assert!(
+        summary.contains("2 added, 0 updated, 0 unchanged, 1 failed"),
+        "{summary}"
+    );
+    let rows = b.text("table#import-rows").await;
+    assert!(
+        rows.contains("carl@shop.example") && rows.contains("too weak"),
+        "{rows}"
+    );
+    assert!(!rows.contains("abJnggxhB"), "a hash is shown: {rows}");
+    assert!(
+        !server
+            .cli(&["user", "show", "anna@shop.example"])
+            .status
+            .success(),
+        "a preview changes nothing"
+    );
+
+    b.click_through("button#apply").await;
+    b.shot("users-import-applied").await;
+    let summary = b.text("#import-summary").await;
+    assert!(
+        summary.contains("2 added, 0 updated, 0 unchanged, 1 failed"),
+        "{summary}"
+    );
+    assert!(
+        !b.page_text().await.contains("bob's brand new password"),
+        "the applied page shows no passwords"
+    );
+    let anna = ok(server.cli(&["user", "show", "anna@shop.example"]));
+    assert!(anna.contains("password_scheme: SHA512-CRYPT"), "{anna}");
+    assert!(anna.contains("quota_bytes: 524288000"), "{anna}");
+    b.goto("/").await;
+    assert!(
+        b.text("table#legacy-schemes")
+            .await
+            .contains("SHA512-CRYPT"),
+        "the dashboard counts the imported hash"
+    );
+
+    pop3_login(server.pop3, "anna@shop.example", "anna's old password").expect("anna");
+    pop3_login(server.pop3, "bob@shop.example", "bob's brand new password").expect("bob");
+    let anna = ok(server.cli(&["user", "show", "anna@shop.example"]));
+    assert!(anna.contains("password_scheme: ARGON2ID"), "{anna}");
+    b.goto("/").await;
+    assert!(
+        b.try_find("table#legacy-schemes").await.is_none(),
+        "no imported hash is left"
+    );
+    b.quit().await;
+}

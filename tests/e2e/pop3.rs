@@ -426,6 +426,7 @@ fn idle_session_is_logged_out_without_update() {
         pop3s_listen: Some("127.0.0.1:0".parse().expect("addr")),
         lmtp_listen: Some("127.0.0.1:0".parse().expect("addr")),
         admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        ..Default::default()
     };
     // Provisioned through the real CLI first, so the server opens an existing database.
     let dir = tmp.path();

@@ -43,6 +43,18 @@ pub enum Command {
         /// Admin UI and API listen address (default 127.0.0.1:8080).
         #[arg(long)]
         admin_listen: Option<SocketAddr>,
+        /// SMTP AUTH service for the MTA (Dovecot authentication protocol) on this TCP address
+        /// (default off; `sasl_service.listen`).
+        #[arg(long)]
+        sasl_listen: Option<SocketAddr>,
+        /// Postfix socketmap lookups (hosted domains and mailboxes) on this TCP address (default
+        /// off; `postfix.socketmap_listen`).
+        #[arg(long)]
+        socketmap_listen: Option<SocketAddr>,
+        /// Postfix quota policy service on this TCP address (default off;
+        /// `postfix.policy_listen`).
+        #[arg(long)]
+        policy_listen: Option<SocketAddr>,
         /// Do not apply pending schema migrations at start (run `pophost migrate` instead).
         #[arg(long)]
         no_migrate: bool,
@@ -854,6 +866,9 @@ pub fn settings(cli: &Cli) -> anyhow::Result<Settings> {
             pop3s_listen,
             lmtp_listen,
             admin_listen,
+            sasl_listen,
+            socketmap_listen,
+            policy_listen,
             ..
         } => Overrides {
             data_dir: cli.data_dir.clone(),
@@ -861,6 +876,9 @@ pub fn settings(cli: &Cli) -> anyhow::Result<Settings> {
             pop3s_listen: *pop3s_listen,
             lmtp_listen: *lmtp_listen,
             admin_listen: *admin_listen,
+            sasl_listen: *sasl_listen,
+            socketmap_listen: *socketmap_listen,
+            policy_listen: *policy_listen,
         },
         _ => Overrides {
             data_dir: cli.data_dir.clone(),

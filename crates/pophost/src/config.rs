@@ -29,6 +29,38 @@ struct File {
     telemetry: TelemetryFile,
     retention: RetentionFile,
     migration: MigrationFile,
+    sasl_service: SaslServiceFile,
+    postfix: PostfixFile,
+}
+
+/// `[sasl_service]`: SMTP AUTH for the MTA over the Dovecot authentication protocol.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SaslServiceFile {
+    listen: Option<SocketAddr>,
+    socket: Option<PathBuf>,
+    socket_mode: Option<String>,
+    socket_owner: Option<String>,
+    socket_group: Option<String>,
+    trusted_networks: Vec<String>,
+    max_connections: Option<usize>,
+    idle_timeout_secs: Option<u64>,
+}
+
+/// `[postfix]`: the socketmap lookups and the quota policy service Postfix asks at SMTP time.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct PostfixFile {
+    socketmap_listen: Option<SocketAddr>,
+    socketmap_socket: Option<PathBuf>,
+    policy_listen: Option<SocketAddr>,
+    policy_socket: Option<PathBuf>,
+    socket_mode: Option<String>,
+    socket_owner: Option<String>,
+    socket_group: Option<String>,
+    trusted_networks: Vec<String>,
+    max_connections: Option<usize>,
+    idle_timeout_secs: Option<u64>,
 }
 
 /// `[migration]`: moving users from a domain's old POP3 server at their first login
@@ -190,6 +222,9 @@ pub struct Overrides {
     pub pop3s_listen: Option<SocketAddr>,
     pub lmtp_listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
+    pub sasl_listen: Option<SocketAddr>,
+    pub socketmap_listen: Option<SocketAddr>,
+    pub policy_listen: Option<SocketAddr>,
 }
 
 /// Typed settings, ready to use.
@@ -223,6 +258,33 @@ pub struct Settings {
     /// The retention job (domains' `--retention-days`).
     pub retention: RetentionSettings,
     pub migration: MigrationSettings,
+    /// SMTP AUTH for the MTA (`[sasl_service]`).
+    pub sasl: MtaService,
+    /// Postfix's socketmap lookups (`[postfix]` `socketmap_*`).
+    pub socketmap: MtaService,
+    /// Postfix's quota policy service (`[postfix]` `policy_*`).
+    pub policy: MtaService,
+}
+
+/// Where one MTA service listens (neither: off) and who may reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MtaService {
+    pub listen: Option<SocketAddr>,
+    pub socket: Option<PathBuf>,
+    /// The UNIX socket's mode, owner and group.
+    pub socket_mode: u32,
+    pub socket_owner: Option<String>,
+    pub socket_group: Option<String>,
+    /// TCP clients besides loopback that may connect.
+    pub trusted_networks: Vec<listener::Network>,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+}
+
+impl MtaService {
+    pub fn enabled(&self) -> bool {
+        self.listen.is_some() || self.socket.is_some()
+    }
 }
 
 /// Migration at first login (domains' `--migrate-from`).
@@ -460,6 +522,40 @@ impl Settings {
                 )?),
                 batch_size: positive(file.retention.batch_size, 500, "retention.batch_size")?,
             },
+            sasl: MtaService {
+                listen: o.sasl_listen.or(file.sasl_service.listen),
+                socket: file.sasl_service.socket,
+                socket_mode: socket_mode(
+                    file.sasl_service.socket_mode.as_deref(),
+                    "sasl_service.socket_mode",
+                )?,
+                socket_owner: file.sasl_service.socket_owner,
+                socket_group: file.sasl_service.socket_group,
+                trusted_networks: networks(
+                    &file.sasl_service.trusted_networks,
+                    "sasl_service.trusted_networks",
+                )?,
+                max_connections: positive(
+                    file.sasl_service.max_connections,
+                    100,
+                    "sasl_service.max_connections",
+                )?,
+                idle_timeout: Duration::from_secs(positive(
+                    file.sasl_service.idle_timeout_secs,
+                    300,
+                    "sasl_service.idle_timeout_secs",
+                )?),
+            },
+            socketmap: postfix_service(
+                &file.postfix,
+                o.socketmap_listen.or(file.postfix.socketmap_listen),
+                file.postfix.socketmap_socket.clone(),
+            )?,
+            policy: postfix_service(
+                &file.postfix,
+                o.policy_listen.or(file.postfix.policy_listen),
+                file.postfix.policy_socket.clone(),
+            )?,
             migration: MigrationSettings {
                 login_wait: Duration::from_secs(positive(
                     file.migration.login_wait_secs,
@@ -583,6 +679,37 @@ fn tls_source(file: TlsFile, data_dir: &Path) -> anyhow::Result<TlsSource> {
 /// `proxy.trusted_networks`: CIDR networks (or single addresses) of the proxies.
 fn trusted_networks(list: Vec<String>) -> anyhow::Result<Vec<listener::Network>> {
     networks(&list, "proxy.trusted_networks")
+}
+
+/// One of Postfix's two services: its own address and socket, the rest shared in `[postfix]`.
+fn postfix_service(
+    file: &PostfixFile,
+    listen: Option<SocketAddr>,
+    socket: Option<PathBuf>,
+) -> anyhow::Result<MtaService> {
+    Ok(MtaService {
+        listen,
+        socket,
+        socket_mode: socket_mode(file.socket_mode.as_deref(), "postfix.socket_mode")?,
+        socket_owner: file.socket_owner.clone(),
+        socket_group: file.socket_group.clone(),
+        trusted_networks: networks(&file.trusted_networks, "postfix.trusted_networks")?,
+        max_connections: positive(file.max_connections, 100, "postfix.max_connections")?,
+        idle_timeout: Duration::from_secs(positive(
+            file.idle_timeout_secs,
+            300,
+            "postfix.idle_timeout_secs",
+        )?),
+    })
+}
+
+/// A UNIX socket's mode as octal digits (`"0660"`, `"660"`); 0660 when not given.
+fn socket_mode(value: Option<&str>, key: &str) -> anyhow::Result<u32> {
+    let Some(v) = value else { return Ok(0o660) };
+    match u32::from_str_radix(v, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => bail!("{key}: must be an octal mode like \"0660\", got {v:?}"),
+    }
 }
 
 /// A list of CIDR networks (or single addresses); an error names `key[i]`.
@@ -744,9 +871,18 @@ mod tests {
             pop3s_listen: None,
             lmtp_listen: None,
             admin_listen: None,
+            sasl_listen: Some("127.0.0.1:3659".parse().expect("addr")),
+            socketmap_listen: None,
+            policy_listen: None,
         };
-        let s = Settings::from_file(parse_file("data_dir = \"/x\"\n").expect("parse"), None, &o)
-            .expect("load");
+        let s = Settings::from_file(
+            parse_file("data_dir = \"/x\"\n[sasl_service]\nlisten = \"127.0.0.1:1\"\n")
+                .expect("parse"),
+            None,
+            &o,
+        )
+        .expect("load");
+        assert_eq!(s.sasl.listen.map(|a| a.port()), Some(3659));
         assert_eq!(
             s.database,
             Database::Sqlite(PathBuf::from("/srv/mail/pophost.db"))
@@ -884,5 +1020,36 @@ mod tests {
         assert!(err("[pop3]\nlogin_timeout_secs = 0\n").contains("pop3.login_timeout_secs"));
         assert!(err("[pop3]\nmax_connections_per_ip = 0\n").contains("max_connections_per_ip"));
         assert!(err("[tls]\nhandshake_timeout_secs = 0\n").contains("tls.handshake_timeout_secs"));
+    }
+
+    #[test]
+    fn mta_services_are_off_until_given_an_address_or_a_socket() {
+        let s = load("").expect("empty config");
+        assert!(!s.sasl.enabled() && !s.socketmap.enabled() && !s.policy.enabled());
+        let s = load(
+            "[sasl_service]\nsocket = \"/var/spool/postfix/private/pophost-auth\"\n\
+             socket_mode = \"0600\"\nsocket_owner = \"postfix\"\ntrusted_networks = [\"192.0.2.0/24\"]\n\
+             [postfix]\nsocketmap_listen = \"127.0.0.1:2525\"\npolicy_socket = \"/run/pophost/policy\"\n",
+        )
+        .expect("config");
+        assert!(s.sasl.enabled() && s.socketmap.enabled() && s.policy.enabled());
+        assert_eq!(s.sasl.socket_mode, 0o600);
+        assert_eq!(s.sasl.socket_owner.as_deref(), Some("postfix"));
+        assert_eq!(s.sasl.trusted_networks.len(), 1);
+        assert_eq!(s.policy.socket_mode, 0o660);
+        assert_eq!(s.socketmap.listen.map(|a| a.port()), Some(2525));
+        assert!(s.policy.listen.is_none());
+        assert!(
+            err("[sasl_service]\nsocket_mode = \"rw\"\n").starts_with("sasl_service.socket_mode: ")
+        );
+        assert!(err("[postfix]\nsocket_mode = \"1777\"\n").starts_with("postfix.socket_mode: "));
+        assert!(
+            err("[postfix]\ntrusted_networks = [\"x\"]\n")
+                .starts_with("postfix.trusted_networks[0]: ")
+        );
+        assert!(
+            err("[sasl_service]\nmax_connections = 0\n").contains("sasl_service.max_connections")
+        );
+        assert!(err("[sasl_service]\nsocket_path = \"/x\"\n").contains("socket_path"));
     }
 }

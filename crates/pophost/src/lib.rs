@@ -126,6 +126,86 @@ pub struct Listeners {
     pub pop3: TcpListener,
     pub lmtp: TcpListener,
     pub admin: TcpListener,
+    pub sasl: MtaListeners,
+    pub socketmap: MtaListeners,
+    pub policy: MtaListeners,
+}
+
+/// An MTA service's TCP listener and UNIX socket, each when configured.
+#[derive(Default)]
+pub struct MtaListeners {
+    pub tcp: Option<TcpListener>,
+    pub unix: Option<tokio::net::UnixListener>,
+}
+
+impl MtaListeners {
+    /// Binds `service`; `key` names its settings in errors (`sasl_service`, `postfix.socketmap`).
+    async fn bind(service: &config::MtaService, key: &str) -> anyhow::Result<Self> {
+        let tcp = match service.listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("{key}.listen: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
+        let unix = match &service.socket {
+            Some(path) => {
+                let access = mta::serve::SocketAccess {
+                    mode: service.socket_mode,
+                    owner: service.socket_owner.clone(),
+                    group: service.socket_group.clone(),
+                };
+                Some(mta::serve::bind_unix(path, &access).with_context(|| {
+                    format!("{key}.socket: cannot listen on {}", path.display())
+                })?)
+            }
+            None => None,
+        };
+        Ok(Self { tcp, unix })
+    }
+
+    fn log(&self, what: &str) {
+        if let Some(addr) = self.tcp.as_ref().and_then(|t| t.local_addr().ok()) {
+            tracing::info!(%addr, "{what} listening");
+        }
+        if let Some(path) = self
+            .unix
+            .as_ref()
+            .and_then(|u| u.local_addr().ok())
+            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+        {
+            tracing::info!(socket = path, "{what} listening");
+        }
+    }
+}
+
+/// Serves `handler` on `listeners` with `service`'s limits until `shutdown`.
+async fn serve_mta<H: mta::serve::Handler>(
+    listeners: MtaListeners,
+    name: &'static str,
+    service: &config::MtaService,
+    grace: std::time::Duration,
+    handler: H,
+    shutdown: CancellationToken,
+) {
+    if listeners.tcp.is_none() && listeners.unix.is_none() {
+        return;
+    }
+    let access = mta::serve::Access {
+        name,
+        max_connections: service.max_connections,
+        trusted_networks: service.trusted_networks.clone(),
+        grace,
+    };
+    mta::serve::serve(
+        listeners.tcp,
+        listeners.unix,
+        access,
+        Arc::new(handler),
+        shutdown,
+    )
+    .await;
 }
 
 /// Binds the configured addresses, naming the setting when one cannot be bound.
@@ -139,7 +219,17 @@ pub async fn bind(settings: &Settings) -> anyhow::Result<Listeners> {
     let admin = TcpListener::bind(settings.admin_listen)
         .await
         .with_context(|| format!("admin.listen: cannot listen on {}", settings.admin_listen))?;
-    Ok(Listeners { pop3, lmtp, admin })
+    let sasl = MtaListeners::bind(&settings.sasl, "sasl_service").await?;
+    let socketmap = MtaListeners::bind(&settings.socketmap, "postfix.socketmap").await?;
+    let policy = MtaListeners::bind(&settings.policy, "postfix.policy").await?;
+    Ok(Listeners {
+        pop3,
+        lmtp,
+        admin,
+        sasl,
+        socketmap,
+        policy,
+    })
 }
 
 /// With no admin yet, arms the one-time bootstrap link and prints it: whoever opens it first
@@ -171,7 +261,14 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let Listeners { pop3, lmtp, admin } = listeners;
+    let Listeners {
+        pop3,
+        lmtp,
+        admin,
+        sasl,
+        socketmap,
+        policy,
+    } = listeners;
     // Before the store is touched: a second server on it would free the first one's locks.
     let serve_lock = ServeLock::acquire(&settings)?;
     let (store, pool) = open_store_with_pool(&settings, migrate).await?;
@@ -221,6 +318,9 @@ pub async fn serve(
     tracing::info!(addr = %pop3.local_addr()?, "POP3 listening");
     tracing::info!(addr = %pop3s.local_addr()?, "POP3S listening");
     tracing::info!(addr = %lmtp.local_addr()?, "LMTP listening");
+    sasl.log("SMTP AUTH service");
+    socketmap.log("Postfix socketmap");
+    policy.log("Postfix policy service");
     let admin_addr = admin.local_addr()?;
     let admin_state = admin_web::AppState::new(
         admin_web::Roles::of(store.clone()),
@@ -252,6 +352,51 @@ pub async fn serve(
             shutdown.clone()
         ),
         lmtp::run(lmtp, store.clone(), settings.lmtp.clone(), shutdown.clone()),
+        serve_mta(
+            sasl,
+            "sasl",
+            &settings.sasl,
+            settings.lmtp.shutdown_grace,
+            mta::auth::AuthService::new(
+                auth.clone(),
+                mta::auth::Config {
+                    // One rule for passwords in the clear, POP3's: SMTP clients are checked
+                    // against the same networks.
+                    trusted_networks: settings.pop3.cleartext_networks.clone(),
+                    idle_timeout: settings.sasl.idle_timeout,
+                    ..mta::auth::Config::default()
+                },
+            ),
+            shutdown.clone(),
+        ),
+        serve_mta(
+            socketmap,
+            "socketmap",
+            &settings.socketmap,
+            settings.lmtp.shutdown_grace,
+            mta::socketmap::Socketmap::new(
+                store.clone(),
+                store.clone(),
+                mta::socketmap::Config {
+                    idle_timeout: settings.socketmap.idle_timeout,
+                    ..mta::socketmap::Config::default()
+                },
+            ),
+            shutdown.clone(),
+        ),
+        serve_mta(
+            policy,
+            "policy",
+            &settings.policy,
+            settings.lmtp.shutdown_grace,
+            mta::policy::PolicyService::new(
+                store.clone(),
+                mta::policy::Config {
+                    idle_timeout: settings.policy.idle_timeout,
+                },
+            ),
+            shutdown.clone(),
+        ),
         async {
             if let Err(e) = admin_web::serve(admin, admin_state, admin_tls, shutdown).await {
                 tracing::error!(error = %e, "admin UI stopped");

@@ -9,3 +9,4 @@ mod session;
 
 pub use data::DataDecoder;
 pub use server::{Config, run};
+pub use session::quota_reply;

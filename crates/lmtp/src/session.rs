@@ -186,7 +186,7 @@ impl Session {
             }
             Ok(None) => format!("550 5.1.1 <{address}> No such user"),
             Err(e @ (StoreError::QuotaExceeded | StoreError::QuotaExceededTemporary)) => {
-                quota_reply(&address, e)
+                refused(&address, e)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "recipient lookup failed");
@@ -360,7 +360,7 @@ impl Session {
                     format!("250 2.0.0 <{address}> Delivered")
                 }
                 Err(e @ (StoreError::QuotaExceeded | StoreError::QuotaExceededTemporary)) => {
-                    quota_reply(address, e)
+                    refused(address, e)
                 }
                 Err(StoreError::NotFound(_)) => format!("550 5.1.1 <{address}> No such user"),
                 Err(e) => {
@@ -414,19 +414,26 @@ impl Session {
     }
 }
 
-/// The reply for a recipient the quota check refused (at RCPT or at DATA): permanent by
-/// default, temporary where the domain asks senders to retry (`--quota-tempfail`).
-fn quota_reply(address: &Address, e: StoreError) -> String {
+/// The SMTP reply for a recipient the quota check refused (at RCPT or at DATA): permanent by
+/// default, temporary where the domain asks senders to retry (`--quota-tempfail`); `None` for
+/// any other error. The Postfix policy service (`mta::policy`) answers in these same words, so a
+/// sender sees one text whichever of the two refused the mail.
+pub fn quota_reply(address: &Address, e: &StoreError) -> Option<String> {
     match e {
-        StoreError::QuotaExceeded => format!("552 5.2.2 <{address}> Mailbox full"),
-        StoreError::QuotaExceededTemporary => {
-            format!("452 4.2.2 <{address}> Mailbox full, try again later")
-        }
-        e => {
-            tracing::warn!(error = %e, %address, "quota check failed");
-            format!("451 4.3.0 <{address}> Temporary failure")
-        }
+        StoreError::QuotaExceeded => Some(format!("552 5.2.2 <{address}> Mailbox full")),
+        StoreError::QuotaExceededTemporary => Some(format!(
+            "452 4.2.2 <{address}> Mailbox full, try again later"
+        )),
+        _ => None,
     }
+}
+
+/// `quota_reply`, or a temporary failure for any other error.
+fn refused(address: &Address, e: StoreError) -> String {
+    quota_reply(address, &e).unwrap_or_else(|| {
+        tracing::warn!(error = %e, %address, "quota check failed");
+        format!("451 4.3.0 <{address}> Temporary failure")
+    })
 }
 
 /// Keeps client-supplied text from breaking the header block it is copied into.

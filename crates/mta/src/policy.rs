@@ -5,7 +5,7 @@
 //!
 //! A request is `name=value` lines ended by an empty line; the reply is `action=…` and an empty
 //! line; Postfix keeps a connection for many requests. The answer is exactly LMTP's rule at RCPT
-//! (`Delivery::accept_recipient`) in exactly LMTP's words (`quota_reply`): a recipient that is
+//! (`Delivery::accept_recipient`) in exactly LMTP's words (`lmtp::quota_reply`): a recipient that is
 //! full gets `552 5.2.2` (or `452 4.2.2` where the domain asks senders to retry), everything
 //! else `DUNNO`, leaving unknown recipients to `virtual_mailbox_maps` and the other checks.
 //!
@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailstore::{Address, Delivery, StoreError, UserId};
+use mailstore::{Address, Delivery, UserId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -51,25 +51,12 @@ impl Default for Config {
     }
 }
 
-/// The SMTP reply for a recipient the quota check refused, at RCPT or at DATA; `None` for any
-/// other error. LMTP gives these same words, so a sender sees one text whichever of the two
-/// refused the mail.
-pub fn quota_reply(address: &Address, e: &StoreError) -> Option<String> {
-    match e {
-        StoreError::QuotaExceeded => Some(format!("552 5.2.2 <{address}> Mailbox full")),
-        StoreError::QuotaExceededTemporary => Some(format!(
-            "452 4.2.2 <{address}> Mailbox full, try again later"
-        )),
-        _ => None,
-    }
-}
-
 /// The action for `recipient` given what `accept_recipient` said of it.
 fn action(recipient: &Address, outcome: mailstore::Result<Option<UserId>>) -> String {
     match outcome {
         // An unknown recipient is `virtual_mailbox_maps`' to refuse, with its own words.
         Ok(_) => "DUNNO".into(),
-        Err(e) => quota_reply(recipient, &e).unwrap_or_else(|| {
+        Err(e) => lmtp::quota_reply(recipient, &e).unwrap_or_else(|| {
             tracing::warn!(error = %e, "policy recipient check failed");
             STORE_FAILED.into()
         }),
@@ -239,7 +226,9 @@ impl PolicyService {
 mod tests {
     use super::*;
 
-    use mailstore::{Directory, DomainName, LockOptions, Policies, QuotaChange, SqliteStore};
+    use mailstore::{
+        Directory, DomainName, LockOptions, Policies, QuotaChange, SqliteStore, StoreError,
+    };
     use tokio::io::DuplexStream;
 
     fn addr(s: &str) -> Address {
@@ -250,14 +239,14 @@ mod tests {
     fn replies_read_like_lmtp() {
         let a = addr("John@Example.com");
         assert_eq!(
-            quota_reply(&a, &StoreError::QuotaExceeded).as_deref(),
+            lmtp::quota_reply(&a, &StoreError::QuotaExceeded).as_deref(),
             Some("552 5.2.2 <john@example.com> Mailbox full")
         );
         assert_eq!(
-            quota_reply(&a, &StoreError::QuotaExceededTemporary).as_deref(),
+            lmtp::quota_reply(&a, &StoreError::QuotaExceededTemporary).as_deref(),
             Some("452 4.2.2 <john@example.com> Mailbox full, try again later")
         );
-        assert_eq!(quota_reply(&a, &StoreError::InUse), None);
+        assert_eq!(lmtp::quota_reply(&a, &StoreError::InUse), None);
         assert_eq!(action(&a, Ok(Some(UserId(1)))), "DUNNO");
         assert_eq!(action(&a, Ok(None)), "DUNNO");
         assert_eq!(

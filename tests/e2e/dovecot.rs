@@ -3,18 +3,11 @@
 //! leave-on-server mode, the client whose state must survive the move.
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::harness::{Lmtp, show, write_private};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use crate::harness::{Lmtp, free_port, show, write_private};
 
 fn ok(out: Output) -> String {
     assert!(out.status.success(), "{}", show(&out));

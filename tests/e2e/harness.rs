@@ -160,9 +160,16 @@ impl Server {
             Some(_) => data,
             None => data.with_config(""),
         };
+        // `extra` may choose a listener's address itself (clap refuses a flag given twice).
+        let mut serve = vec![SERVE[0]];
+        for pair in SERVE[1..].chunks(2) {
+            if !extra.contains(&pair[0]) {
+                serve.extend_from_slice(pair);
+            }
+        }
         let mut child = data
             .command()
-            .args(SERVE)
+            .args(serve)
             .args(extra)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
@@ -311,6 +318,14 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port nothing listens on (for a server that must be told its port up front).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 pub fn signal(pid: u32, sig: &str) {

@@ -25,6 +25,7 @@ mod migrate;
 mod ops;
 mod policies;
 mod pop3;
+mod postfix;
 mod proxy;
 mod sasl;
 mod scaleout;

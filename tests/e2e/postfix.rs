@@ -97,7 +97,9 @@ struct Postfix {
 }
 
 impl Postfix {
-    fn start(ports: &Ports) -> Postfix {
+    /// Asks pophost over TCP on `ports`, or (`unix`) over UNIX sockets in its queue directory's
+    /// `private/`, where a chrooted Postfix reaches them (`pophost_sockets` is pophost's side).
+    fn start(ports: &Ports, unix: bool) -> Postfix {
         assert!(
             Path::new("/usr/sbin/postfix").exists(),
             "Postfix is needed: apt-get install postfix (scripts/test does)"
@@ -122,19 +124,31 @@ impl Postfix {
                  mynetworks = 192.0.2.0/24\n\
                  biff = no\n\
                  smtputf8_enable = no\n\
-                 virtual_mailbox_domains = socketmap:inet:127.0.0.1:{map}:domain\n\
-                 virtual_mailbox_maps = socketmap:inet:127.0.0.1:{map}:mailbox\n\
+                 virtual_mailbox_domains = socketmap:{map}:domain\n\
+                 virtual_mailbox_maps = socketmap:{map}:mailbox\n\
                  virtual_transport = lmtp:inet:127.0.0.1:{lmtp}\n\
                  smtpd_sasl_type = dovecot\n\
-                 smtpd_sasl_path = inet:127.0.0.1:{sasl}\n\
-                 smtpd_recipient_restrictions = check_policy_service inet:127.0.0.1:{policy}\n\
+                 smtpd_sasl_path = {sasl}\n\
+                 smtpd_recipient_restrictions = check_policy_service {policy}\n\
                  minimal_backoff_time = 1s\n\
                  maximal_backoff_time = 2s\n\
                  queue_run_delay = 1s\n",
-                map = ports.socketmap,
+                map = if unix {
+                    "unix:private/pophost-socketmap".to_string()
+                } else {
+                    format!("inet:127.0.0.1:{}", ports.socketmap)
+                },
                 lmtp = ports.lmtp,
-                sasl = ports.sasl,
-                policy = ports.policy,
+                sasl = if unix {
+                    "private/pophost-auth".to_string()
+                } else {
+                    format!("inet:127.0.0.1:{}", ports.sasl)
+                },
+                policy = if unix {
+                    "unix:private/pophost-policy".to_string()
+                } else {
+                    format!("inet:127.0.0.1:{}", ports.policy)
+                },
             ),
         )
         .expect("main.cf");
@@ -184,6 +198,20 @@ impl Postfix {
             std::thread::sleep(Duration::from_millis(100));
         }
         p
+    }
+
+    /// pophost's config for the UNIX sockets `start(_, true)` points Postfix at: in the queue
+    /// directory's `private/`, owned by the user Postfix's daemons run as.
+    fn pophost_sockets(&self) -> String {
+        let private = self.dir.path().join("queue/private");
+        let p = |name: &str| private.join(name).display().to_string();
+        format!(
+            "[sasl_service]\nsocket = \"{}\"\nsocket_owner = \"postfix\"\n\
+             [postfix]\nsocketmap_socket = \"{}\"\npolicy_socket = \"{}\"\nsocket_owner = \"postfix\"\n",
+            p("pophost-auth"),
+            p("pophost-socketmap"),
+            p("pophost-policy"),
+        )
     }
 
     fn config_dir(&self) -> String {
@@ -281,12 +309,14 @@ fn provision(server: &Server) {
     assert!(out.status.success(), "{}", show(&out));
 }
 
+/// Postfix asks pophost over UNIX sockets in its `private/` directory (as a chrooted Postfix
+/// would); the other tests use TCP.
 #[test]
 fn postfix_authenticates_looks_up_and_delivers_through_pophost() {
     let ports = Ports::new();
-    let server = ports.serve(Data::new());
+    let postfix = Postfix::start(&ports, true);
+    let server = ports.serve(Data::new().with_config(&postfix.pophost_sockets()));
     provision(&server);
-    let postfix = Postfix::start(&ports);
 
     // SMTP AUTH with the POP3 password, PLAIN and LOGIN; the SDPS form names the same account.
     for (mech, user) in [
@@ -364,7 +394,7 @@ fn postfix_defers_while_pophost_is_down_and_delivers_each_message_once_after() {
     let ports = Ports::new();
     let server = ports.serve(Data::new());
     server.add_user(JOHN);
-    let postfix = Postfix::start(&ports);
+    let postfix = Postfix::start(&ports, false);
     let data = server.kill9();
 
     // Over SMTP the recipient cannot be looked up: a temporary refusal, nothing lost.
@@ -413,7 +443,7 @@ fn smtp_and_pop3_failures_add_up_for_one_address() {
     let ports = Ports::new();
     let server = ports.serve(Data::new().with_config("[auth]\nfailure_delay_ms = 0\n"));
     server.add_user(JOHN);
-    let postfix = Postfix::start(&ports);
+    let postfix = Postfix::start(&ports, false);
     for _ in 0..3 {
         let (ok, out) = postfix.submit(&[
             "--to",

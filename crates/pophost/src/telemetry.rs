@@ -312,6 +312,18 @@ fn describe() {
         "pophost_migrated_logins_total",
         "Users moved from their domain's old POP3 server at their first login"
     );
+    describe_counter!(
+        "pophost_smtp_auth_total",
+        "SMTP AUTH checks for the MTA, by result and mechanism"
+    );
+    describe_counter!(
+        "pophost_socketmap_lookups_total",
+        "Postfix socketmap lookups, by map and result"
+    );
+    describe_counter!(
+        "pophost_policy_checks_total",
+        "Postfix quota policy checks, by action"
+    );
 }
 
 /// `/metrics`' renderer: refreshes the pool gauges from `pool`, then renders.

@@ -244,6 +244,87 @@ fn id_of(name: &str, file: &Path) -> io::Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Says "hi" and holds the connection until the client closes it.
+    struct Hold;
+
+    impl Handler for Hold {
+        fn handle<S>(&self, mut stream: S, _: CancellationToken) -> impl Future<Output = ()> + Send
+        where
+            S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        {
+            async move {
+                let _ = stream.write_all(b"hi\n").await;
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest).await;
+            }
+        }
+    }
+
+    fn access(max_connections: usize, trusted: &[&str]) -> Access {
+        Access {
+            name: "test",
+            max_connections,
+            trusted_networks: trusted.iter().map(|n| n.parse().unwrap()).collect(),
+            grace: Duration::from_millis(100),
+        }
+    }
+
+    #[test]
+    fn only_loopback_and_trusted_networks_are_admitted() {
+        let a = access(1, &["192.0.2.0/24"]);
+        for ip in ["127.0.0.1", "::1", "::ffff:127.0.0.1", "192.0.2.7"] {
+            assert!(a.admits(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["198.51.100.1", "10.0.0.1", "2001:db8::1"] {
+            assert!(!a.admits(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    /// Reads what the server says before it closes (or 500 ms of nothing).
+    async fn greeting(stream: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
+        let mut buf = vec![0; 16];
+        match tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await {
+            Ok(Ok(n)) => buf[..n].to_vec(),
+            _ => b"(nothing)".to_vec(),
+        }
+    }
+
+    /// One cap for TCP and the UNIX socket together: while one connection holds the only slot,
+    /// the next is closed on either transport; once it ends, the next is served.
+    #[tokio::test]
+    async fn one_connection_cap_for_both_transports() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        let unix = bind_unix(&path, &SocketAccess::default()).unwrap();
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            Some(tcp),
+            Some(unix),
+            access(1, &[]),
+            Arc::new(Hold),
+            shutdown.clone(),
+        ));
+        let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert_eq!(greeting(&mut first).await, b"hi\n");
+        let mut second = tokio::net::UnixStream::connect(&path).await.unwrap();
+        assert_eq!(greeting(&mut second).await, b"", "closed: no slot");
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert_eq!(greeting(&mut third).await, b"", "closed: no slot");
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut fourth = tokio::net::UnixStream::connect(&path).await.unwrap();
+        assert_eq!(greeting(&mut fourth).await, b"hi\n");
+        drop(fourth);
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve returns after shutdown")
+            .unwrap();
+    }
 
     #[test]
     fn ids_by_number_or_name() {

@@ -250,15 +250,13 @@ mod tests {
     struct Hold;
 
     impl Handler for Hold {
-        fn handle<S>(&self, mut stream: S, _: CancellationToken) -> impl Future<Output = ()> + Send
+        async fn handle<S>(&self, mut stream: S, _: CancellationToken)
         where
             S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         {
-            async move {
-                let _ = stream.write_all(b"hi\n").await;
-                let mut rest = Vec::new();
-                let _ = stream.read_to_end(&mut rest).await;
-            }
+            let _ = stream.write_all(b"hi\n").await;
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest).await;
         }
     }
 

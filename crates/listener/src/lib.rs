@@ -13,5 +13,5 @@ pub mod proxy;
 mod stream;
 
 pub use accept::{Conn, Options, ProxyPolicy, serve};
-pub use network::{Network, NetworkError};
+pub use network::{Network, NetworkError, is_loopback_or_in};
 pub use stream::Stream;

@@ -5,6 +5,13 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+/// Whether `ip` is loopback (also as an IPv4-mapped IPv6 address) or in one of `networks`: the
+/// one rule for who may send a password in the clear (POP3, SMTP AUTH) and who may use the MTA
+/// services.
+pub fn is_loopback_or_in(ip: IpAddr, networks: &[Network]) -> bool {
+    ip.is_loopback() || ip.to_canonical().is_loopback() || networks.iter().any(|n| n.contains(ip))
+}
+
 /// An IPv4 or IPv6 network: an address whose host bits are zero, and a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Network {

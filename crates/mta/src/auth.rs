@@ -191,11 +191,7 @@ impl AuthService {
     /// loopback or a trusted network (as POP3's `cleartext_allowed`).
     fn cleartext_allowed(&self, secured: bool, rip: Option<IpAddr>) -> bool {
         secured
-            || rip.is_some_and(|ip| {
-                ip.is_loopback()
-                    || ip.to_canonical().is_loopback()
-                    || self.config.trusted_networks.iter().any(|n| n.contains(ip))
-            })
+            || rip.is_some_and(|ip| listener::is_loopback_or_in(ip, &self.config.trusted_networks))
     }
 }
 

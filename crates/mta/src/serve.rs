@@ -67,9 +67,7 @@ pub struct Access {
 
 impl Access {
     fn admits(&self, ip: IpAddr) -> bool {
-        ip.is_loopback()
-            || ip.to_canonical().is_loopback()
-            || self.trusted_networks.iter().any(|n| n.contains(ip))
+        listener::is_loopback_or_in(ip, &self.trusted_networks)
     }
 }
 

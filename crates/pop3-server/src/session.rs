@@ -166,15 +166,10 @@ impl Session {
     /// hashing, and CAPA does not offer them.
     pub(crate) fn cleartext_allowed(&self) -> bool {
         self.secure
-            || self.login_ctx.peer_ip.is_some_and(|ip| {
-                ip.is_loopback()
-                    || ip.to_canonical().is_loopback()
-                    || self
-                        .config
-                        .cleartext_networks
-                        .iter()
-                        .any(|n| n.contains(ip))
-            })
+            || self
+                .login_ctx
+                .peer_ip
+                .is_some_and(|ip| listener::is_loopback_or_in(ip, &self.config.cleartext_networks))
     }
 
     /// The local address the client connected to (from the PROXY header when proxied).

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailstore::{Address, Delivery, UserId};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -150,7 +150,6 @@ impl PolicyService {
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
-        let mut chunk = [0u8; 4096];
         let mut query = Query::default();
         let mut deadline = Instant::now() + self.config.idle_timeout;
         loop {
@@ -170,12 +169,8 @@ impl PolicyService {
                 buf.drain(..=newline);
                 let answer = self.answer(&std::mem::take(&mut query)).await;
                 let reply = format!("action={answer}\n\n");
-                let wrote = tokio::time::timeout(self.config.idle_timeout, async {
-                    stream.write_all(reply.as_bytes()).await?;
-                    stream.flush().await
-                })
-                .await;
-                if !matches!(wrote, Ok(Ok(()))) || abort.is_cancelled() {
+                let limit = self.config.idle_timeout;
+                if !crate::write_reply(&mut stream, reply.as_bytes(), limit, &abort).await {
                     return;
                 }
                 deadline = Instant::now() + self.config.idle_timeout;
@@ -185,22 +180,8 @@ impl PolicyService {
                 tracing::debug!(violation = ?Violation::LineTooLong, "policy request refused; closing");
                 return;
             }
-            let read = tokio::select! {
-                biased;
-                () = abort.cancelled() => return,
-                r = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => r,
-            };
-            match read {
-                Ok(Ok(0)) => return,
-                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "policy connection lost");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!("policy connection idle; closing");
-                    return;
-                }
+            if !crate::read_more(&mut stream, &mut buf, deadline, &abort, "policy").await {
+                return;
             }
         }
     }
@@ -225,6 +206,7 @@ impl PolicyService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use mailstore::{
         Directory, DomainName, LockOptions, Policies, QuotaChange, SqliteStore, StoreError,

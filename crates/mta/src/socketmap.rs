@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailstore::{Address, Delivery, Directory, DomainName};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -186,7 +186,6 @@ impl Socketmap {
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let mut buf: Vec<u8> = Vec::with_capacity(512);
-        let mut chunk = [0u8; 4096];
         let mut deadline = Instant::now() + self.config.idle_timeout;
         loop {
             // Requests already buffered are answered before reading again (a pipelining client).
@@ -198,12 +197,8 @@ impl Socketmap {
                 Ok(Some((payload, used))) => {
                     let reply = self.answer(&buf[payload]).await;
                     buf.drain(..used);
-                    let wrote = tokio::time::timeout(self.config.idle_timeout, async {
-                        stream.write_all(&reply.encode()).await?;
-                        stream.flush().await
-                    })
-                    .await;
-                    if !matches!(wrote, Ok(Ok(()))) || abort.is_cancelled() {
+                    let limit = self.config.idle_timeout;
+                    if !crate::write_reply(&mut stream, &reply.encode(), limit, &abort).await {
                         return;
                     }
                     deadline = Instant::now() + self.config.idle_timeout;
@@ -211,22 +206,8 @@ impl Socketmap {
                 }
                 Ok(None) => {}
             }
-            let read = tokio::select! {
-                biased;
-                () = abort.cancelled() => return,
-                r = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => r,
-            };
-            match read {
-                Ok(Ok(0)) => return,
-                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "socketmap connection lost");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!("socketmap connection idle; closing");
-                    return;
-                }
+            if !crate::read_more(&mut stream, &mut buf, deadline, &abort, "socketmap").await {
+                return;
             }
         }
     }
@@ -287,6 +268,7 @@ impl Socketmap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use mailstore::{LockOptions, QuotaChange, SqliteStore};
     use tokio::io::DuplexStream;

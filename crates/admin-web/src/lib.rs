@@ -42,6 +42,7 @@ pub fn app(state: AppState) -> Router {
         .merge(pages::policies::routes())
         .merge(pages::users::routes())
         .merge(pages::import::routes())
+        .merge(pages::export::routes())
         .merge(pages::sessions::routes())
         .merge(pages::audit::routes())
         .merge(pages::tokens::routes())

@@ -4,6 +4,7 @@ pub mod assets;
 pub mod audit;
 pub mod dashboard;
 pub mod domains;
+pub mod export;
 pub mod health;
 pub mod import;
 pub mod policies;

@@ -533,3 +533,90 @@ async fn a_csv_file_upload_is_previewed_and_needs_the_csrf_token() {
     let forged = env.send(upload(&b, Some("not-the-token"), &text)).await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
 }
+
+/// A domain's users come out as CSV in the columns the import reads, without any password
+/// material, only for admins who may see the domain; the export imported back changes nothing.
+#[tokio::test]
+async fn users_export_as_csv_the_import_reads_back() {
+    let env = Env::with_domains().await;
+    let root = env.super_admin().await;
+    let text = csv(&[
+        &format!("anna@a.test,{SECRET_HASH},,500M,100,true"),
+        "bob@a.test,,correct horse,,,false",
+        "carl@b.test,,correct horse,,,",
+    ]);
+    let apply = [("csv", text.as_str()), ("action", "apply")];
+    let done = env
+        .post(&root, "/domains/a.test/users/import", &apply)
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let apply = [("csv", text.as_str()), ("action", "apply")];
+    env.post(&root, "/domains/b.test/users/import", &apply)
+        .await;
+
+    let b = env.domain_admin().await;
+    let export = env.get(&b, "/domains/a.test/users.csv").await;
+    assert_eq!(export.status, StatusCode::OK, "{}", export.body);
+    assert_eq!(
+        export.headers[header::CONTENT_TYPE],
+        "text/csv; charset=utf-8"
+    );
+    assert!(
+        export.headers[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .contains("a.test-users.csv")
+    );
+    assert_eq!(
+        export.body,
+        "address,quota_bytes,quota_messages,enabled\n\
+         anna@a.test,524288000,100,true\n\
+         bob@a.test,unlimited,unlimited,false\n"
+    );
+    assert!(!export.body.contains('$') && !export.body.contains('{'));
+    assert!(
+        env.audit_actions()
+            .await
+            .contains(&"users.export".to_string())
+    );
+
+    // Read back by the import, the export is every account as it is.
+    let apply = [
+        ("csv", export.body.as_str()),
+        ("action", "apply"),
+        ("update", "true"),
+    ];
+    let again = env.post(&b, "/domains/a.test/users/import", &apply).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert!(
+        again
+            .body
+            .contains("0 added, 0 updated, 2 unchanged, 0 failed"),
+        "{}",
+        again.body
+    );
+
+    // Another tenant's users are not there for them; their domain list is theirs only.
+    let r = env.get(&b, "/domains/b.test/users.csv").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let domains = env.get(&b, "/domains.csv").await;
+    assert_eq!(domains.status, StatusCode::OK);
+    assert_eq!(
+        domains.body,
+        "name,quota_bytes,quota_messages,max_users,enabled,users,aliases\n\
+         a.test,unlimited,unlimited,unlimited,true,2,\n"
+    );
+    let all = env.get(&root, "/domains.csv").await;
+    assert!(all.body.contains("\nb.test,"), "{}", all.body);
+    // Not without signing in.
+    let req = Request::get("/domains/a.test/users.csv")
+        .body(Body::empty())
+        .unwrap();
+    let anonymous = env.send(req).await;
+    assert!(
+        !anonymous.body.contains("anna@a.test"),
+        "{} {}",
+        anonymous.status,
+        anonymous.body
+    );
+}

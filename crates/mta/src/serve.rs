@@ -188,7 +188,8 @@ impl Default for SocketAccess {
 }
 
 /// Binds a UNIX socket at `path` with `access`. A socket left there by an earlier run is
-/// replaced; any other file is not.
+/// replaced; one another process still listens on is not (removing it would cut that server
+/// off silently), nor is any other file.
 pub fn bind_unix(path: &Path, access: &SocketAccess) -> io::Result<UnixListener> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
@@ -196,6 +197,12 @@ pub fn bind_unix(path: &Path, access: &SocketAccess) -> io::Result<UnixListener>
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is in use by another process", path.display()),
             ));
         }
         std::fs::remove_file(path)?;
@@ -345,9 +352,14 @@ mod tests {
             owner: None,
             group: None,
         };
-        drop(bind_unix(&path, &access).unwrap());
+        let live = bind_unix(&path, &access).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        // A socket another server still listens on is left to it.
+        let err = bind_unix(&path, &access).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        assert!(tokio::net::UnixStream::connect(&path).await.is_ok());
+        drop(live);
         // A stale socket from an earlier run is replaced.
         drop(bind_unix(&path, &access).unwrap());
         let file = dir.path().join("not-a-socket");

@@ -22,6 +22,7 @@ use subtle::ConstantTimeEq;
 use crate::ClientAddr;
 use crate::client::client_address;
 use crate::error::{ApiError, AppError};
+use crate::flash::Flash;
 use crate::provision::Actor;
 use crate::state::AppState;
 
@@ -74,6 +75,8 @@ pub struct Chrome {
     pub email: String,
     pub is_super: bool,
     pub csrf: String,
+    /// What the previous action said (see `flash`).
+    pub flash: Option<crate::flash::Flash>,
 }
 
 impl From<&Actor> for Chrome {
@@ -82,6 +85,7 @@ impl From<&Actor> for Chrome {
             email: a.name.clone(),
             is_super: a.is_super(),
             csrf: a.csrf.clone().unwrap_or_default(),
+            flash: a.flash.clone(),
         }
     }
 }
@@ -167,9 +171,11 @@ pub async fn browser(
     if unsafe_method && !origin_ok(&state, req.headers()) {
         return Err(AppError::Csrf);
     }
-    let Some(actor) = load_session(&state, req.headers(), ip).await? else {
+    let Some(mut actor) = load_session(&state, req.headers(), ip).await? else {
         return Ok(next.run(req).await);
     };
+    actor.flash = Flash::from_headers(req.headers());
+    let had_flash = actor.flash.is_some();
     let (mut parts, body) = req.into_parts();
     let body = if unsafe_method {
         // The account import's form carries a whole CSV file; every other form is small.
@@ -200,7 +206,9 @@ pub async fn browser(
         body
     };
     parts.extensions.insert(actor);
-    Ok(next.run(Request::from_parts(parts, body)).await)
+    let mut res = next.run(Request::from_parts(parts, body)).await;
+    crate::flash::clear_if_shown(had_flash, &mut res);
+    Ok(res)
 }
 
 pub(crate) fn is_multipart(headers: &HeaderMap) -> bool {
@@ -296,6 +304,7 @@ async fn load_session(
         scope: admin.scope,
         csrf: Some(session.csrf),
         ip,
+        flash: None,
     }))
 }
 
@@ -333,6 +342,7 @@ pub async fn api(
         scope: admin.scope,
         csrf: None,
         ip,
+        flash: None,
     });
     Ok(next.run(req).await)
 }

@@ -13,6 +13,7 @@ pub mod api;
 pub mod auth;
 mod client;
 pub mod error;
+pub mod flash;
 mod headers;
 mod metrics;
 pub mod pages;

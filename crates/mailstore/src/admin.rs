@@ -131,6 +131,10 @@ pub struct LiveSession {
     pub node: String,
     /// Unix milliseconds: when the lock was taken.
     pub since: i64,
+    /// The client's address and whether it used TLS, from the session's login (`None` when
+    /// the login left no record).
+    pub client: Option<String>,
+    pub tls: Option<bool>,
 }
 
 /// One audit-log record: who did what to which object, from where, and whether it worked.

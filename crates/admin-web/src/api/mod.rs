@@ -972,6 +972,8 @@ mod tests {
             address,
             node: "a".into(),
             since: 0,
+            client: None,
+            tls: None,
         };
         // A row that did not fail: `error` is sent only on failed rows.
         let import = super::ImportReport {

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::auth::{Chrome, FieldErrors};
 use crate::error::AppError;
+use crate::flash;
 use crate::pages::domains::{
     ConfirmPage, UsageView, check, conflict_to_field, limit, query_value, segment,
 };
@@ -391,7 +392,10 @@ async fn password(
         ..UserChange::default()
     };
     provision::update_user(&state.roles, &actor, &before.address, change).await?;
-    Ok(Redirect::to(&user_href(&before.address)).into_response())
+    Ok(flash::done(
+        &user_href(&before.address),
+        format!("Password of {} changed", before.address),
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1214,6 +1214,7 @@ mod tests {
             scope: Scope::Domains(vec![d("example.com")]),
             csrf: None,
             ip: None,
+            flash: None,
         };
         let rows = [
             row(1, "mine@example.com", hash(SHA512)),

@@ -58,6 +58,8 @@ pub struct Actor {
     pub csrf: Option<String>,
     /// The client's address, for the audit log.
     pub ip: Option<IpAddr>,
+    /// What the previous action said, for the page this request renders (browser only).
+    pub flash: Option<crate::flash::Flash>,
 }
 
 impl Actor {
@@ -70,6 +72,7 @@ impl Actor {
             scope: Scope::All,
             csrf: None,
             ip: None,
+            flash: None,
         }
     }
 
@@ -762,6 +765,7 @@ pub async fn bootstrap_admin(
         scope: Scope::All,
         csrf: None,
         ip,
+        flash: None,
     };
     actor
         .audit(roles, Audit::new("admin.bootstrap", "admin", None))

@@ -170,6 +170,21 @@ impl Env {
         self.send(req).await
     }
 
+    /// Follows a redirect as a browser does, sending back the cookies it set (the flash).
+    pub async fn follow(&self, b: &Browser, reply: &Reply) -> Reply {
+        let mut cookie = b.cookie.clone();
+        for set in reply.headers.get_all(header::SET_COOKIE) {
+            let set = set.to_str().expect("cookie");
+            let pair = set.split(';').next().unwrap_or_default();
+            cookie = format!("{cookie}; {pair}");
+        }
+        let req = Request::get(reply.location())
+            .header(header::COOKIE, cookie)
+            .body(Body::empty())
+            .expect("request");
+        self.send(req).await
+    }
+
     /// Posts a form with the session's CSRF token added.
     pub async fn post(&self, b: &Browser, path: &str, fields: &[(&str, &str)]) -> Reply {
         let mut form = form_urlencoded::Serializer::new(String::new());

@@ -1,6 +1,6 @@
 //! User pages: create, quota, password, enable/disable, delete, bulk; field errors; scope.
 
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use mailstore::{Admin, Directory, DomainSettings, LoginForms, Quota};
 
 use crate::support::{Env, addr, domain, field_error};
@@ -87,13 +87,32 @@ async fn a_user_is_created_edited_and_deleted_through_forms() {
         }
     );
 
-    env.post(
-        &b,
-        "/domains/a.test/users/john/password",
-        &[("password", "battery staple")],
-    )
-    .await
-    .assert_redirect("/domains/a.test/users/john");
+    let done = env
+        .post(
+            &b,
+            "/domains/a.test/users/john/password",
+            &[("password", "battery staple")],
+        )
+        .await;
+    done.assert_redirect("/domains/a.test/users/john");
+    // The next page says what happened, once: it clears the flash cookie.
+    let page = env.follow(&b, &done).await;
+    assert!(
+        page.body.contains("Password of john@a.test changed</p>"),
+        "{}",
+        page.body
+    );
+    let cleared = page.headers.get_all(header::SET_COOKIE).iter().any(|c| {
+        let c = c.to_str().unwrap_or_default();
+        c.starts_with("__Host-pophost-flash=;") && c.contains("Max-Age=0")
+    });
+    assert!(cleared, "{:?}", page.headers);
+    assert!(
+        !env.get(&b, "/domains/a.test/users/john")
+            .await
+            .body
+            .contains("id=\"flash\"")
+    );
     assert!(password_ok(&env, "john@a.test", "battery staple").await);
     assert!(!password_ok(&env, "john@a.test", "correct horse").await);
 

@@ -467,6 +467,9 @@ where
                     },
                     node: r.try_get(2)?,
                     since: r.try_get(3)?,
+                    // Filled in from `login_events` (issue "Admin UI", item 4).
+                    client: None,
+                    tls: None,
                 })
             })
             .collect()

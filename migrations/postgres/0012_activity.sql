@@ -15,7 +15,9 @@ CREATE TABLE login_events (
     mechanism TEXT NOT NULL,
     tls       BOOLEAN NOT NULL,
     success   BOOLEAN NOT NULL,
-    reason    TEXT NULL
+    reason    TEXT NULL,
+    -- A success's maildrop lock token: the live session it started (see live_sessions).
+    token     BIGINT NULL
 );
 CREATE INDEX login_events_by_user ON login_events (user_id, at);
 CREATE INDEX login_events_by_domain ON login_events (domain_id, at);

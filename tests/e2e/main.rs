@@ -4,8 +4,10 @@
 //! compiles once; each test starts its own server on port 0.
 
 mod accounts;
+mod activity;
 mod admin;
 mod admin_ui;
+mod admins;
 mod apop;
 mod browser;
 mod clients;
@@ -16,6 +18,7 @@ mod deploy;
 mod dovecot;
 mod first_login;
 mod harness;
+mod helpdesk;
 mod import;
 mod large;
 mod legacy;

@@ -297,6 +297,10 @@ async fn load_session(
     let Some(admin) = state.roles.admin.admin_by_id(session.admin).await? else {
         return Ok(None);
     };
+    // Disabling deletes the sessions too; this covers a session written in between.
+    if admin.disabled {
+        return Ok(None);
+    }
     state.roles.admin.touch_admin_session(&id_hash, now).await?;
     Ok(Some(Actor {
         id: Some(admin.id),
@@ -323,18 +327,23 @@ pub async fn api(
     else {
         return Ok(api_unauthorized("Bearer"));
     };
-    let admin = match state
+    let holder = state
         .roles
         .admin
         .use_api_token(&hash_secret(token), state.now())
-        .await?
-    {
-        Some(id) => state.roles.admin.admin_by_id(id).await?,
+        .await?;
+    let admin = match holder {
+        Some(h) => state.roles.admin.admin_by_id(h.admin).await?,
         None => None,
     };
-    let Some(admin) = admin else {
+    // The store already refuses a disabled admin's tokens; checked again on the account read.
+    let (Some(holder), Some(admin)) = (holder, admin.filter(|a| !a.disabled)) else {
         return Ok(api_unauthorized("Bearer error=\"invalid_token\""));
     };
+    if holder.read_only && !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let body = serde_json::json!({ "error": "this API token is read-only" });
+        return Ok((axum::http::StatusCode::FORBIDDEN, axum::Json(body)).into_response());
+    }
     let ip = client_ip(&state, req.headers(), req.extensions());
     req.extensions_mut().insert(Actor {
         id: Some(admin.id),

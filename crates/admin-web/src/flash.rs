@@ -68,10 +68,12 @@ fn redirect(to: &str, ok: bool, message: String) -> Response {
 /// Clears the flash cookie on a page that showed it (any response but a redirect, which may
 /// carry a flash of its own).
 pub fn clear_if_shown(had_flash: bool, res: &mut Response) {
-    if had_flash && !res.status().is_redirection() && res.status() != StatusCode::NOT_MODIFIED {
-        if let Ok(v) = HeaderValue::from_str(&expired(FLASH_COOKIE).to_string()) {
-            res.headers_mut().append(header::SET_COOKIE, v);
-        }
+    if had_flash
+        && !res.status().is_redirection()
+        && res.status() != StatusCode::NOT_MODIFIED
+        && let Ok(v) = HeaderValue::from_str(&expired(FLASH_COOKIE).to_string())
+    {
+        res.headers_mut().append(header::SET_COOKIE, v);
     }
 }
 

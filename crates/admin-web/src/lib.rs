@@ -6,7 +6,8 @@
 //! (the `Actor` extractor, sessions, CSRF, API tokens), `client` (the client's address, behind a
 //! proxy too), `password` (the one policy for new passwords), `pages` (one module per resource,
 //! each with its routes and templates), `api` (`/api/v1` and its generated OpenAPI document),
-//! `headers` (security headers on every response). Pages and API are adapters over `provision`
+//! `headers` (security headers on every response), `security` (refused requests logged,
+//! rate-limited, and counted). Pages and API are adapters over `provision`
 //! and do not call each other. `app` assembles the router; `serve` runs it.
 
 pub mod api;
@@ -19,6 +20,7 @@ mod metrics;
 pub mod pages;
 pub mod password;
 pub mod provision;
+mod security;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -47,6 +49,8 @@ pub fn app(state: AppState) -> Router {
         .merge(pages::sessions::routes())
         .merge(pages::audit::routes())
         .merge(pages::tokens::routes())
+        .merge(pages::admins::routes())
+        .merge(pages::search::routes())
         .layer(from_fn_with_state(state.clone(), auth::browser));
     let (api, openapi) = api::routes();
     let api = api.layer(from_fn_with_state(state.clone(), auth::api));
@@ -58,6 +62,7 @@ pub fn app(state: AppState) -> Router {
         .merge(metrics::routes())
         .merge(pages::assets::routes())
         .fallback(|| async { AppError::NotFound })
+        .layer(from_fn_with_state(state.clone(), security::watch))
         .layer(axum::middleware::from_fn(headers::security))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .with_state(state)

@@ -39,6 +39,11 @@ pub struct AdminAccount {
     pub email: String,
     pub password_hash: String,
     pub scope: Scope,
+    /// A disabled admin can neither sign in nor use their API tokens.
+    pub disabled: bool,
+    /// The last successful sign-in: Unix milliseconds and the client's address.
+    pub last_signin_at: Option<i64>,
+    pub last_signin_ip: Option<String>,
 }
 
 impl std::fmt::Debug for AdminAccount {
@@ -47,6 +52,7 @@ impl std::fmt::Debug for AdminAccount {
             .field("id", &self.id)
             .field("email", &self.email)
             .field("scope", &self.scope)
+            .field("disabled", &self.disabled)
             .finish_non_exhaustive()
     }
 }
@@ -69,6 +75,10 @@ pub struct ApiToken {
     pub name: String,
     pub created_at: i64,
     pub last_used: Option<i64>,
+    /// Unix milliseconds after which the token no longer works; `None`: never.
+    pub expires_at: Option<i64>,
+    /// A read-only token may only read (`GET`).
+    pub read_only: bool,
 }
 
 /// One page of a listing, with the total count of matches for the pager.
@@ -183,4 +193,113 @@ pub struct Totals {
     /// Sum of the domains' byte quotas; `None` when any domain is unlimited.
     pub quota_bytes: Option<u64>,
     pub sessions: u64,
+}
+
+/// An admin as the admin list shows them: the account and how many API tokens they hold.
+#[derive(Debug, Clone)]
+pub struct AdminListing {
+    pub account: AdminAccount,
+    pub tokens: u64,
+}
+
+/// A new API token's limits, with the hash of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApiToken<'a> {
+    pub name: &'a str,
+    pub token_hash: &'a str,
+    /// Unix milliseconds; `None`: never expires.
+    pub expires_at: Option<i64>,
+    pub read_only: bool,
+}
+
+/// Whom a valid API token acts for, and whether it may only read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenHolder {
+    pub admin: AdminId,
+    pub read_only: bool,
+}
+
+/// One entry of a dashboard top list: a domain or a user and the figure it is ranked by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ranked<T> {
+    pub name: T,
+    /// Bytes stored, or logins in the range asked for.
+    pub value: u64,
+}
+
+/// The dashboard's top lists in one scope, each biggest first (ties by name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopLists {
+    pub domains_by_storage: Vec<Ranked<DomainName>>,
+    /// Maildrops opened (`hourly_stats.logins`) in the range.
+    pub domains_by_logins: Vec<Ranked<DomainName>>,
+    pub users_by_storage: Vec<Ranked<Address>>,
+    /// Successful logins (`login_events`) among the range's most recent `LOGIN_SAMPLE`.
+    pub users_by_logins: Vec<Ranked<Address>>,
+    /// How many logins `users_by_logins` counted: `LOGIN_SAMPLE` when the range held more.
+    pub logins_counted: u64,
+}
+
+/// The most logins the users-by-logins ranking counts (the range's most recent), so that the
+/// dashboard costs the same on a busy month as on a quiet day.
+pub const LOGIN_SAMPLE: u64 = 20_000;
+
+/// Failed POP3 logins in one hour (`login_events` with `success` false).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FailedLogins {
+    /// Unix time / 3600.
+    pub hour: i64,
+    pub failed: u64,
+}
+
+/// Where a move from an old server stands, in scope.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MigrationCounts {
+    /// Domains in migration mode (`migrate_from` set).
+    pub domains: u64,
+    /// Users of those domains whose mail has been pulled already.
+    pub migrated: u64,
+    /// Users of those domains still to be moved (at their first login).
+    pub to_go: u64,
+}
+
+/// What the help desk typed in the search box, split at the `@`. Local parts are matched by
+/// prefix (an index range, so a domain of 100,000 users costs no scan); domains by prefix of
+/// the name or of an alias when the term has an `@`, else by substring (domains are few).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchTerm {
+    /// `john`: users whose local part starts with it, domains (or aliases) containing it.
+    Word(String),
+    /// `john@exam`: users whose local part starts with `local` in a domain whose name or alias
+    /// starts with `domain`; `@exam` (empty `local`): domains only.
+    Address { local: String, domain: String },
+}
+
+impl SearchTerm {
+    /// The term of a search box's text, lower-cased as local parts and domains are stored;
+    /// `None` for blank text.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let text = raw.trim().to_ascii_lowercase();
+        if text.is_empty() {
+            return None;
+        }
+        Some(match text.rsplit_once('@') {
+            Some((local, domain)) => SearchTerm::Address {
+                local: local.into(),
+                domain: domain.trim_end_matches('.').into(),
+            },
+            None => SearchTerm::Word(text),
+        })
+    }
+}
+
+/// What `Admin::search` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchHits {
+    /// Matching users by address (local part, then domain).
+    pub users: Vec<UserDetail>,
+    /// Matching domains by name.
+    pub domains: Vec<DomainDetail>,
+    /// The user a `local@domain` term names exactly, through an alias too.
+    pub exact: Option<Address>,
 }

@@ -10,6 +10,7 @@
 //! holds a whole message in memory) plus a per-recipient header block; the octet size is
 //! computed at delivery, so STAT and LIST never read bodies.
 
+mod activity;
 mod admin;
 mod batch;
 mod convert;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use activity::*;
 pub use admin::*;
 pub use error::{Result, StoreError};
 pub use model::*;
@@ -108,6 +110,9 @@ pub trait Directory: Send + Sync {
     /// The attempt succeeded: removes its own rows (a success is not a failure) and every row
     /// under `clear`.
     async fn forget_auth_attempt(&self, attempt: &AuthAttempt, clear: &[String]) -> Result<()>;
+    /// Records a failed login in the user's (or, for a mailbox that does not exist, the
+    /// domain's) login history; see `FailedLogin` for how the reason is refined.
+    async fn record_failed_login(&self, failure: &FailedLogin) -> Result<()>;
 }
 
 /// What a POP3 session does to a maildrop.
@@ -152,6 +157,19 @@ pub trait Maildrops: Send + Sync {
     /// still holds the maildrop (else `LeaseLost` and nothing changes). The lease is no longer
     /// renewed after this, whatever the outcome.
     async fn commit_update(&self, lease: &Lease, deleted: &[MessageId]) -> Result<()>;
+    /// `lock`, for a login: the same transaction records the successful login event (the
+    /// session's client address and TLS come from it). A refusal (`InUse`, `LoginDelay`) is
+    /// recorded as a failed login.
+    async fn lock_for_login(&self, user: UserId, login: &LoginRecord) -> Result<Lease>;
+    /// Ends a session: with `Some(deleted)` as `commit_update` (QUIT), with `None` as `unlock`
+    /// (no QUIT); either way what it retrieved, and what the UPDATE deleted, are added to the
+    /// user's stats of the day in the same transaction.
+    async fn end_session(
+        &self,
+        lease: &Lease,
+        update: Option<&[MessageId]>,
+        retrieved: Transfer,
+    ) -> Result<()>;
 }
 
 /// What LMTP does: write a body, then deliver it to recipients in one transaction.
@@ -213,8 +231,9 @@ pub trait Admin: Send + Sync {
         token_hash: &str,
         now: i64,
     ) -> Result<i64>;
-    /// The admin a token belongs to, recording its use.
-    async fn use_api_token(&self, token_hash: &str, now: i64) -> Result<Option<AdminId>>;
+    /// The admin a token belongs to and whether it is read-only, recording its use; `None` for
+    /// an unknown token, one expired at `now`, or one of a disabled admin.
+    async fn use_api_token(&self, token_hash: &str, now: i64) -> Result<Option<TokenHolder>>;
     async fn list_api_tokens(&self, admin: AdminId) -> Result<Vec<ApiToken>>;
     /// Revokes one of `admin`'s own tokens (`NotFound` for anyone else's).
     async fn revoke_api_token(&self, admin: AdminId, id: i64) -> Result<()>;
@@ -264,6 +283,54 @@ pub trait Admin: Send + Sync {
     /// How many accounts in scope still hold each legacy password scheme (imported and not
     /// logged in with since), by scheme name.
     async fn legacy_schemes(&self, scope: &Scope) -> Result<Vec<(String, u64)>>;
+
+    /// The dashboard's top `limit` domains and users in scope by storage, and by logins from
+    /// `since_ms` on (domains counted per hour, so from the hour `since_ms` falls in).
+    async fn top_lists(&self, scope: &Scope, since_ms: i64, limit: u64) -> Result<TopLists>;
+    /// Failed POP3 logins per hour from `since_hour` on, in scope; hours without any are left
+    /// out. A failure naming no existing domain counts for super admins only.
+    async fn failed_logins(&self, scope: &Scope, since_hour: i64) -> Result<Vec<FailedLogins>>;
+    /// Domains in migration mode in scope and how many of their users have moved.
+    async fn migration_counts(&self, scope: &Scope) -> Result<MigrationCounts>;
+
+    /// Every admin account by e-mail, with their domains, last sign-in and token count.
+    async fn list_admins(&self) -> Result<Vec<AdminListing>>;
+    /// Makes `id` a super admin or the admin of these domains (which must exist: `NotFound`).
+    /// `Conflict` when that would leave no enabled super admin.
+    async fn set_admin_scope(&self, id: AdminId, scope: &Scope) -> Result<()>;
+    async fn set_admin_password(&self, id: AdminId, password_hash: &str) -> Result<()>;
+    /// `Conflict` when disabling would leave no enabled super admin.
+    async fn set_admin_disabled(&self, id: AdminId, disabled: bool) -> Result<()>;
+    /// Removes an admin with their sessions and tokens (the audit log keeps their actions).
+    /// `Conflict` when that would leave no enabled super admin.
+    async fn remove_admin(&self, id: AdminId) -> Result<()>;
+    /// Ends every browser session of an admin; how many there were.
+    async fn delete_admin_sessions(&self, id: AdminId) -> Result<u64>;
+    /// Revokes every API token of an admin; how many there were.
+    async fn revoke_admin_tokens(&self, id: AdminId) -> Result<u64>;
+    /// Stores an API token with an expiry and a read-only flag.
+    async fn create_api_token(
+        &self,
+        admin: AdminId,
+        token: &NewApiToken<'_>,
+        now: i64,
+    ) -> Result<i64>;
+    /// Records a successful sign-in (Unix ms, client address) on the account.
+    async fn record_admin_signin(&self, id: AdminId, at: i64, ip: Option<&str>) -> Result<()>;
+    /// The last `limit` sign-in attempts (successful or not) the audit log holds under the
+    /// sign-in name `email`, newest first.
+    async fn admin_signins(&self, email: &str, limit: u64) -> Result<Vec<AuditEntry>>;
+
+    /// The help desk's search box, in scope: see `SearchTerm`. At most `limit` users and
+    /// `limit` domains; the user a term names exactly comes back in `exact`.
+    async fn search(&self, scope: &Scope, term: &SearchTerm, limit: u64) -> Result<SearchHits>;
+
+    /// A user's last login and delivery, what they retrieved and deleted in the last
+    /// `ACTIVITY_DAYS` days, and their last `RECENT_LOGINS` logins; `None` for no such user.
+    async fn user_activity(&self, address: &Address) -> Result<Option<UserActivity>>;
+    /// Forgets login events and daily stats from before `before_ms` (Unix milliseconds);
+    /// returns how many rows went.
+    async fn prune_activity(&self, before_ms: i64) -> Result<u64>;
 }
 
 /// Every role of one backend.

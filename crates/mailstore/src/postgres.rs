@@ -179,7 +179,14 @@ static LOCK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                  token = EXCLUDED.token, expires_at = EXCLUDED.expires_at,
                  locked_at = EXCLUDED.locked_at
              WHERE maildrop_locks.expires_at < {now}
-         RETURNING token, user_id
+         RETURNING token, user_id, locked_at
+     ), logged AS (
+         INSERT INTO login_events (user_id, domain_id, at, ip, mechanism, tls, success, token)
+         SELECT taken.user_id, u.domain_id,
+                floor(extract(epoch FROM taken.locked_at) * 1000)::BIGINT,
+                $7, $8, $9, true, taken.token
+         FROM taken JOIN users u ON u.id = taken.user_id
+         WHERE $6
      ), counted AS (
          INSERT INTO hourly_stats (hour, domain_id, logins)
          SELECT floor(extract(epoch FROM {now}) / 3600)::BIGINT, u.domain_id, 1
@@ -298,7 +305,11 @@ impl Dialect for Postgres {
         Ok(())
     }
 
-    async fn lock(store: &PostgresStore, user: UserId) -> Result<Lease> {
+    async fn lock(
+        store: &PostgresStore,
+        user: UserId,
+        login: Option<&LoginRecord>,
+    ) -> Result<Lease> {
         // One statement (its own transaction): the user row first (as deliveries lock it after
         // the domain, never before a stats row), since LOGIN-DELAY reads and moves
         // last_login_at and concurrent logins queue there; then take a free maildrop, or take
@@ -312,6 +323,12 @@ impl Dialect for Postgres {
             .bind(&store.incarnation)
             .bind(store.ttl.as_secs_f64())
             .bind(store.clock.offset_ms())
+            // The login's event, written with the lock's own time and token (`logged`):
+            // `live_sessions` finds it by those.
+            .bind(login.is_some())
+            .bind(login.and_then(|l| l.ip).map(|ip| ip.to_string()))
+            .bind(login.map_or("", |l| l.mechanism.as_str()))
+            .bind(login.is_some_and(|l| l.tls))
             .fetch_one(&store.pool)
             .await?;
         let (token, wait, live): (Option<i64>, Option<f64>, bool) =
@@ -522,7 +539,8 @@ const STORE_PARCELS: &str = "
     chunks AS (INSERT INTO blob_chunks (blob_id, seq, data)
                SELECT id, seq, tail FROM p WHERE octet_length(tail) > 0),
     user_usage AS (UPDATE users u SET used_bytes = u.used_bytes + t.bytes,
-                       used_messages = u.used_messages + t.messages
+                       used_messages = u.used_messages + t.messages,
+                       last_delivery = floor(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT
                    FROM unnest($11::BIGINT[], $12::BIGINT[], $13::BIGINT[]) AS t(id, bytes, messages)
                    WHERE u.id = t.id),
     domain_usage AS (UPDATE domains d SET used_bytes = d.used_bytes + t.bytes,

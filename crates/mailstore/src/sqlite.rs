@@ -119,7 +119,7 @@ impl Dialect for Sqlite {
         Ok(())
     }
 
-    async fn lock(store: &SqliteStore, user: UserId) -> Result<Lease> {
+    async fn lock(store: &SqliteStore, user: UserId, login: Option<&LoginRecord>) -> Result<Lease> {
         let now = now_ms() + store.clock.offset_ms();
         let mut tx = Self::begin_write(&store.pool).await?;
         sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND expires_at < $2")
@@ -182,6 +182,10 @@ impl Dialect for Sqlite {
         .bind(user.0)
         .execute(&mut *tx)
         .await?;
+        if let Some(login) = login {
+            // At the lock's own time and with its token: `live_sessions` finds it by those.
+            SqliteStore::record_login_in(&mut tx, user, login, now, token).await?;
+        }
         tx.commit().await?;
         Ok(Lease { user, token })
     }
@@ -342,17 +346,21 @@ impl Dialect for Sqlite {
             });
             q.build().execute(&mut **tx).await?;
         }
-        for (table, usage) in [("users", &p.user_usage), ("domains", &p.domain_usage)] {
-            sqlx::query(AssertSqlSafe(format!(
+        // A user's row also says when mail last arrived (the admin pages show it).
+        for (table, usage, extra) in [
+            ("users", &p.user_usage, ", last_delivery = $2"),
+            ("domains", &p.domain_usage, ""),
+        ] {
+            let q = sqlx::query(AssertSqlSafe(format!(
                 "UPDATE {table} SET used_bytes = used_bytes + t.bytes,
-                     used_messages = used_messages + t.messages
+                     used_messages = used_messages + t.messages{extra}
                  FROM (SELECT value ->> 0 AS id, value ->> 1 AS bytes, value ->> 2 AS messages
                        FROM json_each($1)) AS t
                  WHERE {table}.id = t.id"
             )))
-            .bind(json_usage(usage))
-            .execute(&mut **tx)
-            .await?;
+            .bind(json_usage(usage));
+            let q = if extra.is_empty() { q } else { q.bind(now) };
+            q.execute(&mut **tx).await?;
         }
         sqlx::query(
             "INSERT INTO hourly_stats (hour, domain_id, delivered)

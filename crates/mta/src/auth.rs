@@ -551,7 +551,7 @@ impl<'a> Conn<'a> {
         let ctx = LoginContext {
             peer_ip: req.rip,
             local_ip: req.lip,
-            sni: None,
+            ..LoginContext::default()
         };
         let resp = match req.resp.as_deref().map(decode_base64) {
             None => None,

@@ -6,7 +6,7 @@
 //! (STARTTLS command injection), and the session starts again in AUTHORIZATION. RETR, TOP and
 //! the listings are in `retr`; `sasl` and `apop` are the other ways to log in.
 
-use mailstore::StoreError;
+use mailstore::{LoginRecord, StoreError, Transfer};
 use pop3_proto::{BodyEncoder, Command, LineBuffer, Reply, RespCode, encode, parse_line};
 use pop3_proto::{limits::MAX_SASL_LINE, parse_sasl_line};
 use tenancy::{AuthError, Authenticated, LoginContext};
@@ -202,7 +202,13 @@ impl Session {
         // Leaving without QUIT deletes nothing; the lock is given back so the user can log in
         // again (after a failed UPDATE too).
         if let Some(lease) = self.state.lease()
-            && let Err(e) = observe::timed("unlock", self.services.maildrops.unlock(lease)).await
+            && let Err(e) = observe::timed(
+                "unlock",
+                self.services
+                    .maildrops
+                    .end_session(lease, None, self.retrieved()),
+            )
+            .await
         {
             tracing::warn!(error = %e, "releasing maildrop lock failed; it expires with its lease");
         }
@@ -256,6 +262,15 @@ impl Session {
             duration_ms = u64::try_from(t.duration().as_millis()).unwrap_or(u64::MAX),
             "session summary"
         );
+    }
+
+    /// What this session retrieved, for the user's daily stats: counted once, when the session
+    /// gives its lease up (a committed QUIT, or the end without one).
+    fn retrieved(&self) -> Transfer {
+        Transfer {
+            messages: self.tally.retrieved,
+            octets: self.tally.retrieved_bytes,
+        }
     }
 
     /// Counts a bad command; true once the state's budget is spent (the connection closes).
@@ -338,6 +353,7 @@ impl Session {
             .server_name()
             .and_then(|name| mailstore::DomainName::parse(name).ok());
         self.secure = true;
+        self.login_ctx.tls = true;
         Ok(Conn::Tls(Box::new(tls)))
     }
 
@@ -651,10 +667,11 @@ impl Session {
             State::Transaction(t) => Update::from(t),
             _ => return Reply::Ok("pophost signing off".into()),
         };
-        let commit = self
-            .services
-            .maildrops
-            .commit_update(update.lease.lease(), &update.marked);
+        let commit = self.services.maildrops.end_session(
+            update.lease.lease(),
+            Some(&update.marked),
+            self.retrieved(),
+        );
         match observe::timed("commit_update", commit).await {
             Ok(()) => {
                 let deleted = u64::try_from(update.marked.len()).unwrap_or(u64::MAX);
@@ -683,6 +700,7 @@ impl Session {
 
     /// PASS, and SASL PLAIN and LOGIN: check the password, then `enter_transaction`.
     async fn login(&mut self, login: &str, password: &[u8], mechanism: &'static str) -> Reply {
+        self.login_ctx.mechanism = Some(mechanism);
         let services = &self.services;
         match services
             .auth
@@ -703,7 +721,14 @@ impl Session {
     ) -> Reply {
         let services = &self.services;
         let user = who.user;
-        let lease = match observe::timed("lock", services.maildrops.lock(user)).await {
+        // The login's record goes into the lock's own transaction: no extra round trip.
+        let login = LoginRecord {
+            ip: self.login_ctx.peer_ip,
+            mechanism: mechanism.to_string(),
+            tls: self.secure,
+        };
+        let lock = services.maildrops.lock_for_login(user, &login);
+        let lease = match observe::timed("lock", lock).await {
             Ok(lease) => lease,
             Err(e) => return error_reply("taking maildrop lock", &e),
         };

@@ -206,6 +206,28 @@ pub enum AdminCommand {
         #[command(flatten)]
         password: PasswordArgs,
     },
+    /// List admins: role, domains, status, last sign-in, API tokens.
+    List,
+    /// Change an admin's role (--super or --domains) and/or disable or enable them. Disabling
+    /// ends their sessions and revokes their API tokens.
+    Set {
+        email: String,
+        /// Make them a super admin.
+        #[arg(long = "super", conflicts_with = "domains")]
+        super_admin: bool,
+        /// Make them the admin of these domains (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        domains: Option<Vec<String>>,
+        #[arg(long, conflicts_with = "enable")]
+        disable: bool,
+        #[arg(long)]
+        enable: bool,
+    },
+    /// Set an admin's password, read from the first line of standard input; their sessions end
+    /// and their API tokens are revoked.
+    Passwd { email: String },
+    /// Remove an admin with their sessions and API tokens.
+    Remove { email: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -525,6 +547,30 @@ fn show_user(user: &admin_web::provision::UserJson) -> String {
     )
 }
 
+/// `pophost user show`, after the user: the last login and delivery, and the last 30 days.
+fn show_activity(a: &mailstore::UserActivity) -> String {
+    use admin_web::pages::human_time;
+    let last_login = a.last_login.as_ref().map_or("never".to_string(), |l| {
+        format!(
+            "{} from {} ({}, {})",
+            human_time(l.at),
+            l.ip.as_deref().unwrap_or("unknown"),
+            l.mechanism,
+            if l.tls { "TLS" } else { "no TLS" }
+        )
+    });
+    let days = mailstore::ACTIVITY_DAYS;
+    format!(
+        "last_login: {last_login}\nlast_delivery: {}\nretrieved_{days}d: messages={} bytes={}\n\
+         deleted_{days}d: messages={} bytes={}",
+        a.last_delivery.map_or("never".to_string(), human_time),
+        a.retrieved.messages,
+        a.retrieved.octets,
+        a.deleted.messages,
+        a.deleted.octets
+    )
+}
+
 /// `pophost who`: one line per live session, oldest first.
 async fn who(store: &dyn mailstore::Store) -> anyhow::Result<String> {
     let mut sessions = store.live_sessions(&mailstore::Scope::All).await?;
@@ -597,6 +643,7 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
                 ),
             }
         }
+        Command::Admin(command) => admin(&roles, &cli, command).await?,
         Command::Who => who(&*store).await?,
         Command::Kick { address } => {
             let address = Address::parse(&address)?;
@@ -742,8 +789,10 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             let report = store
                 .expire(now, batch_size.unwrap_or(settings.retention.batch_size))
                 .await?;
+            let keep_ms = i64::from(settings.retention.activity_keep_days) * 86_400_000;
+            let pruned = store.prune_activity(now - keep_ms).await?;
             format!(
-                "deleted {} expired message(s) in {} batch(es)",
+                "deleted {} expired message(s) in {} batch(es); forgot {pruned} activity row(s)",
                 report.deleted, report.batches
             )
         }
@@ -778,7 +827,8 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             if json {
                 serde_json::to_string_pretty(&user)?
             } else {
-                show_user(&user)
+                let activity = provision::activity::user_activity(&roles, &cli, &address).await?;
+                format!("{}\n{}", show_user(&user), show_activity(&activity))
             }
         }
         Command::User(UserCommand::List { domain }) => {
@@ -889,6 +939,92 @@ pub fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         .ok()
         .filter(|u| !u.is_empty());
     Settings::load(cli.config.as_deref(), url, &overrides)
+}
+
+/// `pophost admin list|set|passwd|remove`, through the same operations as the admins page.
+async fn admin(
+    roles: &admin_web::Roles,
+    cli: &Actor,
+    command: AdminCommand,
+) -> anyhow::Result<String> {
+    use admin_web::provision::admins as ops;
+    Ok(match command {
+        AdminCommand::Add { .. } => bail!("handled above"),
+        AdminCommand::List => {
+            let admins = ops::list_admins(roles, cli).await?;
+            let mut out = format!("{} admin(s)", admins.len());
+            for a in &admins {
+                let a = admin_web::provision::AdminJson::from(a);
+                let role = if a.super_admin {
+                    "super".to_string()
+                } else {
+                    format!("domains={}", a.domains.join(","))
+                };
+                let last = match (a.last_signin_at, &a.last_signin_ip) {
+                    (Some(at), ip) => format!(
+                        "{}{}",
+                        admin_web::pages::human_time(at).replace(' ', "T"),
+                        ip.as_deref().map(|ip| format!("@{ip}")).unwrap_or_default()
+                    ),
+                    (None, _) => "never".into(),
+                };
+                out.push_str(&format!(
+                    "\n{} {role} {} last_signin={last} tokens={}",
+                    a.email,
+                    if a.disabled { "disabled" } else { "enabled" },
+                    a.tokens
+                ));
+            }
+            out
+        }
+        AdminCommand::Set {
+            email,
+            super_admin,
+            domains,
+            disable,
+            enable,
+        } => {
+            if !super_admin && domains.is_none() && !disable && !enable {
+                bail!("nothing to change: give --super, --domains, --disable or --enable");
+            }
+            let mut said = Vec::new();
+            if super_admin || domains.is_some() {
+                let scope = provision::admins::scope_of(super_admin, &domains.unwrap_or_default())?;
+                let a = ops::set_scope(roles, cli, &email, &scope).await?;
+                said.push(format!(
+                    "{} is now {}",
+                    a.account.email,
+                    ops::describe_scope(&a.account.scope)
+                ));
+            }
+            if disable || enable {
+                let a = ops::set_disabled(roles, cli, &email, disable).await?;
+                said.push(if disable {
+                    format!(
+                        "{} disabled; sessions ended, API tokens revoked",
+                        a.account.email
+                    )
+                } else {
+                    format!("{} enabled", a.account.email)
+                });
+            }
+            said.join("\n")
+        }
+        AdminCommand::Passwd { email } => {
+            // Never from argv (other local users see the process list): standard input only.
+            let password = given_or_stdin(&None)?;
+            admin_web::password_problem(&password, PasswordFor::Admin)?;
+            ops::set_password(roles, cli, &email, password).await?;
+            format!(
+                "password of {} changed; sessions ended, API tokens revoked",
+                email.trim().to_ascii_lowercase()
+            )
+        }
+        AdminCommand::Remove { email } => {
+            ops::remove(roles, cli, &email).await?;
+            format!("removed admin {}", email.trim().to_ascii_lowercase())
+        }
+    })
 }
 
 #[cfg(test)]

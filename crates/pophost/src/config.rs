@@ -28,6 +28,7 @@ struct File {
     log: LogFile,
     telemetry: TelemetryFile,
     retention: RetentionFile,
+    activity: ActivityFile,
     migration: MigrationFile,
     sasl_service: SaslServiceFile,
     postfix: PostfixFile,
@@ -79,6 +80,13 @@ struct MigrationFile {
 struct RetentionFile {
     interval_secs: Option<u64>,
     batch_size: Option<u32>,
+}
+
+/// `[activity]`: how long the login history and the daily retrieved/deleted counts are kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ActivityFile {
+    keep_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -305,6 +313,8 @@ pub struct RetentionSettings {
     pub interval: Duration,
     /// Messages deleted per transaction: bounds how long one holds its locks.
     pub batch_size: u32,
+    /// Login events and daily stats older than this many days are pruned (`activity.keep_days`).
+    pub activity_keep_days: u32,
 }
 
 /// RFC 1939 §3: the autologout timer must be at least 10 minutes.
@@ -521,6 +531,7 @@ impl Settings {
                     "retention.interval_secs",
                 )?),
                 batch_size: positive(file.retention.batch_size, 500, "retention.batch_size")?,
+                activity_keep_days: positive(file.activity.keep_days, 90, "activity.keep_days")?,
             },
             sasl: MtaService {
                 listen: o.sasl_listen.or(file.sasl_service.listen),

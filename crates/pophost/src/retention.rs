@@ -1,7 +1,8 @@
 //! The retention job: every `retention.interval_secs`, delete messages older than their
-//! domain's retention (`pophost domain set --retention-days`), in batches. The store does the
-//! work (`Policies::expire`, which skips open maildrops and is safe from several frontends at
-//! once); this loop only supplies the clock and the schedule.
+//! domain's retention (`pophost domain set --retention-days`), in batches, and forget activity
+//! (login history, daily stats) older than `activity.keep_days`. The store does the work
+//! (`Policies::expire`, which skips open maildrops and is safe from several frontends at once;
+//! `Admin::prune_activity`); this loop only supplies the clock and the schedule.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -43,6 +44,12 @@ pub async fn run(store: Arc<dyn Store>, settings: RetentionSettings, shutdown: C
             // Logged and retried at the next interval: nothing is half-deleted (each batch is
             // one transaction).
             Err(e) => tracing::warn!(error = %e, "retention run failed"),
+        }
+        let keep_ms = i64::from(settings.activity_keep_days) * 86_400_000;
+        match store.prune_activity(now_ms() - keep_ms).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "retention: old activity forgotten"),
+            Err(e) => tracing::warn!(error = %e, "pruning activity failed"),
         }
     }
 }

@@ -264,6 +264,10 @@ fn describe() {
     );
     describe_counter!("pophost_pop3_commands_total", "POP3 commands, by command");
     describe_counter!(
+        "pophost_admin_refused_total",
+        "Admin requests refused: another tenant's domain (cross_tenant) or a 403 (forbidden)"
+    );
+    describe_counter!(
         "pophost_pop3_bytes_sent_total",
         "Bytes sent to POP3 clients"
     );

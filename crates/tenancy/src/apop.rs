@@ -15,7 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use mailstore::UserId;
+use mailstore::{FailureReason, UserId};
 use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
 
@@ -246,6 +246,7 @@ impl ApopVerifier {
                 false
             }
         };
+        let known = user.is_some();
         match (user, attempt.address.clone()) {
             (Some(u), Some(address)) if usable && matches => {
                 self.auth.succeeded(&attempt).await;
@@ -255,7 +256,14 @@ impl ApopVerifier {
                 })
             }
             _ => {
-                self.auth.failed().await;
+                // A good digest is impossible without a secret: an account with none, or of a
+                // domain without APOP, cannot log in this way whatever it sends.
+                let reason = if known && !usable {
+                    FailureReason::MechanismNotAllowed
+                } else {
+                    FailureReason::WrongPassword
+                };
+                self.auth.failed(&attempt, reason).await;
                 Err(AuthError::Rejected)
             }
         }

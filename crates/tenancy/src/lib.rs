@@ -23,7 +23,10 @@ pub use scram::{SCRAM_ITERATIONS, ScramError, ScramExchange, ScramVerifier};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mailstore::{Address, AuthAttempt, Directory, StoreError, UserId};
+use mailstore::{
+    Address, AuthAttempt, Directory, DomainName, FailedLogin, FailureReason, LoginRecord,
+    StoreError, UserId,
+};
 use tokio::sync::oneshot;
 
 /// Why a login failed.
@@ -108,10 +111,8 @@ impl Authenticator {
         if password.len() > MAX_PASSWORD_BYTES {
             return Err(AuthError::Rejected);
         }
-        let (address, migrate_from) = match self.mailbox(login, ctx).await? {
-            Some((address, source)) => (Some(address), source),
-            None => (None, None),
-        };
+        let named = self.mailbox(login, ctx).await?;
+        let (address, migrate_from) = (named.address, named.migrate_from);
         let user = match &address {
             Some(address) => self
                 .directory
@@ -147,7 +148,8 @@ impl Authenticator {
                 address: address.clone(),
             });
         }
-        let attempt = self.count_and_wait(address, ctx).await?;
+        let mut attempt = self.count_and_wait(address, ctx).await?;
+        attempt.refused_by = named.refused_by;
         let (id, hash) = match user {
             Some(u) => (Some(u.id), Arc::from(u.password_hash)),
             None => (None, self.dummy_hash.clone()),
@@ -161,7 +163,7 @@ impl Authenticator {
                 Ok(Authenticated { user: id, address })
             }
             _ => {
-                self.failed().await;
+                self.failed(&attempt, FailureReason::WrongPassword).await;
                 Err(AuthError::Rejected)
             }
         }
@@ -201,9 +203,31 @@ impl Authenticator {
     }
 
     /// A failed attempt stays counted (it was counted before its check); its answer waits the
-    /// failure delay.
-    pub(crate) async fn failed(&self) {
-        tokio::time::sleep(self.policy.failure_delay).await;
+    /// failure delay. A frontend that names the mechanism has it recorded in the login history
+    /// meanwhile, so the reply's timing does not depend on what the store had to look up (a
+    /// mailbox that does not exist takes another statement). `reason` is for a login that named
+    /// a mailbox; the store tells an unknown or disabled one from a wrong password.
+    pub(crate) async fn failed(&self, attempt: &Attempt, reason: FailureReason) {
+        let record = async {
+            let Some(login) = &attempt.login else {
+                return;
+            };
+            let (reason, domain) = match (&attempt.address, &attempt.refused_by) {
+                (Some(_), _) => (reason, None),
+                (None, Some(domain)) => (FailureReason::LoginForm, Some(domain.clone())),
+                (None, None) => (FailureReason::UnknownUser, None),
+            };
+            let failure = FailedLogin {
+                login: login.clone(),
+                address: attempt.address.clone(),
+                domain,
+                reason,
+            };
+            if let Err(e) = self.directory.record_failed_login(&failure).await {
+                tracing::warn!(error = %e, "recording a failed login failed");
+            }
+        };
+        tokio::join!(record, tokio::time::sleep(self.policy.failure_delay));
     }
 
     /// A successful attempt is no failure: forgets it, and the failures of its (network,
@@ -227,27 +251,31 @@ impl Authenticator {
         login: &str,
         ctx: &LoginContext,
     ) -> Result<Attempt, AuthError> {
-        let address = self.mailbox(login, ctx).await?.map(|(address, _)| address);
-        self.count_and_wait(address, ctx).await
+        let named = self.mailbox(login, ctx).await?;
+        let mut attempt = self.count_and_wait(named.address, ctx).await?;
+        attempt.refused_by = named.refused_by;
+        Ok(attempt)
     }
 
     /// The mailbox a login names, if any, and its domain's old server in migration mode.
-    async fn mailbox(
-        &self,
-        login: &str,
-        ctx: &LoginContext,
-    ) -> Result<Option<(Address, Option<String>)>, AuthError> {
+    async fn mailbox(&self, login: &str, ctx: &LoginContext) -> Result<Named, AuthError> {
         let resolution = resolve(&*self.directory, login, &self.defaults, ctx)
             .await
             .map_err(AuthError::Unavailable)?;
-        Ok(match resolution {
+        let mut named = Named::default();
+        match resolution {
             Resolution::Mailbox {
                 address,
                 migrate_from,
                 ..
-            } => Some((address, migrate_from)),
-            _ => None,
-        })
+            } => {
+                named.address = Some(address);
+                named.migrate_from = migrate_from;
+            }
+            Resolution::FormNotAllowed(_, domain) => named.refused_by = Some(domain),
+            Resolution::Malformed | Resolution::NoDomain(_) | Resolution::UnknownDomain(..) => {}
+        }
+        Ok(named)
     }
 
     /// Counts the attempt under its network, (network, account) pair and account — before its
@@ -303,8 +331,23 @@ impl Authenticator {
             address,
             counted,
             pair,
+            refused_by: None,
+            login: ctx.mechanism.map(|mechanism| LoginRecord {
+                ip: ctx.peer_ip,
+                mechanism: mechanism.to_string(),
+                tls: ctx.tls,
+            }),
         })
     }
+}
+
+/// What a login names, as far as the directory tells.
+#[derive(Default)]
+struct Named {
+    address: Option<Address>,
+    migrate_from: Option<String>,
+    /// The domain whose login forms refuse the form typed.
+    refused_by: Option<DomainName>,
 }
 
 /// One queue per key: `take` waits until no other attempt of the key holds its turn. A key's
@@ -358,6 +401,10 @@ pub(crate) struct Attempt {
     counted: AuthAttempt,
     /// The (network, account) counter, which a success clears.
     pair: Option<String>,
+    /// The domain that refused the login form, when that is why no mailbox was named.
+    refused_by: Option<DomainName>,
+    /// How the client logged in, when the frontend keeps a login history (see `failed`).
+    login: Option<LoginRecord>,
 }
 
 /// What a mailbox stores of a password: its argon2id hash and its SCRAM-SHA-256 verifier,
@@ -499,6 +546,75 @@ mod tests {
             auth.authenticate("john@example.net", b"wrong", &ctx).await,
             Err(AuthError::Rejected)
         ));
+    }
+
+    /// A frontend that names the mechanism gets each failure in the user's login history,
+    /// with why it failed; one that names none (the MTA's auth service) records nothing.
+    #[tokio::test]
+    async fn failures_are_recorded_with_their_reason_when_a_mechanism_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db"), LockOptions::default(), true)
+            .await
+            .unwrap();
+        let store = Arc::new(store);
+        let domain = DomainName::parse("example.com").unwrap();
+        store.add_domain(&domain).await.unwrap();
+        let john = Address::parse("john@example.com").unwrap();
+        store
+            .add_user(&john, &hash_password(b"pw").unwrap(), None)
+            .await
+            .unwrap();
+        let policy = AuthPolicy {
+            failure_delay: Duration::ZERO,
+            ..AuthPolicy::default()
+        };
+        let auth = Authenticator::new(store.clone(), 1, DefaultDomains::default(), policy).unwrap();
+        let pop3 = LoginContext {
+            peer_ip: Some("192.0.2.7".parse().unwrap()),
+            tls: true,
+            mechanism: Some("PLAIN"),
+            ..LoginContext::default()
+        };
+        let history = || async {
+            let activity = store.user_activity(&john).await.unwrap().unwrap();
+            activity
+                .logins
+                .into_iter()
+                .map(|e| (e.failure.map(|f| f.as_str().to_string()), e.ip, e.tls))
+                .collect::<Vec<_>>()
+        };
+        let ip = Some("192.0.2.7".to_string());
+        assert!(
+            auth.authenticate("john@example.com", b"no", &pop3)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            history().await,
+            vec![(Some("wrong_password".into()), ip.clone(), true)]
+        );
+        store.set_user_enabled(&john, false).await.unwrap();
+        assert!(
+            auth.authenticate("john@example.com", b"pw", &pop3)
+                .await
+                .is_err()
+        );
+        assert_eq!(history().await[0].0.as_deref(), Some("disabled"));
+        store.set_user_enabled(&john, true).await.unwrap();
+        let mta = LoginContext {
+            mechanism: None,
+            ..pop3.clone()
+        };
+        assert!(
+            auth.authenticate("john@example.com", b"no", &mta)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            history().await.len(),
+            2,
+            "nothing recorded without a mechanism"
+        );
     }
 
     /// A login against an imported hash replaces it with argon2id and a SCRAM verifier, once;

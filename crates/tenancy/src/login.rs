@@ -54,6 +54,12 @@ pub struct LoginContext {
     pub local_ip: Option<IpAddr>,
     /// The TLS server name the client asked for.
     pub sni: Option<DomainName>,
+    /// Whether the connection is TLS, for the login history.
+    pub tls: bool,
+    /// The mechanism of the login under way (`USER`, `PLAIN`, `APOP`, …), set by the frontend
+    /// before it asks: with it, a failed login is recorded in the login history
+    /// (`Directory::record_failed_login`); without it (the MTA's auth service), it is not.
+    pub mechanism: Option<&'static str>,
 }
 
 /// Default domains of bare logins, by the local address the client connected to.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mailstore::{Address, Directory, StoreError, UserAuth, UserId};
+use mailstore::{Address, Directory, FailureReason, StoreError, UserAuth, UserId};
 use tokio::sync::Semaphore;
 
 use crate::{AuthError, Authenticated, Authenticator, LoginContext};
@@ -82,7 +82,7 @@ impl Authenticator {
             .count_and_wait(Some(pending.address.clone()), ctx)
             .await?;
         let Ok(text) = std::str::from_utf8(password) else {
-            self.failed().await;
+            self.failed(&attempt, FailureReason::WrongPassword).await;
             return Err(AuthError::Rejected);
         };
         let Ok(Ok(permit)) =
@@ -112,7 +112,7 @@ impl Authenticator {
                         address: pending.address,
                     });
                 }
-                self.failed().await;
+                self.failed(&attempt, FailureReason::WrongPassword).await;
                 return Err(AuthError::Rejected);
             }
             Err(e) => {

@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{KeyInit, Mac};
-use mailstore::UserId;
+use mailstore::{FailureReason, UserId};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -361,7 +361,8 @@ impl Authenticator {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "SCRAM client-final refused");
                 }
-                self.failed().await;
+                self.failed(&exchange.attempt, FailureReason::WrongPassword)
+                    .await;
                 Err(AuthError::Rejected)
             }
         }

@@ -3,11 +3,17 @@
 //! from the handlers' `#[utoipa::path]` annotations and the types they take and return, and the
 //! router is built from the same list of handlers, so the two cannot drift apart.
 
+mod activity;
+mod admins;
+mod paging;
+
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, FromRequestParts, OriginalUri, Path, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -26,7 +32,7 @@ use crate::error::{ApiError, AppError};
 use crate::provision::accounts::{self, Outcome, Summary};
 use crate::provision::{
     self, Actor, Audit, DomainChange, DomainJson, LimitJson, ListQuery, PoliciesJson, PolicyChange,
-    SessionJson, Unit, UserChange, UserJson,
+    SessionJson, SessionQuery, Unit, UserChange, UserJson,
 };
 use crate::state::AppState;
 
@@ -69,6 +75,7 @@ pub fn routes() -> (Router<AppState>, Document) {
         .routes(routes!(get_policies, patch_policies))
         .routes(routes!(list_users, create_user))
         .routes(routes!(get_user, patch_user, delete_user))
+        .routes(routes!(activity::get_activity))
         .merge(
             OpenApiRouter::new()
                 .routes(routes!(import_users))
@@ -76,6 +83,12 @@ pub fn routes() -> (Router<AppState>, Document) {
         )
         .routes(routes!(list_sessions))
         .routes(routes!(end_session))
+        .routes(routes!(admins::list_admins, admins::create_admin))
+        .routes(routes!(
+            admins::get_admin,
+            admins::patch_admin,
+            admins::delete_admin
+        ))
         .split_for_parts();
     every_operation_may_be_unauthorized(&mut doc);
     (router.merge(user_named_import()), doc)
@@ -229,18 +242,23 @@ type ApiResult<T> = Result<T, ApiError>;
     path = "/domains",
     operation_id = "listDomains",
     params(ListQuery),
-    responses((status = 200, description = "A page of domains", body = DomainList))
+    responses((status = 200, description = "A page of domains", body = DomainList,
+               headers(("Link" = String, description = "RFC 8288 links to the first, previous, next and last pages"))))
 )]
 async fn list_domains(
     State(state): State<AppState>,
     actor: Actor,
+    OriginalUri(uri): OriginalUri,
     Q(query): Q<ListQuery>,
-) -> ApiResult<Json<DomainList>> {
-    let page = provision::domains(&state.roles, &actor, &query, state.config.page_size).await?;
-    Ok(Json(DomainList {
+) -> ApiResult<Response> {
+    let size = query.page_size(state.config.page_size);
+    let page = provision::domains(&state.roles, &actor, &query, size).await?;
+    let paging = paging::Paging::new(query.page_within(page.total, size), page.total, size);
+    let body = DomainList {
         items: page.items.iter().map(DomainJson::from).collect(),
         total: page.total,
-    }))
+    };
+    Ok(paging::paged(&uri, paging, body))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -499,23 +517,27 @@ async fn patch_policies(
     operation_id = "listUsers",
     params(("domain" = String, Path, description = "Domain name"), ListQuery),
     responses(
-        (status = 200, description = "A page of users", body = UserList),
+        (status = 200, description = "A page of users", body = UserList,
+         headers(("Link" = String, description = "RFC 8288 links to the first, previous, next and last pages"))),
         (status = 404, description = "No such domain in scope", body = ErrorBody),
     )
 )]
 async fn list_users(
     State(state): State<AppState>,
     actor: Actor,
+    OriginalUri(uri): OriginalUri,
     Path(raw): Path<String>,
     Q(query): Q<ListQuery>,
-) -> ApiResult<Json<UserList>> {
+) -> ApiResult<Response> {
     let name = actor.domain(&raw)?;
-    let size = state.config.page_size;
+    let size = query.page_size(state.config.page_size);
     let page = provision::users(&state.roles, &actor, &name, &query, size).await?;
-    Ok(Json(UserList {
+    let paging = paging::Paging::new(query.page_within(page.total, size), page.total, size);
+    let body = UserList {
         items: page.items.iter().map(UserJson::from).collect(),
         total: page.total,
-    }))
+    };
+    Ok(paging::paged(&uri, paging, body))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -871,14 +893,30 @@ async fn import_users(
     get,
     path = "/sessions",
     operation_id = "listSessions",
-    responses((status = 200, description = "Live sessions", body = Vec<SessionJson>))
+    params(SessionQuery),
+    responses((status = 200, description = "A page of live sessions", body = Vec<SessionJson>,
+               headers(("Link" = String, description = "RFC 8288 links to the first, previous, next and last pages"))))
 )]
 async fn list_sessions(
     State(state): State<AppState>,
     actor: Actor,
-) -> ApiResult<Json<Vec<SessionJson>>> {
-    let sessions = provision::live_sessions(&state.roles, &actor).await?;
-    Ok(Json(sessions.iter().map(SessionJson::from).collect()))
+    OriginalUri(uri): OriginalUri,
+    Q(filter): Q<SessionQuery>,
+) -> ApiResult<Response> {
+    let sessions: Vec<SessionJson> = provision::live_sessions(&state.roles, &actor)
+        .await?
+        .iter()
+        .filter(|s| filter.matches(s))
+        .map(SessionJson::from)
+        .collect();
+    let list = filter.list();
+    let size = list.page_size(state.config.page_size);
+    let total = sessions.len() as u64;
+    let paging = paging::Paging::new(list.page_within(total, size), total, size);
+    let skip = usize::try_from((paging.page - 1) * size).unwrap_or(usize::MAX);
+    let take = usize::try_from(size).unwrap_or(usize::MAX);
+    let page: Vec<SessionJson> = sessions.into_iter().skip(skip).take(take).collect();
+    Ok(paging::paged(&uri, paging, page))
 }
 
 /// Break the maildrop lock; the session ends at its next lease renewal.

@@ -1,5 +1,6 @@
 //! The audit log, read-only: filterable by who, what and which object; a domain admin sees the
-//! entries of their own domains only (the store applies the scope).
+//! entries of their own domains only (the store applies the scope), and the client address of
+//! their own entries only: where the ISP's staff work from is not the tenant's business.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -29,6 +30,8 @@ struct AuditQuery {
     object: String,
     #[serde(default)]
     page: Option<u64>,
+    #[serde(default)]
+    per_page: Option<u64>,
 }
 
 struct Row {
@@ -49,8 +52,6 @@ struct AuditPage {
     filter: AuditFilter,
     rows: Vec<Row>,
     pager: Pager,
-    /// The filter as a query string for the pager links.
-    filter_query: String,
 }
 
 async fn list(
@@ -66,37 +67,51 @@ async fn list(
     let list = ListQuery {
         q: String::new(),
         page: query.page,
+        per_page: query.per_page,
     };
-    let size = state.config.page_size;
-    let page = state
-        .roles
-        .admin
-        .audit_page(&actor.scope, &filter, list.offset(size), size)
-        .await?;
+    let size = list.page_size(state.config.page_size);
+    let fetch = |offset| {
+        state
+            .roles
+            .admin
+            .audit_page(&actor.scope, &filter, offset, size)
+    };
+    let mut page = fetch(list.offset(size)).await?;
+    let shown = list.page_within(page.total, size);
+    if page.items.is_empty() && shown < list.page() {
+        page = fetch((shown - 1) * size).await?;
+    }
     let rows = page
         .items
         .into_iter()
-        .map(|e| Row {
-            at: human_time(e.at),
-            actor: e.actor,
-            action: e.action,
-            object: e.object,
-            before: e.before.unwrap_or_default(),
-            after: e.after.unwrap_or_default(),
-            ip: e.ip.unwrap_or_default(),
-            success: e.success,
+        .map(|e| {
+            // Another admin's address (the ISP's staff) is not shown to a domain admin.
+            let ip_shown = if actor.is_super() || e.actor == actor.name {
+                e.ip.clone().unwrap_or_default()
+            } else {
+                String::new()
+            };
+            Row {
+                at: human_time(e.at),
+                actor: e.actor,
+                action: e.action,
+                object: e.object,
+                before: e.before.unwrap_or_default(),
+                after: e.after.unwrap_or_default(),
+                ip: ip_shown,
+                success: e.success,
+            }
         })
         .collect();
-    let filter_query = form_urlencoded::Serializer::new(String::new())
-        .append_pair("actor", &filter.actor)
-        .append_pair("action", &filter.action)
-        .append_pair("object", &filter.object)
-        .finish();
+    let pager = Pager::new(&list, page.total, size).with_params(vec![
+        ("actor".into(), filter.actor.clone()),
+        ("action".into(), filter.action.clone()),
+        ("object".into(), filter.object.clone()),
+    ]);
     Ok(AuditPage {
         chrome: Chrome::from(&actor),
-        pager: Pager::new(&list, page.total, size),
+        pager,
         filter,
         rows,
-        filter_query,
     })
 }

@@ -6,7 +6,7 @@ use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::Form;
 use mailstore::{DomainDetail, DomainName, LoginForm, QuotaChange, StoreError};
@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::auth::{Chrome, FieldErrors};
 use crate::error::AppError;
+use crate::flash;
 use crate::pages::{ListQuery, Pager, human_bytes};
 use crate::provision::{self, Actor, DomainChange, Unit, show_limit};
 use crate::state::AppState;
@@ -49,11 +50,6 @@ pub(crate) fn segment(raw: &str) -> String {
     } else {
         enc
     }
-}
-
-/// A query-string value.
-pub(crate) fn query_value(raw: &str) -> String {
-    form_urlencoded::byte_serialize(raw.as_bytes()).collect()
 }
 
 /// Usage against a limit, for a table cell with a `<meter>` (drawn only when there is a limit).
@@ -109,6 +105,37 @@ pub(crate) fn conflict_to_field(
     }
 }
 
+/// Why a domain's new settings were refused, under the field concerned. The store refuses a
+/// domain quota that a user's quota would exceed: that is about the quota (or quotas) the
+/// change lowered, not about the user limit.
+fn settings_errors(
+    e: provision::Error,
+    before: &DomainDetail,
+    change: &DomainChange,
+) -> Result<FieldErrors, AppError> {
+    let message = match e {
+        provision::Error::Store(StoreError::Conflict(m) | StoreError::Invalid(m)) => m,
+        provision::Error::Invalid(m) => m,
+        other => return Err(other.into()),
+    };
+    if !message.contains("quota") {
+        return Ok(field_errors("max_users", message));
+    }
+    let lowered = |new: Option<Option<u64>>, old: Option<u64>| match (new, old) {
+        (Some(Some(n)), Some(o)) => n < o,
+        (Some(Some(_)), None) => true,
+        _ => false,
+    };
+    let mut errors = FieldErrors::default();
+    if lowered(change.quota.messages, before.quota.messages) {
+        errors.add("quota_messages", message.clone());
+    }
+    if lowered(change.quota.bytes, before.quota.bytes) || errors.is_empty() {
+        errors.add("quota_bytes", message);
+    }
+    Ok(errors)
+}
+
 // ---------------------------------------------------------------------------------------------
 // The list.
 
@@ -129,7 +156,6 @@ struct ListPage {
     chrome: Chrome,
     rows: Vec<DomainRow>,
     pager: Pager,
-    q_enc: String,
 }
 
 async fn list(
@@ -137,7 +163,7 @@ async fn list(
     actor: Actor,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, AppError> {
-    let size = state.config.page_size;
+    let size = query.page_size(state.config.page_size);
     let page = provision::domains(&state.roles, &actor, &query, size).await?;
     let rows = page
         .items
@@ -159,7 +185,6 @@ async fn list(
         chrome: Chrome::from(&actor),
         rows,
         pager: Pager::new(&query, page.total, size),
-        q_enc: query_value(&query.q),
     }
     .into_response())
 }
@@ -204,9 +229,10 @@ async fn create(
         Err(e) => Err(e.into()),
     };
     match created {
-        Ok(name) => {
-            Ok(Redirect::to(&format!("/domains/{}", segment(name.as_str()))).into_response())
-        }
+        Ok(name) => Ok(flash::done(
+            &format!("/domains/{}", segment(name.as_str())),
+            format!("Domain {name} created"),
+        )),
         Err(e) => {
             let errors = conflict_to_field(e, "name")?;
             let page = NewPage {
@@ -363,9 +389,12 @@ async fn update(
         Err(errors) => return Ok(EditPage::new(&actor, before, form).invalid(errors)),
     };
     match provision::update_domain(&state.roles, &actor, &name, &change).await {
-        Ok(_) => Ok(Redirect::to(&format!("/domains/{}", segment(name.as_str()))).into_response()),
+        Ok(after) => Ok(flash::done(
+            &format!("/domains/{}", segment(after.name.as_str())),
+            format!("Settings of {} saved", after.name),
+        )),
         Err(e) => {
-            let errors = conflict_to_field(e, "max_users")?;
+            let errors = settings_errors(e, &before, &change)?;
             Ok(EditPage::new(&actor, before, form).invalid(errors))
         }
     }
@@ -386,17 +415,26 @@ async fn add_alias(
     let name = actor.domain(&raw)?;
     actor.require_super()?;
     let added = match DomainName::parse(&form.alias) {
-        Ok(alias) => provision::add_alias(&state.roles, &actor, &name, &alias).await,
+        Ok(alias) => provision::add_alias(&state.roles, &actor, &name, &alias)
+            .await
+            .map(|_| alias),
         Err(e) => Err(e.into()),
     };
-    if let Err(e) = added {
-        let errors = conflict_to_field(e, "alias")?;
-        let before = provision::domain(&state.roles, &actor, &name).await?;
-        let mut page = EditPage::new(&actor, before.clone(), SettingsForm::from_detail(&before));
-        page.alias = form.alias;
-        return Ok(page.invalid(errors));
-    }
-    Ok(Redirect::to(&format!("/domains/{}", segment(name.as_str()))).into_response())
+    let alias = match added {
+        Ok(alias) => alias,
+        Err(e) => {
+            let errors = conflict_to_field(e, "alias")?;
+            let before = provision::domain(&state.roles, &actor, &name).await?;
+            let mut page =
+                EditPage::new(&actor, before.clone(), SettingsForm::from_detail(&before));
+            page.alias = form.alias;
+            return Ok(page.invalid(errors));
+        }
+    };
+    Ok(flash::done(
+        &format!("/domains/{}", segment(name.as_str())),
+        format!("Alias {alias} added to {name}"),
+    ))
 }
 
 async fn remove_alias(
@@ -409,7 +447,10 @@ async fn remove_alias(
     // Only an alias of this domain: the URL names both, and they must agree.
     let alias = DomainName::parse(&alias).map_err(|_| AppError::NotFound)?;
     provision::remove_alias(&state.roles, &actor, &name, &alias).await?;
-    Ok(Redirect::to(&format!("/domains/{}", segment(name.as_str()))).into_response())
+    Ok(flash::done(
+        &format!("/domains/{}", segment(name.as_str())),
+        format!("Alias {alias} of {name} removed"),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -478,7 +519,7 @@ async fn delete(
     actor.require_super()?;
     let force = form.force.is_some_and(|v| v == "on" || v == "true");
     match provision::delete_domain(&state.roles, &actor, &name, force).await {
-        Ok(()) => Ok(Redirect::to("/domains").into_response()),
+        Ok(()) => Ok(flash::done("/domains", format!("Domain {name} deleted"))),
         Err(e) => {
             let errors = conflict_to_field(e, "force")?;
             let domain = provision::domain(&state.roles, &actor, &name).await?;

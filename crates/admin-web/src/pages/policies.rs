@@ -8,7 +8,7 @@ use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum_extra::extract::Form;
 use mailstore::{DomainPolicies, StoreError};
@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::auth::{Chrome, FieldErrors};
 use crate::error::AppError;
+use crate::flash;
 use crate::pages::domains::segment;
 use crate::provision::{self, Actor, PolicyChange};
 use crate::state::AppState;
@@ -148,7 +149,10 @@ async fn update(
     };
     let change = PolicyChange::from(&policies);
     match provision::update_policies(&state.roles, &actor, &name, &change).await {
-        Ok(_) => Ok(Redirect::to(&format!("/domains/{href}/policies")).into_response()),
+        Ok(_) => Ok(flash::done(
+            &format!("/domains/{href}/policies"),
+            format!("Policies of {name} saved"),
+        )),
         Err(provision::Error::Store(StoreError::Invalid(m))) => {
             let mut errors = FieldErrors::default();
             errors.add("policies", m);

@@ -161,6 +161,14 @@ async fn submit(
         attempt.failed(&state).await;
         return Ok(again("Wrong e-mail or password.", StatusCode::UNAUTHORIZED));
     };
+    // Said only to someone who knows the password: it tells a guesser nothing.
+    if admin.disabled {
+        attempt.refused_disabled(&state).await;
+        return Ok(again(
+            "This admin account is disabled. Ask a super admin to enable it.",
+            StatusCode::FORBIDDEN,
+        ));
+    }
     // A success is no failure, and clears its (address, account) pair.
     let [_, pair] = &keys;
     state
@@ -169,6 +177,12 @@ async fn submit(
         .forget_auth_attempt(&counted, std::slice::from_ref(pair))
         .await?;
     attempt.succeeded(&state).await;
+    let ip = req_ip.0.map(|ip| ip.to_string());
+    state
+        .roles
+        .admin
+        .record_admin_signin(admin.id, state.now(), ip.as_deref())
+        .await?;
     start_session(&state, admin.id).await
 }
 
@@ -235,22 +249,30 @@ impl Attempt<'_> {
         self.record(state, "signin", true).await;
     }
 
+    /// The right password for a disabled account: always recorded (no one can flood this
+    /// without the password), with the reason.
+    async fn refused_disabled(&self, state: &AppState) {
+        let mut entry = self.entry("signin", false);
+        entry.after = Some(serde_json::json!({ "reason": "disabled" }).to_string());
+        write_audit(state, entry).await;
+    }
+
+    fn entry(&self, action: &str, success: bool) -> AuditEntry {
+        AuditEntry {
+            at: 0,
+            actor: clip_actor(self.email),
+            action: action.into(),
+            object: "admin".into(),
+            domain: None,
+            before: None,
+            after: None,
+            ip: self.ip.map(|ip| ip.to_string()),
+            success,
+        }
+    }
+
     async fn record(&self, state: &AppState, action: &str, success: bool) {
-        write_audit(
-            state,
-            AuditEntry {
-                at: 0,
-                actor: clip_actor(self.email),
-                action: action.into(),
-                object: "admin".into(),
-                domain: None,
-                before: None,
-                after: None,
-                ip: self.ip.map(|ip| ip.to_string()),
-                success,
-            },
-        )
-        .await;
+        write_audit(state, self.entry(action, success)).await;
     }
 }
 

@@ -1,32 +1,44 @@
 //! API tokens: an admin creates bearer tokens for the provisioning API, scoped exactly like
-//! themselves. The secret is shown once and stored only as a hash.
+//! themselves, expiring after a chosen time and optionally read-only. The secret is shown once
+//! and stored only as a hash. Revoking asks for confirmation.
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::{Form, Router};
 use serde::Deserialize;
 
-use crate::auth::{Chrome, FieldErrors, hash_secret, random_token};
+use crate::auth::{Chrome, FieldErrors};
 use crate::error::AppError;
+use crate::flash;
+use crate::pages::domains::ConfirmPage;
 use crate::pages::human_time;
-use crate::provision::{Actor, Audit};
+use crate::provision::admins as ops;
+use crate::provision::{self, Actor};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/tokens", get(list).post(create))
-        .route("/tokens/{id}/revoke", post(revoke))
+        .route("/tokens/{id}/revoke", get(confirm_revoke).post(revoke))
 }
+
+/// The lifetimes offered, in days; 0 is "never expires".
+const EXPIRY_DAYS: [u32; 4] = [30, 90, 365, 0];
+const DEFAULT_DAYS: u32 = 90;
+const DAY_MS: i64 = 86_400_000;
 
 struct Row {
     id: i64,
     name: String,
     created: String,
     last_used: String,
+    expires: String,
+    expired: bool,
+    access: &'static str,
 }
 
 #[derive(Template, WebTemplate)]
@@ -37,6 +49,9 @@ struct TokensPage {
     /// A token just created: shown this once.
     created: Option<String>,
     name: String,
+    days: u32,
+    choices: [u32; 4],
+    read_only: bool,
     errors: FieldErrors,
 }
 
@@ -44,13 +59,11 @@ async fn page(
     state: &AppState,
     actor: &Actor,
     created: Option<String>,
-    name: String,
+    form: &NewToken,
     errors: FieldErrors,
 ) -> Result<TokensPage, AppError> {
-    let rows = state
-        .roles
-        .admin
-        .list_api_tokens(actor.admin_id()?)
+    let now = state.now();
+    let rows = ops::tokens(&state.roles, actor)
         .await?
         .into_iter()
         .map(|t| Row {
@@ -58,25 +71,41 @@ async fn page(
             name: t.name,
             created: human_time(t.created_at),
             last_used: t.last_used.map_or_else(|| "never".into(), human_time),
+            expires: t.expires_at.map_or_else(|| "never".into(), human_time),
+            expired: t.expires_at.is_some_and(|e| e <= now),
+            access: if t.read_only {
+                "read-only"
+            } else {
+                "read and write"
+            },
         })
         .collect();
     Ok(TokensPage {
         chrome: Chrome::from(actor),
         rows,
         created,
-        name,
+        name: form.name.clone(),
+        days: form.days.unwrap_or(DEFAULT_DAYS),
+        choices: EXPIRY_DAYS,
+        read_only: form.read_only.is_some(),
         errors,
     })
 }
 
 async fn list(State(state): State<AppState>, actor: Actor) -> Result<TokensPage, AppError> {
-    page(&state, &actor, None, String::new(), FieldErrors::default()).await
+    let form = NewToken::default();
+    page(&state, &actor, None, &form, FieldErrors::default()).await
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct NewToken {
     #[serde(default)]
     name: String,
+    /// Days until it expires; 0 never. Absent: the default.
+    #[serde(default)]
+    days: Option<u32>,
+    #[serde(default)]
+    read_only: Option<String>,
 }
 
 async fn create(
@@ -84,35 +113,53 @@ async fn create(
     actor: Actor,
     Form(form): Form<NewToken>,
 ) -> Result<Response, AppError> {
-    let name = form.name.trim().to_string();
-    if name.is_empty() || name.chars().count() > 100 {
-        let mut errors = FieldErrors::default();
-        errors.add("name", "Give the token a name of 1 to 100 characters.");
-        let page = page(&state, &actor, None, name, errors).await?;
-        return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+    let days = form.days.unwrap_or(DEFAULT_DAYS);
+    let mut errors = FieldErrors::default();
+    if !EXPIRY_DAYS.contains(&days) {
+        errors.add("days", "Choose one of the lifetimes offered.");
     }
-    let secret = format!("ph_{}", random_token());
-    let id = state
-        .roles
-        .admin
-        .add_api_token(actor.admin_id()?, &name, &hash_secret(&secret), state.now())
-        .await?;
-    actor
-        .audit(
-            &state.roles,
-            Audit::new("token.create", &format!("token {id}"), None)
-                .after(serde_json::json!({ "id": id, "name": name })),
-        )
-        .await;
-    // Shown in this response only (not after a redirect): the store keeps no copy.
-    Ok(page(
-        &state,
-        &actor,
-        Some(secret),
-        String::new(),
-        FieldErrors::default(),
-    )
-    .await?
+    let now = state.now();
+    let expires_at = (days > 0).then(|| now.saturating_add(i64::from(days) * DAY_MS));
+    let read_only = form.read_only.is_some();
+    if errors.is_empty() {
+        match ops::create_token(&state.roles, &actor, &form.name, expires_at, read_only, now).await
+        {
+            Ok(token) => {
+                // Shown in this response only (not after a redirect): the store keeps no copy.
+                let blank = NewToken::default();
+                let page = page(&state, &actor, Some(token.secret), &blank, errors).await?;
+                return Ok(page.into_response());
+            }
+            Err(provision::Error::Invalid(m)) => errors.add("name", m),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let page = page(&state, &actor, None, &form, errors).await?;
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+}
+
+async fn confirm_revoke(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<i64>,
+) -> Result<Response, AppError> {
+    let token = ops::tokens(&state.roles, &actor)
+        .await?
+        .into_iter()
+        .find(|t| t.id == id)
+        .ok_or(AppError::NotFound)?;
+    Ok(ConfirmPage {
+        chrome: Chrome::from(&actor),
+        title: format!("Revoke API token {}", token.name),
+        message: format!(
+            "Revoke the API token \"{}\"? Scripts using it get 401 from now on.",
+            token.name
+        ),
+        action: format!("/tokens/{id}/revoke"),
+        cancel: "/tokens".into(),
+        offer_force: false,
+        errors: FieldErrors::default(),
+    }
     .into_response())
 }
 
@@ -120,17 +167,7 @@ async fn revoke(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<i64>,
-) -> Result<Redirect, AppError> {
-    state
-        .roles
-        .admin
-        .revoke_api_token(actor.admin_id()?, id)
-        .await?;
-    actor
-        .audit(
-            &state.roles,
-            Audit::new("token.revoke", &format!("token {id}"), None),
-        )
-        .await;
-    Ok(Redirect::to("/tokens"))
+) -> Result<Response, AppError> {
+    let name = ops::revoke_token(&state.roles, &actor, id).await?;
+    Ok(flash::done("/tokens", format!("API token {name} revoked")))
 }

@@ -6,20 +6,24 @@ use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::Form;
-use mailstore::{Address, DomainName, LocalPart, QuotaChange, StoreError, UserDetail};
+use mailstore::{
+    Address, DomainDetail, DomainName, LocalPart, QuotaChange, StoreError, UserDetail,
+};
 use serde::Deserialize;
 
 use crate::auth::{Chrome, FieldErrors};
 use crate::error::AppError;
 use crate::flash;
+use crate::pages::activity::ActivityView;
 use crate::pages::domains::{
-    ConfirmPage, UsageView, check, conflict_to_field, limit, query_value, segment,
+    ConfirmPage, UsageView, check, conflict_to_field, field_errors, limit, segment,
 };
-use crate::pages::{ListQuery, Pager, human_time};
+use crate::pages::{ListQuery, Pager, human_bytes, human_time};
 use crate::password::PasswordFor;
+use crate::provision::activity;
 use crate::provision::{self, Actor, Unit, UserChange, show_limit};
 use crate::state::AppState;
 
@@ -67,6 +71,56 @@ fn quota_change(errors: &mut FieldErrors, quota_bytes: &str, quota_messages: &st
     }
 }
 
+/// A user's quota must lie inside their domain's: said under the field that breaks it, before
+/// the store is asked (which checks it again, under lock).
+fn quota_inside_domain(errors: &mut FieldErrors, domain: &DomainDetail, quota: &QuotaChange) {
+    let mut check = |field: &'static str, new: Option<Option<u64>>, max: Option<u64>, unit| {
+        let (Some(new), Some(max)) = (new, max) else {
+            return;
+        };
+        let shown = match unit {
+            Unit::Bytes => human_bytes(max),
+            Unit::Count => format!("{max} messages"),
+        };
+        match new {
+            None => errors.add(
+                field,
+                format!("Unlimited is more than the domain's quota of {shown}"),
+            ),
+            Some(n) if n > max => {
+                errors.add(field, format!("More than the domain's quota of {shown}"))
+            }
+            Some(_) => {}
+        }
+    };
+    check("quota_bytes", quota.bytes, domain.quota.bytes, Unit::Bytes);
+    check(
+        "quota_messages",
+        quota.messages,
+        domain.quota.messages,
+        Unit::Count,
+    );
+}
+
+/// A quota for a confirmation: "500.0 MiB", "500.0 MiB and 10000 messages", "unlimited".
+fn quota_words(quota: &mailstore::Quota) -> String {
+    let bytes = quota.bytes.map_or_else(|| "unlimited".into(), human_bytes);
+    match quota.messages {
+        Some(m) => format!("{bytes} and {m} messages"),
+        None => bytes,
+    }
+}
+
+/// Why a new user was refused, under the field concerned.
+fn new_user_errors(e: provision::Error) -> Result<FieldErrors, AppError> {
+    match e {
+        provision::Error::Store(StoreError::Invalid(m)) if m.contains("quota") => {
+            Ok(field_errors("quota_bytes", m))
+        }
+        other => conflict_to_field(other, "local"),
+    }
+}
+
 fn user_href(address: &Address) -> String {
     format!(
         "/domains/{}/users/{}",
@@ -95,7 +149,6 @@ struct ListPage {
     href: String,
     rows: Vec<UserRow>,
     pager: Pager,
-    q_enc: String,
 }
 
 async fn list(
@@ -106,7 +159,7 @@ async fn list(
 ) -> Result<Response, AppError> {
     let domain = actor.domain(&raw)?;
     let domain = provision::domain(&state.roles, &actor, &domain).await?.name;
-    let size = state.config.page_size;
+    let size = query.page_size(state.config.page_size);
     let page = provision::users(&state.roles, &actor, &domain, &query, size).await?;
     let rows = page
         .items
@@ -129,7 +182,6 @@ async fn list(
         domain: domain.to_string(),
         rows,
         pager: Pager::new(&query, page.total, size),
-        q_enc: query_value(&query.q),
     }
     .into_response())
 }
@@ -140,6 +192,28 @@ struct BulkForm {
     action: String,
     #[serde(default)]
     selected: Vec<String>,
+    /// Set by the confirmation page: deleting is asked about first.
+    #[serde(default)]
+    confirmed: Option<String>,
+}
+
+/// "Delete these users?": the selection, listed, and a form that posts it again confirmed.
+#[derive(Template, WebTemplate)]
+#[template(path = "users_bulk_confirm.html")]
+struct BulkConfirmPage {
+    chrome: Chrome,
+    href: String,
+    addresses: Vec<String>,
+    selected: Vec<String>,
+}
+
+/// "1 user" / "3 users".
+fn users_count(n: usize) -> String {
+    if n == 1 {
+        "1 user".into()
+    } else {
+        format!("{n} users")
+    }
 }
 
 async fn bulk(
@@ -149,34 +223,70 @@ async fn bulk(
     Form(form): Form<BulkForm>,
 ) -> Result<Response, AppError> {
     let domain = actor.domain(&raw)?;
+    let list = format!("/domains/{}/users", segment(domain.as_str()));
     if !matches!(form.action.as_str(), "enable" | "disable" | "delete") {
         return Err(AppError::BadRequest(
             "choose enable, disable or delete".into(),
         ));
     }
+    let mut addresses = Vec::with_capacity(form.selected.len());
     for local in &form.selected {
-        let address = address(&domain, local)?;
+        let a = address(&domain, local)?;
+        if !addresses.contains(&a) {
+            addresses.push(a);
+        }
+    }
+    if addresses.is_empty() {
+        return Ok(flash::failed(&list, "No users selected"));
+    }
+    if form.action == "delete" && form.confirmed.as_deref() != Some("yes") {
+        let page = BulkConfirmPage {
+            chrome: Chrome::from(&actor),
+            href: segment(domain.as_str()),
+            addresses: addresses.iter().map(ToString::to_string).collect(),
+            selected: addresses.iter().map(|a| a.local.to_string()).collect(),
+        };
+        return Ok(page.into_response());
+    }
+    let mut done_count = 0;
+    for address in &addresses {
         let done = match form.action.as_str() {
-            "delete" => provision::delete_user(&state.roles, &actor, &address).await,
+            "delete" => provision::delete_user(&state.roles, &actor, address).await,
             action => {
                 let change = UserChange {
                     enabled: Some(action == "enable"),
                     ..UserChange::default()
                 };
-                provision::update_user(&state.roles, &actor, &address, change)
+                provision::update_user(&state.roles, &actor, address, change)
                     .await
                     .map(drop)
             }
         };
         match done {
+            Ok(()) => done_count += 1,
             // Gone already (a second tab, a double submit): nothing left to do for it.
             Err(
                 provision::Error::NotFound(_) | provision::Error::Store(StoreError::NotFound(_)),
             ) => {}
-            other => other?,
+            Err(e) => return Err(e.into()),
         }
     }
-    Ok(Redirect::to(&format!("/domains/{}/users", segment(domain.as_str()))).into_response())
+    let verb = match form.action.as_str() {
+        "delete" => "deleted",
+        "enable" => "enabled",
+        _ => "disabled",
+    };
+    let gone = addresses.len() - done_count;
+    let message = if gone == 0 {
+        format!("{} {verb}", users_count(done_count))
+    } else {
+        format!(
+            "{} {verb}; {} no longer there",
+            users_count(done_count),
+            users_count(gone)
+        )
+    };
+    Ok(flash::done(&list, message))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -254,16 +364,29 @@ async fn create(
     Path(raw): Path<String>,
     Form(mut form): Form<NewForm>,
 ) -> Result<Response, AppError> {
-    let domain = provision::domain(&state.roles, &actor, &actor.domain(&raw)?)
-        .await?
-        .name;
-    let errors = match form.validate(&domain) {
+    let detail = provision::domain(&state.roles, &actor, &actor.domain(&raw)?).await?;
+    let domain = detail.name.clone();
+    let checked = form.validate(&domain).and_then(|(address, quota)| {
+        let mut errors = FieldErrors::default();
+        quota_inside_domain(&mut errors, &detail, &quota);
+        if errors.is_empty() {
+            Ok((address, quota))
+        } else {
+            Err(errors)
+        }
+    });
+    let errors = match checked {
         Ok((address, quota)) => {
             let password = std::mem::take(&mut form.password);
             let password = provision::Credential::Password(password);
             match provision::create_user(&state.roles, &actor, &address, password, quota).await {
-                Ok(_) => return Ok(Redirect::to(&user_href(&address)).into_response()),
-                Err(e) => conflict_to_field(e, "local")?,
+                Ok(_) => {
+                    return Ok(flash::done(
+                        &user_href(&address),
+                        format!("User {address} created"),
+                    ));
+                }
+                Err(e) => new_user_errors(e)?,
             }
         }
         Err(errors) => errors,
@@ -295,6 +418,9 @@ struct EditPage {
     quota_bytes: String,
     quota_messages: String,
     errors: FieldErrors,
+    /// What the customer did; read by `show` only (a form shown again with its errors leaves
+    /// it out).
+    activity: Option<ActivityView>,
 }
 
 impl EditPage {
@@ -309,6 +435,7 @@ impl EditPage {
             quota_messages: show_limit(user.quota.messages, Unit::Count),
             user,
             errors: FieldErrors::default(),
+            activity: None,
         }
     }
 
@@ -335,7 +462,10 @@ async fn show(
     Path((d, l)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
     let user = target(&state, &actor, &d, &l).await?;
-    Ok(EditPage::new(&actor, user).into_response())
+    let activity = activity::user_activity(&state.roles, &actor, &user.address).await?;
+    let mut page = EditPage::new(&actor, user);
+    page.activity = Some(ActivityView::from(&activity));
+    Ok(page.into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -355,18 +485,36 @@ async fn update_quota(
     let before = target(&state, &actor, &d, &l).await?;
     let mut errors = FieldErrors::default();
     let quota = quota_change(&mut errors, &form.quota_bytes, &form.quota_messages);
-    if !errors.is_empty() {
-        let mut page = EditPage::new(&actor, before);
-        page.quota_bytes = form.quota_bytes;
-        page.quota_messages = form.quota_messages;
-        return Ok(page.invalid(errors));
+    if errors.is_empty() {
+        let domain = provision::domain(&state.roles, &actor, &before.address.domain).await?;
+        quota_inside_domain(&mut errors, &domain, &quota);
     }
-    let change = UserChange {
-        quota,
-        ..UserChange::default()
-    };
-    let after = provision::update_user(&state.roles, &actor, &before.address, change).await?;
-    Ok(Redirect::to(&user_href(&after.address)).into_response())
+    if errors.is_empty() {
+        let change = UserChange {
+            quota,
+            ..UserChange::default()
+        };
+        match provision::update_user(&state.roles, &actor, &before.address, change).await {
+            Ok(after) => {
+                return Ok(flash::done(
+                    &user_href(&after.address),
+                    format!(
+                        "Quota of {} set to {}",
+                        after.address,
+                        quota_words(&after.quota)
+                    ),
+                ));
+            }
+            // The domain's quota changed since it was read: the store's check still holds.
+            Err(provision::Error::Store(StoreError::Invalid(m))) => errors.add("quota_bytes", m),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // The form again, as typed, with the errors under their fields.
+    let mut page = EditPage::new(&actor, before);
+    page.quota_bytes = form.quota_bytes;
+    page.quota_messages = form.quota_messages;
+    Ok(page.invalid(errors))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -421,7 +569,15 @@ async fn enabled(
         ..UserChange::default()
     };
     provision::update_user(&state.roles, &actor, &before.address, change).await?;
-    Ok(Redirect::to(&user_href(&before.address)).into_response())
+    let what = if enabled {
+        "enabled"
+    } else {
+        "disabled: cannot log in"
+    };
+    Ok(flash::done(
+        &user_href(&before.address),
+        format!("{} {what}", before.address),
+    ))
 }
 
 fn confirm_page(actor: &Actor, user: &UserDetail) -> ConfirmPage {
@@ -456,9 +612,8 @@ async fn delete(
 ) -> Result<Response, AppError> {
     let before = target(&state, &actor, &d, &l).await?;
     provision::delete_user(&state.roles, &actor, &before.address).await?;
-    Ok(Redirect::to(&format!(
-        "/domains/{}/users",
-        segment(before.address.domain.as_str())
+    Ok(flash::done(
+        &format!("/domains/{}/users", segment(before.address.domain.as_str())),
+        format!("User {} deleted", before.address),
     ))
-    .into_response())
 }

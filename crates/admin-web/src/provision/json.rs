@@ -159,6 +159,12 @@ pub struct SessionJson {
     pub node: String,
     /// Unix milliseconds.
     pub since: i64,
+    /// The client's address, from the session's login; null when unknown.
+    #[schema(required = true)]
+    pub client: Option<String>,
+    /// Whether the session uses TLS; null when unknown.
+    #[schema(required = true)]
+    pub tls: Option<bool>,
 }
 
 impl From<&LiveSession> for SessionJson {
@@ -167,6 +173,50 @@ impl From<&LiveSession> for SessionJson {
             address: s.address.to_string(),
             node: s.node.clone(),
             since: s.since,
+            client: s.client.clone(),
+            tls: s.tls,
+        }
+    }
+}
+
+/// `?address=…&domain=…` of the live sessions, with paging.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SessionQuery {
+    /// Part of the mailbox address.
+    #[serde(default)]
+    pub address: String,
+    /// The mailbox's domain (its canonical name), exactly.
+    #[serde(default)]
+    pub domain: String,
+    /// 1-based page number; one past the end gives the last page.
+    #[serde(default)]
+    #[param(minimum = 1)]
+    pub page: Option<u64>,
+    /// Items per page (at most 500); the server's page size when absent.
+    #[serde(default)]
+    #[param(minimum = 1, maximum = 500)]
+    pub per_page: Option<u64>,
+}
+
+impl SessionQuery {
+    pub fn matches(&self, s: &LiveSession) -> bool {
+        let address = self.address.trim().to_ascii_lowercase();
+        let domain = self
+            .domain
+            .trim()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        s.address.to_string().contains(&address)
+            && (domain.is_empty() || s.address.domain.as_str() == domain)
+    }
+
+    /// The paging part, as a listing's.
+    pub fn list(&self) -> ListQuery {
+        ListQuery {
+            q: String::new(),
+            page: self.page,
+            per_page: self.per_page,
         }
     }
 }
@@ -200,11 +250,18 @@ pub struct ListQuery {
     /// Substring to search for.
     #[serde(default)]
     pub q: String,
-    /// 1-based page number.
+    /// 1-based page number; one past the end gives the last page.
     #[serde(default)]
     #[param(minimum = 1)]
     pub page: Option<u64>,
+    /// Items per page (at most 500); the server's page size when absent.
+    #[serde(default)]
+    #[param(minimum = 1, maximum = 500)]
+    pub per_page: Option<u64>,
 }
+
+/// The largest page a listing returns.
+pub const MAX_PER_PAGE: u64 = 500;
 
 impl ListQuery {
     /// The 1-based page number.
@@ -214,5 +271,15 @@ impl ListQuery {
 
     pub fn offset(&self, page_size: u64) -> u64 {
         (self.page() - 1).saturating_mul(page_size)
+    }
+
+    /// The page size asked for, within 1..=`MAX_PER_PAGE`, or `default`.
+    pub fn page_size(&self, default: u64) -> u64 {
+        self.per_page.unwrap_or(default).clamp(1, MAX_PER_PAGE)
+    }
+
+    /// The page asked for, or the last one when that is past the end of `total` items.
+    pub fn page_within(&self, total: u64, page_size: u64) -> u64 {
+        self.page().min(total.div_ceil(page_size.max(1)).max(1))
     }
 }

@@ -9,6 +9,8 @@
 //! audit log records.
 
 pub mod accounts;
+pub mod activity;
+pub mod admins;
 pub mod json;
 pub mod limit;
 
@@ -22,7 +24,11 @@ use mailstore::{
 };
 use serde_json::Value;
 
-pub use json::{DomainJson, LimitJson, ListQuery, PoliciesJson, SessionJson, UserJson};
+pub use admins::{AdminJson, bootstrap_admin, create_admin};
+pub use json::{
+    DomainJson, LimitJson, ListQuery, MAX_PER_PAGE, PoliciesJson, SessionJson, SessionQuery,
+    UserJson,
+};
 pub use limit::{LimitError, Unit, parse_limit, show_limit};
 
 use crate::password::{PasswordFor, password_problem};
@@ -84,6 +90,7 @@ impl Actor {
         if self.is_super() {
             Ok(())
         } else {
+            crate::security::note_forbidden(self);
             Err(Error::Forbidden)
         }
     }
@@ -105,6 +112,7 @@ impl Actor {
         if self.scope.allows(name) {
             Ok(())
         } else {
+            crate::security::note_cross_tenant(self);
             Err(Error::NotFound(format!("domain {name}")))
         }
     }
@@ -257,14 +265,6 @@ pub async fn mailbox_secrets(credential: Credential) -> Result<MailboxSecrets> {
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
-/// The argon2 hash of an admin's password (admins sign in to the UI only: no SCRAM).
-async fn admin_hash(password: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || tenancy::hash_password(password.as_bytes()))
-        .await
-        .map_err(|e| Error::Internal(format!("password hashing did not finish: {e}")))?
-        .map_err(|e| Error::Internal(e.to_string()))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Reading, scoped.
 
@@ -278,18 +278,30 @@ pub async fn domain(roles: &Roles, actor: &Actor, name: &DomainName) -> Result<D
         .ok_or_else(|| Error::NotFound(format!("domain {name}")))
 }
 
-/// A page of the domains the actor may reach whose name contains `query.q`.
+/// A page of the domains the actor may reach whose name contains `query.q`; a page past the
+/// end gives the last one (`ListQuery::page_within`).
 pub async fn domains(
     roles: &Roles,
     actor: &Actor,
     query: &ListQuery,
     page_size: u64,
 ) -> Result<Page<DomainDetail>> {
-    let offset = query.offset(page_size);
-    Ok(roles
-        .admin
-        .domain_page(&actor.scope, query.q.trim(), offset, page_size)
-        .await?)
+    let fetch = |offset| {
+        roles
+            .admin
+            .domain_page(&actor.scope, query.q.trim(), offset, page_size)
+    };
+    let page = fetch(query.offset(page_size)).await?;
+    Ok(match last_page_offset(query, &page, page_size) {
+        Some(offset) => fetch(offset).await?,
+        None => page,
+    })
+}
+
+/// Where the last page starts, when `page` came back empty past the end of a listing.
+fn last_page_offset<T>(query: &ListQuery, page: &Page<T>, page_size: u64) -> Option<u64> {
+    let within = query.page_within(page.total, page_size);
+    (page.items.is_empty() && within < query.page()).then(|| (within - 1) * page_size)
 }
 
 /// A user of a domain the actor may reach.
@@ -302,7 +314,7 @@ pub async fn user(roles: &Roles, actor: &Actor, address: &Address) -> Result<Use
         .ok_or_else(|| Error::NotFound(format!("user {address}")))
 }
 
-/// A page of `domain`'s users whose local part contains `query.q`.
+/// A page of `domain`'s users whose local part contains `query.q`; past the end, the last.
 pub async fn users(
     roles: &Roles,
     actor: &Actor,
@@ -312,11 +324,16 @@ pub async fn users(
 ) -> Result<Page<UserDetail>> {
     // The canonical name: an alias in the URL lists its domain's users.
     let name = self::domain(roles, actor, domain).await?.name;
-    let offset = query.offset(page_size);
-    Ok(roles
-        .admin
-        .user_page(&name, query.q.trim(), offset, page_size)
-        .await?)
+    let fetch = |offset| {
+        roles
+            .admin
+            .user_page(&name, query.q.trim(), offset, page_size)
+    };
+    let page = fetch(query.offset(page_size)).await?;
+    Ok(match last_page_offset(query, &page, page_size) {
+        Some(offset) => fetch(offset).await?,
+        None => page,
+    })
 }
 
 /// A domain's mailbox policies.
@@ -705,70 +722,4 @@ pub async fn set_apop_secret(
         .after(serde_json::json!({ "apop_secret": set }));
     actor.audit(roles, audit).await;
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Admin accounts.
-
-/// The admin account `email` with `password` in `scope`, checked and hashed.
-async fn add_admin(roles: &Roles, email: &str, password: String, scope: &Scope) -> Result<AdminId> {
-    if Address::parse(email).is_err() {
-        return Err(Error::Invalid(
-            "Enter an e-mail address, like admin@example.net.".into(),
-        ));
-    }
-    password_problem(&password, PasswordFor::Admin)?;
-    let hash = admin_hash(password).await?;
-    Ok(roles.admin.add_admin(email, &hash, scope).await?)
-}
-
-/// Adds an admin account (super admins only): a super admin, or the admin of some domains.
-pub async fn create_admin(
-    roles: &Roles,
-    actor: &Actor,
-    email: &str,
-    password: String,
-    scope: &Scope,
-) -> Result<AdminId> {
-    actor.require_super()?;
-    let email = email.trim().to_ascii_lowercase();
-    let id = add_admin(roles, &email, password, scope).await?;
-    let scope_json = match scope {
-        Scope::All => serde_json::json!({ "super_admin": true }),
-        Scope::Domains(d) => serde_json::json!({
-            "super_admin": false,
-            "domains": d.iter().map(DomainName::as_str).collect::<Vec<_>>(),
-        }),
-    };
-    actor
-        .audit(
-            roles,
-            Audit::new("admin.create", &email, None).after(scope_json),
-        )
-        .await;
-    Ok(id)
-}
-
-/// Creates the first super admin through the one-time bootstrap link: there is no actor yet, so
-/// the audit log names the new admin.
-pub async fn bootstrap_admin(
-    roles: &Roles,
-    email: &str,
-    password: String,
-    ip: Option<IpAddr>,
-) -> Result<AdminId> {
-    let email = email.trim().to_ascii_lowercase();
-    let id = add_admin(roles, &email, password, &Scope::All).await?;
-    let actor = Actor {
-        id: Some(id),
-        name: email,
-        scope: Scope::All,
-        csrf: None,
-        ip,
-        flash: None,
-    };
-    actor
-        .audit(roles, Audit::new("admin.bootstrap", "admin", None))
-        .await;
-    Ok(id)
 }

@@ -525,8 +525,14 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/domains/{domain}/users/{local}"),
     ("patch", "/domains/{domain}/users/{local}"),
     ("delete", "/domains/{domain}/users/{local}"),
+    ("get", "/domains/{domain}/users/{local}/activity"),
     ("get", "/sessions"),
     ("delete", "/sessions/{address}"),
+    ("get", "/admins"),
+    ("post", "/admins"),
+    ("get", "/admins/{email}"),
+    ("patch", "/admins/{email}"),
+    ("delete", "/admins/{email}"),
 ];
 
 #[tokio::test]

@@ -1,8 +1,12 @@
 //! Router tests: every route through `oneshot`, against a real SQLite file.
 
+mod activity;
+mod admins;
 mod api;
 mod core;
+mod dashboard;
 mod domains;
+mod helpdesk;
 mod import;
 mod matrix;
 mod policies;

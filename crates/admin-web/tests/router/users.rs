@@ -319,7 +319,13 @@ async fn bulk_actions_apply_to_the_selected_users() {
         .assert_redirect("/domains/a.test/users");
     assert!(env.user("u2@a.test").await.unwrap().enabled);
 
-    let form = [("action", "delete"), ("selected", "u1"), ("selected", "u3")];
+    // Deleting is confirmed first (see helpdesk.rs); this is the confirmed form.
+    let form = [
+        ("action", "delete"),
+        ("confirmed", "yes"),
+        ("selected", "u1"),
+        ("selected", "u3"),
+    ];
     env.post(&b, "/domains/a.test/users/bulk", &form)
         .await
         .assert_redirect("/domains/a.test/users");

@@ -47,7 +47,9 @@ where
 /// An admin with their domains, as `admin_row` reads them.
 const ADMIN_COLUMNS: &str = "SELECT a.id, a.email, a.password_hash, a.is_super,
     (SELECT {concat}(d.name, ',') FROM admin_domains ad JOIN domains d ON d.id = ad.domain_id
-     WHERE ad.admin_id = a.id)
+     WHERE ad.admin_id = a.id),
+    a.disabled, a.last_signin_at, a.last_signin_ip,
+    (SELECT count(*) FROM api_tokens t WHERE t.admin_id = a.id)
     FROM admins a";
 
 fn admin_row<R: Row>(r: &R) -> Result<AdminAccount>
@@ -57,6 +59,7 @@ where
     bool: Column<R::Database>,
     String: Column<R::Database>,
     Option<String>: Column<R::Database>,
+    Option<i64>: Column<R::Database>,
 {
     Ok(AdminAccount {
         id: AdminId(r.try_get(0)?),
@@ -66,6 +69,9 @@ where
             true => Scope::All,
             false => Scope::Domains(domain_list(r.try_get(4)?)?),
         },
+        disabled: r.try_get(5)?,
+        last_signin_at: r.try_get(6)?,
+        last_signin_ip: r.try_get(7)?,
     })
 }
 
@@ -278,21 +284,31 @@ where
         Ok(id)
     }
 
-    async fn use_api_token(&self, token_hash: &str, now: i64) -> Result<Option<AdminId>> {
-        let admin: Option<i64> = sqlx::query_scalar(
-            "UPDATE api_tokens SET last_used = $1 WHERE token_hash = $2 RETURNING admin_id",
+    async fn use_api_token(&self, token_hash: &str, now: i64) -> Result<Option<TokenHolder>> {
+        // An expired token or one of a disabled admin is not even marked used: it did nothing.
+        let row = sqlx::query(
+            "UPDATE api_tokens SET last_used = $1
+             WHERE token_hash = $2 AND (expires_at IS NULL OR expires_at > $1)
+               AND admin_id IN (SELECT id FROM admins WHERE NOT disabled)
+             RETURNING admin_id, read_only",
         )
         .bind(now)
         .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(admin.map(AdminId))
+        row.map(|r| {
+            Ok(TokenHolder {
+                admin: AdminId(r.try_get(0)?),
+                read_only: r.try_get(1)?,
+            })
+        })
+        .transpose()
     }
 
     async fn list_api_tokens(&self, admin: AdminId) -> Result<Vec<ApiToken>> {
         let rows = sqlx::query(
-            "SELECT id, name, created_at, last_used FROM api_tokens WHERE admin_id = $1
-             ORDER BY id",
+            "SELECT id, name, created_at, last_used, expires_at, read_only FROM api_tokens
+             WHERE admin_id = $1 ORDER BY id",
         )
         .bind(admin.0)
         .fetch_all(&self.pool)
@@ -304,6 +320,8 @@ where
                     name: r.try_get(1)?,
                     created_at: r.try_get(2)?,
                     last_used: r.try_get(3)?,
+                    expires_at: r.try_get(4)?,
+                    read_only: r.try_get(5)?,
                 })
             })
             .collect()
@@ -445,13 +463,17 @@ where
     async fn live_sessions(&self, scope: &Scope) -> Result<Vec<LiveSession>> {
         let (all, list) = scope_binds::<D>(scope);
         let rows = sqlx::query(sql::<D>(&format!(
-            "SELECT u.localpart, d.name, l.node, {}
+            "SELECT u.localpart, d.name, l.node, {locked}, e.ip, e.tls
              FROM maildrop_locks l JOIN users u ON u.id = l.user_id
                   JOIN domains d ON d.id = u.domain_id
+                  LEFT JOIN login_events e
+                      ON e.user_id = l.user_id AND e.at = {locked} AND e.token = l.token
              WHERE l.expires_at > {} AND ($1 OR d.name IN (SELECT {{each}}($2)))
              ORDER BY d.name {{bytewise}}, u.localpart {{bytewise}}",
-            D::millis("l.locked_at"),
-            D::after("$3")
+            D::after("$3"),
+            // The login wrote its event with the lock's own time and token (see the dialects'
+            // `lock`): an index lookup, not a scan of the user's history.
+            locked = D::millis("l.locked_at"),
         )))
         .bind(all)
         .bind(list)
@@ -467,9 +489,8 @@ where
                     },
                     node: r.try_get(2)?,
                     since: r.try_get(3)?,
-                    // Filled in from `login_events` (issue "Admin UI", item 4).
-                    client: None,
-                    tls: None,
+                    client: r.try_get(4)?,
+                    tls: r.try_get(5)?,
                 })
             })
             .collect()
@@ -612,6 +633,172 @@ where
             .collect()
     }
 
+    async fn top_lists(&self, scope: &Scope, since_ms: i64, limit: u64) -> Result<TopLists> {
+        let (all, list) = scope_binds::<D>(scope);
+        let limit = to_i64(limit);
+        let mut tx = self.pool.begin().await?;
+        let named = |rows: Vec<D::Row>| -> Result<Vec<Ranked<DomainName>>> {
+            rows.iter()
+                .map(|r| {
+                    Ok(Ranked {
+                        name: DomainName::parse(&r.try_get::<String, _>(0)?)?,
+                        value: to_u64(r.try_get(1)?),
+                    })
+                })
+                .collect()
+        };
+        let domains_by_storage = named(
+            sqlx::query(sql::<D>(
+                "SELECT d.name, d.used_bytes FROM domains d
+                 WHERE d.used_bytes > 0 AND ($1 OR d.name IN (SELECT {each}($2)))
+                 ORDER BY d.used_bytes DESC, d.name {bytewise} LIMIT $3",
+            ))
+            .bind(all)
+            .bind(&list)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?,
+        )?;
+        let domains_by_logins = named(
+            sqlx::query(sql::<D>(
+                "SELECT d.name, CAST(sum(h.logins) AS BIGINT) AS n
+                 FROM hourly_stats h JOIN domains d ON d.id = h.domain_id
+                 WHERE h.hour >= $1 AND ($2 OR d.name IN (SELECT {each}($3)))
+                 GROUP BY d.name HAVING sum(h.logins) > 0
+                 ORDER BY n DESC, d.name {bytewise} LIMIT $4",
+            ))
+            .bind(since_ms.div_euclid(3_600_000))
+            .bind(all)
+            .bind(&list)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?,
+        )?;
+        // A super admin's lists walk an index from the top and stop after `limit` rows; a
+        // domain admin's walk each of their domains' part of one (a `$1 OR …` filter would
+        // keep either plan from being chosen).
+        let by_storage = sql::<D>(&format!(
+            "SELECT u.localpart, d.name, u.used_bytes
+             FROM users u JOIN domains d ON d.id = u.domain_id
+             WHERE u.used_bytes > 0 {}
+             ORDER BY u.used_bytes DESC, u.id DESC LIMIT $1",
+            if all {
+                ""
+            } else {
+                "AND u.domain_id IN (SELECT id FROM domains WHERE name IN (SELECT {each}($2)))"
+            }
+        ));
+        // Counting every login of a busy month would read millions of rows: the ranking counts
+        // the range's most recent `LOGIN_SAMPLE` logins, read backwards from the
+        // `(success, at, …)` index, and says how many it counted. Grouping by `user_id + 0` keeps SQLite from
+        // walking every user's events in `(user_id, at)` order instead.
+        let by_logins = sql::<D>(&format!(
+            "SELECT u.localpart, d.name, t.n, t.total
+             FROM (SELECT user_id + 0 AS user_id, count(*) AS n,
+                          CAST(sum(count(*)) OVER () AS BIGINT) AS total
+                   FROM (SELECT le.user_id FROM login_events le {}
+                         WHERE le.success = TRUE AND le.at >= $2 AND le.user_id IS NOT NULL {}
+                         ORDER BY le.at DESC LIMIT {LOGIN_SAMPLE}) recent
+                   GROUP BY user_id + 0) t
+                  JOIN users u ON u.id = t.user_id JOIN domains d ON d.id = u.domain_id
+             ORDER BY t.n DESC, t.user_id LIMIT $1",
+            if all {
+                ""
+            } else {
+                "JOIN users lu ON lu.id = le.user_id"
+            },
+            if all {
+                ""
+            } else {
+                "AND lu.domain_id IN (SELECT id FROM domains WHERE name IN (SELECT {each}($3)))"
+            }
+        ));
+        let user = |r: &D::Row| -> Result<Ranked<Address>> {
+            Ok(Ranked {
+                name: Address {
+                    local: LocalPart::parse(&r.try_get::<String, _>(0)?)?,
+                    domain: DomainName::parse(&r.try_get::<String, _>(1)?)?,
+                },
+                value: to_u64(r.try_get(2)?),
+            })
+        };
+        let mut q = sqlx::query(by_storage).bind(limit);
+        if !all {
+            q = q.bind(&list);
+        }
+        let users_by_storage = q
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(user)
+            .collect::<Result<Vec<_>>>()?;
+        let mut q = sqlx::query(by_logins).bind(limit).bind(since_ms);
+        if !all {
+            q = q.bind(&list);
+        }
+        let rows = q.fetch_all(&mut *tx).await?;
+        let logins_counted = match rows.first() {
+            Some(r) => to_u64(r.try_get(3)?),
+            None => 0,
+        };
+        let users_by_logins = rows.iter().map(user).collect::<Result<Vec<_>>>()?;
+        Ok(TopLists {
+            domains_by_storage,
+            domains_by_logins,
+            users_by_storage,
+            users_by_logins,
+            logins_counted,
+        })
+    }
+
+    async fn failed_logins(&self, scope: &Scope, since_hour: i64) -> Result<Vec<FailedLogins>> {
+        let (all, list) = scope_binds::<D>(scope);
+        // The domain of a failure is the one tried, or else the named user's: a failure that
+        // names no existing domain has neither and stays hidden from domain admins.
+        let rows = sqlx::query(sql::<D>(
+            "SELECT le.at / 3600000 AS hour, count(*) FROM login_events le
+             WHERE le.success = FALSE AND le.at >= $1
+               AND ($2 OR coalesce(le.domain_id,
+                                   (SELECT u.domain_id FROM users u WHERE u.id = le.user_id))
+                          IN (SELECT id FROM domains WHERE name IN (SELECT {each}($3))))
+             GROUP BY le.at / 3600000 ORDER BY hour",
+        ))
+        .bind(since_hour.saturating_mul(3_600_000))
+        .bind(all)
+        .bind(&list)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FailedLogins {
+                    hour: r.try_get(0)?,
+                    failed: to_u64(r.try_get(1)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn migration_counts(&self, scope: &Scope) -> Result<MigrationCounts> {
+        let (all, list) = scope_binds::<D>(scope);
+        let row = sqlx::query(sql::<D>(
+            "SELECT (SELECT count(*) FROM domains d WHERE d.migrate_from IS NOT NULL
+                        AND ($1 OR d.name IN (SELECT {each}($2)))),
+                    count(u.migrated_at), count(*) - count(u.migrated_at)
+             FROM users u
+             WHERE u.domain_id IN (SELECT d.id FROM domains d WHERE d.migrate_from IS NOT NULL
+                                   AND ($1 OR d.name IN (SELECT {each}($2))))",
+        ))
+        .bind(all)
+        .bind(&list)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(MigrationCounts {
+            domains: to_u64(row.try_get(0)?),
+            migrated: to_u64(row.try_get(1)?),
+            to_go: to_u64(row.try_get(2)?),
+        })
+    }
+
     async fn totals(&self, scope: &Scope) -> Result<Totals> {
         let (all, list) = scope_binds::<D>(scope);
         let mut tx = self.pool.begin().await?;
@@ -655,4 +842,219 @@ where
             sessions: to_u64(sessions),
         })
     }
+
+    async fn list_admins(&self) -> Result<Vec<AdminListing>> {
+        let rows = sqlx::query(sql::<D>(&format!(
+            "{ADMIN_COLUMNS} ORDER BY a.email {{bytewise}}"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AdminListing {
+                    account: admin_row(r)?,
+                    tokens: to_u64(r.try_get(8)?),
+                })
+            })
+            .collect()
+    }
+
+    #[instrument(skip_all, fields(admin = id.0))]
+    async fn set_admin_scope(&self, id: AdminId, scope: &Scope) -> Result<()> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        if !scope.is_all() {
+            keeps_a_super_admin::<D>(&mut tx, id).await?;
+        }
+        let changed = sqlx::query("UPDATE admins SET is_super = $1 WHERE id = $2")
+            .bind(scope.is_all())
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        found(changed.rows_affected(), || format!("admin {}", id.0))?;
+        sqlx::query("DELETE FROM admin_domains WHERE admin_id = $1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        if let Scope::Domains(list) = scope {
+            for name in list {
+                let domain = Self::domain_id(&mut tx, name).await?;
+                sqlx::query(
+                    "INSERT INTO admin_domains (admin_id, domain_id) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(id.0)
+                .bind(domain)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(admin = id.0))]
+    async fn set_admin_password(&self, id: AdminId, password_hash: &str) -> Result<()> {
+        let changed = sqlx::query("UPDATE admins SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?;
+        found(changed.rows_affected(), || format!("admin {}", id.0))
+    }
+
+    #[instrument(skip_all, fields(admin = id.0, disabled))]
+    async fn set_admin_disabled(&self, id: AdminId, disabled: bool) -> Result<()> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        if disabled {
+            keeps_a_super_admin::<D>(&mut tx, id).await?;
+        }
+        let changed = sqlx::query("UPDATE admins SET disabled = $1 WHERE id = $2")
+            .bind(disabled)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        found(changed.rows_affected(), || format!("admin {}", id.0))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(admin = id.0))]
+    async fn remove_admin(&self, id: AdminId) -> Result<()> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        keeps_a_super_admin::<D>(&mut tx, id).await?;
+        // Sessions, tokens and domains go with the account (ON DELETE CASCADE).
+        let removed = sqlx::query("DELETE FROM admins WHERE id = $1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        found(removed.rows_affected(), || format!("admin {}", id.0))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(admin = id.0))]
+    async fn delete_admin_sessions(&self, id: AdminId) -> Result<u64> {
+        let removed = sqlx::query("DELETE FROM admin_sessions WHERE admin_id = $1")
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(removed.rows_affected())
+    }
+
+    #[instrument(skip_all, fields(admin = id.0))]
+    async fn revoke_admin_tokens(&self, id: AdminId) -> Result<u64> {
+        let removed = sqlx::query("DELETE FROM api_tokens WHERE admin_id = $1")
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(removed.rows_affected())
+    }
+
+    #[instrument(skip_all, fields(admin = admin.0))]
+    async fn create_api_token(
+        &self,
+        admin: AdminId,
+        token: &NewApiToken<'_>,
+        now: i64,
+    ) -> Result<i64> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO api_tokens (admin_id, name, token_hash, created_at, expires_at, read_only)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(admin.0)
+        .bind(token.name)
+        .bind(token.token_hash)
+        .bind(now)
+        .bind(token.expires_at)
+        .bind(token.read_only)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    async fn record_admin_signin(&self, id: AdminId, at: i64, ip: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE admins SET last_signin_at = $1, last_signin_ip = $2 WHERE id = $3")
+            .bind(at)
+            .bind(ip.map(str::to_string))
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn admin_signins(&self, email: &str, limit: u64) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT at, actor, action, object, ip, success FROM audit_log
+             WHERE actor = $1 AND action = 'signin' ORDER BY id DESC LIMIT $2",
+        )
+        .bind(email)
+        .bind(to_i64(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    at: r.try_get(0)?,
+                    actor: r.try_get(1)?,
+                    action: r.try_get(2)?,
+                    object: r.try_get(3)?,
+                    domain: None,
+                    before: None,
+                    after: None,
+                    ip: r.try_get(4)?,
+                    success: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn search(&self, scope: &Scope, term: &SearchTerm, limit: u64) -> Result<SearchHits> {
+        search::search(self, scope, term, limit).await
+    }
+
+    async fn user_activity(&self, address: &Address) -> Result<Option<UserActivity>> {
+        self.activity_of(address).await
+    }
+
+    async fn prune_activity(&self, before_ms: i64) -> Result<u64> {
+        self.prune_activity_before(before_ms).await
+    }
 }
+
+/// Refuses (`Conflict`) a change that takes `id` out of the enabled super admins when it is the
+/// last one: nobody could then manage admins or domains from the UI. The enabled super admins
+/// are row-locked, so two such changes made at once see each other.
+async fn keeps_a_super_admin<D: Dialect>(
+    tx: &mut sqlx::Transaction<'_, D>,
+    id: AdminId,
+) -> Result<()>
+where
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    i64: Column<D>,
+    String: Column<D>,
+    usize: ColumnIndex<D::Row>,
+{
+    let rows = sqlx::query(sql::<D>(
+        "SELECT id, email FROM admins WHERE is_super AND NOT disabled ORDER BY id {lock_rows}",
+    ))
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut others = 0;
+    let mut target = None;
+    for r in &rows {
+        if r.try_get::<i64, _>(0)? == id.0 {
+            target = Some(r.try_get::<String, _>(1)?);
+        } else {
+            others += 1;
+        }
+    }
+    match target {
+        Some(email) if others == 0 => Err(StoreError::Conflict(format!(
+            "{email} is the last enabled super admin: make another admin super admin first"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `Admin::search`, in a file of its own.
+mod search;

@@ -458,6 +458,10 @@ where
         .await?;
         Ok(())
     }
+
+    async fn record_failed_login(&self, failure: &FailedLogin) -> Result<()> {
+        self.record_failed(failure).await
+    }
 }
 
 /// A unique-key violation as `Conflict` with `message`; other errors as they are.

@@ -36,7 +36,7 @@ where
 
     #[instrument(skip_all, fields(user = user.0))]
     async fn lock(&self, user: UserId) -> Result<Lease> {
-        let lease = D::lock(self, user).await?;
+        let lease = D::lock(self, user, None).await?;
         self.held.add(lease.token);
         Ok(lease)
     }
@@ -170,6 +170,39 @@ where
         Self::delete_messages(&mut tx, lease.user.0, deleted).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    #[instrument(skip_all, fields(user = user.0))]
+    async fn lock_for_login(&self, user: UserId, login: &LoginRecord) -> Result<Lease> {
+        match D::lock(self, user, Some(login)).await {
+            Ok(lease) => {
+                self.held.add(lease.token);
+                Ok(lease)
+            }
+            Err(e) => {
+                let reason = match &e {
+                    StoreError::InUse => Some(FailureReason::InUse),
+                    StoreError::LoginDelay(_) => Some(FailureReason::LoginDelay),
+                    _ => None,
+                };
+                if let Some(reason) = reason
+                    && let Err(failed) = self.record_refused(user, login, reason).await
+                {
+                    tracing::warn!(error = %failed, "recording a refused login failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    #[instrument(skip_all, fields(user = lease.user.0))]
+    async fn end_session(
+        &self,
+        lease: &Lease,
+        update: Option<&[MessageId]>,
+        retrieved: Transfer,
+    ) -> Result<()> {
+        self.end_session_in(lease, update, retrieved).await
     }
 }
 

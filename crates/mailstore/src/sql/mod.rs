@@ -7,6 +7,7 @@
 //! Every `impl` below carries the same `where` clause: the sqlx types the shared SQL binds and
 //! reads. Rust does not carry such bounds along with `D: Dialect`, so each block states them.
 
+mod activity;
 mod admin;
 mod directory;
 mod maildrops;
@@ -96,7 +97,13 @@ pub trait Dialect:
     async fn recover(store: &SqlStore<Self>, me: &Claimant) -> Result<()>;
     async fn heartbeat(store: &SqlStore<Self>) -> Result<()>;
     async fn leave(store: &SqlStore<Self>) -> Result<()>;
-    async fn lock(store: &SqlStore<Self>, user: UserId) -> Result<Lease>;
+    /// Takes the maildrop lock; with `login`, records the successful login in the same
+    /// transaction (see `Maildrops::lock_for_login`).
+    async fn lock(
+        store: &SqlStore<Self>,
+        user: UserId,
+        login: Option<&LoginRecord>,
+    ) -> Result<Lease>;
     async fn list(store: &SqlStore<Self>, user: UserId) -> Result<Vec<MessageMeta>>;
     async fn count_auth_attempt(
         store: &SqlStore<Self>,
@@ -276,12 +283,13 @@ where
         Ok(())
     }
 
-    /// Deletes messages of one user, keeping usage counters and blob reference counts exact.
+    /// Deletes messages of one user, keeping usage counters and blob reference counts exact;
+    /// returns what went.
     pub(crate) async fn delete_messages(
         tx: &mut Transaction<'_, D>,
         user: i64,
         ids: &[MessageId],
-    ) -> Result<()> {
+    ) -> Result<Transfer> {
         let ids: Vec<i64> = ids.iter().map(|m| m.0).collect();
         let gone: Vec<(i64, i64)> = sqlx::query_as(sql::<D>(
             "DELETE FROM messages WHERE user_id = $1 AND id IN (SELECT {each}($2))
@@ -317,7 +325,11 @@ where
         .execute(&mut **tx)
         .await?;
         let bytes: i64 = gone.iter().map(|(size, _)| size).sum();
-        Self::add_usage(tx, user, -bytes, -to_i64(gone.len() as u64)).await
+        Self::add_usage(tx, user, -bytes, -to_i64(gone.len() as u64)).await?;
+        Ok(Transfer {
+            messages: gone.len() as u64,
+            octets: to_u64(bytes),
+        })
     }
 
     /// Adds to a user's and their domain's usage counters.

@@ -33,6 +33,7 @@ impl Session {
         let (Some(apop), Some(timestamp)) = (self.services.apop.clone(), timestamp) else {
             return Reply::Err(None, "APOP is not available here".into());
         };
+        self.login_ctx.mechanism = Some("APOP");
         match apop
             .authenticate(name, &timestamp, digest, &self.login_ctx)
             .await

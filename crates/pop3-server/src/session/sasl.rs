@@ -136,6 +136,7 @@ impl Session {
     }
 
     async fn scram_first(&mut self, client_first: &[u8]) -> Reply {
+        self.login_ctx.mechanism = Some("SCRAM-SHA-256");
         match self
             .services
             .auth

@@ -197,3 +197,182 @@ async fn end_a_session_and_see_the_last_login() {
     assert!(b.try_find("#sessions button.end-session").await.is_none());
     b.quit().await;
 }
+
+/// `curl` against the API with `token`: the HTTP status.
+fn api_status(server: &Server, method: &str, path: &str, token: &str, body: Option<&str>) -> u16 {
+    let url = format!("http://{}{path}", server.admin);
+    let auth = format!("Authorization: Bearer {token}");
+    let mut args = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method];
+    args.extend(["-H", auth.as_str()]);
+    if let Some(body) = body {
+        args.extend(["-H", "Content-Type: application/json", "--data", body]);
+    }
+    args.push(url.as_str());
+    let out = std::process::Command::new("curl")
+        .args(&args)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_are_added_rescoped_repassworded_disabled_and_removed() {
+    let (server, b) = desk().await;
+    const ANNA: &str = "anna@customer.example";
+
+    b.goto("/").await;
+    b.click_through("#nav-admins").await;
+    b.fill("#email", ANNA).await;
+    b.fill("#password", "anna's first password").await;
+    b.fill("#domains", "customer.example").await;
+    b.click_through("#add-admin").await;
+    let said = flash(&b).await;
+    assert!(
+        said.starts_with(&format!("Added {ANNA} as")) && said.contains("customer.example"),
+        "{said}"
+    );
+    let list = b.text("#admins").await;
+    assert!(list.contains(ANNA) && list.contains(SUPER), "{list}");
+    b.shot("admins").await;
+
+    // Anna signs in elsewhere and sees only her domain.
+    let anna = Browser::start(server.admin).await;
+    anna.sign_in(ANNA, "anna's first password").await;
+    anna.goto("/domains").await;
+    let domains = anna.page_text().await;
+    assert!(domains.contains("customer.example") && !domains.contains("other.example"));
+
+    // Her domains change; a new password ends her session at once.
+    b.goto("/admins").await;
+    b.click_through("#admins a[href^='/admins/anna']").await;
+    b.fill("#domains", "customer.example, other.example").await;
+    b.click_through("#save-scope").await;
+    assert!(flash(&b).await.contains("other.example"));
+    b.fill("#password", "anna's second password").await;
+    b.click_through("#set-password").await;
+    assert_eq!(
+        flash(&b).await,
+        format!("Password of {ANNA} changed; their sessions and API tokens ended")
+    );
+    b.shot("admin-edit").await;
+    anna.goto("/domains").await;
+    assert_eq!(anna.path().await, "/signin", "her old session ended");
+    anna.sign_in(ANNA, "anna's second password").await;
+    anna.goto("/domains").await;
+    assert!(anna.page_text().await.contains("other.example"));
+
+    // Disabled: her session is gone and she cannot sign in.
+    b.click_through("#disable").await;
+    assert!(flash(&b).await.contains("disabled"), "{}", flash(&b).await);
+    anna.goto("/domains").await;
+    assert_eq!(anna.path().await, "/signin");
+    anna.submit_signin(ANNA, "anna's second password").await;
+    assert!(anna.page_text().await.contains("disabled"));
+
+    // Removed, after a confirmation.
+    b.click_through("#remove").await;
+    b.click_through("#confirm").await;
+    assert_eq!(flash(&b).await, format!("Admin {ANNA} removed"));
+    assert!(!b.text("#admins").await.contains(ANNA));
+    anna.quit().await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_password_sign_in_history_and_a_read_only_token() {
+    let (server, b) = desk().await;
+
+    // My account: the sign-in history, and a password change that needs the current one.
+    b.goto("/").await;
+    b.click_through("#nav-account").await;
+    assert!(b.text("#signins").await.contains("127.0.0.1"));
+    b.fill("#current", "not my password").await;
+    b.fill("#password", "a brand new admin password").await;
+    b.click_through("#change-password").await;
+    assert!(!b.text("#error-current").await.is_empty());
+    b.fill("#current", SUPER_PASSWORD).await;
+    b.fill("#password", "a brand new admin password").await;
+    b.click_through("#change-password").await;
+    assert!(flash(&b).await.contains("changed"), "{}", flash(&b).await);
+    b.shot("account").await;
+    b.goto("/domains").await;
+    assert_eq!(b.path().await, "/domains", "this browser stays signed in");
+
+    // A read-only token that expires: reads work, writes are refused; revoking asks first.
+    b.goto("/tokens").await;
+    b.fill("#token-name", "monitoring").await;
+    b.js("document.querySelector('#token-days').value = '30'")
+        .await;
+    b.click("#token-read-only").await;
+    b.click_through("#create-token").await;
+    let token = b.text("#new-token").await;
+    let row = b.text("#tokens").await;
+    assert!(
+        row.contains("monitoring") && row.contains("read-only"),
+        "{row}"
+    );
+    b.shot("tokens-read-only").await;
+    assert_eq!(
+        api_status(&server, "GET", "/api/v1/domains", &token, None),
+        200
+    );
+    let create = r#"{"name":"new.example"}"#;
+    assert_eq!(
+        api_status(&server, "POST", "/api/v1/domains", &token, Some(create)),
+        403
+    );
+    b.click_through("#tokens a.danger").await;
+    b.click_through("#confirm").await;
+    assert_eq!(flash(&b).await, "API token monitoring revoked");
+    assert_eq!(
+        api_status(&server, "GET", "/api/v1/domains", &token, None),
+        401
+    );
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_sizes_jumps_and_a_confirmed_bulk_delete_with_select_all() {
+    let (server, b) = desk().await;
+
+    // 301 users at 100 a page: page 2, then a page past the end shows the last one.
+    b.goto("/domains/customer.example/users").await;
+    b.js("document.querySelector('#per-page').value = '100'")
+        .await;
+    b.fill("#jump-page", "2").await;
+    b.click_through("#jump-go").await;
+    assert_eq!(b.find_all("#bulk-form tbody tr").await.len(), 100);
+    assert!(b.text("#pager").await.contains("Page 2 of 4"));
+    b.goto("/domains/customer.example/users?per_page=100&page=999")
+        .await;
+    assert!(b.text("#pager").await.contains("Page 4 of 4"));
+    assert_eq!(b.find_all("#bulk-form tbody tr").await.len(), 1);
+
+    // The ten users matching "user00", all selected with one box, deleted after a confirmation.
+    b.goto("/domains/customer.example/users?q=user00").await;
+    b.click("#select-all").await;
+    let ticked = b
+        .js("return document.querySelectorAll('#bulk-form tbody input[name=selected]:checked').length")
+        .await;
+    assert_eq!(ticked, serde_json::json!(10));
+    b.js("document.querySelector('#bulk-action').value = 'delete'")
+        .await;
+    b.click_through("#bulk-apply").await;
+    assert_eq!(b.find_all("#bulk-delete-list li").await.len(), 10);
+    b.shot("bulk-delete-confirm").await;
+    assert!(ok(server.cli(&["user", "list", "customer.example"])).contains("user000@"));
+    b.click_through("#confirm").await;
+    assert_eq!(flash(&b).await, "10 users deleted");
+    assert!(!ok(server.cli(&["user", "list", "customer.example"])).contains("user000@"));
+
+    // The dashboard's range choice.
+    b.goto("/").await;
+    b.click_through("#range-7d").await;
+    assert!(b.text("#range-title").await.contains("7"));
+    assert!(b.try_find("svg.chart").await.is_some());
+    b.shot("dashboard-7d").await;
+    b.quit().await;
+}

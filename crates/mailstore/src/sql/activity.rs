@@ -71,18 +71,31 @@ where
         login: &LoginRecord,
         reason: FailureReason,
     ) -> Result<()> {
+        let at = now_ms();
+        let mut tx = D::begin_write(&self.pool).await?;
         sqlx::query(
             "INSERT INTO login_events (user_id, domain_id, at, ip, mechanism, tls, success, reason)
              SELECT id, domain_id, $2, $3, $4, $5, false, $6 FROM users WHERE id = $1",
         )
         .bind(user.0)
-        .bind(now_ms())
+        .bind(at)
         .bind(login.ip.map(|ip| ip.to_string()))
         .bind(login.mechanism.as_str())
         .bind(login.tls)
         .bind(reason.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "INSERT INTO hourly_stats (hour, domain_id, failed_logins)
+             SELECT $2, domain_id, 1 FROM users WHERE id = $1
+             ON CONFLICT (hour, domain_id)
+             DO UPDATE SET failed_logins = hourly_stats.failed_logins + 1",
+        )
+        .bind(user.0)
+        .bind(at.div_euclid(3_600_000))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -115,18 +128,38 @@ where
             (None, Some(domain)) => (None, self.domain_id_of(domain).await?),
             (None, None) => (None, None),
         };
+        let at = now_ms();
+        let mut tx = D::begin_write(&self.pool).await?;
         sqlx::query(INSERT_EVENT)
             .bind(user)
             .bind(domain)
-            .bind(now_ms())
+            .bind(at)
             .bind(failure.login.ip.map(|ip| ip.to_string()))
             .bind(failure.login.mechanism.as_str())
             .bind(failure.login.tls)
             .bind(false)
             .bind(Some(reason.as_str().to_string()))
             .bind(None::<i64>)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        // The dashboard's failed logins per hour read these counters, not the events.
+        let hour = at.div_euclid(3_600_000);
+        let count = match domain {
+            Some(domain) => sqlx::query(
+                "INSERT INTO hourly_stats (hour, domain_id, failed_logins) VALUES ($1, $2, 1)
+                 ON CONFLICT (hour, domain_id)
+                 DO UPDATE SET failed_logins = hourly_stats.failed_logins + 1",
+            )
+            .bind(hour)
+            .bind(domain),
+            None => sqlx::query(
+                "INSERT INTO hourly_failures (hour, failed) VALUES ($1, 1)
+                 ON CONFLICT (hour) DO UPDATE SET failed = hourly_failures.failed + 1",
+            )
+            .bind(hour),
+        };
+        count.execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 

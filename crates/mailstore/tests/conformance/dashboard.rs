@@ -198,29 +198,20 @@ async fn failed_logins_are_counted_per_hour_in_scope<B: Backend + Raw>(b: B) {
     user(&*s, "ann@a.example").await;
     user(&*s, "dan@b.example").await;
     let hour = now_hour() - 5;
-    let at = hour * HOUR_MS + 60_000;
-    let mut sql = String::new();
-    // a.example: two failures naming the domain (one for a user who does not exist), one
-    // naming only the user (the domain is found through them); a success does not count.
-    sql += &event(Some("ann"), Some("a.example"), at, false);
-    sql += &format!(
-        "INSERT INTO login_events (user_id, domain_id, at, mechanism, tls, success, reason)
-         VALUES (NULL, (SELECT id FROM domains WHERE name = 'a.example'), {at}, 'USER', FALSE,
-                 FALSE, 'unknown_user');
-         INSERT INTO login_events (user_id, domain_id, at, mechanism, tls, success, reason)
-         VALUES ((SELECT id FROM users WHERE localpart = 'ann'), NULL, {}, 'PLAIN', TRUE, FALSE,
-                 'wrong_password');\n",
-        at + HOUR_MS
-    );
-    sql += &event(Some("ann"), Some("a.example"), at, true);
-    // b.example, and a failure naming no existing domain at all.
-    sql += &event(Some("dan"), Some("b.example"), at, false);
-    sql += &format!(
-        "INSERT INTO login_events (user_id, domain_id, at, mechanism, tls, success, reason)
-         VALUES (NULL, NULL, {at}, 'USER', FALSE, FALSE, 'unknown_user');
-         INSERT INTO login_events (user_id, domain_id, at, mechanism, tls, success, reason)
-         VALUES (NULL, NULL, {}, 'USER', FALSE, FALSE, 'unknown_user');\n",
-        at - 3 * HOUR_MS
+    // The per-hour counters the failures write (see `failures_count_where_they_are_recorded`):
+    // a.example two and one, b.example one, and failures that named no known domain; an hour
+    // with logins but no failure is no point of this chart.
+    let sql = format!(
+        "INSERT INTO hourly_stats (hour, domain_id, failed_logins) VALUES
+             ({hour}, (SELECT id FROM domains WHERE name = 'a.example'), 2),
+             ({}, (SELECT id FROM domains WHERE name = 'a.example'), 1),
+             ({hour}, (SELECT id FROM domains WHERE name = 'b.example'), 1);
+         INSERT INTO hourly_stats (hour, domain_id, logins) VALUES
+             ({}, (SELECT id FROM domains WHERE name = 'a.example'), 5);
+         INSERT INTO hourly_failures (hour, failed) VALUES ({hour}, 1), ({}, 1);",
+        hour + 1,
+        hour + 2,
+        hour - 3
     );
     b.exec(&sql).await;
 
@@ -267,6 +258,80 @@ async fn failed_logins_are_counted_per_hour_in_scope<B: Backend + Raw>(b: B) {
             .await
             .expect("failed")
             .is_empty()
+    );
+}
+
+/// Every failure the POP3 frontend reports, and every login the lock refuses, counts in its
+/// hour: on the domain tried or the named user's, or apart when it names no known domain.
+async fn failures_count_where_they_are_recorded<B: Backend + Raw>(b: B) {
+    let s = b.open(LockOptions::default()).await;
+    let ann = user(&*s, "ann@a.example").await;
+    user(&*s, "dan@b.example").await;
+    let failure = |address: Option<&str>, domain_name: Option<&str>| FailedLogin {
+        login: LoginRecord {
+            ip: None,
+            mechanism: "USER".into(),
+            tls: false,
+        },
+        address: address.map(addr),
+        domain: domain_name.map(domain),
+        reason: FailureReason::WrongPassword,
+    };
+    let hour = now_hour();
+    for (address, domain_name) in [
+        (Some("ann@a.example"), None),
+        (Some("nobody@a.example"), None),
+        (None, Some("a.example")),
+        (Some("dan@b.example"), None),
+        (Some("ann@nowhere.example"), None),
+        (None, Some("nowhere.example")),
+        (None, None),
+    ] {
+        s.record_failed_login(&failure(address, domain_name))
+            .await
+            .expect("failure");
+    }
+    let lease = s
+        .lock_for_login(ann, &failure(None, None).login)
+        .await
+        .expect("login");
+    assert!(matches!(
+        s.lock_for_login(ann, &failure(None, None).login).await,
+        Err(StoreError::InUse)
+    ));
+    s.unlock(&lease).await.expect("unlock");
+
+    // The hour may have turned between the failures: count from the first one's.
+    let total = |list: Vec<FailedLogins>| list.iter().map(|f| f.failed).sum::<u64>();
+    assert_eq!(
+        total(s.failed_logins(&Scope::All, hour).await.expect("all")),
+        8
+    );
+    assert_eq!(
+        total(
+            s.failed_logins(&scope(&["a.example"]), hour)
+                .await
+                .expect("a")
+        ),
+        4,
+        "ann's wrong password and refused login, the unknown user, the domain-only failure"
+    );
+    assert_eq!(
+        total(
+            s.failed_logins(&scope(&["b.example"]), hour)
+                .await
+                .expect("b")
+        ),
+        1
+    );
+    assert_eq!(
+        total(
+            s.failed_logins(&scope(&["nowhere.example"]), hour)
+                .await
+                .expect("unknown")
+        ),
+        0,
+        "a failure in a domain that does not exist is the super admins' only"
     );
 }
 
@@ -319,5 +384,6 @@ async fn migration_counts_cover_domains_in_migration_mode_in_scope(b: impl Backe
 stories!(
     top_lists_rank_storage_and_logins_in_range_and_scope,
     failed_logins_are_counted_per_hour_in_scope,
+    failures_count_where_they_are_recorded,
     migration_counts_cover_domains_in_migration_mode_in_scope,
 );

@@ -158,7 +158,6 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Response, AppError> {
     let domain = actor.domain(&raw)?;
-    let domain = provision::domain(&state.roles, &actor, &domain).await?.name;
     let size = query.page_size(state.config.page_size);
     let page = provision::users(&state.roles, &actor, &domain, &query, size).await?;
     let rows = page

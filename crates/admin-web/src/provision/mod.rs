@@ -322,14 +322,18 @@ pub async fn users(
     query: &ListQuery,
     page_size: u64,
 ) -> Result<Page<UserDetail>> {
-    // The canonical name: an alias in the URL lists its domain's users.
-    let name = self::domain(roles, actor, domain).await?.name;
+    actor.reach(domain)?;
+    // No read of the domain's detail first (its two user counts cost as much as the page):
+    // the page's own statements find the domain, or say it does not exist.
     let fetch = |offset| {
         roles
             .admin
-            .user_page(&name, query.q.trim(), offset, page_size)
+            .user_page(domain, query.q.trim(), offset, page_size)
     };
-    let page = fetch(query.offset(page_size)).await?;
+    let page = match fetch(query.offset(page_size)).await {
+        Err(StoreError::NotFound(_)) => return Err(Error::NotFound(format!("domain {domain}"))),
+        other => other?,
+    };
     Ok(match last_page_offset(query, &page, page_size) {
         Some(offset) => fetch(offset).await?,
         None => page,

@@ -53,7 +53,8 @@ impl AppError {
             AppError::NotFound | AppError::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
             AppError::Forbidden | AppError::Csrf => StatusCode::FORBIDDEN,
             AppError::Unauthorized => StatusCode::UNAUTHORIZED,
-            AppError::BadRequest(_) | AppError::Store(StoreError::Invalid(_)) => {
+            AppError::BadRequest(_)
+            | AppError::Store(StoreError::Invalid(_) | StoreError::QuotaOutsideDomain { .. }) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             AppError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
@@ -67,6 +68,7 @@ impl AppError {
     pub fn public_message(&self) -> String {
         match self {
             AppError::Store(StoreError::Conflict(m) | StoreError::Invalid(m)) => m.clone(),
+            AppError::Store(e @ StoreError::QuotaOutsideDomain { .. }) => e.to_string(),
             AppError::Store(StoreError::NotFound(_)) => "not found".into(),
             AppError::Store(StoreError::Unavailable(_)) => {
                 "the store is unavailable; try again shortly".into()

@@ -28,6 +28,16 @@ pub enum StoreError {
     /// The caller passed a value the store cannot accept.
     #[error("{0}")]
     Invalid(String),
+    /// A quota change would leave `users` user(s) with a limit larger than their domain's: the
+    /// storage limit (`bytes`), the message limit (`messages`) or both. An unlimited user limit
+    /// is bounded by the domain's and never outside it. The one statement of the rule is the
+    /// store's check under the domain's lock; frontends show this under the field it names.
+    #[error("{}", outside_message(*.users, *.bytes, *.messages))]
+    QuotaOutsideDomain {
+        users: u64,
+        bytes: bool,
+        messages: bool,
+    },
     /// The database failed or is unreachable; retrying later may succeed.
     #[error("store unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
@@ -42,6 +52,18 @@ impl From<sqlx::Error> for StoreError {
         }
         StoreError::Unavailable(e)
     }
+}
+
+fn outside_message(users: u64, bytes: bool, messages: bool) -> String {
+    let which = match (bytes, messages) {
+        (true, true) => "storage and message",
+        (true, false) => "storage",
+        _ => "message",
+    };
+    format!(
+        "a user's quota must lie inside the domain's: {users} user(s) would have a larger \
+         {which} quota than their domain"
+    )
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -105,33 +105,27 @@ pub(crate) fn conflict_to_field(
     }
 }
 
-/// Why a domain's new settings were refused, under the field concerned. The store refuses a
-/// domain quota that a user's quota would exceed: that is about the quota (or quotas) the
-/// change lowered, not about the user limit.
-fn settings_errors(
-    e: provision::Error,
-    before: &DomainDetail,
-    change: &DomainChange,
-) -> Result<FieldErrors, AppError> {
-    let message = match e {
-        provision::Error::Store(StoreError::Conflict(m) | StoreError::Invalid(m)) => m,
-        provision::Error::Invalid(m) => m,
-        other => return Err(other.into()),
-    };
-    if !message.contains("quota") {
-        return Ok(field_errors("max_users", message));
-    }
-    let lowered = |new: Option<Option<u64>>, old: Option<u64>| match (new, old) {
-        (Some(Some(n)), Some(o)) => n < o,
-        (Some(Some(_)), None) => true,
-        _ => false,
-    };
+/// Why a domain's new settings were refused, under the field concerned: a quota that a user's
+/// quota would exceed under the quota (or quotas) the store names, anything else about the input
+/// under the user limit.
+fn settings_errors(e: provision::Error) -> Result<FieldErrors, AppError> {
     let mut errors = FieldErrors::default();
-    if lowered(change.quota.messages, before.quota.messages) {
-        errors.add("quota_messages", message.clone());
-    }
-    if lowered(change.quota.bytes, before.quota.bytes) || errors.is_empty() {
-        errors.add("quota_bytes", message);
+    match e {
+        provision::Error::Store(
+            outside @ StoreError::QuotaOutsideDomain {
+                bytes, messages, ..
+            },
+        ) => {
+            if bytes {
+                errors.add("quota_bytes", outside.to_string());
+            }
+            if messages {
+                errors.add("quota_messages", outside.to_string());
+            }
+        }
+        provision::Error::Store(StoreError::Conflict(m) | StoreError::Invalid(m))
+        | provision::Error::Invalid(m) => errors.add("max_users", m),
+        other => return Err(other.into()),
     }
     Ok(errors)
 }
@@ -394,7 +388,7 @@ async fn update(
             format!("Settings of {} saved", after.name),
         )),
         Err(e) => {
-            let errors = settings_errors(e, &before, &change)?;
+            let errors = settings_errors(e)?;
             Ok(EditPage::new(&actor, before, form).invalid(errors))
         }
     }

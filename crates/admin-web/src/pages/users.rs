@@ -9,18 +9,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::Form;
-use mailstore::{
-    Address, DomainDetail, DomainName, LocalPart, QuotaChange, StoreError, UserDetail,
-};
+use mailstore::{Address, DomainName, LocalPart, QuotaChange, StoreError, UserDetail};
 use serde::Deserialize;
 
 use crate::auth::{Chrome, FieldErrors};
 use crate::error::AppError;
 use crate::flash;
 use crate::pages::activity::ActivityView;
-use crate::pages::domains::{
-    ConfirmPage, UsageView, check, conflict_to_field, field_errors, limit, segment,
-};
+use crate::pages::domains::{ConfirmPage, UsageView, check, conflict_to_field, limit, segment};
 use crate::pages::{ListQuery, Pager, human_bytes, human_time};
 use crate::password::PasswordFor;
 use crate::provision::activity;
@@ -71,35 +67,14 @@ fn quota_change(errors: &mut FieldErrors, quota_bytes: &str, quota_messages: &st
     }
 }
 
-/// A user's quota must lie inside their domain's: said under the field that breaks it, before
-/// the store is asked (which checks it again, under lock).
-fn quota_inside_domain(errors: &mut FieldErrors, domain: &DomainDetail, quota: &QuotaChange) {
-    let mut check = |field: &'static str, new: Option<Option<u64>>, max: Option<u64>, unit| {
-        let (Some(new), Some(max)) = (new, max) else {
-            return;
-        };
-        let shown = match unit {
-            Unit::Bytes => human_bytes(max),
-            Unit::Count => format!("{max} messages"),
-        };
-        match new {
-            None => errors.add(
-                field,
-                format!("Unlimited is more than the domain's quota of {shown}"),
-            ),
-            Some(n) if n > max => {
-                errors.add(field, format!("More than the domain's quota of {shown}"))
-            }
-            Some(_) => {}
-        }
-    };
-    check("quota_bytes", quota.bytes, domain.quota.bytes, Unit::Bytes);
-    check(
-        "quota_messages",
-        quota.messages,
-        domain.quota.messages,
-        Unit::Count,
-    );
+/// A quota the store refused as larger than the domain's, under the field (or fields) it names.
+fn outside_domain(errors: &mut FieldErrors, bytes: bool, messages: bool) {
+    if bytes {
+        errors.add("quota_bytes", "Larger than the domain's storage quota");
+    }
+    if messages {
+        errors.add("quota_messages", "Larger than the domain's message quota");
+    }
 }
 
 /// A quota for a confirmation: "500.0 MiB", "500.0 MiB and 10000 messages", "unlimited".
@@ -114,8 +89,12 @@ fn quota_words(quota: &mailstore::Quota) -> String {
 /// Why a new user was refused, under the field concerned.
 fn new_user_errors(e: provision::Error) -> Result<FieldErrors, AppError> {
     match e {
-        provision::Error::Store(StoreError::Invalid(m)) if m.contains("quota") => {
-            Ok(field_errors("quota_bytes", m))
+        provision::Error::Store(StoreError::QuotaOutsideDomain {
+            bytes, messages, ..
+        }) => {
+            let mut errors = FieldErrors::default();
+            outside_domain(&mut errors, bytes, messages);
+            Ok(errors)
         }
         other => conflict_to_field(other, "local"),
     }
@@ -363,18 +342,10 @@ async fn create(
     Path(raw): Path<String>,
     Form(mut form): Form<NewForm>,
 ) -> Result<Response, AppError> {
-    let detail = provision::domain(&state.roles, &actor, &actor.domain(&raw)?).await?;
-    let domain = detail.name.clone();
-    let checked = form.validate(&domain).and_then(|(address, quota)| {
-        let mut errors = FieldErrors::default();
-        quota_inside_domain(&mut errors, &detail, &quota);
-        if errors.is_empty() {
-            Ok((address, quota))
-        } else {
-            Err(errors)
-        }
-    });
-    let errors = match checked {
+    let domain = provision::domain(&state.roles, &actor, &actor.domain(&raw)?)
+        .await?
+        .name;
+    let errors = match form.validate(&domain) {
         Ok((address, quota)) => {
             let password = std::mem::take(&mut form.password);
             let password = provision::Credential::Password(password);
@@ -485,10 +456,6 @@ async fn update_quota(
     let mut errors = FieldErrors::default();
     let quota = quota_change(&mut errors, &form.quota_bytes, &form.quota_messages);
     if errors.is_empty() {
-        let domain = provision::domain(&state.roles, &actor, &before.address.domain).await?;
-        quota_inside_domain(&mut errors, &domain, &quota);
-    }
-    if errors.is_empty() {
         let change = UserChange {
             quota,
             ..UserChange::default()
@@ -504,8 +471,11 @@ async fn update_quota(
                     ),
                 ));
             }
-            // The domain's quota changed since it was read: the store's check still holds.
-            Err(provision::Error::Store(StoreError::Invalid(m))) => errors.add("quota_bytes", m),
+            Err(provision::Error::Store(StoreError::QuotaOutsideDomain {
+                bytes,
+                messages,
+                ..
+            })) => outside_domain(&mut errors, bytes, messages),
             Err(e) => return Err(e.into()),
         }
     }

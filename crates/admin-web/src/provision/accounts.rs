@@ -625,19 +625,7 @@ async fn add(
         dry.added.insert(row.address);
         return Ok(Outcome::Added);
     }
-    match create_user(roles, actor, &row.address, credential, row.quota).await {
-        Ok(_) => {}
-        // `create_user` adds the account, then sets its quota; a quota the store refuses (one
-        // larger than the domain's) leaves an account with no quota that was never audited.
-        // It goes again, so a row that fails changes nothing.
-        Err(e @ Error::Store(StoreError::Invalid(_))) => {
-            if user(roles, actor, &row.address).await.is_ok() {
-                roles.directory.remove_user(&row.address).await?;
-            }
-            return Err(e);
-        }
-        Err(e) => return Err(e),
-    }
+    create_user(roles, actor, &row.address, credential, row.quota).await?;
     if row.enabled == Some(false) {
         let change = UserChange {
             enabled: Some(false),

@@ -644,8 +644,13 @@ pub async fn create_user(
         .directory
         .add_user(address, &secrets.hash, secrets.verifier.as_deref())
         .await?;
-    if quota != QuotaChange::default() {
-        roles.directory.set_user_quota(address, quota).await?;
+    // The account goes in first, then its quota: a quota the store refuses (one larger than the
+    // domain's) takes the new account out again, so a refused creation leaves nothing behind.
+    if quota != QuotaChange::default()
+        && let Err(e) = roles.directory.set_user_quota(address, quota).await
+    {
+        roles.directory.remove_user(address).await?;
+        return Err(e.into());
     }
     let after = user(roles, actor, address).await?;
     audit_user(roles, actor, "user.create", None, Some(&after)).await;

@@ -164,7 +164,7 @@ async fn a_user_quota_above_the_domains_is_an_error_under_the_field_with_the_for
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         field_error(&r.body, "quota_bytes").as_deref(),
-        Some("More than the domain&#39;s quota of 1.0 GiB")
+        Some("Larger than the domain&#39;s storage quota")
     );
     assert_eq!(field_error(&r.body, "quota_messages"), None);
     // The whole edit page, with what was typed.
@@ -176,10 +176,12 @@ async fn a_user_quota_above_the_domains_is_an_error_under_the_field_with_the_for
         Quota::default()
     );
 
-    // Unlimited is above a limit too; and a new user is refused before being created.
+    // No user limit means the domain's, as in the API and the CLI (the store's one rule).
     let quota = [("quota_bytes", ""), ("quota_messages", "")];
-    let r = env.post(&b, "/domains/a.test/users/john", &quota).await;
-    assert!(field_error(&r.body, "quota_bytes").is_some_and(|e| e.starts_with("Unlimited")));
+    env.post(&b, "/domains/a.test/users/john", &quota)
+        .await
+        .assert_redirect("/domains/a.test/users/john");
+    // A new user whose quota is refused leaves no account behind.
     let new_user = [
         ("local", "anna"),
         ("password", "correct horse"),
@@ -192,6 +194,23 @@ async fn a_user_quota_above_the_domains_is_an_error_under_the_field_with_the_for
     assert_eq!(field_error(&r.body, "local"), None);
     assert!(r.body.contains(r#"value="anna""#));
     assert!(env.user("anna@a.test").await.is_none());
+
+    // The API says the same, and leaves no account either (it used to leave one, unaudited).
+    let admin = env.add_admin("api@admin.test", mailstore::Scope::All).await;
+    let token = env.token(admin).await;
+    let body =
+        serde_json::json!({"local": "bob", "password": "correct horse", "quota_bytes": "3G"});
+    let r = env
+        .api(
+            axum::http::Method::POST,
+            "/api/v1/domains/a.test/users",
+            Some(&token),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains("storage quota"), "{}", r.body);
+    assert!(env.user("bob@a.test").await.is_none());
 }
 
 #[tokio::test]
@@ -223,6 +242,7 @@ async fn a_domain_quota_below_a_users_is_an_error_under_the_quota_not_the_user_l
         r.body
     );
     assert_eq!(field_error(&r.body, "max_users"), None);
+    assert_eq!(field_error(&r.body, "quota_messages"), None);
     assert!(r.body.contains(r#"value="100M""#));
     assert!(r.body.contains(r#"value="7""#));
 }

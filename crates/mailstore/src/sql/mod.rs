@@ -514,8 +514,11 @@ where
     /// Refuses quotas where a user's limit is larger than their domain's. The caller holds the
     /// domain row locked, so concurrent quota changes are checked one after the other.
     async fn check_quota_nesting(tx: &mut Transaction<'_, D>, domain: i64) -> Result<()> {
-        let outside: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM users u JOIN domains d ON d.id = u.domain_id
+        let (users, bytes, messages): (i64, i64, i64) = sqlx::query_as(
+            "SELECT count(*),
+                 count(CASE WHEN u.quota_bytes > d.quota_bytes THEN 1 END),
+                 count(CASE WHEN u.quota_messages > d.quota_messages THEN 1 END)
+             FROM users u JOIN domains d ON d.id = u.domain_id
              WHERE d.id = $1
                AND ((d.quota_bytes IS NOT NULL AND u.quota_bytes > d.quota_bytes)
                  OR (d.quota_messages IS NOT NULL AND u.quota_messages > d.quota_messages))",
@@ -523,11 +526,12 @@ where
         .bind(domain)
         .fetch_one(&mut **tx)
         .await?;
-        if outside > 0 {
-            return Err(StoreError::Invalid(format!(
-                "a user's quota must lie inside the domain's: {outside} user(s) would have a \
-                 larger quota than their domain"
-            )));
+        if users > 0 {
+            return Err(StoreError::QuotaOutsideDomain {
+                users: to_u64(users),
+                bytes: bytes > 0,
+                messages: messages > 0,
+            });
         }
         Ok(())
     }

@@ -126,23 +126,39 @@ pub(crate) async fn a_user_quota_lies_inside_the_domains(b: impl Backend) {
     assert!(matches!(
         s.set_user_quota(&addr("john@example.com"), q(Some(1001), Some(5)))
             .await,
-        Err(StoreError::Invalid(_))
+        Err(StoreError::QuotaOutsideDomain {
+            users: 1,
+            bytes: true,
+            messages: false
+        })
     ));
     assert!(matches!(
         s.set_user_quota(&addr("john@example.com"), q(Some(10), Some(11)))
             .await,
-        Err(StoreError::Invalid(_))
+        Err(StoreError::QuotaOutsideDomain {
+            users: 1,
+            bytes: false,
+            messages: true
+        })
     ));
     // Lowering the domain below a user's limit is refused too, in both edit paths.
     assert!(matches!(
         s.set_domain_quota(&d, q(Some(999), Some(10))).await,
-        Err(StoreError::Invalid(_))
+        Err(StoreError::QuotaOutsideDomain {
+            bytes: true,
+            messages: false,
+            ..
+        })
     ));
     let mut settings = settings(&detail(&*s, "example.com").await);
     settings.quota.messages = Some(4);
     assert!(matches!(
         s.update_domain(&d, &settings).await,
-        Err(StoreError::Invalid(_))
+        Err(StoreError::QuotaOutsideDomain {
+            bytes: false,
+            messages: true,
+            ..
+        })
     ));
     let kept = detail(&*s, "example.com").await.quota;
     assert_eq!((kept.bytes, kept.messages), (Some(1000), Some(10)));

@@ -103,10 +103,10 @@ fn pop3_login(addr: SocketAddr, user: &str, password: &str) -> Result<Pop3, Stri
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn find_a_user_reset_the_password_and_set_a_quota() {
-    let (server, b) = desk().await;
+async fn daily_job_find_a_user() {
+    let (_server, b) = desk().await;
 
-    // Find a user: the address typed in the header's search box leads straight to their page.
+    // The address typed in the header's search box leads straight to the user's page.
     let mut job = Job::start(&b, "find a user").await;
     job.search(USER).await;
     assert_eq!(b.path().await, "/domains/customer.example/users/john");
@@ -120,8 +120,14 @@ async fn find_a_user_reset_the_password_and_set_a_quota() {
     b.click_through("#top-search button[type=submit]").await;
     assert!(b.page_text().await.contains("user010@customer.example"));
     b.shot("search-results").await;
+    b.quit().await;
+}
 
-    // Reset a password: the page says so, and POP3 takes the new one only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_job_reset_a_password() {
+    let (server, b) = desk().await;
+
+    // The page says so, and POP3 takes the new password only.
     let mut job = Job::start(&b, "reset a password").await;
     job.search(USER).await;
     b.fill("#password", "new password 2").await;
@@ -131,8 +137,13 @@ async fn find_a_user_reset_the_password_and_set_a_quota() {
     b.shot("flash-password").await;
     pop3_login(server.pop3, USER, "new password 2").expect("the new password works");
     assert!(pop3_login(server.pop3, USER, PASSWORD).is_err());
+    b.quit().await;
+}
 
-    // Set a quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_job_set_a_quota() {
+    let (server, b) = desk().await;
+
     let mut job = Job::start(&b, "set a quota").await;
     job.search(USER).await;
     b.fill("#quota_bytes", "500M").await;
@@ -158,12 +169,12 @@ async fn find_a_user_reset_the_password_and_set_a_quota() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn end_a_session_and_see_the_last_login() {
+async fn daily_job_see_the_last_login() {
     let (server, b) = desk().await;
     let mut session = pop3_login(server.pop3, USER, PASSWORD).expect("login");
-    assert!(session.cmd("STAT").starts_with("+OK"));
+    assert!(session.cmd("QUIT").starts_with("+OK"));
 
-    // See the last login: time, client address, mechanism, TLS.
+    // Time, client address, mechanism, TLS.
     let mut job = Job::start(&b, "see the last login").await;
     job.search(USER).await;
     let last = b.text("#last-login").await;
@@ -171,8 +182,16 @@ async fn end_a_session_and_see_the_last_login() {
     assert!(last.contains("USER"), "{last}");
     job.done();
     b.shot("user-activity").await;
+    b.quit().await;
+}
 
-    // End a session: the sessions page, filtered to the user, and its button.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_job_end_a_session() {
+    let (server, b) = desk().await;
+    let mut session = pop3_login(server.pop3, USER, PASSWORD).expect("login");
+    assert!(session.cmd("STAT").starts_with("+OK"));
+
+    // The sessions page shows the session with its client address; its button ends it.
     let mut job = Job::start(&b, "end a session").await;
     job.click("nav a[href='/sessions']").await;
     let rows = b.page_text().await;
@@ -181,7 +200,7 @@ async fn end_a_session_and_see_the_last_login() {
     assert_eq!(flash(&b).await, format!("Session of {USER} ended"));
     job.done();
     b.shot("flash-session-ended").await;
-    // The POP3 session is closed within seconds and deleted nothing.
+    // The POP3 session is closed within seconds.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let r = session.try_line_after("NOOP");
@@ -191,8 +210,7 @@ async fn end_a_session_and_see_the_last_login() {
         assert!(Instant::now() < deadline, "the session still answers");
         std::thread::sleep(Duration::from_millis(200));
     }
-
-    // Ending it again says there is none, on the page, not as an error page.
+    // Its row is gone.
     b.goto("/sessions").await;
     assert!(b.try_find("#sessions button.end-session").await.is_none());
     b.quit().await;

@@ -95,12 +95,6 @@ fn dummy_hash() -> &'static str {
         .get_or_init(|| tenancy::hash_password(b"pophost admin dummy password").unwrap_or_default())
 }
 
-async fn verify(password: String, hash: String) -> Result<bool, AppError> {
-    tokio::task::spawn_blocking(move || tenancy::verify_password(password.as_bytes(), &hash))
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))
-}
-
 async fn submit(
     State(state): State<AppState>,
     jar: CookieJar,
@@ -156,7 +150,7 @@ async fn submit(
     let hash = admin
         .as_ref()
         .map_or_else(|| dummy_hash().to_string(), |a| a.password_hash.clone());
-    let valid = verify(form.password, hash).await? && admin.is_some();
+    let valid = provision::admins::password_matches(hash, form.password).await? && admin.is_some();
     let Some(admin) = admin.filter(|_| valid) else {
         attempt.failed(&state).await;
         return Ok(again("Wrong e-mail or password.", StatusCode::UNAUTHORIZED));

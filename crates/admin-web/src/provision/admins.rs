@@ -122,9 +122,9 @@ pub(super) async fn admin_hash(password: String) -> Result<String> {
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
-/// Whether `password` is `account`'s (argon2 on the blocking pool).
-pub async fn password_matches(account: &AdminAccount, password: String) -> Result<bool> {
-    let hash = account.password_hash.clone();
+/// Whether `password` matches the argon2 `hash` (on the blocking pool): sign-in and a change
+/// of one's own password.
+pub async fn password_matches(hash: String, password: String) -> Result<bool> {
     tokio::task::spawn_blocking(move || tenancy::verify_password(password.as_bytes(), &hash))
         .await
         .map_err(|e| Error::Internal(format!("password check did not finish: {e}")))
@@ -283,7 +283,7 @@ pub async fn change_own_password(
         .admin_by_id(id)
         .await?
         .ok_or_else(|| Error::NotFound("admin".into()))?;
-    if !password_matches(&account, current).await? {
+    if !password_matches(account.password_hash.clone(), current).await? {
         return Err(Error::Invalid("That is not your current password.".into()));
     }
     password_problem(&new, PasswordFor::Admin)?;

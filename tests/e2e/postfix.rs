@@ -269,8 +269,11 @@ impl Postfix {
     }
 
     fn swaks_to(&self, server: SocketAddr, args: &[&str]) -> (bool, String) {
+        // Postfix's master starts smtpd on the first connection; on a loaded machine the greeting
+        // has come after swaks's default 30 s (seen once in CI): wait as long as the other steps.
         let out = run(Command::new("swaks")
             .args(["--server", &server.to_string(), "--helo", "client.test"])
+            .args(["--timeout", "120"])
             .args(["--from", "alice@example.net"])
             .args(args));
         (out.status.success(), show(&out))

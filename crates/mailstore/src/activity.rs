@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use crate::{Address, DomainName};
+use crate::{Address, DomainName, MessageId};
 
 /// How many login events `Admin::user_activity` returns.
 pub const RECENT_LOGINS: u64 = 20;
@@ -111,6 +111,34 @@ pub struct LoginEvent {
     pub tls: bool,
     /// `None` for a success.
     pub failure: Option<FailureReason>,
+}
+
+/// How a POP3 session ended, for `Maildrops::end_session`.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionEnd<'a> {
+    /// `Some(marked)` after QUIT: the UPDATE deletes them; `None` when the session ended
+    /// without QUIT (nothing is deleted).
+    pub update: Option<&'a [MessageId]>,
+    /// What the session retrieved with RETR, for the user's daily stats.
+    pub retrieved: Transfer,
+    /// The messages the session retrieved in full (RETR), each once, in the order first
+    /// retrieved.
+    pub retrieved_ids: &'a [MessageId],
+    /// The session's login: where it came from and how (kept with what it deleted). `None`
+    /// only where no login is known (tests of the store alone).
+    pub login: Option<&'a LoginRecord>,
+}
+
+impl<'a> SessionEnd<'a> {
+    /// An end with only the deletions and the totals (no per-message record, no login).
+    pub fn new(update: Option<&'a [MessageId]>, retrieved: Transfer) -> Self {
+        Self {
+            update,
+            retrieved,
+            retrieved_ids: &[],
+            login: None,
+        }
+    }
 }
 
 /// Messages and octets moved, summed over days.

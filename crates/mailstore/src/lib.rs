@@ -161,15 +161,10 @@ pub trait Maildrops: Send + Sync {
     /// session's client address and TLS come from it). A refusal (`InUse`, `LoginDelay`) is
     /// recorded as a failed login.
     async fn lock_for_login(&self, user: UserId, login: &LoginRecord) -> Result<Lease>;
-    /// Ends a session: with `Some(deleted)` as `commit_update` (QUIT), with `None` as `unlock`
-    /// (no QUIT); either way what it retrieved, and what the UPDATE deleted, are added to the
-    /// user's stats of the day in the same transaction.
-    async fn end_session(
-        &self,
-        lease: &Lease,
-        update: Option<&[MessageId]>,
-        retrieved: Transfer,
-    ) -> Result<()>;
+    /// Ends a session: with `end.update` `Some(deleted)` as `commit_update` (QUIT), with `None`
+    /// as `unlock` (no QUIT); either way what it retrieved, and what the UPDATE deleted, are
+    /// added to the user's stats of the day in the same transaction.
+    async fn end_session(&self, lease: &Lease, end: &SessionEnd<'_>) -> Result<()>;
 }
 
 /// What LMTP does: write a body, then deliver it to recipients in one transaction.

@@ -7,12 +7,18 @@ use pop3_proto::{MsgNum, Reply};
 pub struct Maildrop {
     messages: Vec<MessageMeta>,
     deleted: Vec<bool>,
+    /// Messages this session retrieved in full (RETR), in the order first retrieved.
+    retrieved: Vec<MessageId>,
 }
 
 impl Maildrop {
     pub fn new(messages: Vec<MessageMeta>) -> Self {
         let deleted = vec![false; messages.len()];
-        Self { messages, deleted }
+        Self {
+            messages,
+            deleted,
+            retrieved: Vec::new(),
+        }
     }
 
     /// The one lookup behind LIST n, UIDL n, RETR, TOP and DELE: unknown and deleted numbers
@@ -57,6 +63,17 @@ impl Maildrop {
 
     pub fn reset(&mut self) {
         self.deleted.fill(false);
+    }
+
+    /// Records that message `id` was retrieved in full (a second RETR of it adds nothing).
+    pub fn note_retrieved(&mut self, id: MessageId) {
+        if !self.retrieved.contains(&id) {
+            self.retrieved.push(id);
+        }
+    }
+
+    pub fn retrieved(&self) -> &[MessageId] {
+        &self.retrieved
     }
 
     pub fn marked(&self) -> Vec<MessageId> {

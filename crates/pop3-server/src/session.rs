@@ -6,7 +6,7 @@
 //! (STARTTLS command injection), and the session starts again in AUTHORIZATION. RETR, TOP and
 //! the listings are in `retr`; `sasl` and `apop` are the other ways to log in.
 
-use mailstore::{LoginRecord, StoreError, Transfer};
+use mailstore::{LoginRecord, SessionEnd, StoreError, Transfer};
 use pop3_proto::{BodyEncoder, Command, LineBuffer, Reply, RespCode, encode, parse_line};
 use pop3_proto::{limits::MAX_SASL_LINE, parse_sasl_line};
 use tenancy::{AuthError, Authenticated, LoginContext};
@@ -201,12 +201,17 @@ impl Session {
         self.summary(&end);
         // Leaving without QUIT deletes nothing; the lock is given back so the user can log in
         // again (after a failed UPDATE too).
+        let (retrieved_ids, login) = self.state.ended();
+        let ending = SessionEnd {
+            update: None,
+            retrieved: self.retrieved(),
+            retrieved_ids,
+            login,
+        };
         if let Some(lease) = self.state.lease()
             && let Err(e) = observe::timed(
                 "unlock",
-                self.services
-                    .maildrops
-                    .end_session(lease, None, self.retrieved()),
+                self.services.maildrops.end_session(lease, &ending),
             )
             .await
         {
@@ -667,11 +672,16 @@ impl Session {
             State::Transaction(t) => Update::from(t),
             _ => return Reply::Ok("pophost signing off".into()),
         };
-        let commit = self.services.maildrops.end_session(
-            update.lease.lease(),
-            Some(&update.marked),
-            self.retrieved(),
-        );
+        let ending = SessionEnd {
+            update: Some(&update.marked),
+            retrieved: self.retrieved(),
+            retrieved_ids: &update.retrieved,
+            login: Some(&update.login),
+        };
+        let commit = self
+            .services
+            .maildrops
+            .end_session(update.lease.lease(), &ending);
         match observe::timed("commit_update", commit).await {
             Ok(()) => {
                 let deleted = u64::try_from(update.marked.len()).unwrap_or(u64::MAX);
@@ -764,6 +774,7 @@ impl Session {
             maildrop,
             lease: self.kicks.hold(lease, self.kicked.clone()),
             policy,
+            login,
         });
         Reply::Ok(format!("{count} messages ({size} octets)"))
     }

@@ -4,7 +4,7 @@
 use axum::http::{Method, StatusCode};
 use mailstore::{
     Admin, Delivery, Directory, FailedLogin, FailureReason, LoginRecord, Maildrops, Parcel,
-    Policies, Recipient, Scope, Transfer, UserId,
+    Policies, Recipient, Scope, SessionEnd, Transfer, UserId,
 };
 
 use serde_json::Value;
@@ -59,7 +59,7 @@ async fn johns_day(env: &Env) {
         octets: message.size,
     };
     store
-        .end_session(&lease, Some(&[message.id][..]), one)
+        .end_session(&lease, &SessionEnd::new(Some(&[message.id][..]), one))
         .await
         .expect("quit");
     let failed = |reason| FailedLogin {

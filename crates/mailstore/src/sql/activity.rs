@@ -191,12 +191,8 @@ where
 
     /// `Maildrops::end_session`. Without anything to count or delete it is the one statement
     /// `commit_update` and `unlock` are.
-    pub(super) async fn end_session_in(
-        &self,
-        lease: &Lease,
-        update: Option<&[MessageId]>,
-        retrieved: Transfer,
-    ) -> Result<()> {
+    pub(super) async fn end_session_in(&self, lease: &Lease, end: &SessionEnd<'_>) -> Result<()> {
+        let (update, retrieved) = (end.update, end.retrieved);
         let deleting = update.is_some_and(|d| !d.is_empty());
         if retrieved.messages == 0 && !deleting {
             return match update {

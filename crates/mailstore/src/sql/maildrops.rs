@@ -196,13 +196,8 @@ where
     }
 
     #[instrument(skip_all, fields(user = lease.user.0))]
-    async fn end_session(
-        &self,
-        lease: &Lease,
-        update: Option<&[MessageId]>,
-        retrieved: Transfer,
-    ) -> Result<()> {
-        self.end_session_in(lease, update, retrieved).await
+    async fn end_session(&self, lease: &Lease, end: &SessionEnd<'_>) -> Result<()> {
+        self.end_session_in(lease, end).await
     }
 }
 

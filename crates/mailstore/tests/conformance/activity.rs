@@ -216,7 +216,9 @@ async fn sessions_count_what_they_retrieved_and_deleted(b: impl Backend) {
         messages: 2,
         octets: first.size + second.size,
     };
-    s.end_session(&lease, None, both).await.expect("drop");
+    s.end_session(&lease, &SessionEnd::new(None, both))
+        .await
+        .expect("drop");
     // One that retrieves and deletes the first, with QUIT.
     let lease = s
         .lock_for_login(john, &login("192.0.2.1", "USER", true))
@@ -226,7 +228,7 @@ async fn sessions_count_what_they_retrieved_and_deleted(b: impl Backend) {
         messages: 1,
         octets: first.size,
     };
-    s.end_session(&lease, Some(&[first.id][..]), one)
+    s.end_session(&lease, &SessionEnd::new(Some(&[first.id][..]), one))
         .await
         .expect("quit");
     let a = activity(&*s, "john@a.example").await;
@@ -253,12 +255,15 @@ async fn sessions_count_what_they_retrieved_and_deleted(b: impl Backend) {
         octets: second.size,
     };
     assert!(matches!(
-        s.end_session(&lease, Some(&[second.id][..]), other).await,
+        s.end_session(&lease, &SessionEnd::new(Some(&[second.id][..]), other))
+            .await,
         Err(StoreError::LeaseLost)
     ));
     assert_eq!(activity(&*s, "john@a.example").await.deleted, one);
     // ...and the session then ends without it: what it retrieved still counts.
-    s.end_session(&lease, None, other).await.expect("drop");
+    s.end_session(&lease, &SessionEnd::new(None, other))
+        .await
+        .expect("drop");
     let a = activity(&*s, "john@a.example").await;
     assert_eq!(a.retrieved.messages, 4);
     assert_eq!(a.deleted, one);
@@ -272,16 +277,13 @@ async fn old_activity_is_pruned(b: impl Backend) {
         .lock_for_login(john, &login("192.0.2.1", "USER", true))
         .await
         .expect("login");
-    s.end_session(
-        &lease,
-        None,
-        Transfer {
-            messages: 1,
-            octets: 10,
-        },
-    )
-    .await
-    .expect("end");
+    let ten = Transfer {
+        messages: 1,
+        octets: 10,
+    };
+    s.end_session(&lease, &SessionEnd::new(None, ten))
+        .await
+        .expect("end");
     s.record_failed_login(&failure("nobody@a.example", FailureReason::WrongPassword))
         .await
         .expect("failure");

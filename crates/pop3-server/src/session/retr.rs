@@ -122,6 +122,9 @@ impl Session {
         }
         body.finish(&mut self.out);
         if retr {
+            if let State::Transaction(t) = &mut self.state {
+                t.maildrop.note_retrieved(message.id);
+            }
             self.tally.retrieved += 1;
             self.tally.retrieved_bytes += message.size;
             metrics::counter!(names::RETRIEVED).increment(1);

@@ -3,7 +3,7 @@
 //! any half-done exchange, and leaving TRANSACTION drops the maildrop and the lease's `Kicks`
 //! entry.
 
-use mailstore::{Lease, MessageId, UserPolicy};
+use mailstore::{Lease, LoginRecord, MessageId, UserPolicy};
 
 use super::sasl::SaslExchange;
 use crate::lease::HeldLease;
@@ -52,11 +52,16 @@ pub(super) struct Transaction {
     pub lease: HeldLease,
     /// The user's retention and login delay, for CAPA.
     pub policy: UserPolicy,
+    /// How this session logged in, kept with what its UPDATE deletes.
+    pub login: LoginRecord,
 }
 
 /// QUIT in TRANSACTION (RFC 1939 §6): the deletions to commit under the lease.
 pub(super) struct Update {
     pub marked: Vec<MessageId>,
+    /// What the session retrieved in full, for `SessionEnd::retrieved_ids`.
+    pub retrieved: Vec<MessageId>,
+    pub login: LoginRecord,
     /// Messages the maildrop keeps, for the `+OK`.
     pub left: usize,
     pub lease: HeldLease,
@@ -66,6 +71,8 @@ impl From<Transaction> for Update {
     fn from(t: Transaction) -> Self {
         Self {
             marked: t.maildrop.marked(),
+            retrieved: t.maildrop.retrieved().to_vec(),
+            login: t.login,
             left: t.maildrop.stat().0,
             lease: t.lease,
         }
@@ -80,6 +87,16 @@ impl State {
             State::Transaction(t) => Some(t.lease.lease()),
             State::Update(u) => Some(u.lease.lease()),
             State::Authorization(_) | State::Closed => None,
+        }
+    }
+
+    /// What a session ending in this state retrieved in full, and how it logged in: for
+    /// `SessionEnd`.
+    pub fn ended(&self) -> (&[MessageId], Option<&LoginRecord>) {
+        match self {
+            State::Transaction(t) => (t.maildrop.retrieved(), Some(&t.login)),
+            State::Update(u) => (&u.retrieved, Some(&u.login)),
+            State::Authorization(_) | State::Closed => (&[], None),
         }
     }
 

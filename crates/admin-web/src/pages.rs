@@ -2,8 +2,11 @@
 
 pub mod activity;
 pub mod admins;
+pub mod alarms;
 pub mod assets;
 pub mod audit;
+pub mod bin;
+pub mod bulletins;
 pub mod dashboard;
 pub mod domains;
 pub mod export;
@@ -14,6 +17,7 @@ pub mod search;
 pub mod sessions;
 pub mod signin;
 pub mod tokens;
+pub mod traces;
 pub mod users;
 
 pub use crate::provision::ListQuery;

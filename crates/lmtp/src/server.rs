@@ -26,6 +26,9 @@ pub struct Config {
     pub max_connections: usize,
     /// PROXY protocol: off, or headers required from trusted proxies (see `listener`).
     pub proxy: ProxyPolicy,
+    /// How long a mailbox that got a message (by Message-ID, envelope sender and the digest of
+    /// the data) takes the same message again as already delivered; zero turns that off.
+    pub dedup_window: Duration,
 }
 
 impl Default for Config {
@@ -38,6 +41,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             max_connections: 100,
             proxy: ProxyPolicy::default(),
+            dedup_window: Duration::from_secs(600),
         }
     }
 }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::command::{self, Command, Reject};
 use crate::data::DataDecoder;
+use crate::dedup::Fingerprint;
 use crate::server::Config;
 
 /// Longest command line accepted (RFC 5321 §4.5.3.1.4 says 512; extensions make them longer).
@@ -232,6 +233,8 @@ impl Session {
         let mut size = 0u64;
         let mut too_big = false;
         let mut failed: Option<StoreError> = None;
+        // Not even the digest is computed while deduplication is off.
+        let mut fingerprint = (!self.config.dedup_window.is_zero()).then(Fingerprint::new);
         while !decoder.is_done() {
             let buf = match tokio::time::timeout(self.config.idle_timeout, rd.fill_buf()).await {
                 Err(_) => Err(Stop::Idle),
@@ -250,6 +253,9 @@ impl Session {
             let used = decoder.push(buf, &mut chunk);
             rd.consume(used);
             size += (chunk.len() - before) as u64;
+            if let Some(f) = &mut fingerprint {
+                f.update(&chunk[before..]);
+            }
             if size > self.config.max_message_size {
                 // Keep reading to the end of DATA so the connection stays in sync, storing nothing.
                 too_big = true;
@@ -274,6 +280,12 @@ impl Session {
             tail: chunk,
             size,
             recipients: Vec::new(),
+            dedup: fingerprint.and_then(|f| {
+                f.key(
+                    self.from.as_deref().unwrap_or_default(),
+                    self.config.dedup_window,
+                )
+            }),
         };
         self.finish(parcel, too_big, failed).await
     }
@@ -358,6 +370,11 @@ impl Session {
                 Ok(()) => {
                     metrics::counter!("pophost_messages_delivered_total").increment(1);
                     format!("250 2.0.0 <{address}> Delivered")
+                }
+                // The MTA's retry of a delivery it never saw acknowledged: the mailbox has it.
+                Err(StoreError::Duplicate) => {
+                    metrics::counter!("pophost_lmtp_deduplicated_total").increment(1);
+                    format!("250 2.0.0 <{address}> Already delivered")
                 }
                 Err(e @ (StoreError::QuotaExceeded | StoreError::QuotaExceededTemporary)) => {
                     refused(address, e)

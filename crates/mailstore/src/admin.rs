@@ -107,6 +107,8 @@ pub struct DomainDetail {
     pub migrate_from: Option<String>,
     /// Users whose mail has been pulled from the old server.
     pub migrated_users: u64,
+    /// The recycle bin's settings (`RecycleBin::set_bin_settings` changes them).
+    pub bin: crate::BinSettings,
 }
 
 /// The settings the admin UI edits on a domain, all at once.

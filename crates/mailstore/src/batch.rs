@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::group::Outcomes;
+use crate::sql::Claims;
 use crate::{Parcel, Result, StoreError, convert::to_i64};
 
 /// A quota and the usage it is checked against, as the batch has moved it so far.
@@ -58,13 +59,15 @@ pub struct Pending<'a> {
 }
 
 impl<'a> Pending<'a> {
-    /// Decides `parcel` for each recipient against `accounts` (moving their usage) and adds what
-    /// passes. Returns each recipient's outcome, and the users whose quota warning check must run
-    /// once this is written (the writer flushes, warns, and reads the accounts again).
+    /// Decides `parcel` for each recipient against `claims` (see `sql::dedup`) and `accounts`
+    /// (moving their usage) and adds what passes. Returns each recipient's outcome, and the
+    /// users whose quota warning check must run once this is written (the writer flushes, warns,
+    /// and reads the accounts again).
     pub(crate) fn add(
         &mut self,
         parcel: &'a Parcel,
         accounts: &mut Accounts,
+        claims: &mut Claims,
     ) -> Result<(Outcomes, Vec<i64>)> {
         let mut outcomes = Vec::with_capacity(parcel.recipients.len());
         let mut warn = Vec::new();
@@ -80,7 +83,17 @@ impl<'a> Pending<'a> {
                 outcomes.push(Err(StoreError::NotFound("recipient's domain".into())));
                 continue;
             };
+            // A duplicate is answered as delivered even to a full mailbox: it is there already.
+            if let Some(key) = &parcel.dedup
+                && !claims.take(r.user.0, key)
+            {
+                outcomes.push(Err(StoreError::Duplicate));
+                continue;
+            }
             if !user.fits(size) || !domain_account.fits(size) {
+                if let Some(key) = &parcel.dedup {
+                    claims.give_back(r.user.0, key);
+                }
                 outcomes.push(Err(if *tempfail {
                     StoreError::QuotaExceededTemporary
                 } else {

@@ -38,6 +38,10 @@ pub enum StoreError {
         bytes: bool,
         messages: bool,
     },
+    /// This recipient already got a delivery with the parcel's `DedupKey` within its window:
+    /// nothing was stored, and the sender is to be told it was delivered.
+    #[error("already delivered")]
+    Duplicate,
     /// The database failed or is unreachable; retrying later may succeed.
     #[error("store unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),

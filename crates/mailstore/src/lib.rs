@@ -12,8 +12,12 @@
 
 mod activity;
 mod admin;
+mod alarm;
 mod batch;
+mod bin;
+mod bulletin;
 mod convert;
+mod dedup;
 mod error;
 mod group;
 mod held;
@@ -22,6 +26,7 @@ mod policy;
 mod postgres;
 mod sql;
 mod sqlite;
+mod trace;
 
 use std::time::Duration;
 
@@ -29,12 +34,17 @@ use async_trait::async_trait;
 
 pub use activity::*;
 pub use admin::*;
+pub use alarm::*;
+pub use bin::*;
+pub use bulletin::*;
+pub use dedup::{DedupKey, Deduplication};
 pub use error::{Result, StoreError};
 pub use model::*;
 pub use policy::*;
 pub use postgres::{PgOptions, PostgresStore};
 pub use sql::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
+pub use trace::*;
 
 /// Size of the chunks a body is stored and read in: the memory a delivery or a RETR holds at once.
 pub const CHUNK_SIZE: usize = 128 * 1024;
@@ -329,8 +339,33 @@ pub trait Admin: Send + Sync {
 }
 
 /// Every role of one backend.
-pub trait Store: Directory + Maildrops + Delivery + Admin + Policies {}
-impl<T: Directory + Maildrops + Delivery + Admin + Policies> Store for T {}
+pub trait Store:
+    Directory
+    + Maildrops
+    + Delivery
+    + Admin
+    + Policies
+    + Traces
+    + Bulletins
+    + RecycleBin
+    + Deduplication
+    + Alarms
+{
+}
+impl<
+    T: Directory
+        + Maildrops
+        + Delivery
+        + Admin
+        + Policies
+        + Traces
+        + Bulletins
+        + RecycleBin
+        + Deduplication
+        + Alarms,
+> Store for T
+{
+}
 
 /// A store's connection pool at one moment (`SqlStore::pool_usage`), for the pool-usage
 /// metrics.

@@ -244,6 +244,8 @@ pub struct Parcel {
     /// The whole body's size in octets (chunks and tail).
     pub size: u64,
     pub recipients: Vec<Recipient>,
+    /// Names the message for deduplication (see `crate::dedup`); `None` never deduplicates.
+    pub dedup: Option<crate::DedupKey>,
 }
 
 /// A way of writing a login (see tenancy's `Login::parse`).

@@ -451,7 +451,13 @@ impl Dialect for Postgres {
                 if locked.contains(user) {
                     continue;
                 }
-                PostgresStore::delete_messages(&mut tx, *user, ids).await?;
+                PostgresStore::delete_messages(
+                    &mut tx,
+                    *user,
+                    ids,
+                    crate::sql::Deleting::Retention,
+                )
+                .await?;
                 deleted += ids.len() as u64;
             }
             tx.commit().await?;

@@ -255,7 +255,8 @@ impl Dialect for Sqlite {
                 per_user.entry(*user).or_default().push(MessageId(*id));
             }
             for (user, ids) in &per_user {
-                SqliteStore::delete_messages(&mut tx, *user, ids).await?;
+                SqliteStore::delete_messages(&mut tx, *user, ids, crate::sql::Deleting::Retention)
+                    .await?;
             }
             tx.commit().await?;
             report.batches += 1;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use listener::{Conn, ProxyPolicy};
-use mailstore::{Maildrops, Policies};
+use mailstore::{Maildrops, Policies, Traces};
 use tenancy::Authenticator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use crate::lease::{Kicks, LeaseToken};
 use crate::observe::PreLogin;
-use crate::session::Session;
+use crate::session::{Session, Tracer};
 
 /// Settings of the POP3 listener.
 #[derive(Debug, Clone)]
@@ -77,6 +77,8 @@ pub struct Services {
     pub tls: Option<tls::TlsAcceptor>,
     /// APOP (RFC 1939 §7): `None` where it is off, and then no greeting carries a timestamp.
     pub apop: Option<Arc<tenancy::ApopVerifier>>,
+    /// Protocol traces an admin started; `None` records none.
+    pub traces: Option<Arc<dyn Traces>>,
 }
 
 /// Serves POP3 on `listener` until `shutdown` is cancelled, then drains sessions and returns.
@@ -117,6 +119,14 @@ pub async fn run_with_pop3s(
     };
     let next_id = Arc::new(AtomicU64::new(1));
     let pre_login = PreLogin::default();
+    let stop_tracing = CancellationToken::new();
+    let (tracer, tracing_task) = match services.traces.clone() {
+        Some(store) => {
+            let (tracer, task) = Tracer::start(store, stop_tracing.clone());
+            (Some(tracer), Some(task))
+        }
+        None => (None, None),
+    };
     let plain = listener::serve(
         listener,
         options.clone(),
@@ -125,7 +135,7 @@ pub async fn run_with_pop3s(
             services.clone(),
             config.clone(),
             next_id.clone(),
-            (kicks.clone(), pre_login.clone()),
+            (kicks.clone(), pre_login.clone(), tracer.clone()),
             false,
         ),
     );
@@ -151,7 +161,7 @@ pub async fn run_with_pop3s(
                 services.clone(),
                 config.clone(),
                 next_id.clone(),
-                (kicks.clone(), pre_login.clone()),
+                (kicks.clone(), pre_login.clone(), tracer.clone()),
                 true,
             ),
         )
@@ -161,6 +171,11 @@ pub async fn run_with_pop3s(
     // Sessions are over: their leases are released or left to expire.
     stop_renewal.cancel();
     let _ = renewer.await;
+    // What the sessions' traces still queued is written before the server returns.
+    stop_tracing.cancel();
+    if let Some(task) = tracing_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
 }
 
 type SessionFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
@@ -170,7 +185,7 @@ fn handler(
     services: Services,
     config: Config,
     next_id: Arc<AtomicU64>,
-    (kicks, pre_login): (Kicks, PreLogin),
+    (kicks, pre_login, tracer): (Kicks, PreLogin, Option<Arc<Tracer>>),
     implicit_tls: bool,
 ) -> impl Fn(Conn, CancellationToken) -> SessionFuture + Send + Sync + 'static {
     move |conn: Conn, abort| {
@@ -193,6 +208,7 @@ fn handler(
                 .peer(conn.peer)
                 .kicks(kicks.clone())
                 .pre_login(pre_login.clone())
+                .traced(tracer.clone(), id)
                 .run(conn.stream, implicit_tls)
                 .instrument(span),
         ) as SessionFuture

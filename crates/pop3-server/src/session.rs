@@ -24,8 +24,11 @@ mod policy;
 mod retr;
 mod sasl;
 mod state;
+mod trace;
 use retr::Listing;
 use state::{Authorization, State, Transaction, Update};
+use trace::SessionTrace;
+pub use trace::Tracer;
 
 /// Replies are written out once this much is queued, even mid-RETR.
 const FLUSH_AT: usize = 64 * 1024;
@@ -122,6 +125,8 @@ pub struct Session {
     login_deadline: tokio::time::Instant,
     /// Octets read before login, against `PRE_LOGIN_BYTES`.
     pre_login_bytes: usize,
+    /// The protocol trace, when an admin traces this session's user (see `trace`).
+    trace: SessionTrace,
 }
 
 impl Session {
@@ -139,6 +144,7 @@ impl Session {
             pre_login: PreLogin::default(),
             login_deadline: tokio::time::Instant::now() + config.login_timeout,
             pre_login_bytes: 0,
+            trace: SessionTrace::default(),
             config,
         }
     }
@@ -152,6 +158,14 @@ impl Session {
     /// The registry of live leases of this server (see `Kicks`).
     pub fn kicks(mut self, kicks: Kicks) -> Self {
         self.kicks = kicks;
+        self
+    }
+
+    /// Records this session if its user is traced; `connection` as in the log span.
+    pub fn traced(mut self, tracer: Option<std::sync::Arc<Tracer>>, connection: u64) -> Self {
+        if let Some(tracer) = tracer {
+            self.trace = SessionTrace::new(tracer, connection);
+        }
         self
     }
 
@@ -424,6 +438,10 @@ impl Session {
             let Some(line) = line else {
                 continue;
             };
+            match &line {
+                Ok(line) => self.trace.client(line, sasl),
+                Err(_) => self.trace.client_too_long(),
+            }
             let pending = if sasl { self.state.take_sasl() } else { None };
             let (bad_before, out_before) = (self.tally.bad_commands, self.out.len());
             let flow = match (pending, line) {
@@ -562,6 +580,7 @@ impl Session {
             ),
             (State::Authorization(a), Command::User(name)) => {
                 // Same answer for every name: USER must not reveal which mailboxes exist.
+                self.trace.named(&name);
                 a.user = Some(name);
                 Reply::Ok("send PASS".into())
             }
@@ -586,6 +605,7 @@ impl Session {
             (State::Authorization(a), Command::Apop { name, digest }) => {
                 a.user = None;
                 let timestamp = a.apop_timestamp.clone();
+                self.trace.named(&name);
                 self.apop(&name, digest.as_str(), timestamp).await
             }
             (State::Authorization(_), Command::Stls) if self.secure => {
@@ -765,6 +785,7 @@ impl Session {
         span.record("tenant", tracing::field::display(&who.address.domain));
         // Logged in: the bad-command budget starts again at the after-login size.
         self.tally.bad_commands = 0;
+        self.trace.logged_in(user);
         tracing::info!(messages = messages.len(), mechanism, "logged in");
         let maildrop = Maildrop::new(messages);
         let (count, size) = maildrop.stat();
@@ -780,7 +801,9 @@ impl Session {
     }
 
     fn queue(&mut self, reply: &Reply) {
+        let start = self.out.len();
         encode(reply, &mut self.out);
+        self.trace.server(reply, &self.out[start..]);
     }
 
     async fn flush<W: AsyncWrite + Unpin>(&mut self, wr: &mut W) -> Result<(), End> {

@@ -66,6 +66,7 @@ async fn start() -> Server {
         auth: Arc::new(auth),
         tls: None,
         apop: None,
+        traces: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

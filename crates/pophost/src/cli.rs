@@ -77,6 +77,9 @@ pub enum Command {
     /// Manage admin UI accounts.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Post notices into every mailbox of a domain or of all domains; list them.
+    #[command(subcommand)]
+    Bulletin(crate::bulletins::BulletinCommand),
     /// Import existing mail into a mailbox, keeping its POP3 unique-ids (UIDLs).
     #[command(subcommand)]
     Import(ImportCommand),
@@ -268,6 +271,12 @@ pub enum DomainCommand {
         migrate_from: Option<String>,
         #[command(flatten)]
         policy: PolicyArgs,
+        /// Days a deleted message stays in its user's recycle bin (default 7; 0 turns it off).
+        #[arg(long, value_name = "N")]
+        bin_days: Option<u32>,
+        /// Whether messages in the recycle bin count against quota (default false).
+        #[arg(long, value_name = "true|false")]
+        bin_counts_quota: Option<bool>,
     },
     /// Manage domain aliases (another name of a domain, for logins and deliveries).
     #[command(subcommand)]
@@ -338,6 +347,62 @@ pub enum UserCommand {
         #[command(flatten)]
         secret: ApopSecretArgs,
     },
+    /// The user's recycle bin: messages deleted over POP3, by retention or by an admin.
+    #[command(subcommand)]
+    Bin(BinCommand),
+    /// The user's protocol trace: their POP3 commands and first reply lines, for a while.
+    #[command(subcommand)]
+    Trace(crate::traces::TraceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BinCommand {
+    /// One line per message: UIDL, size, when deleted, by whom (newest first).
+    List { address: String },
+    /// Put messages back into the maildrop, with their UIDL (POP3 clients that deleted them
+    /// do not fetch them again) unless --as-new.
+    Restore {
+        address: String,
+        #[command(flatten)]
+        which: BinWhich,
+        /// Give the messages new UIDLs, so POP3 clients fetch them again.
+        #[arg(long)]
+        as_new: bool,
+    },
+    /// Delete everything in the user's bin for good.
+    Purge { address: String },
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
+pub struct BinWhich {
+    /// Everything in the bin.
+    #[arg(long, conflicts_with_all = ["uidl", "from", "to"])]
+    all: bool,
+    /// The messages that had these UIDLs.
+    #[arg(long, num_args = 1.., conflicts_with_all = ["from", "to"])]
+    uidl: Vec<String>,
+    /// Deleted from this time on (UTC: YYYY-MM-DD[ HH:MM[:SS]], or Unix milliseconds).
+    #[arg(long, requires = "to")]
+    from: Option<String>,
+    /// Deleted up to this time.
+    #[arg(long, requires = "from")]
+    to: Option<String>,
+}
+
+impl BinWhich {
+    fn selection(&self) -> anyhow::Result<mailstore::BinSelection> {
+        use mailstore::BinSelection;
+        Ok(match (&self.from, &self.to) {
+            (Some(from), Some(to)) => BinSelection::DeletedBetween {
+                from_ms: provision::bin::parse_time(from)?,
+                to_ms: provision::bin::parse_time(to)?,
+            },
+            _ if self.all => BinSelection::All,
+            _ if !self.uidl.is_empty() => BinSelection::Uids(self.uidl.clone()),
+            _ => bail!("give --all, --uidl UIDL… or --from TIME --to TIME"),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -644,6 +709,7 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             }
         }
         Command::Admin(command) => admin(&roles, &cli, command).await?,
+        Command::Bulletin(command) => crate::bulletins::command(&roles, &cli, command).await?,
         Command::Who => who(&*store).await?,
         Command::Kick { address } => {
             let address = Address::parse(&address)?;
@@ -710,6 +776,8 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             enabled,
             migrate_from,
             policy,
+            bin_days,
+            bin_counts_quota,
         }) => {
             let domain = DomainName::parse(&domain)?;
             let change = DomainChange {
@@ -719,11 +787,13 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
                 allow_apop,
                 enabled,
                 migrate_from: migrate_from.map(|url| (url != "none").then_some(url)),
+                bin_days,
+                bin_counts_quota,
             };
             let policy = policy.change()?;
             if change.is_empty() && policy.is_empty() {
                 bail!(
-                    "nothing to set: give --quota-bytes, --quota-messages, --login-forms, --allow-apop, --max-users, --enabled, --migrate-from, --quota-tempfail, --quota-warn-percent, --retention-days or --login-delay"
+                    "nothing to set: give --quota-bytes, --quota-messages, --login-forms, --allow-apop, --max-users, --enabled, --migrate-from, --quota-tempfail, --quota-warn-percent, --retention-days, --login-delay, --bin-days or --bin-counts-quota"
                 );
             }
             if !policy.is_empty() {
@@ -863,6 +933,10 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             provision::delete_user(&roles, &cli, &address).await?;
             format!("removed user {address}")
         }
+        Command::User(UserCommand::Bin(command)) => bin_command(&roles, &cli, command).await?,
+        Command::User(UserCommand::Trace(command)) => {
+            crate::traces::command(&roles, &cli, command).await?
+        }
         Command::User(UserCommand::Apop { address, secret }) => {
             let address = Address::parse(&address)?;
             let user = dir
@@ -906,6 +980,69 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
         }
     };
     Ok(out)
+}
+
+/// `pophost user bin …`.
+async fn bin_command(
+    roles: &admin_web::Roles,
+    cli: &Actor,
+    command: BinCommand,
+) -> anyhow::Result<String> {
+    use admin_web::pages::human_time;
+    Ok(match command {
+        BinCommand::List { address } => {
+            let address = Address::parse(&address)?;
+            let mut out = String::new();
+            let mut offset = 0;
+            loop {
+                let page = provision::bin::bin_page(
+                    roles,
+                    cli,
+                    &address,
+                    offset,
+                    provision::bin::MAX_BIN_PAGE,
+                )
+                .await?;
+                for m in &page.items {
+                    out.push_str(&format!(
+                        "{} {} octets deleted {} by {}\n",
+                        m.uid,
+                        m.size,
+                        human_time(m.deleted_at),
+                        provision::bin::deleted_by(m)
+                    ));
+                }
+                offset += page.items.len() as u64;
+                if page.items.is_empty() || offset >= page.total {
+                    break;
+                }
+            }
+            if out.is_empty() {
+                format!("the recycle bin of {address} is empty")
+            } else {
+                out.trim_end().to_string()
+            }
+        }
+        BinCommand::Restore {
+            address,
+            which,
+            as_new,
+        } => {
+            let address = Address::parse(&address)?;
+            let selection = which.selection()?;
+            let r = provision::bin::restore(roles, cli, &address, &selection, as_new).await?;
+            format!(
+                "restored {} message(s) to {address} ({} with a new UIDL)",
+                r.restored, r.renumbered
+            )
+        }
+        BinCommand::Purge { address } => {
+            let address = Address::parse(&address)?;
+            let purged =
+                provision::bin::purge(roles, cli, &address, &mailstore::BinSelection::All).await?;
+            format!("purged {purged} message(s) from the recycle bin of {address}")
+        }
+    })
 }
 
 /// Settings for `cli`, with its command-line overrides applied.

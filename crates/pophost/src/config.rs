@@ -28,6 +28,7 @@ struct File {
     log: LogFile,
     telemetry: TelemetryFile,
     retention: RetentionFile,
+    bulletins: BulletinsFile,
     activity: ActivityFile,
     migration: MigrationFile,
     sasl_service: SaslServiceFile,
@@ -80,6 +81,13 @@ struct MigrationFile {
 struct RetentionFile {
     interval_secs: Option<u64>,
     batch_size: Option<u32>,
+}
+
+/// `[bulletins]`: how often `serve` looks for scheduled bulletins that are due.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct BulletinsFile {
+    interval_secs: Option<u64>,
 }
 
 /// `[activity]`: how long the login history and the daily retrieved/deleted counts are kept.
@@ -158,6 +166,7 @@ struct LmtpFile {
     idle_timeout_secs: Option<u64>,
     max_connections: Option<usize>,
     proxy_protocol: Option<bool>,
+    dedup_window_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -265,6 +274,9 @@ pub struct Settings {
     pub log: crate::telemetry::LogSettings,
     /// The retention job (domains' `--retention-days`).
     pub retention: RetentionSettings,
+    /// How often the bulletin job delivers scheduled bulletins that are due
+    /// (`bulletins.interval_secs`).
+    pub bulletin_interval: Duration,
     pub migration: MigrationSettings,
     /// SMTP AUTH for the MTA (`[sasl_service]`).
     pub sasl: MtaService,
@@ -375,6 +387,13 @@ impl Settings {
         let max_recipients = positive(file.lmtp.max_recipients, 1000, "lmtp.max_recipients")?;
         let lmtp_idle = positive(file.lmtp.idle_timeout_secs, 300, "lmtp.idle_timeout_secs")?;
         let lmtp_max = positive(file.lmtp.max_connections, 100, "lmtp.max_connections")?;
+        // Longer than any MTA keeps retrying (Postfix: 5 days) only grows the records.
+        let dedup_window = file.lmtp.dedup_window_secs.unwrap_or(600);
+        if dedup_window > MAX_DEDUP_WINDOW_SECS {
+            bail!(
+                "lmtp.dedup_window_secs: must be at most {MAX_DEDUP_WINDOW_SECS} (7 days), got {dedup_window}"
+            );
+        }
         let trusted = trusted_networks(file.proxy.trusted_networks.unwrap_or_default())?;
         let pop3_proxy = proxy_policy(&trusted, file.pop3.proxy_protocol, "pop3.proxy_protocol")?;
         let lmtp_proxy = proxy_policy(&trusted, file.lmtp.proxy_protocol, "lmtp.proxy_protocol")?;
@@ -493,6 +512,7 @@ impl Settings {
                 shutdown_grace: grace,
                 max_connections: lmtp_max,
                 proxy: lmtp_proxy,
+                dedup_window: Duration::from_secs(dedup_window),
             },
             max_concurrent_hashes: positive(
                 file.auth.max_concurrent_hashes,
@@ -533,6 +553,11 @@ impl Settings {
                 batch_size: positive(file.retention.batch_size, 500, "retention.batch_size")?,
                 activity_keep_days: positive(file.activity.keep_days, 90, "activity.keep_days")?,
             },
+            bulletin_interval: Duration::from_secs(positive(
+                file.bulletins.interval_secs,
+                30,
+                "bulletins.interval_secs",
+            )?),
             sasl: MtaService {
                 listen: o.sasl_listen.or(file.sasl_service.listen),
                 socket: file.sasl_service.socket,
@@ -749,6 +774,9 @@ fn proxy_policy(
     })
 }
 
+/// The longest `lmtp.dedup_window_secs`.
+const MAX_DEDUP_WINDOW_SECS: u64 = 7 * 86_400;
+
 fn positive<T: Default + PartialEq>(value: Option<T>, default: T, key: &str) -> anyhow::Result<T> {
     let v = value.unwrap_or(default);
     if v == T::default() {
@@ -797,6 +825,7 @@ mod tests {
         assert_eq!(s.lmtp_listen.to_string(), "127.0.0.1:2424");
         assert_eq!(s.pop3.idle_timeout, Duration::from_secs(600));
         assert_eq!(s.lmtp.max_message_size, 52_428_800);
+        assert_eq!(s.lmtp.dedup_window, Duration::from_secs(600));
         assert_eq!(s.pop3s_listen.to_string(), "127.0.0.1:1995");
         assert!(!s.apop, "APOP is off by default");
         assert_eq!(s.apop_key_file, PathBuf::from("pophost-data/apop.key"));
@@ -850,6 +879,9 @@ mod tests {
         assert!(err("[pop3\n").starts_with("line 1: "));
         assert!(err("[lmtp]\nmax_message_size = 0\n").contains("lmtp.max_message_size"));
         assert!(err("[lmtp]\nmax_message_size = \"big\"\n").starts_with("lmtp.max_message_size: "));
+        assert!(err("[lmtp]\ndedup_window_secs = 604801\n").contains("lmtp.dedup_window_secs"));
+        let off = load("[lmtp]\ndedup_window_secs = 0\n").expect("dedup off");
+        assert_eq!(off.lmtp.dedup_window, Duration::ZERO);
         assert!(err("[database]\nurl = \"mysql://x\"\n").starts_with("database.url: "));
         assert!(err("[database]\nmax_connections = 0\n").contains("database.max_connections"));
         assert!(err("[locks]\nttl_secs = 1\n").contains("locks.ttl_secs"));

@@ -5,6 +5,7 @@
 //! library so end-to-end tests can start a server in-process.
 
 pub mod accounts;
+pub mod bulletins;
 pub mod cli;
 pub mod config;
 pub mod first_login;
@@ -13,6 +14,7 @@ pub mod pull;
 pub mod retention;
 mod serve_lock;
 pub mod telemetry;
+pub mod traces;
 
 use serve_lock::ServeLock;
 
@@ -315,6 +317,11 @@ pub async fn serve(
         settings.retention,
         shutdown.clone(),
     ));
+    tokio::spawn(bulletins::run(
+        store.clone(),
+        settings.bulletin_interval,
+        shutdown.clone(),
+    ));
     tracing::info!(addr = %pop3.local_addr()?, "POP3 listening");
     tracing::info!(addr = %pop3s.local_addr()?, "POP3S listening");
     tracing::info!(addr = %lmtp.local_addr()?, "LMTP listening");
@@ -342,6 +349,7 @@ pub async fn serve(
         auth: auth.clone(),
         tls: Some(acceptor.clone()),
         apop: apop_verifier(&settings, &auth)?,
+        traces: Some(store.clone()),
     };
     tokio::join!(
         pop3_server::run_with_pop3s(

@@ -45,11 +45,29 @@ pub async fn run(store: Arc<dyn Store>, settings: RetentionSettings, shutdown: C
             // one transaction).
             Err(e) => tracing::warn!(error = %e, "retention run failed"),
         }
+        // The recycle bin's entries older than their domain's bin_days (retention bins what it
+        // deletes, so this also finishes what an earlier run started).
+        match store.purge_expired_bins(now_ms()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "retention: recycle bin entries purged"),
+            Err(e) => tracing::warn!(error = %e, "purging recycle bins failed"),
+        }
         let keep_ms = i64::from(settings.activity_keep_days) * 86_400_000;
         match store.prune_activity(now_ms() - keep_ms).await {
             Ok(0) => {}
             Ok(rows) => tracing::info!(rows, "retention: old activity forgotten"),
             Err(e) => tracing::warn!(error = %e, "pruning activity failed"),
+        }
+        // Alarms are activity too: kept as long as the login history they explain.
+        match store.prune_alarms(now_ms() - keep_ms).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "retention: old re-download alarms forgotten"),
+            Err(e) => tracing::warn!(error = %e, "pruning re-download alarms failed"),
+        }
+        match store.prune_delivery_keys().await {
+            Ok(0) => {}
+            Ok(rows) => tracing::debug!(rows, "retention: expired dedup records forgotten"),
+            Err(e) => tracing::warn!(error = %e, "pruning delivery dedup records failed"),
         }
     }
 }

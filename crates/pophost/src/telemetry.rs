@@ -280,6 +280,10 @@ fn describe() {
         "Messages delivered over LMTP (one per recipient)"
     );
     describe_counter!(
+        "pophost_lmtp_deduplicated_total",
+        "LMTP deliveries answered 250 without storing: the mailbox got that message within lmtp.dedup_window_secs"
+    );
+    describe_counter!(
         "pophost_messages_retrieved_total",
         "Messages sent whole by RETR"
     );
@@ -327,6 +331,10 @@ fn describe() {
     describe_counter!(
         "pophost_policy_checks_total",
         "Postfix quota policy checks, by action"
+    );
+    describe_counter!(
+        mailstore::ALARM_COUNTER,
+        "Re-download alarms recorded (see the README), by domain and kind"
     );
 }
 

@@ -5,7 +5,11 @@
 
 mod activity;
 mod admins;
+mod alarms;
+mod bin;
+mod bulletins;
 mod paging;
+mod traces;
 
 use axum::Json;
 use axum::Router;
@@ -76,6 +80,17 @@ pub fn routes() -> (Router<AppState>, Document) {
         .routes(routes!(list_users, create_user))
         .routes(routes!(get_user, patch_user, delete_user))
         .routes(routes!(activity::get_activity))
+        .routes(routes!(bin::list_bin))
+        .routes(routes!(bin::restore_bin))
+        .routes(routes!(bin::purge_bin))
+        .routes(routes!(
+            traces::get_trace,
+            traces::start_trace,
+            traces::stop_trace
+        ))
+        .routes(routes!(alarms::get_user_alarms))
+        .routes(routes!(alarms::list_alarms))
+        .routes(routes!(bulletins::list_bulletins, bulletins::post_bulletin))
         .merge(
             OpenApiRouter::new()
                 .routes(routes!(import_users))
@@ -359,6 +374,12 @@ struct DomainPatch {
     /// with STLS); null ends it.
     #[serde(default, deserialize_with = "present")]
     migrate_from: Option<Option<String>>,
+    /// Days a deleted message stays in the recycle bin (0: deletes are final).
+    #[serde(default)]
+    bin_days: Option<u32>,
+    /// Whether the recycle bin counts against quota.
+    #[serde(default)]
+    bin_counts_quota: Option<bool>,
 }
 
 /// Change a domain's settings (super admin); absent fields are kept, null means unlimited.
@@ -398,6 +419,8 @@ async fn patch_domain(
         allow_apop: None,
         enabled: patch.enabled,
         migrate_from: patch.migrate_from,
+        bin_days: patch.bin_days,
+        bin_counts_quota: patch.bin_counts_quota,
     };
     let after = provision::update_domain(&state.roles, &actor, &name, &change).await?;
     Ok(Json(DomainJson::from(&after)))
@@ -996,6 +1019,7 @@ mod tests {
             aliases: vec![],
             migrate_from: None,
             migrated_users: 0,
+            bin: Default::default(),
         };
         let address = Address::parse("john@example.com").expect("address");
         let user = UserDetail {

@@ -400,6 +400,8 @@ struct Dashboard {
     /// Accounts in scope still holding an imported password hash, by scheme.
     legacy: Vec<(String, u64)>,
     migration: MigrationCounts,
+    /// Re-download alarms of the last days in scope, newest first.
+    alarms: Vec<crate::pages::alarms::AlarmView>,
 }
 
 async fn show(
@@ -421,6 +423,7 @@ async fn show(
         .await?;
     let legacy = store.legacy_schemes(scope).await?;
     let migration = store.migration_counts(scope).await?;
+    let alarms = crate::provision::alarms::recent_alarms(&state.roles, &actor, state.now()).await?;
     let slots = slots(range, this_hour, &stats, &failed);
     let count = |n: u64| n.to_string();
     let tops = vec![
@@ -499,6 +502,7 @@ async fn show(
         tops,
         legacy,
         migration,
+        alarms: alarms.iter().map(Into::into).collect(),
     })
 }
 

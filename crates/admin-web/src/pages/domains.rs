@@ -255,6 +255,14 @@ struct SettingsForm {
     login_forms: Vec<String>,
     #[serde(default)]
     enabled: Option<String>,
+    /// The recycle bin's days; empty keeps them.
+    #[serde(default)]
+    bin_days: String,
+    #[serde(default)]
+    bin_counts_quota: Option<String>,
+    /// Set by the form that shows the bin settings, so a post without them changes neither.
+    #[serde(default)]
+    bin_form: Option<String>,
 }
 
 impl SettingsForm {
@@ -269,6 +277,9 @@ impl SettingsForm {
                 .map(|f| f.name().to_string())
                 .collect(),
             enabled: d.enabled.then(|| "on".into()),
+            bin_days: d.bin.days.to_string(),
+            bin_counts_quota: d.bin.counts_quota.then(|| "on".into()),
+            bin_form: Some("1".into()),
         }
     }
 
@@ -294,6 +305,23 @@ impl SettingsForm {
             .map(Some)
             .map_err(|e| e.to_string());
         let forms = check(&mut errors, "login_forms", forms);
+        let bin_days = match self.bin_days.trim() {
+            "" => None,
+            days => check(
+                &mut errors,
+                "bin_days",
+                days.parse::<u32>()
+                    .ok()
+                    .filter(|d| *d <= mailstore::MAX_BIN_DAYS)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        format!(
+                            "a number of days from 0 (off) to {}",
+                            mailstore::MAX_BIN_DAYS
+                        )
+                    }),
+            ),
+        };
         match forms {
             Some(login_forms) if errors.is_empty() => Ok(DomainChange {
                 quota: QuotaChange {
@@ -305,6 +333,11 @@ impl SettingsForm {
                 allow_apop: None,
                 enabled: Some(self.enabled.as_deref() == Some("on")),
                 migrate_from: None,
+                bin_days,
+                bin_counts_quota: self
+                    .bin_form
+                    .is_some()
+                    .then(|| self.bin_counts_quota.as_deref() == Some("on")),
             }),
             _ => Err(errors),
         }

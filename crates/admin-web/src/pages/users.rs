@@ -391,6 +391,12 @@ struct EditPage {
     /// What the customer did; read by `show` only (a form shown again with its errors leaves
     /// it out).
     activity: Option<ActivityView>,
+    /// Re-download alarms, newest first; read by `show` only.
+    alarms: Vec<crate::pages::alarms::AlarmView>,
+    /// The user's protocol trace, if any; read by `show` only.
+    trace: crate::pages::traces::TraceSummary,
+    /// How many messages the user's recycle bin holds; read by `show` only.
+    bin: Option<u64>,
 }
 
 impl EditPage {
@@ -406,6 +412,9 @@ impl EditPage {
             user,
             errors: FieldErrors::default(),
             activity: None,
+            alarms: Vec::new(),
+            trace: Default::default(),
+            bin: None,
         }
     }
 
@@ -435,6 +444,10 @@ async fn show(
     let activity = activity::user_activity(&state.roles, &actor, &user.address).await?;
     let mut page = EditPage::new(&actor, user);
     page.activity = Some(ActivityView::from(&activity));
+    let alarms = provision::alarms::user_alarms(&state.roles, &actor, &page.user.address).await?;
+    page.alarms = alarms.iter().map(Into::into).collect();
+    page.trace = crate::pages::traces::summary(&state, &actor, &page.user.address).await?;
+    page.bin = Some(crate::pages::bin::count(&state, &actor, &page.user.address).await?);
     Ok(page.into_response())
 }
 

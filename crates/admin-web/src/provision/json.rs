@@ -38,6 +38,10 @@ pub struct DomainJson {
     pub migrate_from: Option<String>,
     /// Users whose mail has been pulled from the old server.
     pub migrated_users: u64,
+    /// Days a deleted message stays in its user's recycle bin; 0: deletes are final.
+    pub bin_days: u32,
+    /// Whether messages in the recycle bin count against quota.
+    pub bin_counts_quota: bool,
 }
 
 /// The name of a login form.
@@ -71,6 +75,8 @@ impl From<&DomainDetail> for DomainJson {
             aliases: d.aliases.iter().map(DomainName::to_string).collect(),
             migrate_from: d.migrate_from.clone(),
             migrated_users: d.migrated_users,
+            bin_days: d.bin.days,
+            bin_counts_quota: d.bin.counts_quota,
         }
     }
 }

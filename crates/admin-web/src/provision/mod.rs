@@ -11,8 +11,12 @@
 pub mod accounts;
 pub mod activity;
 pub mod admins;
+pub mod alarms;
+pub mod bin;
+pub mod bulletins;
 pub mod json;
 pub mod limit;
+pub mod traces;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -39,6 +43,10 @@ pub struct Roles {
     pub directory: Arc<dyn Directory>,
     pub admin: Arc<dyn Admin>,
     pub policies: Arc<dyn Policies>,
+    pub alarms: Arc<dyn mailstore::Alarms>,
+    pub bulletins: Arc<dyn mailstore::Bulletins>,
+    pub bin: Arc<dyn mailstore::RecycleBin>,
+    pub traces: Arc<dyn mailstore::Traces>,
 }
 
 impl Roles {
@@ -47,6 +55,10 @@ impl Roles {
         Self {
             directory: store.clone(),
             admin: store.clone(),
+            alarms: store.clone(),
+            bulletins: store.clone(),
+            bin: store.clone(),
+            traces: store.clone(),
             policies: store,
         }
     }
@@ -369,6 +381,9 @@ pub struct DomainChange {
     /// `Some(Some(url))` puts the domain in migration mode with its old POP3 server;
     /// `Some(None)` takes it out.
     pub migrate_from: Option<Option<String>>,
+    /// The recycle bin's days (0: off) and whether it counts against quota.
+    pub bin_days: Option<u32>,
+    pub bin_counts_quota: Option<bool>,
 }
 
 impl DomainChange {
@@ -469,6 +484,13 @@ async fn apply_domain_change(
             .directory
             .set_migrate_from(name, source.as_deref())
             .await?;
+    }
+    if change.bin_days.is_some() || change.bin_counts_quota.is_some() {
+        let bin = mailstore::BinSettings {
+            days: change.bin_days.unwrap_or(before.bin.days),
+            counts_quota: change.bin_counts_quota.unwrap_or(before.bin.counts_quota),
+        };
+        roles.bin.set_bin_settings(name, &bin).await?;
     }
     domain(roles, actor, name).await
 }

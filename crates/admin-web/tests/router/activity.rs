@@ -44,6 +44,7 @@ async fn johns_day(env: &Env) {
             user: john,
             prefix: Vec::new(),
         }],
+        dedup: None,
     };
     let outcome = env.store.deliver(parcel).await.expect("deliver");
     assert!(outcome.iter().all(Result::is_ok));

@@ -27,6 +27,7 @@ async fn mailbox(env: &Env, address: &str, bytes: usize) -> UserId {
                 user: id,
                 prefix: Vec::new(),
             }],
+            dedup: None,
         })
         .await
         .expect("deliver");

@@ -2,7 +2,10 @@
 
 mod activity;
 mod admins;
+mod alarms;
 mod api;
+mod bin;
+mod bulletins;
 mod core;
 mod dashboard;
 mod domains;
@@ -12,4 +15,5 @@ mod matrix;
 mod policies;
 mod signin;
 mod support;
+mod traces;
 mod users;

@@ -209,10 +209,16 @@ where
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        // Before the deletions: the alarms read the deleted messages' delivery times.
+        let alarms = self.check_alarms_in(&mut tx, lease.user.0, end).await?;
         let deleted = match update {
             Some(_) if held == 0 => return Err(StoreError::LeaseLost),
             Some(ids) if !ids.is_empty() => {
-                Self::delete_messages(&mut tx, lease.user.0, ids).await?
+                let how = super::Deleting::Pop3 {
+                    token: lease.token,
+                    login: end.login,
+                };
+                Self::delete_messages(&mut tx, lease.user.0, ids, how).await?
             }
             // Without QUIT (or with nothing marked) nothing is deleted; what was retrieved was
             // retrieved all the same, lease or not.
@@ -220,6 +226,7 @@ where
         };
         Self::add_day(&mut tx, lease.user.0, retrieved, deleted).await?;
         tx.commit().await?;
+        alarms.count();
         Ok(())
     }
 

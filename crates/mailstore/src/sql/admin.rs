@@ -15,7 +15,8 @@ const DOMAIN_COLUMNS: &str = "d.name, d.quota_bytes, d.quota_messages, d.used_by
     d.login_forms, d.allow_apop, d.enabled,
     (SELECT {concat}(a.alias, ',') FROM domain_aliases a WHERE a.domain_id = d.id),
     d.migrate_from,
-    (SELECT count(*) FROM users u WHERE u.domain_id = d.id AND u.migrated_at IS NOT NULL)";
+    (SELECT count(*) FROM users u WHERE u.domain_id = d.id AND u.migrated_at IS NOT NULL),
+    CAST(d.bin_days AS BIGINT), d.bin_counts_quota";
 
 fn domain_row<R: Row>(r: &R) -> Result<DomainDetail>
 where
@@ -41,6 +42,10 @@ where
         aliases: domain_list(r.try_get(10)?)?,
         migrate_from: r.try_get(11)?,
         migrated_users: to_u64(r.try_get(12)?),
+        bin: BinSettings {
+            days: u32::try_from(r.try_get::<i64, _>(13)?).unwrap_or(0),
+            counts_quota: r.try_get(14)?,
+        },
     })
 }
 

@@ -167,7 +167,16 @@ where
         if held == 0 {
             return Err(StoreError::LeaseLost);
         }
-        Self::delete_messages(&mut tx, lease.user.0, deleted).await?;
+        Self::delete_messages(
+            &mut tx,
+            lease.user.0,
+            deleted,
+            super::Deleting::Pop3 {
+                token: lease.token,
+                login: None,
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

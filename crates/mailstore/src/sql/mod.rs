@@ -9,9 +9,14 @@
 
 mod activity;
 mod admin;
+mod alarm;
+mod bin;
+mod bulletin;
+mod dedup;
 mod directory;
 mod maildrops;
 mod policies;
+mod trace;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -29,6 +34,8 @@ use crate::convert::*;
 use crate::group::{BatchWriter, GroupCommit, Outcomes};
 use crate::held::Held;
 use crate::*;
+pub(crate) use bin::Deleting;
+pub(crate) use dedup::Claims;
 
 /// A Rust type the shared SQL binds and reads as a column value.
 pub trait Column<D: Database>: Type<D> + for<'q> Encode<'q, D> + for<'r> Decode<'r, D> {}
@@ -284,13 +291,17 @@ where
     }
 
     /// Deletes messages of one user, keeping usage counters and blob reference counts exact;
-    /// returns what went.
+    /// returns what went. Unless `Deleting::Forever`, they go into the recycle bin when their
+    /// domain keeps one (see `bin`): their bodies stay referenced, and they leave the usage
+    /// counters only if the domain does not count the bin.
     pub(crate) async fn delete_messages(
         tx: &mut Transaction<'_, D>,
         user: i64,
         ids: &[MessageId],
+        how: bin::Deleting<'_>,
     ) -> Result<Transfer> {
         let ids: Vec<i64> = ids.iter().map(|m| m.0).collect();
+        let binned = Self::bin_messages(tx, user, &ids, how).await?;
         let gone: Vec<(i64, i64)> = sqlx::query_as(sql::<D>(
             "DELETE FROM messages WHERE user_id = $1 AND id IN (SELECT {each}($2))
              RETURNING size, blob_id",
@@ -299,9 +310,29 @@ where
         .bind(D::ids(&ids))
         .fetch_all(&mut **tx)
         .await?;
+        let bytes: i64 = gone.iter().map(|(size, _)| size).sum();
+        let transfer = Transfer {
+            messages: gone.len() as u64,
+            octets: to_u64(bytes),
+        };
+        match binned {
+            Some(true) => return Ok(transfer),
+            Some(false) => {}
+            None => Self::drop_blob_refs(tx, gone.iter().map(|(_, blob)| *blob)).await?,
+        }
+        Self::add_usage(tx, user, -bytes, -to_i64(gone.len() as u64)).await?;
+        Ok(transfer)
+    }
+
+    /// Drops one body reference per item (a blob may come several times), and the bodies no
+    /// message or bin entry refers to any more.
+    async fn drop_blob_refs(
+        tx: &mut Transaction<'_, D>,
+        gone: impl Iterator<Item = i64>,
+    ) -> Result<()> {
         let mut per_blob = std::collections::BTreeMap::<i64, i64>::new();
-        for (_, blob) in &gone {
-            *per_blob.entry(*blob).or_default() += 1;
+        for blob in gone {
+            *per_blob.entry(blob).or_default() += 1;
         }
         // One statement per distinct count (nearly always one: a body each message).
         let mut by_count = std::collections::BTreeMap::<i64, Vec<i64>>::new();
@@ -324,12 +355,7 @@ where
         .bind(D::ids(&blobs))
         .execute(&mut **tx)
         .await?;
-        let bytes: i64 = gone.iter().map(|(size, _)| size).sum();
-        Self::add_usage(tx, user, -bytes, -to_i64(gone.len() as u64)).await?;
-        Ok(Transfer {
-            messages: gone.len() as u64,
-            octets: to_u64(bytes),
-        })
+        Ok(())
     }
 
     /// Adds to a user's and their domain's usage counters.
@@ -362,7 +388,8 @@ where
             .fetch_all(&mut **tx)
             .await?;
         let ids: Vec<MessageId> = ids.into_iter().map(MessageId).collect();
-        Self::delete_messages(tx, user, &ids).await?;
+        Self::delete_messages(tx, user, &ids, bin::Deleting::Forever).await?;
+        Self::purge_whole_bin(tx, user).await?;
         for statement in [
             "DELETE FROM maildrop_locks WHERE user_id = $1",
             "DELETE FROM users WHERE id = $1",
@@ -567,12 +594,14 @@ where
             .flat_map(|p| p.recipients.iter().map(|r| r.user.0))
             .collect();
         let mut accounts = SqlStore::<D>::lock_accounts(&mut tx, &users).await?;
+        // Under the recipients' row locks: see `dedup`.
+        let mut claims = SqlStore::<D>::claim(&mut tx, parcels, &accounts).await?;
         // Quotas are checked here, one delivery after the other against the usage the batch
         // has reached (see `batch`).
         let mut pending = Pending::default();
         let mut all = Vec::with_capacity(parcels.len());
         for parcel in parcels {
-            let (outcomes, warn) = pending.add(parcel, &mut accounts)?;
+            let (outcomes, warn) = pending.add(parcel, &mut accounts, &mut claims)?;
             // A user with a quota of their own may be due a warning, which is itself a message
             // counted in the usage: write what is decided, warn, and read the usage again.
             if !warn.is_empty() {
@@ -585,6 +614,7 @@ where
             all.push(outcomes);
         }
         D::flush(std::mem::take(&mut pending), &mut tx, &prefix).await?;
+        SqlStore::<D>::release_claims(&mut tx, claims).await?;
         tx.commit().await?;
         Ok(all)
     }

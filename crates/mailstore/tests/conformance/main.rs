@@ -126,6 +126,7 @@ async fn parcel(store: &dyn Store, body: &[u8], chunk: usize, to: &[(UserId, &st
                 prefix: prefix.as_bytes().to_vec(),
             })
             .collect(),
+        dedup: None,
     }
 }
 
@@ -1903,5 +1904,10 @@ stories!(
 // Declared after `stories!` so the module can use the macro.
 mod activity;
 mod admins;
+mod alarm;
+mod bin;
+mod bulletins;
 mod dashboard;
+mod dedup;
 mod search;
+mod traces;

@@ -1,0 +1,26 @@
+-- Protocol traces (issue 21 item 5): an admin records one user's POP3 commands and first reply
+-- lines for a while. Kept in the store so every frontend records into the same trace. A trace
+-- records until `until_at` (or until stopped) and is deleted with its lines once `until_at`
+-- has passed (retention job). Times are Unix milliseconds.
+CREATE TABLE traces (
+    id         BIGSERIAL PRIMARY KEY,
+    user_id    BIGINT NOT NULL UNIQUE REFERENCES users(id) ON DELETE CASCADE,
+    started_by TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    until_at   BIGINT NOT NULL,
+    stopped_at BIGINT NULL,
+    -- Lines a frontend could not record (its queue was full).
+    dropped    BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX traces_by_until ON traces (until_at);
+
+-- direction: 'C' (client) or 'S' (server). session: a per-connection id.
+CREATE TABLE trace_lines (
+    id        BIGSERIAL PRIMARY KEY,
+    trace_id  BIGINT NOT NULL REFERENCES traces(id) ON DELETE CASCADE,
+    session   TEXT NOT NULL,
+    at        BIGINT NOT NULL,
+    direction TEXT NOT NULL,
+    text      TEXT NOT NULL
+);
+CREATE INDEX trace_lines_by_trace ON trace_lines (trace_id, id);

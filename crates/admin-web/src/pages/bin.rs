@@ -15,7 +15,8 @@ use serde::Deserialize;
 use crate::auth::{Chrome, FieldErrors};
 use crate::error::AppError;
 use crate::flash;
-use crate::pages::domains::{ConfirmPage, segment};
+use crate::pages::domains::ConfirmPage;
+use crate::pages::users::user_href;
 use crate::pages::{ListQuery, Pager, human_bytes, human_time};
 use crate::provision::bin::{self as ops, deleted_by, parse_time};
 use crate::provision::{self, Actor};
@@ -72,11 +73,7 @@ async fn target(state: &AppState, actor: &Actor, d: &str, l: &str) -> Result<Add
 }
 
 fn bin_href(address: &Address) -> String {
-    format!(
-        "/domains/{}/users/{}/bin",
-        segment(address.domain.as_str()),
-        segment(address.local.as_str())
-    )
+    format!("{}/bin", user_href(address))
 }
 
 async fn show(
@@ -108,7 +105,7 @@ async fn show(
         chrome: Chrome::from(&actor),
         address: address.to_string(),
         href: bin_href(&address),
-        user_href: bin_href(&address).trim_end_matches("/bin").to_string(),
+        user_href: user_href(&address),
         rows,
         pager: Pager::new(&query, page.total, size).with_params(Vec::new()),
     }

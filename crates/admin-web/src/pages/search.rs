@@ -11,13 +11,14 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use mailstore::{Address, SearchTerm};
+use mailstore::SearchTerm;
 use serde::Deserialize;
 
 use crate::auth::Chrome;
 use crate::error::AppError;
 use crate::pages::domains::segment;
 use crate::pages::human_bytes;
+use crate::pages::users::user_href;
 use crate::provision::Actor;
 use crate::state::AppState;
 
@@ -58,14 +59,6 @@ struct SearchPage {
     /// Whether a list was cut at `LIMIT`.
     more: bool,
     limit: u64,
-}
-
-fn user_href(address: &Address) -> String {
-    format!(
-        "/domains/{}/users/{}",
-        segment(address.domain.as_str()),
-        segment(address.local.as_str())
-    )
 }
 
 async fn search(

@@ -16,8 +16,8 @@ use serde::Deserialize;
 use crate::auth::Chrome;
 use crate::error::AppError;
 use crate::flash;
-use crate::pages::domains::segment;
 use crate::pages::human_time;
+use crate::pages::users::user_href;
 use crate::provision::{Actor, traces};
 use crate::state::AppState;
 
@@ -67,14 +67,6 @@ fn address(actor: &Actor, raw_domain: &str, raw_local: &str) -> Result<Address, 
     let domain = actor.domain(raw_domain)?;
     let local = LocalPart::parse(raw_local).map_err(|_| AppError::NotFound)?;
     Ok(Address { local, domain })
-}
-
-fn user_href(address: &Address) -> String {
-    format!(
-        "/domains/{}/users/{}",
-        segment(address.domain.as_str()),
-        segment(address.local.as_str())
-    )
 }
 
 struct LineView {

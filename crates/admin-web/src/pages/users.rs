@@ -100,7 +100,8 @@ fn new_user_errors(e: provision::Error) -> Result<FieldErrors, AppError> {
     }
 }
 
-fn user_href(address: &Address) -> String {
+/// The user page of `address`.
+pub(crate) fn user_href(address: &Address) -> String {
     format!(
         "/domains/{}/users/{}",
         segment(address.domain.as_str()),

@@ -14,6 +14,7 @@
 //! first line only).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -48,6 +49,9 @@ struct Active {
 /// This process's side of tracing, shared by its sessions.
 pub struct Tracer {
     active: RwLock<Arc<Active>>,
+    /// Whether anyone is traced: while nobody is, sessions keep no lines at all (the common
+    /// case costs one atomic load per line).
+    anyone: AtomicBool,
     queue: mpsc::Sender<NewTraceLine>,
     /// Lines dropped per trace since the writer last stored the counts.
     dropped: Mutex<HashMap<TraceId, u64>>,
@@ -65,6 +69,7 @@ impl Tracer {
         let (tx, rx) = mpsc::channel(QUEUE);
         let tracer = Arc::new(Tracer {
             active: RwLock::default(),
+            anyone: AtomicBool::new(false),
             queue: tx,
             dropped: Mutex::default(),
             process: format!("{:x}", std::process::id()),
@@ -156,9 +161,11 @@ async fn refresh(tracer: &Tracer, store: &dyn Traces) {
                 active.by_user.insert(t.user, t.trace);
                 active.by_name.insert(t.address, t.trace);
             }
+            let anyone = !active.by_user.is_empty();
             if let Ok(mut a) = tracer.active.write() {
                 *a = Arc::new(active);
             }
+            tracer.anyone.store(anyone, Ordering::Relaxed);
         }
         // The old set stays: a store hiccup neither starts nor stops traces.
         Err(e) => tracing::warn!(error = %e, "reading active protocol traces failed"),
@@ -221,7 +228,7 @@ impl SessionTrace {
 
     /// A line the client sent; `sasl` when it answers an `AUTH` challenge.
     pub(crate) fn client(&mut self, line: &[u8], sasl: bool) {
-        if matches!(self.state, Recording::Off) {
+        if !self.recording() {
             return;
         }
         let text = if sasl {
@@ -234,14 +241,14 @@ impl SessionTrace {
 
     /// A line the client sent that was too long to read.
     pub(crate) fn client_too_long(&mut self) {
-        if !matches!(self.state, Recording::Off) {
+        if self.recording() {
             self.record(Direction::Client, "<line too long>".to_owned());
         }
     }
 
     /// A reply, `encoded` as queued: its first line only.
     pub(crate) fn server(&mut self, reply: &Reply, encoded: &[u8]) {
-        if matches!(self.state, Recording::Off) {
+        if !self.recording() {
             return;
         }
         let text = match reply {
@@ -256,6 +263,16 @@ impl SessionTrace {
             }
         };
         self.record(Direction::Server, text);
+    }
+
+    /// Whether a line now would be kept: always in a traced session, before login only while
+    /// someone is traced.
+    fn recording(&self) -> bool {
+        match (&self.state, &self.tracer) {
+            (Recording::Traced(_), _) => true,
+            (Recording::Pending(_), Some(tracer)) => tracer.anyone.load(Ordering::Relaxed),
+            _ => false,
+        }
     }
 
     /// A login named `name` (`USER`, `APOP`): traced from here on if that user is.
@@ -375,6 +392,7 @@ mod tests {
         active.by_name.insert("john@example.com".into(), TRACE);
         let tracer = Tracer {
             active: RwLock::new(Arc::new(active)),
+            anyone: AtomicBool::new(true),
             queue: tx,
             dropped: Mutex::default(),
             process: "p".into(),
@@ -397,6 +415,19 @@ mod tests {
         t.client(format!("USER {user}").as_bytes(), false);
         t.named(user);
         t.client(b"PASS s3cret", false);
+    }
+
+    #[test]
+    fn while_nobody_is_traced_no_line_is_kept() {
+        let (tracer, mut rx) = tracer(16);
+        *tracer.active.write().expect("lock") = Arc::new(Active::default());
+        tracer.anyone.store(false, Ordering::Relaxed);
+        let mut t = SessionTrace::new(tracer, 3);
+        greet_and_log_in(&mut t, "john@example.com");
+        assert!(matches!(&t.state, Recording::Pending(lines) if lines.is_empty()));
+        t.logged_in(JOHN);
+        assert!(matches!(t.state, Recording::Off));
+        assert!(texts(&mut rx).is_empty());
     }
 
     #[test]

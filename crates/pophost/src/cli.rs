@@ -395,8 +395,8 @@ impl BinWhich {
         use mailstore::BinSelection;
         Ok(match (&self.from, &self.to) {
             (Some(from), Some(to)) => BinSelection::DeletedBetween {
-                from_ms: provision::bin::parse_time(from)?,
-                to_ms: provision::bin::parse_time(to)?,
+                from_ms: provision::when::parse_time(from)?,
+                to_ms: provision::when::parse_time(to)?,
             },
             _ if self.all => BinSelection::All,
             _ if !self.uidl.is_empty() => BinSelection::Uids(self.uidl.clone()),

@@ -18,7 +18,8 @@ use crate::flash;
 use crate::pages::domains::ConfirmPage;
 use crate::pages::users::user_href;
 use crate::pages::{ListQuery, Pager, human_bytes, human_time};
-use crate::provision::bin::{self as ops, deleted_by, parse_time};
+use crate::provision::bin::{self as ops, deleted_by};
+use crate::provision::when::parse_time;
 use crate::provision::{self, Actor};
 use crate::state::AppState;
 

@@ -112,41 +112,6 @@ pub fn deleted_by(m: &BinnedMessage) -> String {
     }
 }
 
-/// A time as an admin types it, in UTC: Unix milliseconds, `YYYY-MM-DD`, or `YYYY-MM-DD HH:MM`
-/// / `YYYY-MM-DDTHH:MM[:SS][Z]` (what a browser's datetime-local field sends).
-pub fn parse_time(raw: &str) -> Result<i64, Error> {
-    let raw = raw.trim();
-    let bad = || {
-        Error::Invalid(format!(
-            "{raw:?} is not a time: give YYYY-MM-DD HH:MM[:SS] (UTC) or Unix milliseconds"
-        ))
-    };
-    if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
-        return raw.parse().map_err(|_| bad());
-    }
-    let raw = raw.strip_suffix('Z').unwrap_or(raw);
-    let (date, clock) = match raw.split_once(['T', ' ']) {
-        Some((d, c)) => (d, c),
-        None => (raw, "00:00"),
-    };
-    let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
-    let d: Vec<&str> = date.split('-').collect();
-    let c: Vec<&str> = clock.split(':').collect();
-    if d.len() != 3 || !(2..=3).contains(&c.len()) {
-        return Err(bad());
-    }
-    let month = u8::try_from(num(d[1])?).map_err(|_| bad())?;
-    let month = time::Month::try_from(month).map_err(|_| bad())?;
-    let day = u8::try_from(num(d[2])?).map_err(|_| bad())?;
-    let year = i32::try_from(num(d[0])?).map_err(|_| bad())?;
-    let date = time::Date::from_calendar_date(year, month, day).map_err(|_| bad())?;
-    let small = |s: &str| u8::try_from(num(s)?).map_err(|_| bad());
-    let second = if c.len() == 3 { small(c[2])? } else { 0 };
-    let clock = time::Time::from_hms(small(c[0])?, small(c[1])?, second).map_err(|_| bad())?;
-    let at = time::PrimitiveDateTime::new(date, clock).assume_utc();
-    Ok(at.unix_timestamp() * 1000)
-}
-
 /// One message in a user's recycle bin.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(as = BinnedMessage)]
@@ -280,17 +245,6 @@ pub struct PurgedJson {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_parse_in_utc() {
-        assert_eq!(parse_time("1700000000000").ok(), Some(1_700_000_000_000));
-        assert_eq!(parse_time("1970-01-02").ok(), Some(86_400_000));
-        assert_eq!(parse_time("1970-01-01 01:00").ok(), Some(3_600_000));
-        assert_eq!(parse_time("1970-01-01T00:00:30Z").ok(), Some(30_000));
-        for bad in ["", "yesterday", "1970-13-01", "1970-01-01 25:00", "1970-01"] {
-            assert!(parse_time(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn a_request_names_exactly_one_selection() {

@@ -9,6 +9,7 @@ use mailstore::{Bulletin, BulletinId, BulletinScope, BulletinState, NewBulletin,
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::when::parse_time;
 use super::{Actor, Audit, Error, Roles};
 
 /// How many bulletins a listing shows.
@@ -86,11 +87,7 @@ pub async fn post(
     };
     let due_at = match request.at.as_deref().map(str::trim) {
         None | Some("") => now,
-        Some(raw) => parse_time(raw).ok_or_else(|| {
-            Error::Invalid(format!(
-                "{raw:?} is not a time like 2026-12-24T22:00:00Z (RFC 3339)"
-            ))
-        })?,
+        Some(raw) => parse_time(raw)?,
     };
     let new = match NewBulletin::new(scope, &request.subject, &request.body, due_at, &actor.name) {
         Ok(new) => new,
@@ -156,71 +153,4 @@ pub async fn cancel(roles: &Roles, actor: &Actor, id: BulletinId) -> Result<(), 
         )
         .await;
     Ok(())
-}
-
-/// Unix milliseconds of an RFC 3339 time (`2026-12-24T22:00:00Z`, `…+01:00`, fractions of a
-/// second allowed). Seconds and the offset may be left out (the form's `datetime-local` sends
-/// neither): no offset means UTC.
-pub fn parse_time(raw: &str) -> Option<i64> {
-    let raw = raw.trim();
-    let (date, rest) = raw.split_once(['T', 't', ' '])?;
-    let mut d = date.splitn(3, '-');
-    let year: i32 = d.next()?.parse().ok()?;
-    let month: u8 = d.next()?.parse().ok()?;
-    let day: u8 = d.next()?.parse().ok()?;
-    let (clock, offset_secs) = if let Some(clock) = rest.strip_suffix(['Z', 'z']) {
-        (clock, 0)
-    } else if let Some(pos) = rest.rfind(['+', '-']) {
-        let (clock, offset) = rest.split_at(pos);
-        let sign = if offset.starts_with('-') { -1 } else { 1 };
-        let (h, m) = offset[1..].split_once(':')?;
-        let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
-        if h > 23 || m > 59 {
-            return None;
-        }
-        (clock, sign * (h * 3600 + m * 60))
-    } else {
-        (rest, 0)
-    };
-    let mut c = clock.splitn(3, ':');
-    let hour: u8 = c.next()?.parse().ok()?;
-    let minute: u8 = c.next()?.parse().ok()?;
-    let (second, millis) = match c.next() {
-        None => (0, 0),
-        Some(s) => {
-            let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-            let millis = if frac.is_empty() {
-                0
-            } else {
-                if !frac.bytes().all(|b| b.is_ascii_digit()) {
-                    return None;
-                }
-                format!("{frac:0<3}")[..3].parse::<i64>().ok()?
-            };
-            (whole.parse::<u8>().ok()?, millis)
-        }
-    };
-    let month = time::Month::try_from(month).ok()?;
-    let date = time::Date::from_calendar_date(year, month, day).ok()?;
-    let clock = time::Time::from_hms(hour, minute, second).ok()?;
-    let local = time::PrimitiveDateTime::new(date, clock).assume_utc();
-    Some((local.unix_timestamp() - i64::from(offset_secs)) * 1000 + millis)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_time;
-
-    #[test]
-    fn rfc3339_times() {
-        assert_eq!(parse_time("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_time("1970-01-01T01:00:00+01:00"), Some(0));
-        assert_eq!(parse_time("1970-01-01T00:00:01.5Z"), Some(1500));
-        assert_eq!(parse_time("1969-12-31T23:00:00-01:00"), Some(0));
-        assert_eq!(parse_time("1970-01-01T00:01"), Some(60_000));
-        assert_eq!(parse_time("2026-12-24T22:00:00Z"), Some(1_798_149_600_000));
-        assert_eq!(parse_time("2026-13-01T00:00:00Z"), None);
-        assert_eq!(parse_time("tomorrow"), None);
-        assert_eq!(parse_time("2026-12-24T25:00:00Z"), None);
-    }
 }

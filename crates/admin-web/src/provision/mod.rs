@@ -17,6 +17,7 @@ pub mod bulletins;
 pub mod json;
 pub mod limit;
 pub mod traces;
+pub mod when;
 
 use std::net::IpAddr;
 use std::sync::Arc;

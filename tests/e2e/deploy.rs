@@ -10,8 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::harness::free_port;
 use crate::harness::*;
-use crate::proxy::{free_port, haproxy_bin};
+use crate::proxy::haproxy_bin;
 
 const COMPOSE: &str = include_str!("../../deploy/compose.yaml");
 const POP1: &str = include_str!("../../deploy/compose/pophost-1.toml");

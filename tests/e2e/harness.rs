@@ -320,12 +320,26 @@ impl Drop for Server {
     }
 }
 
-/// A loopback port nothing listens on (for a server that must be told its port up front).
+/// A loopback port nothing listens on, for a server that must be told its port up front.
+///
+/// Taken below the kernel's ephemeral range (32768–60999 by default): a port the kernel handed
+/// out for `:0` would be handed out again, to another test's listener or to any outgoing
+/// connection's local end, between this check and the server's bind. Each test process starts
+/// at its own offset and never returns a port twice.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() * 997) % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < SPAN, "no free loopback port below the ephemeral range");
+        let port = (FIRST + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub fn signal(pid: u32, sig: &str) {

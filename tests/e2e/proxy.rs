@@ -3,7 +3,7 @@
 //! raw PROXY headers written by the test, from trusted and untrusted addresses.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -35,11 +35,6 @@ pub(crate) fn haproxy_bin() -> PathBuf {
         .map(|dir| dir.join("haproxy"))
         .find(|p| p.is_file())
         .expect("haproxy not found: install the Debian package `haproxy` (scripts/test does)")
-}
-
-pub(crate) fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 /// `haproxy -db` in the foreground, killed when dropped.

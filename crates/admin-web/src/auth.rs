@@ -29,7 +29,7 @@ use crate::state::AppState;
 /// The session cookie. `__Host-`: Secure, Path=/, no Domain, so no other host can set it.
 pub const SESSION_COOKIE: &str = "__Host-pophost-session";
 /// The largest form body the CSRF check reads.
-const FORM_LIMIT: usize = 64 * 1024;
+pub(crate) const FORM_LIMIT: usize = 64 * 1024;
 
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = AppError;

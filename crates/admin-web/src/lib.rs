@@ -43,8 +43,10 @@ pub fn app(state: AppState) -> Router {
         .merge(pages::dashboard::routes())
         .merge(pages::domains::routes())
         .merge(pages::policies::routes())
+        .merge(pages::oauth::routes())
         .merge(pages::users::routes())
         .merge(pages::bin::routes())
+        .merge(pages::app_passwords::routes())
         .merge(pages::traces::routes())
         .merge(pages::import::routes())
         .merge(pages::export::routes())
@@ -59,6 +61,8 @@ pub fn app(state: AppState) -> Router {
     let api = api.layer(from_fn_with_state(state.clone(), auth::api));
     Router::new()
         .merge(browser)
+        // Users' own pages, behind their own session middleware (not `auth::browser`).
+        .merge(pages::me::routes(&state))
         .nest("/api/v1", api)
         .merge(api::public_routes(openapi))
         .merge(pages::health::routes())

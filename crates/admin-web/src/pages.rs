@@ -3,6 +3,7 @@
 pub mod activity;
 pub mod admins;
 pub mod alarms;
+pub mod app_passwords;
 pub mod assets;
 pub mod audit;
 pub mod bin;
@@ -12,6 +13,8 @@ pub mod domains;
 pub mod export;
 pub mod health;
 pub mod import;
+pub mod me;
+pub mod oauth;
 pub mod policies;
 pub mod search;
 pub mod sessions;

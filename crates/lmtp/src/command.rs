@@ -23,6 +23,8 @@ pub enum Command {
 pub struct MailParams {
     /// The client's SIZE= declaration (RFC 1870).
     pub size: Option<u64>,
+    /// `SMTPUTF8` (RFC 6531): the envelope may hold UTF-8 addresses, the message UTF-8 headers.
+    pub smtputf8: bool,
 }
 
 /// A command that cannot be accepted, with the reply that says why.
@@ -97,6 +99,8 @@ fn mail_params(params: &str) -> Result<MailParams, Reject> {
             "BODY"
                 if value.eq_ignore_ascii_case("7BIT") || value.eq_ignore_ascii_case("8BITMIME") => {
             }
+            // RFC 6531 §3.4: a keyword without a value.
+            "SMTPUTF8" if !p.contains('=') => out.smtputf8 = true,
             _ => return Err(Reject("555 5.5.4 Unsupported MAIL parameter")),
         }
     }
@@ -120,7 +124,26 @@ mod tests {
             ok("MAIL FROM:<a@b.c> SIZE=100 BODY=8BITMIME"),
             Command::Mail {
                 from: "a@b.c".into(),
-                params: MailParams { size: Some(100) }
+                params: MailParams {
+                    size: Some(100),
+                    smtputf8: false
+                }
+            }
+        );
+        assert_eq!(
+            ok("MAIL FROM:<jöhn@bücher.example> smtputf8 BODY=8BITMIME"),
+            Command::Mail {
+                from: "jöhn@bücher.example".into(),
+                params: MailParams {
+                    size: None,
+                    smtputf8: true
+                }
+            }
+        );
+        assert_eq!(
+            ok("RCPT TO:<jöhn@xn--bcher-kva.example>"),
+            Command::Rcpt {
+                to: "jöhn@xn--bcher-kva.example".into()
             }
         );
         assert_eq!(
@@ -154,7 +177,8 @@ mod tests {
             ("MAIL FROM:a@b", "501"),
             ("MAIL TO:<a@b>", "501"),
             ("MAIL FROM:<a@b> SIZE=x", "501"),
-            ("MAIL FROM:<a@b> SMTPUTF8", "555"),
+            ("MAIL FROM:<a@b> SMTPUTF8=yes", "555"),
+            ("RCPT TO:<a@b> SMTPUTF8", "555"),
             ("RCPT TO:<>", "501"),
             ("RCPT TO:<a b@c>", "501"),
             ("RCPT TO:<a@b> NOTIFY=NEVER", "555"),

@@ -27,6 +27,8 @@ pub struct Session {
     /// The size the client declared with `MAIL FROM … SIZE=` (RFC 1870), for the quota check
     /// at RCPT.
     declared_size: Option<u64>,
+    /// The transaction's MAIL carried `SMTPUTF8` (RFC 6531): UTF-8 addresses are welcome.
+    smtputf8: bool,
     rcpts: Vec<(Address, UserId)>,
 }
 
@@ -66,6 +68,7 @@ impl Session {
             lhlo: None,
             from: None,
             declared_size: None,
+            smtputf8: false,
             rcpts: Vec::new(),
         }
     }
@@ -135,7 +138,7 @@ impl Session {
                 self.lhlo = Some(header_safe(&host));
                 self.reset();
                 format!(
-                    "250-{}\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 SIZE {}",
+                    "250-{}\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE {}",
                     self.config.hostname, self.config.max_message_size
                 )
             }
@@ -149,8 +152,17 @@ impl Session {
             {
                 "552 5.3.4 Message size exceeds fixed maximum message size".into()
             }
+            // RFC 6531 §3.7.4.1: a UTF-8 address needs the SMTPUTF8 parameter.
+            Command::Mail { from, params } if !from.is_ascii() && !params.smtputf8 => {
+                "553 5.6.7 A non-ASCII address needs SMTPUTF8".into()
+            }
             Command::Mail { from, params } => {
-                self.from = Some(header_safe(&from));
+                self.smtputf8 = params.smtputf8;
+                self.from = Some(if params.smtputf8 {
+                    utf8_header_safe(&from)
+                } else {
+                    header_safe(&from)
+                });
                 self.declared_size = params.size;
                 "250 2.1.0 Sender OK".into()
             }
@@ -171,6 +183,9 @@ impl Session {
     }
 
     async fn rcpt(&mut self, to: &str) -> String {
+        if !to.is_ascii() && !self.smtputf8 {
+            return "553 5.6.7 A non-ASCII address needs SMTPUTF8".into();
+        }
         let Ok(address) = Address::parse(to) else {
             return format!("550 5.1.1 <{}> No such user", header_safe(to));
         };
@@ -199,6 +214,7 @@ impl Session {
     fn reset(&mut self) {
         self.from = None;
         self.declared_size = None;
+        self.smtputf8 = false;
         self.rcpts.clear();
     }
 
@@ -454,6 +470,21 @@ fn refused(address: &Address, e: StoreError) -> String {
 }
 
 /// Keeps client-supplied text from breaking the header block it is copied into.
+/// `header_safe` for an SMTPUTF8 transaction, whose headers may be UTF-8 (RFC 6532): letters
+/// and digits of any script stay, so `Return-Path: <jöhn@bücher.example>` is what was sent;
+/// anything else outside printable ASCII (controls, bidi overrides, spaces) still becomes `?`.
+fn utf8_header_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || (!c.is_ascii() && c.is_alphanumeric()) {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
 fn header_safe(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_ascii_graphic() { c } else { '?' })

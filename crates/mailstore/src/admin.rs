@@ -109,6 +109,11 @@ pub struct DomainDetail {
     pub migrated_users: u64,
     /// The recycle bin's settings (`RecycleBin::set_bin_settings` changes them).
     pub bin: crate::BinSettings,
+    /// Whether its users may use the self-service page (`SelfService::set_self_service`).
+    pub self_service: bool,
+    /// Only app passwords log in over POP3 and the MTA's auth service
+    /// (`AppPasswords::set_app_passwords_only`).
+    pub app_passwords_only: bool,
 }
 
 /// The settings the admin UI edits on a domain, all at once.
@@ -278,10 +283,11 @@ pub enum SearchTerm {
 }
 
 impl SearchTerm {
-    /// The term of a search box's text, lower-cased as local parts and domains are stored;
-    /// `None` for blank text.
+    /// The term of a search box's text, in NFC and lower case as local parts and domains are
+    /// stored (`LocalPart::parse`); `None` for blank text.
     pub fn parse(raw: &str) -> Option<Self> {
-        let text = raw.trim().to_ascii_lowercase();
+        use unicode_normalization::UnicodeNormalization;
+        let text = raw.trim().nfc().collect::<String>().to_lowercase();
         if text.is_empty() {
             return None;
         }

@@ -13,6 +13,7 @@
 mod activity;
 mod admin;
 mod alarm;
+mod app_password;
 mod batch;
 mod bin;
 mod bulletin;
@@ -22,8 +23,10 @@ mod error;
 mod group;
 mod held;
 mod model;
+mod oauth;
 mod policy;
 mod postgres;
+mod self_service;
 mod sql;
 mod sqlite;
 mod trace;
@@ -35,13 +38,16 @@ use async_trait::async_trait;
 pub use activity::*;
 pub use admin::*;
 pub use alarm::*;
+pub use app_password::*;
 pub use bin::*;
 pub use bulletin::*;
 pub use dedup::{DedupKey, Deduplication};
 pub use error::{Result, StoreError};
 pub use model::*;
+pub use oauth::*;
 pub use policy::*;
 pub use postgres::{PgOptions, PostgresStore};
+pub use self_service::*;
 pub use sql::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
 pub use trace::*;
@@ -350,6 +356,9 @@ pub trait Store:
     + RecycleBin
     + Deduplication
     + Alarms
+    + OAuthSettings
+    + SelfService
+    + AppPasswords
 {
 }
 impl<
@@ -362,7 +371,10 @@ impl<
         + Bulletins
         + RecycleBin
         + Deduplication
-        + Alarms,
+        + Alarms
+        + OAuthSettings
+        + SelfService
+        + AppPasswords,
 > Store for T
 {
 }

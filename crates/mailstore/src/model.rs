@@ -40,25 +40,48 @@ impl fmt::Display for DomainName {
 }
 
 /// The local part of a mailbox address, lower-cased: ISPs treat `John` and `john` as one mailbox.
+/// Non-ASCII local parts (RFC 6531) are kept in NFC with Unicode lower case, so every way of
+/// typing `Jöhn` (precomposed or with a combining diaeresis, any case) names one mailbox.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LocalPart(String);
 
 impl LocalPart {
+    /// RFC 5322 dot-atom text, plus (RFC 6531) letters, marks and digits of any script. Refused,
+    /// because they make one name look like another or hide in a log line: controls, format
+    /// characters (bidi overrides, zero-width joiners), any space, symbols and punctuation outside
+    /// ASCII (a fullwidth `＠` or `．`), compatibility characters (fullwidth `ｊｏｈｎ` would be a
+    /// second `john`), a combining mark that does not follow a letter or digit (leading, or on a
+    /// `.`), and Latin letters mixed with Cyrillic or Greek
+    /// ones (`pаypal` with a Cyrillic `а`). At most 64 octets of UTF-8 (RFC 5321 §4.5.3.1.1).
     pub fn parse(s: &str) -> Result<Self, StoreError> {
+        use unicode_normalization::UnicodeNormalization;
         // RFC 5322 dot-atom characters; quoted local parts are not offered for hosted mailboxes.
         const SPECIALS: &[u8] = b".!#$%&'*+/=?^_`{|}~-";
-        let s = s.to_ascii_lowercase();
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && !s.starts_with('.')
-            && !s.ends_with('.')
-            && !s.contains("..")
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || SPECIALS.contains(&b));
-        if !ok {
-            return Err(StoreError::Invalid(format!("invalid mailbox name {s:?}")));
+        let invalid = || StoreError::Invalid(format!("invalid mailbox name {s:?}"));
+        if s.is_ascii() {
+            let s = s.to_ascii_lowercase();
+            let ok = dot_atom_shape(&s)
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || SPECIALS.contains(&b));
+            return if ok { Ok(Self(s)) } else { Err(invalid()) };
         }
-        Ok(Self(s))
+        let nfc: String = s.nfc().collect();
+        // A compatibility character changes under NFKC; a canonical one does not.
+        if nfc.nfkc().ne(nfc.chars()) {
+            return Err(invalid());
+        }
+        let lower: String = nfc.to_lowercase().nfc().collect();
+        let ok = dot_atom_shape(&lower)
+            && lower.chars().all(|c| {
+                if c.is_ascii() {
+                    c.is_ascii_alphanumeric() || SPECIALS.contains(&(c as u8))
+                } else {
+                    international_char(c)
+                }
+            })
+            && marks_follow_letters(&lower)
+            && !mixes_confusable_scripts(&lower);
+        if ok { Ok(Self(lower)) } else { Err(invalid()) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -70,6 +93,49 @@ impl fmt::Display for LocalPart {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// The length and dot rules every local part keeps, ASCII or not.
+fn dot_atom_shape(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && !s.starts_with('.') && !s.ends_with('.') && !s.contains("..")
+}
+
+/// A non-ASCII character a local part may hold: a letter, a combining mark or a digit.
+fn international_char(c: char) -> bool {
+    use unicode_properties::{GeneralCategoryGroup as G, UnicodeGeneralCategory};
+    matches!(c.general_category_group(), G::Letter | G::Mark | G::Number)
+}
+
+/// Whether every combining mark sits on a letter or digit (through any marks before it), not at
+/// the start or on ASCII punctuation, where it would decorate a `.` or `+` into a look-alike.
+fn marks_follow_letters(s: &str) -> bool {
+    let mut base_ok = false;
+    s.chars().all(|c| {
+        if is_mark(c) {
+            base_ok
+        } else {
+            base_ok = c.is_alphanumeric();
+            true
+        }
+    })
+}
+
+fn is_mark(c: char) -> bool {
+    use unicode_properties::{GeneralCategoryGroup as G, UnicodeGeneralCategory};
+    c.general_category_group() == G::Mark
+}
+
+/// Latin next to Cyrillic or Greek letters: the scripts whose look-alikes (`а`/`a`, `ο`/`o`)
+/// make the classic spoofed name. Each script alone is fine (`иван`, `jöhn`).
+fn mixes_confusable_scripts(s: &str) -> bool {
+    let latin = s.chars().any(|c| {
+        c.is_ascii_alphabetic() || matches!(c, '\u{00C0}'..='\u{024F}' | '\u{1E00}'..='\u{1EFF}')
+    });
+    let cyrillic = s.chars().any(|c| matches!(c, '\u{0400}'..='\u{052F}'));
+    let greek = s
+        .chars()
+        .any(|c| matches!(c, '\u{0370}'..='\u{03FF}' | '\u{1F00}'..='\u{1FFF}'));
+    usize::from(latin) + usize::from(cyrillic) + usize::from(greek) > 1
 }
 
 /// `local@domain`, both halves validated and lower-cased.
@@ -162,6 +228,9 @@ pub struct UserAuth {
     /// Whether the user's mail has been pulled from their domain's old server (always true
     /// outside migration mode: see `DomainPolicy::migrate_from`).
     pub migrated: bool,
+    /// The user's domain lets only app passwords log in over POP3 and the MTA's auth service:
+    /// the main password (and its SCRAM verifier) does not.
+    pub app_passwords_only: bool,
 }
 
 impl fmt::Debug for UserAuth {
@@ -361,6 +430,60 @@ mod tests {
         );
         assert!(DomainName::parse("exa mple.com").is_err());
         assert!(DomainName::parse("").is_err());
+    }
+
+    #[test]
+    fn international_local_parts_are_nfc_and_lower_case() {
+        let parse = |s: &str| LocalPart::parse(s).map(|l| l.to_string()).ok();
+        // Precomposed, decomposed (o + U+0308) and upper case all name one mailbox.
+        assert_eq!(parse("jöhn").as_deref(), Some("jöhn"));
+        assert_eq!(parse("jo\u{0308}hn").as_deref(), Some("jöhn"));
+        assert_eq!(parse("JÖHN").as_deref(), Some("jöhn"));
+        assert_eq!(parse("Иван").as_deref(), Some("иван"));
+        assert_eq!(parse("δοκιμή").as_deref(), Some("δοκιμή"));
+        assert_eq!(parse("用户").as_deref(), Some("用户"));
+        assert_eq!(parse("उपयोगकर्ता").as_deref(), Some("उपयोगकर्ता"));
+        assert_eq!(parse("jöhn.doe+tag").as_deref(), Some("jöhn.doe+tag"));
+        assert_eq!(parse("John.Doe").as_deref(), Some("john.doe"));
+        // 64 octets, not 64 characters: 32 two-byte letters fit, 33 do not.
+        assert!(parse(&"ö".repeat(32)).is_some());
+        assert!(parse(&"ö".repeat(33)).is_none());
+    }
+
+    #[test]
+    fn dangerous_or_confusable_local_parts_are_refused() {
+        let refused = [
+            "jo hn",             // space
+            "jo\u{00A0}hn",      // no-break space
+            "jo\u{3000}hn",      // ideographic space
+            "jo\u{0007}hn",      // control
+            "jo\u{0085}hn",      // C1 control (next line)
+            "jo\u{200B}hn",      // zero-width space
+            "jo\u{200D}hn",      // zero-width joiner
+            "jo\u{202E}nh",      // right-to-left override
+            "jo\u{2028}hn",      // line separator
+            "\u{FEFF}john",      // byte order mark
+            "ｊｏｈｎ",          // fullwidth: a second "john"
+            "ﬁle",               // ligature
+            "john\u{FF20}x",     // fullwidth @
+            "jöhn\u{FF0E}x",     // fullwidth full stop
+            "x\u{00B2}",         // superscript two
+            "\u{0308}john",      // leading combining mark
+            "jöhn.\u{0301}x",    // a mark on a dot
+            "jöhn+\u{0308}",     // a mark on a plus
+            "p\u{0430}ypal",     // Cyrillic а among Latin letters
+            "\u{03BF}mega-jöhn", // Greek ο among Latin letters
+            "jöhn™",             // symbol
+            "jöhn«",             // punctuation outside ASCII
+            "\u{E000}x",         // private use
+            ".jöhn",
+            "jöhn.",
+            "jö..hn",
+            "",
+        ];
+        for s in refused {
+            assert!(LocalPart::parse(s).is_err(), "{s:?} was accepted");
+        }
     }
 
     #[test]

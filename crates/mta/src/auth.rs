@@ -2,9 +2,12 @@
 //! Postfix (`smtpd_sasl_type = dovecot`) and Exim (`driver = dovecot`) speak to an auth service
 //! over a socket. pophost answers it itself so that the MTA authenticates submitters against
 //! the same accounts, login forms, aliases, disabled flags and brute-force counters as a POP3
-//! login: one source of truth, no second password database to keep in step. Only PLAIN and
-//! LOGIN are offered, and like POP3's USER/PASS they are refused on an SMTP session that is
-//! neither under TLS (`secured`) nor from loopback or a trusted network.
+//! login: one source of truth, no second password database to keep in step. PLAIN and LOGIN
+//! are offered, and OAUTHBEARER and XOAUTH2 (bearer tokens, `tenancy::oauth`) when some domain has
+//! OAuth settings at the time the MTA connects; like POP3's USER/PASS all are refused on an SMTP
+//! session that is neither under TLS (`secured`) nor from loopback or a trusted network. A
+//! refused token gets its RFC 7628 error JSON as a `CONT`, and the `FAIL` after the client's
+//! dummy answer, as Dovecot does.
 //!
 //! The MTA is a trusted peer but relays untrusted SMTP clients' bytes, so the connection is
 //! bounded: a line longer than `Config::max_line` (default 16 KiB, what Dovecot expects lines to
@@ -25,6 +28,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use tenancy::oauth::{BearerError, BearerMechanism};
 use tenancy::{AuthError, Authenticated, Authenticator, LoginContext};
 
 /// How the auth service treats its MTA connections.
@@ -119,7 +123,8 @@ impl AuthService {
     ) -> End {
         let idle = self.config.idle_timeout;
         let mut conn = Conn::new(self);
-        conn.handshake(cuid);
+        let oauth = self.authenticator.oauth_offered().await;
+        conn.handshake(cuid, oauth);
         if let Err(end) = conn.flush(stream, idle, abort).await {
             return end;
         }
@@ -215,13 +220,16 @@ enum Event {
 struct Checked {
     mech: Mech,
     rip: Option<IpAddr>,
-    result: Result<Authenticated, AuthError>,
+    /// A refused bearer token is `BearerError::Rejected`; a password login's errors are
+    /// `BearerError::Auth`.
+    result: Result<Authenticated, BearerError>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mech {
     Plain,
     Login,
+    Bearer(BearerMechanism),
 }
 
 impl Mech {
@@ -231,7 +239,10 @@ impl Mech {
         } else if name.eq_ignore_ascii_case(b"LOGIN") {
             Some(Mech::Login)
         } else {
-            None
+            std::str::from_utf8(name)
+                .ok()
+                .and_then(BearerMechanism::parse)
+                .map(Mech::Bearer)
         }
     }
 
@@ -239,6 +250,7 @@ impl Mech {
         match self {
             Mech::Plain => "PLAIN",
             Mech::Login => "LOGIN",
+            Mech::Bearer(m) => m.name(),
         }
     }
 }
@@ -257,6 +269,10 @@ enum Step {
     LoginUser,
     /// LOGIN after the `Password:` prompt.
     LoginPassword { login: String },
+    /// OAUTHBEARER or XOAUTH2 without an initial response: the client's `CONT` carries it.
+    BearerResponse,
+    /// The token was refused and its error JSON sent; the client's dummy `CONT` gets the `FAIL`.
+    BearerFailed,
     /// Handed to the authenticator; its answer ends the request.
     Checking,
 }
@@ -450,13 +466,16 @@ impl<'a> Conn<'a> {
         }
     }
 
-    fn handshake(&mut self, cuid: u32) {
+    /// `oauth`: whether some domain has OAuth on, so the bearer mechanisms are offered.
+    fn handshake(&mut self, cuid: u32, oauth: bool) {
         let cookie: [u8; 16] = rand::random();
         let cookie: String = cookie.iter().map(|b| format!("{b:02x}")).collect();
         self.line(&format!("VERSION\t{MAJOR}\t{MINOR}"));
         // Postfix wants the MECH lines before SPID: that is how it tells this socket from a
         // Dovecot master socket.
-        for mech in [Mech::Plain, Mech::Login] {
+        let bearer = BearerMechanism::ALL.map(Mech::Bearer);
+        let bearer = if oauth { &bearer[..] } else { &[] };
+        for mech in [Mech::Plain, Mech::Login].iter().chain(bearer) {
             self.line(&format!("MECH\t{}\tplaintext", mech.label()));
         }
         self.line(&format!("SPID\t{}", std::process::id()));
@@ -544,7 +563,7 @@ impl<'a> Conn<'a> {
         if req.service.is_none() {
             return self.refuse(id, Some(mech), REASON_SERVICE);
         }
-        // Both mechanisms are cleartext: refused before any name is resolved or hash run.
+        // Every mechanism is cleartext: refused before any name is resolved or hash run.
         if !self.service.cleartext_allowed(req.secured, req.rip) {
             return self.refuse(id, Some(mech), REASON_CLEARTEXT);
         }
@@ -571,6 +590,20 @@ impl<'a> Conn<'a> {
                 self.cont(id, b"");
             }
             (Mech::Plain, Some(message)) => self.plain(id, ctx, &message),
+            (Mech::Bearer(m), Some(message)) if !message.is_empty() => {
+                self.bearer(id, m, ctx, &message)
+            }
+            (Mech::Bearer(_), _) => {
+                self.requests.insert(
+                    id,
+                    Request {
+                        mech,
+                        ctx,
+                        step: Step::BearerResponse,
+                    },
+                );
+                self.cont(id, b"");
+            }
             // SMTP's `AUTH LOGIN` with an initial response gives the user name.
             (Mech::Login, Some(user)) if !user.is_empty() => self.login_user(id, ctx, user),
             (Mech::Login, _) => {
@@ -605,6 +638,15 @@ impl<'a> Conn<'a> {
             Step::PlainResponse => self.plain(id, ctx, &data),
             Step::LoginUser => self.login_user(id, ctx, data),
             Step::LoginPassword { login } => self.check(id, Mech::Login, ctx, login, data),
+            Step::BearerResponse => match mech {
+                Mech::Bearer(m) => self.bearer(id, m, ctx, &data),
+                _ => self.refuse(id, Some(mech), REASON_MALFORMED),
+            },
+            Step::BearerFailed => {
+                metrics::counter!(METRIC_AUTH, "result" => "rejected", "mechanism" => mech.label())
+                    .increment(1);
+                self.line(&format!("FAIL\t{id}\treason={REASON_FAILED}"));
+            }
             Step::Checking => {}
         }
         Ok(())
@@ -635,6 +677,46 @@ impl<'a> Conn<'a> {
         }
     }
 
+    /// A bearer-token message: checked in a task like a password (see `check`).
+    fn bearer(&mut self, id: u32, mech: BearerMechanism, ctx: LoginContext, message: &[u8]) {
+        let message = match mech.parse_message(message) {
+            Ok(message) => message,
+            Err(failure) => {
+                // Malformed: the error JSON, as for a refused token.
+                let checked = Checked {
+                    mech: Mech::Bearer(mech),
+                    rip: ctx.peer_ip,
+                    result: Err(BearerError::Rejected(failure)),
+                };
+                self.requests.insert(
+                    id,
+                    Request {
+                        mech: Mech::Bearer(mech),
+                        ctx,
+                        step: Step::Checking,
+                    },
+                );
+                return self.checked(id, checked);
+            }
+        };
+        let authenticator = self.service.authenticator.clone();
+        let rip = ctx.peer_ip;
+        self.requests.insert(
+            id,
+            Request {
+                mech: Mech::Bearer(mech),
+                ctx: ctx.clone(),
+                step: Step::Checking,
+            },
+        );
+        let check = async move {
+            let result = authenticator.authenticate_bearer(&message, &ctx).await;
+            let mech = Mech::Bearer(mech);
+            (id, Checked { mech, rip, result })
+        };
+        self.checks.spawn(check.in_current_span());
+    }
+
     /// Hands the login to the authenticator in a task of its own, so that one request's
     /// failure delay or brute-force penalty does not hold up the others on this connection.
     /// The tasks go with the connection.
@@ -650,14 +732,17 @@ impl<'a> Conn<'a> {
             },
         );
         let check = async move {
-            let result = authenticator.authenticate(&login, &password, &ctx).await;
+            let result = authenticator
+                .authenticate(&login, &password, &ctx)
+                .await
+                .map_err(BearerError::Auth);
             (id, Checked { mech, rip, result })
         };
         self.checks.spawn(check.in_current_span());
     }
 
     fn checked(&mut self, id: u32, checked: Checked) {
-        self.requests.remove(&id);
+        let request = self.requests.remove(&id);
         let Checked { mech, rip, result } = checked;
         let mechanism = mech.label();
         let rip = rip.map(|ip| ip.to_string());
@@ -670,7 +755,22 @@ impl<'a> Conn<'a> {
                 ));
                 "ok"
             }
-            Err(AuthError::Rejected) => {
+            Err(BearerError::Rejected(failure)) => {
+                tracing::info!(id, mechanism, rip, "SMTP AUTH bearer token refused");
+                if let (Some(request), Mech::Bearer(m)) = (request, mech) {
+                    self.requests.insert(
+                        id,
+                        Request {
+                            step: Step::BearerFailed,
+                            ..request
+                        },
+                    );
+                    self.cont(id, &m.error_challenge(failure));
+                }
+                // Counted when the FAIL goes out, after the client's answer.
+                return;
+            }
+            Err(BearerError::Auth(AuthError::Rejected)) => {
                 tracing::info!(id, mechanism, rip, "SMTP AUTH rejected");
                 self.line(&format!("FAIL\t{id}\treason={REASON_FAILED}"));
                 "rejected"
@@ -723,8 +823,9 @@ mod tests {
             ..AuthPolicy::default()
         };
         let directory: Arc<dyn Directory> = store.clone();
-        let authenticator =
-            Authenticator::new(directory, 1, DefaultDomains::default(), policy).unwrap();
+        let authenticator = Authenticator::new(directory, 1, DefaultDomains::default(), policy)
+            .unwrap()
+            .with_oauth(tenancy::oauth::OAuth::new(store.clone()).unwrap());
         let service = Arc::new(AuthService::new(Arc::new(authenticator), config));
         Fixture {
             _dir: dir,
@@ -821,6 +922,84 @@ mod tests {
 
     fn secured() -> Config {
         Config::default()
+    }
+
+    /// OAUTHBEARER and XOAUTH2 are offered once a domain has OAuth settings; a good token logs
+    /// in (with an initial response or after an empty `CONT`), a refused one gets the RFC 7628
+    /// error JSON as a `CONT` and the `FAIL` after the client's dummy answer.
+    #[tokio::test]
+    async fn bearer_tokens_log_in_and_a_refused_one_gets_its_error_json() {
+        use mailstore::{JwksSource, JwtAlgorithm, OAuthConfig, OAuthSettings};
+        use tenancy::oauth::testing::{self, TestKey};
+        let f = setup(secured()).await;
+        let (_, greeting) = Mta::connect(&f.service).await;
+        assert!(
+            !greeting.iter().any(|l| l.contains("OAUTH")),
+            "{greeting:?}"
+        );
+        let key = TestKey::ec("k1");
+        let file = f._dir.path().join("jwks.json");
+        std::fs::write(&file, testing::jwks(&[&key])).unwrap();
+        let settings = OAuthConfig {
+            issuer: "https://id.example.com".into(),
+            jwks: JwksSource::File(file.to_string_lossy().into_owned()),
+            audience: "smtp".into(),
+            claim: "email".into(),
+            algorithms: vec![JwtAlgorithm::Es256],
+        };
+        let domain = DomainName::parse("example.com").unwrap();
+        f.store
+            .set_oauth_settings(&domain, &settings)
+            .await
+            .unwrap();
+        let (_, greeting) = Mta::connect(&f.service).await;
+        assert_eq!(greeting[3], "MECH\tOAUTHBEARER\tplaintext");
+        assert_eq!(greeting[4], "MECH\tXOAUTH2\tplaintext");
+
+        let mut mta = Mta::ready(&f.service).await;
+        let token = key.sign(&testing::claims(
+            "https://id.example.com",
+            "smtp",
+            "john@example.com",
+        ));
+        let resp = b64(&testing::oauthbearer("john@example.net", &token));
+        mta.send(&format!(
+            "AUTH\t1\tOAUTHBEARER\tservice=smtp\tsecured\tresp={resp}"
+        ))
+        .await;
+        assert_eq!(mta.line().await.unwrap(), "OK\t1\tuser=john@example.com");
+        mta.send("AUTH\t2\tXOAUTH2\tservice=smtp\tsecured").await;
+        assert_eq!(mta.line().await.unwrap(), "CONT\t2\t");
+        let resp = b64(&testing::xoauth2("john@example.com", &token));
+        mta.send(&format!("CONT\t2\t{resp}")).await;
+        assert_eq!(mta.line().await.unwrap(), "OK\t2\tuser=john@example.com");
+
+        // Mary's login with John's token: the claim names another mailbox.
+        let resp = b64(&testing::oauthbearer("mary@example.com", &token));
+        mta.send(&format!(
+            "AUTH\t3\tOAUTHBEARER\tservice=smtp\tsecured\tresp={resp}"
+        ))
+        .await;
+        let cont = mta.line().await.unwrap();
+        let challenge = cont.strip_prefix("CONT\t3\t").expect("a CONT");
+        let json: serde_json::Value =
+            serde_json::from_slice(&BASE64.decode(challenge).unwrap()).unwrap();
+        assert_eq!(json["status"], "invalid_token");
+        mta.send("CONT\t3\tAQ==").await;
+        assert_eq!(
+            mta.line().await.unwrap(),
+            format!("FAIL\t3\treason={REASON_FAILED}")
+        );
+        // Not on a cleartext SMTP session from afar.
+        let resp = b64(&testing::xoauth2("john@example.com", &token));
+        mta.send(&format!(
+            "AUTH\t4\tXOAUTH2\tservice=smtp\trip=198.51.100.7\tresp={resp}"
+        ))
+        .await;
+        assert_eq!(
+            mta.line().await.unwrap(),
+            format!("FAIL\t4\treason={REASON_CLEARTEXT}")
+        );
     }
 
     #[test]

@@ -49,6 +49,37 @@ pub enum Command {
         /// The decoded initial response, if the client sent one.
         initial: Option<crate::sasl::SaslResponse>,
     },
+    /// `UTF8` (RFC 6856 §2): UTF-8 mode for the rest of the session.
+    Utf8,
+    /// `LANG [range]` (RFC 6856 §3): no range lists the languages; a range (lower case, or `*`
+    /// for the server's default) picks the language of response texts.
+    Lang(Option<LanguageRange>),
+}
+
+/// An RFC 4647 basic language range (`de`, `de-CH`, `*`), lower-cased: what `LANG` takes.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct LanguageRange(String);
+
+impl LanguageRange {
+    /// `None` unless `range` is `*` or 1 to 8 letters followed by `-`-separated subtags of 1 to
+    /// 8 letters or digits (RFC 4647 §2.1).
+    pub fn parse(range: &[u8]) -> Option<Self> {
+        if range == b"*" {
+            return Some(Self("*".into()));
+        }
+        let mut subtags = range.split(|&b| b == b'-');
+        let first = subtags.next()?;
+        let len_ok = |t: &[u8]| (1..=8).contains(&t.len());
+        let ok = len_ok(first)
+            && first.iter().all(u8::is_ascii_alphabetic)
+            && subtags.all(|t| len_ok(t) && t.iter().all(u8::is_ascii_alphanumeric));
+        ok.then(|| Self(String::from_utf8_lossy(range).to_ascii_lowercase()))
+    }
+
+    /// The range in lower case.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// An APOP digest: 32 hex digits, kept in lower case whatever case the client used. Its `Debug`
@@ -100,6 +131,9 @@ pub enum ParseError {
     /// The client sent an AUTH initial response that is not padded base64.
     #[error("invalid base64")]
     InvalidBase64,
+    /// The client sent a `LANG` argument that is not an RFC 4647 language range.
+    #[error("invalid language range")]
+    InvalidLanguage,
 }
 
 #[derive(Clone, Copy)]
@@ -119,9 +153,11 @@ enum Keyword {
     Stls,
     Apop,
     Auth,
+    Utf8,
+    Lang,
 }
 
-const KEYWORDS: [(&[u8], Keyword); 15] = [
+const KEYWORDS: [(&[u8], Keyword); 17] = [
     (b"USER", Keyword::User),
     (b"PASS", Keyword::Pass),
     (b"QUIT", Keyword::Quit),
@@ -137,6 +173,8 @@ const KEYWORDS: [(&[u8], Keyword); 15] = [
     (b"STLS", Keyword::Stls),
     (b"APOP", Keyword::Apop),
     (b"AUTH", Keyword::Auth),
+    (b"UTF8", Keyword::Utf8),
+    (b"LANG", Keyword::Lang),
 ];
 
 fn is_sep(b: u8) -> bool {
@@ -195,6 +233,14 @@ pub fn parse_line(line: &[u8]) -> Result<Command, ParseError> {
         Keyword::Rset => no_args(args, Command::Rset),
         Keyword::Capa => no_args(args, Command::Capa),
         Keyword::Stls => no_args(args, Command::Stls),
+        Keyword::Utf8 => no_args(args, Command::Utf8),
+        Keyword::Lang => match args {
+            [] => Ok(Command::Lang(None)),
+            [range] => LanguageRange::parse(range)
+                .map(|r| Command::Lang(Some(r)))
+                .ok_or(ParseError::InvalidLanguage),
+            _ => Err(ParseError::TooManyArguments),
+        },
         Keyword::List => optional_msg(args).map(Command::List),
         Keyword::Uidl => optional_msg(args).map(Command::Uidl),
         Keyword::Retr => required_msg(args).map(Command::Retr),
@@ -283,6 +329,10 @@ mod tests {
         }
     }
 
+    fn lang(range: &str) -> Command {
+        Command::Lang(Some(LanguageRange::parse(range.as_bytes()).unwrap()))
+    }
+
     fn pass(bytes: &[u8]) -> Command {
         Command::Pass(Password::new(bytes.to_vec()))
     }
@@ -333,6 +383,14 @@ mod tests {
             (b"CAPA", Command::Capa),
             (b"capa", Command::Capa),
             (b"STLS", Command::Stls),
+            (b"UTF8", Command::Utf8),
+            (b"utf8 ", Command::Utf8),
+            (b"LANG", Command::Lang(None)),
+            (b"LANG de", lang("de")),
+            (b"lang DE-ch", lang("de-ch")),
+            (b"LANG *", lang("*")),
+            (b"LANG i-klingon", lang("i-klingon")),
+            (b"LANG zh-Hant-TW", lang("zh-hant-tw")),
             (b"stls ", Command::Stls),
             (
                 b"APOP mrose c4c9334bac560ecc979e58001b3e22fb",
@@ -381,7 +439,16 @@ mod tests {
             ),
             (b"APOP \xff c4c9334bac560ecc979e58001b3e22fb", InvalidUtf8),
             (b"STLS now", TooManyArguments),
-            (b"UTF8", UnknownCommand),
+            (b"UTF8 USER", TooManyArguments),
+            (b"UTF-8", UnknownCommand),
+            (b"LANG de fr", TooManyArguments),
+            (b"LANG d\xc3\xa9", InvalidLanguage),
+            (b"LANG de_DE", InvalidLanguage),
+            (b"LANG -de", InvalidLanguage),
+            (b"LANG de-", InvalidLanguage),
+            (b"LANG 1de", InvalidLanguage),
+            (b"LANG abcdefghi", InvalidLanguage),
+            (b"LANG **", InvalidLanguage),
             (b"USERX alice", UnknownCommand),
             (b"US", UnknownCommand),
             (b"\xff\xfe", UnknownCommand),

@@ -24,8 +24,8 @@ pub struct LineTooLong;
 ///
 /// A line ends at LF; a CR just before it is dropped, so clients that send bare LF still work.
 /// A command line with more than 253 bytes before its line ending yields one `Err(LineTooLong)`
-/// (so replies stay in command order), and at most 1,023 bytes of a line are ever held whatever
-/// the client sends.
+/// (so replies stay in command order), and at most `MAX_SASL_LINE` - 1 bytes of a line are ever
+/// held whatever the client sends.
 #[derive(Debug, Default)]
 pub struct LineBuffer {
     ready: VecDeque<Result<Vec<u8>, LineTooLong>>,

@@ -30,7 +30,7 @@ mod sasl;
 mod types;
 
 pub use body::BodyEncoder;
-pub use command::{ApopDigest, Command, ParseError, parse_line};
+pub use command::{ApopDigest, Command, LanguageRange, ParseError, parse_line};
 pub use framing::{LineBuffer, LineTooLong};
 pub use reply::{Reply, RespCode, encode, encode_listing, encode_listing_end, encode_listing_line};
 pub use sasl::{SaslLineError, SaslResponse, encode_base64, parse_sasl_line};

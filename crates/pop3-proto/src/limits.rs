@@ -13,6 +13,7 @@ pub const MAX_UID_LEN: usize = 70;
 /// Longest SASL client response line (a continuation in an `AUTH` exchange), counting the CRLF.
 /// RFC 2449's 255 octets bind command lines, `AUTH` with an initial response included; RFC 5034
 /// §4 sets no such limit on the base64 lines a client sends after a `+ ` challenge, so a server
-/// must take longer ones. 1024 holds a PLAIN response with a long login and password (about
-/// 760 decoded octets) and any SCRAM-SHA-256 client-final message.
-pub const MAX_SASL_LINE: usize = 1024;
+/// must take longer ones. 12 KiB holds an OAUTHBEARER/XOAUTH2 message with a bearer token of
+/// up to 8 KiB (Microsoft's access tokens run past 2.5 KiB, and grow with group claims), and so
+/// anything PLAIN or SCRAM-SHA-256 sends.
+pub const MAX_SASL_LINE: usize = 12 * 1024;

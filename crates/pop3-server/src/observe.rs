@@ -43,6 +43,8 @@ pub(crate) fn command_name(cmd: &Command) -> &'static str {
         Command::Stls => "STLS",
         Command::Apop { .. } => "APOP",
         Command::Auth { .. } => "AUTH",
+        Command::Utf8 => "UTF8",
+        Command::Lang(_) => "LANG",
     }
 }
 

@@ -20,6 +20,7 @@ use crate::server::{Config, Services};
 use crate::stream::Conn;
 
 mod apop;
+mod lang;
 mod policy;
 mod retr;
 mod sasl;
@@ -127,6 +128,8 @@ pub struct Session {
     pre_login_bytes: usize,
     /// The protocol trace, when an admin traces this session's user (see `trace`).
     trace: SessionTrace,
+    /// The language of response texts and whether UTF8 was accepted (RFC 6856, see `lang`).
+    speech: lang::Speech,
 }
 
 impl Session {
@@ -145,6 +148,7 @@ impl Session {
             login_deadline: tokio::time::Instant::now() + config.login_timeout,
             pre_login_bytes: 0,
             trace: SessionTrace::default(),
+            speech: lang::Speech::default(),
             config,
         }
     }
@@ -325,7 +329,8 @@ impl Session {
                         Ok(tls) => tls,
                         Err(end) => return (end, None),
                     };
-                    // STLS is only accepted in AUTHORIZATION, which starts over.
+                    // STLS is only accepted in AUTHORIZATION, which starts over, LANG included.
+                    self.speech = lang::Speech::default();
                     self.state = match std::mem::replace(&mut self.state, State::Closed) {
                         State::Authorization(a) => State::Authorization(a.restart()),
                         other => other,
@@ -546,11 +551,18 @@ impl Session {
         } else {
             Vec::new()
         };
-        let sasl_capability = matches!(cmd, Command::Capa)
-            .then(|| self.sasl_capability())
-            .flatten();
+        let sasl_capability = match cmd {
+            Command::Capa => self.sasl_capability().await,
+            _ => None,
+        };
         let cleartext = self.cleartext_allowed();
-        let mechanisms = self.mechanisms();
+        // Asks the store whether OAuth is on anywhere: only for the bare AUTH that lists them.
+        let mechanisms = match cmd {
+            Command::Auth {
+                mechanism: None, ..
+            } => self.mechanisms().await,
+            _ => Vec::new(),
+        };
         let reply = match (&mut self.state, cmd) {
             (_, Command::Capa) => {
                 let mut lines: Vec<String> = CAPABILITIES.iter().map(|c| c.to_string()).collect();
@@ -559,6 +571,15 @@ impl Session {
                 }
                 lines.extend(sasl_capability);
                 lines.extend(policy_capability);
+                // RFC 6856: `USER` says USER/PASS take UTF-8 names and (SASLprep'd) passwords,
+                // so only where USER is offered at all.
+                let utf8 = if self.cleartext_allowed() {
+                    "UTF8 USER"
+                } else {
+                    "UTF8"
+                };
+                lines.push(utf8.into());
+                lines.push("LANG".into());
                 // Never once in TLS (RFC 2595), and only where a certificate is there to offer.
                 if !self.secure && self.services.tls.is_some() {
                     lines.push("STLS".into());
@@ -574,6 +595,22 @@ impl Session {
                 return Ok(Flow::Close);
             }
 
+            (State::Authorization(_) | State::Transaction(_), Command::Lang(range)) => {
+                match range {
+                    None => self.speech.listing(),
+                    Some(range) => self.speech.switch(&range),
+                }
+            }
+            // RFC 6856 §2: UTF-8 from here on (response texts; message bodies are never
+            // rewritten, with or without it). Valid before login only.
+            (State::Authorization(_), Command::Utf8) => {
+                self.speech.utf8 = true;
+                Reply::Ok("UTF8 enabled".into())
+            }
+            (State::Transaction(_), Command::Utf8) => {
+                self.tally.bad_commands += 1;
+                Reply::Err(None, "UTF8 is only valid before login".into())
+            }
             (State::Authorization(_), Command::User(_)) if !cleartext => Reply::Err(
                 None,
                 "plaintext login is not allowed here; use STLS first".into(),
@@ -607,6 +644,10 @@ impl Session {
                 let timestamp = a.apop_timestamp.clone();
                 self.trace.named(&name);
                 self.apop(&name, digest.as_str(), timestamp).await
+            }
+            // RFC 6856 §2: clients must not; STLS would start the session over under UTF-8 mode.
+            (State::Authorization(_), Command::Stls) if self.speech.utf8 => {
+                Reply::Err(None, "STLS is not allowed after UTF8".into())
             }
             (State::Authorization(_), Command::Stls) if self.secure => {
                 Reply::Err(None, "already using TLS".into())
@@ -734,10 +775,10 @@ impl Session {
         let services = &self.services;
         match services
             .auth
-            .authenticate(login, password, &self.login_ctx)
+            .authenticate_device(login, password, &self.login_ctx)
             .await
         {
-            Ok(who) => self.enter_transaction(who, mechanism).await,
+            Ok((who, device)) => self.enter_transaction_as(who, mechanism, device).await,
             Err(e) => error_reply("login", &e),
         }
     }
@@ -748,6 +789,17 @@ impl Session {
         &mut self,
         who: Authenticated,
         mechanism: &'static str,
+    ) -> Reply {
+        self.enter_transaction_as(who, mechanism, None).await
+    }
+
+    /// `enter_transaction` for a login with app password `device` (`None`: not one): its lease
+    /// is marked with it, so that revoking the app password ends this session.
+    pub(crate) async fn enter_transaction_as(
+        &mut self,
+        who: Authenticated,
+        mechanism: &'static str,
+        device: Option<i64>,
     ) -> Reply {
         let services = &self.services;
         let user = who.user;
@@ -762,6 +814,24 @@ impl Session {
             Ok(lease) => lease,
             Err(e) => return error_reply("taking maildrop lock", &e),
         };
+        if let Some(device) = device {
+            // Revoked between its check and now: the login does not stand.
+            match services
+                .auth
+                .bind_lease_to_app_password(&lease, device)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    let _ = services.maildrops.unlock(&lease).await;
+                    return error_reply("login", &AuthError::Rejected);
+                }
+                Err(e) => {
+                    let _ = services.maildrops.unlock(&lease).await;
+                    return error_reply("marking the lease with its app password", &e);
+                }
+            }
+        }
         // What CAPA shows after login is read with the lock, so it is what this session's
         // domain really runs.
         let policy = match services.policies.user_policy(user).await {
@@ -802,6 +872,8 @@ impl Session {
 
     fn queue(&mut self, reply: &Reply) {
         let start = self.out.len();
+        // Every reply passes here, so every text is in the session's language.
+        let reply = &*self.speech.localise(reply);
         encode(reply, &mut self.out);
         self.trace.server(reply, &self.out[start..]);
     }

@@ -277,10 +277,57 @@ pub enum DomainCommand {
         /// Whether messages in the recycle bin count against quota (default false).
         #[arg(long, value_name = "true|false")]
         bin_counts_quota: Option<bool>,
+        /// Whether the domain's users may sign in to the self-service page (/me on the admin
+        /// listener) with their address and password (default false).
+        #[arg(long, value_name = "true|false")]
+        self_service: Option<bool>,
+        /// Whether only app passwords log in over POP3 and the MTA's auth service; the main
+        /// password then signs in to the self-service page only (default false).
+        #[arg(long, value_name = "true|false")]
+        app_passwords_only: Option<bool>,
     },
     /// Manage domain aliases (another name of a domain, for logins and deliveries).
     #[command(subcommand)]
     Alias(AliasCommand),
+    /// OAuth 2.0 sign-in: the identity provider whose bearer tokens log the domain's users in
+    /// (POP3 and SMTP AUTH: OAUTHBEARER, XOAUTH2).
+    #[command(subcommand)]
+    Oauth(OAuthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OAuthCommand {
+    /// Set (or replace) the domain's identity provider.
+    Set {
+        domain: String,
+        /// The `iss` a token must carry, exactly.
+        #[arg(long)]
+        issuer: String,
+        /// Where the provider publishes its signing keys (JWKS), fetched and cached.
+        #[arg(
+            long,
+            value_name = "URL",
+            conflicts_with = "jwks_file",
+            required_unless_present = "jwks_file"
+        )]
+        jwks_url: Option<String>,
+        /// A JWKS file on this server instead (absolute path; read at each login).
+        #[arg(long, value_name = "PATH")]
+        jwks_file: Option<String>,
+        /// A value the token's `aud` must contain.
+        #[arg(long)]
+        audience: String,
+        /// The claim naming the mailbox.
+        #[arg(long, default_value = mailstore::DEFAULT_CLAIM)]
+        claim: String,
+        /// Accepted signature algorithms (a comma list of RS256, ES256, EdDSA).
+        #[arg(long, default_value = "RS256,ES256,EdDSA")]
+        algorithms: String,
+    },
+    /// Show the domain's settings.
+    Show { domain: String },
+    /// Turn OAuth off for the domain.
+    Clear { domain: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -350,6 +397,9 @@ pub enum UserCommand {
     /// The user's recycle bin: messages deleted over POP3, by retention or by an admin.
     #[command(subcommand)]
     Bin(BinCommand),
+    /// The user's app passwords: one per device, each revocable alone.
+    #[command(subcommand, name = "app-password")]
+    AppPassword(crate::app_passwords::AppPasswordCommand),
     /// The user's protocol trace: their POP3 commands and first reply lines, for a while.
     #[command(subcommand)]
     Trace(crate::traces::TraceCommand),
@@ -554,7 +604,9 @@ async fn explain(
 ) -> anyhow::Result<String> {
     use tenancy::Resolution;
     let form = |l: &tenancy::Login| format!("form: {}", l.form.name());
-    Ok(match tenancy::resolve(dir, login, defaults, ctx).await? {
+    // How the name was normalised (NFC, lower case, U-label to A-label), then where it leads.
+    let steps = tenancy::normalisation_steps(login).join("\n");
+    let resolution = match tenancy::resolve(dir, login, defaults, ctx).await? {
         Resolution::Malformed => format!("{login:?}: not a login any form accepts"),
         Resolution::NoDomain(l) => format!(
             "{}\nmailbox: {} (bare login)\nno domain: the connection gives no TLS server name and its address has no auth.default_domains entry",
@@ -583,7 +635,8 @@ async fn explain(
             };
             format!("{}\nmailbox: {address}{via}\nuser {exists}", form(&l))
         }
-    })
+    };
+    Ok(format!("{steps}\n{resolution}"))
 }
 
 fn show_quota(q: Quota) -> String {
@@ -778,6 +831,8 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             policy,
             bin_days,
             bin_counts_quota,
+            self_service,
+            app_passwords_only,
         }) => {
             let domain = DomainName::parse(&domain)?;
             let change = DomainChange {
@@ -789,11 +844,13 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
                 migrate_from: migrate_from.map(|url| (url != "none").then_some(url)),
                 bin_days,
                 bin_counts_quota,
+                self_service,
+                app_passwords_only,
             };
             let policy = policy.change()?;
             if change.is_empty() && policy.is_empty() {
                 bail!(
-                    "nothing to set: give --quota-bytes, --quota-messages, --login-forms, --allow-apop, --max-users, --enabled, --migrate-from, --quota-tempfail, --quota-warn-percent, --retention-days, --login-delay, --bin-days or --bin-counts-quota"
+                    "nothing to set: give --quota-bytes, --quota-messages, --login-forms, --allow-apop, --max-users, --enabled, --migrate-from, --quota-tempfail, --quota-warn-percent, --retention-days, --login-delay, --bin-days, --bin-counts-quota or --self-service"
                 );
             }
             if !policy.is_empty() {
@@ -822,6 +879,7 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             provision::remove_alias(&roles, &cli, &domain, &alias).await?;
             format!("removed alias {alias}")
         }
+        Command::Domain(DomainCommand::Oauth(command)) => oauth(&roles, &cli, command).await?,
         Command::Domain(DomainCommand::Alias(AliasCommand::List)) => dir
             .list_aliases()
             .await?
@@ -934,6 +992,9 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             format!("removed user {address}")
         }
         Command::User(UserCommand::Bin(command)) => bin_command(&roles, &cli, command).await?,
+        Command::User(UserCommand::AppPassword(command)) => {
+            crate::app_passwords::command(&roles, &cli, command).await?
+        }
         Command::User(UserCommand::Trace(command)) => {
             crate::traces::command(&roles, &cli, command).await?
         }
@@ -1076,6 +1137,69 @@ pub fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         .ok()
         .filter(|u| !u.is_empty());
     Settings::load(cli.config.as_deref(), url, &overrides)
+}
+
+/// `pophost domain oauth set|show|clear`, through the same operations as the API.
+async fn oauth(
+    roles: &admin_web::Roles,
+    cli: &Actor,
+    command: OAuthCommand,
+) -> anyhow::Result<String> {
+    use admin_web::provision::oauth::{self as ops, OAuthJson};
+    let show = |d: &DomainName, s: &OAuthJson| {
+        let jwks = match (&s.jwks_url, &s.jwks_file) {
+            (Some(url), _) => format!("jwks-url {url}"),
+            (None, Some(file)) => format!("jwks-file {file}"),
+            (None, None) => String::new(),
+        };
+        format!(
+            "{d}: issuer {}\n{jwks}\naudience {}\nclaim {}\nalgorithms {}",
+            s.issuer,
+            s.audience,
+            s.claim,
+            s.algorithms.join(",")
+        )
+    };
+    Ok(match command {
+        OAuthCommand::Set {
+            domain,
+            issuer,
+            jwks_url,
+            jwks_file,
+            audience,
+            claim,
+            algorithms,
+        } => {
+            let domain = DomainName::parse(&domain)?;
+            let input = OAuthJson {
+                issuer,
+                jwks_url,
+                jwks_file,
+                audience,
+                claim,
+                algorithms: algorithms
+                    .split(',')
+                    .map(|a| a.trim().to_string())
+                    .collect(),
+            };
+            let stored = ops::set(roles, cli, &domain, &input).await?;
+            show(&domain, &stored)
+        }
+        OAuthCommand::Show { domain } => {
+            let domain = DomainName::parse(&domain)?;
+            match ops::get(roles, cli, &domain).await? {
+                Some(s) => show(&domain, &s),
+                None => format!("{domain}: OAuth is off"),
+            }
+        }
+        OAuthCommand::Clear { domain } => {
+            let domain = DomainName::parse(&domain)?;
+            if !ops::clear(roles, cli, &domain).await? {
+                bail!("{domain}: OAuth was off");
+            }
+            format!("{domain}: OAuth turned off")
+        }
+    })
 }
 
 /// `pophost admin list|set|passwd|remove`, through the same operations as the admins page.

@@ -5,6 +5,7 @@
 //! library so end-to-end tests can start a server in-process.
 
 pub mod accounts;
+pub mod app_passwords;
 pub mod bulletins;
 pub mod cli;
 pub mod config;
@@ -303,7 +304,15 @@ pub async fn serve(
             settings.migration.login_wait,
             settings.migration.max_connections,
         );
-        move || Authenticator::new(store, n, defaults, policy).map(|a| a.with_migration(migration))
+        // Bearer tokens of the identity providers the domains name (`tenancy::oauth`).
+        let oauth = tenancy::oauth::OAuth::new(store.clone()).context("OAuth client setup")?;
+        move || {
+            Authenticator::new(store.clone(), n, defaults, policy).map(|a| {
+                a.with_migration(migration)
+                    .with_app_passwords(store)
+                    .with_oauth(oauth)
+            })
+        }
     })
     .await??;
     let certs = load_certificates(&settings.tls)?;

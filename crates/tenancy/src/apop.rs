@@ -165,11 +165,20 @@ pub fn digest_hex(timestamp: &str, secret: &[u8]) -> String {
 }
 
 /// Whether `digest` (hex, either case) is the APOP digest of `timestamp` and `secret`; the
-/// comparison is constant-time.
+/// comparisons are constant-time. RFC 6856 §2 has client and server SASLprep a UTF-8 secret
+/// before the digest (`password::prepare_password`, the rule passwords follow); a client from
+/// before RFC 6856 digests the secret as it is, so both are accepted, both always computed.
 pub fn digest_matches(timestamp: &str, secret: &[u8], digest: &str) -> bool {
-    let expected = digest_hex(timestamp, secret);
     let given = digest.to_ascii_lowercase();
-    expected.as_bytes().ct_eq(given.as_bytes()).into()
+    let matches = |secret: &[u8]| {
+        bool::from(
+            digest_hex(timestamp, secret)
+                .as_bytes()
+                .ct_eq(given.as_bytes()),
+        )
+    };
+    let prepared = crate::password::prepare_password(secret);
+    matches(&prepared) | matches(secret)
 }
 
 /// A greeting timestamp in RFC 1939's `<process-ID.clock@hostname>` shape, made unique per
@@ -301,6 +310,19 @@ mod tests {
             b"tanstaaf",
             &RFC_DIGEST[..31]
         ));
+    }
+
+    #[test]
+    fn a_utf8_secret_matches_its_saslprep_form_and_itself() {
+        // Stored with a no-break space; an RFC 6856 client digests the SASLprep'd form (a
+        // plain space), an older one the bytes as stored.
+        let secret = "gehe\u{00A0}im".as_bytes();
+        for digested in [&b"gehe im"[..], secret] {
+            let digest = digest_hex(RFC_TIMESTAMP, digested);
+            assert!(digest_matches(RFC_TIMESTAMP, secret, &digest));
+        }
+        let other = digest_hex(RFC_TIMESTAMP, b"geheim");
+        assert!(!digest_matches(RFC_TIMESTAMP, secret, &other));
     }
 
     #[test]

@@ -3,10 +3,13 @@
 //! so a failed login costs the same and says the same whichever half was wrong.
 
 pub mod apop;
+pub mod app_passwords;
 mod defence;
 pub mod legacy;
 mod login;
 mod migration;
+mod normalise;
+pub mod oauth;
 mod password;
 mod scram;
 
@@ -17,7 +20,10 @@ pub use defence::{
 };
 pub use login::{DefaultDomains, Login, LoginContext, Resolution, resolve};
 pub use migration::{Migration, OldServer};
-pub use password::{HashError, Scratch, hash_password, verify_password, verify_password_in};
+pub use normalise::normalisation_steps;
+pub use password::{
+    HashError, Scratch, hash_password, prepare_password, verify_password, verify_password_in,
+};
 pub use scram::{SCRAM_ITERATIONS, ScramError, ScramExchange, ScramVerifier};
 
 use std::sync::Arc;
@@ -71,6 +77,10 @@ pub struct Authenticator {
     turns: Turns,
     /// Migration at first login, when pophost is set up for it.
     migration: Option<Migration>,
+    /// Bearer-token logins (see `oauth`), when the frontend offers them.
+    oauth: Option<Arc<oauth::OAuth>>,
+    /// The users' app passwords (`with_app_passwords`).
+    app_passwords: Option<Arc<dyn mailstore::AppPasswords>>,
 }
 
 impl Authenticator {
@@ -89,6 +99,8 @@ impl Authenticator {
             dummy_hash: hash_password(b"pophost dummy password")?.into(),
             turns: Turns::default(),
             migration: None,
+            oauth: None,
+            app_passwords: None,
         })
     }
 
@@ -108,6 +120,20 @@ impl Authenticator {
         password: &[u8],
         ctx: &LoginContext,
     ) -> Result<Authenticated, AuthError> {
+        self.authenticate_device(login, password, ctx)
+            .await
+            .map(|(who, _)| who)
+    }
+
+    /// `authenticate`, also saying which app password logged in (`None`: the main password).
+    /// The main password and each of the user's app passwords log in (the main one not when the
+    /// domain requires app passwords); which one failed is never told.
+    pub async fn authenticate_device(
+        &self,
+        login: &str,
+        password: &[u8],
+        ctx: &LoginContext,
+    ) -> Result<(Authenticated, Option<i64>), AuthError> {
         if password.len() > MAX_PASSWORD_BYTES {
             return Err(AuthError::Rejected);
         }
@@ -131,7 +157,10 @@ impl Authenticator {
                 source,
                 user,
             };
-            return self.migrate(migration, pending, password, ctx).await;
+            return self
+                .migrate(migration, pending, password, ctx)
+                .await
+                .map(|who| (who, None));
         }
         let mailbox = address
             .as_ref()
@@ -141,26 +170,64 @@ impl Authenticator {
         // polling client costs no store write, and a guess never gets here.
         if let Some(u) = &user
             && let Some(address) = &address
+            && !u.app_passwords_only
             && let Some(id) = self.cache.get(&mailbox, password, &u.password_hash)
         {
-            return Ok(Authenticated {
+            let who = Authenticated {
                 user: id,
                 address: address.clone(),
-            });
+            };
+            return Ok((who, None));
+        }
+        if let Some(u) = &user
+            && let Some(address) = &address
+            && let Some((device, _)) = self
+                .app_password_matching(u.id, &mailbox, password, true)
+                .await
+        {
+            let mechanism = ctx.mechanism.unwrap_or("MTA");
+            self.app_password_used(device, ctx.peer_ip, mechanism).await;
+            let who = Authenticated {
+                user: u.id,
+                address: address.clone(),
+            };
+            return Ok((who, Some(device)));
         }
         let mut attempt = self.count_and_wait(address, ctx).await?;
         attempt.refused_by = named.refused_by;
+        // A domain that requires app passwords still pays for a main-password check (against
+        // the dummy hash), so its failures cost what others' do.
+        let main_allowed = user.as_ref().is_some_and(|u| !u.app_passwords_only);
         let (id, hash) = match user {
-            Some(u) => (Some(u.id), Arc::from(u.password_hash)),
+            Some(u) if main_allowed => (Some(u.id), Arc::from(u.password_hash)),
+            Some(u) => (Some(u.id), self.dummy_hash.clone()),
             None => (None, self.dummy_hash.clone()),
         };
-        let ok = self.hashers.verify(password.to_vec(), hash.clone()).await;
+        let ok = main_allowed && self.hashers.verify(password.to_vec(), hash.clone()).await;
+        if !main_allowed {
+            let _ = self.hashers.verify(password.to_vec(), hash.clone()).await;
+        }
+        let device = match id {
+            Some(id) if !ok => self
+                .app_password_matching(id, &mailbox, password, false)
+                .await
+                .map(|(device, _)| device),
+            _ => None,
+        };
         match (id, attempt.address.clone()) {
+            (Some(id), Some(address)) if device.is_some() => {
+                self.succeeded(&attempt).await;
+                if let Some(device) = device {
+                    let mechanism = ctx.mechanism.unwrap_or("MTA");
+                    self.app_password_used(device, ctx.peer_ip, mechanism).await;
+                }
+                Ok((Authenticated { user: id, address }, device))
+            }
             (Some(id), Some(address)) if ok => {
                 self.succeeded(&attempt).await;
                 let hash = self.upgrade(id, password, hash).await;
                 self.cache.put(&mailbox, password, &hash, id);
-                Ok(Authenticated { user: id, address })
+                Ok((Authenticated { user: id, address }, None))
             }
             _ => {
                 self.failed(&attempt, FailureReason::WrongPassword).await;
@@ -182,6 +249,9 @@ impl Authenticator {
             tracing::warn!(scheme, "hashing an imported password anew failed");
             return hash;
         };
+        let secrets = self
+            .keeping_app_password_salt(user, password, secrets)
+            .await;
         match self
             .directory
             .upgrade_password(user, &hash, &secrets.hash, &secrets.verifier)
@@ -404,7 +474,7 @@ pub(crate) struct Attempt {
     /// The domain that refused the login form, when that is why no mailbox was named.
     refused_by: Option<DomainName>,
     /// How the client logged in, when the frontend keeps a login history (see `failed`).
-    login: Option<LoginRecord>,
+    pub(crate) login: Option<LoginRecord>,
 }
 
 /// What a mailbox stores of a password: its argon2id hash and its SCRAM-SHA-256 verifier,

@@ -23,14 +23,7 @@ impl Login {
     /// mailbox.
     pub fn parse(login: &str) -> Option<Login> {
         let login = login.trim();
-        let split = [
-            ('@', LoginForm::At),
-            ('%', LoginForm::Percent),
-            ('+', LoginForm::Plus),
-        ]
-        .into_iter()
-        .find_map(|(sep, form)| login.rsplit_once(sep).map(|parts| (parts, form)));
-        match split {
+        match split(login) {
             Some(((local, domain), form)) => Some(Login {
                 local: LocalPart::parse(local).ok()?,
                 domain: Some(DomainName::parse(domain).ok()?),
@@ -43,6 +36,18 @@ impl Login {
             }),
         }
     }
+}
+
+/// A login's local part and domain as typed, and its form; `None` for a bare login. The one
+/// place the separators are decided (`Login::parse`, and `pophost login explain`'s steps).
+pub(crate) fn split(login: &str) -> Option<((&str, &str), LoginForm)> {
+    [
+        ('@', LoginForm::At),
+        ('%', LoginForm::Percent),
+        ('+', LoginForm::Plus),
+    ]
+    .into_iter()
+    .find_map(|(sep, form)| login.rsplit_once(sep).map(|parts| (parts, form)))
 }
 
 /// What a connection tells about the domain of a bare login.
@@ -188,6 +193,32 @@ mod tests {
     }
 
     #[test]
+    fn every_spelling_of_an_international_mailbox_is_one_login() {
+        let want = |form| {
+            Some((
+                "jöhn".to_string(),
+                Some("xn--bcher-kva.example".into()),
+                form,
+            ))
+        };
+        for (sep, form) in [
+            ('@', LoginForm::At),
+            ('%', LoginForm::Percent),
+            ('+', LoginForm::Plus),
+        ] {
+            for local in ["jöhn", "JÖHN", "jo\u{0308}hn", "JO\u{0308}HN"] {
+                for domain in ["bücher.example", "BÜCHER.Example", "xn--bcher-kva.example"] {
+                    let login = format!("{local}{sep}{domain}");
+                    assert_eq!(parse(&login), want(form), "{login:?}");
+                }
+            }
+        }
+        // Look-alikes are other names or none.
+        assert_eq!(parse("j\u{043E}hn@bücher.example"), None);
+        assert_eq!(parse("ｊöhn@bücher.example"), None);
+    }
+
+    #[test]
     fn bare_logins_take_the_server_name_then_the_listener_default() {
         let d = |s: &str| DomainName::parse(s).expect("domain");
         let ip: IpAddr = "192.0.2.10".parse().expect("ip");
@@ -214,6 +245,15 @@ mod tests {
             for (sep, form) in [('@', LoginForm::At), ('%', LoginForm::Percent), ('+', LoginForm::Plus)] {
                 let got = parse(&format!("{local}{sep}{domain}"));
                 prop_assert_eq!(got, Some((want.0.clone(), want.1.clone(), form)));
+            }
+        }
+
+        /// A stored name parses to itself: what NFC, lower case and the checks make of a name
+        /// is already normal, so a login typed as stored finds the mailbox.
+        #[test]
+        fn local_parts_are_normal_forms(s in "[a-zA-Z0-9.+äöüÄÖÜßẞİıΣσςΑω\u{0308}\u{0301}ǅǄ]{1,20}") {
+            if let Ok(once) = LocalPart::parse(&s) {
+                prop_assert_eq!(LocalPart::parse(once.as_str()).ok(), Some(once));
             }
         }
 

@@ -29,10 +29,25 @@ impl HashError {
     }
 }
 
-/// Hashes a password for storage. Takes tens of milliseconds: call it off the reactor.
+/// The one rule for which bytes of a password are hashed, here and for SCRAM's verifier: the
+/// SASLprep (RFC 4013) form when the password is UTF-8 and SASLprep accepts it, so `Ａnna` typed
+/// as `Anna`'s fullwidth twin, a no-break space for a space, or a decomposed `ö` for `ö` is the
+/// same password (RFC 6856 asks this of USER/PASS); otherwise the raw bytes, as Postgres does,
+/// so a password SASLprep refuses (a control character, an unassigned code point) still works
+/// when typed the same way again.
+pub fn prepare_password(password: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
+    match std::str::from_utf8(password).map(stringprep::saslprep) {
+        Ok(Ok(Cow::Owned(prepared))) => Cow::Owned(prepared.into_bytes()),
+        _ => Cow::Borrowed(password),
+    }
+}
+
+/// Hashes a password for storage (its `prepare_password` form). Takes tens of milliseconds:
+/// call it off the reactor.
 pub fn hash_password(password: &[u8]) -> Result<String, HashError> {
     Argon2::default()
-        .hash_password(password)
+        .hash_password(&prepare_password(password))
         .map(|h| h.to_string())
         .map_err(|e| HashError(e.to_string()))
 }
@@ -50,11 +65,24 @@ pub struct Scratch(Vec<Block>);
 
 /// `verify_password` using `scratch` as argon2's memory where the argon2 crate verifies. The
 /// comparison is constant-time.
+///
+/// The `prepare_password` form is tried first; when it differs from the bytes typed, the bytes
+/// themselves next, because hashes stored before passwords were SASLprep'd were made from the
+/// raw bytes. The second try depends only on what was typed, never on the account, so an
+/// unknown user (checked against the dummy hash) costs the same.
 pub fn verify_password_in(password: &[u8], hash: &str, scratch: &mut Scratch) -> bool {
-    // A hash imported from another server (`{SCHEME}…`) until its first login rewrites it.
+    // A hash imported from another server (`{SCHEME}…`) until its first login rewrites it: the
+    // other server hashed the raw bytes.
     if crate::legacy::stored_scheme(hash).is_some() {
         return crate::legacy::verify_in(password, hash, scratch);
     }
+    let prepared = prepare_password(password);
+    verify_exact(&prepared, hash, scratch)
+        || (*prepared != *password && verify_exact(password, hash, scratch))
+}
+
+/// `hash` against exactly these bytes.
+fn verify_exact(password: &[u8], hash: &str, scratch: &mut Scratch) -> bool {
     if for_sodium(hash)
         && let Some(verdict) = sodium_verify(password, hash)
     {
@@ -140,6 +168,49 @@ fn sodium_verify(password: &[u8], hash: &str) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saslprep_equivalent_passwords_verify() {
+        // Set with a precomposed ö and a no-break space.
+        let hash = hash_password("jö\u{00A0}pw".as_bytes()).expect("hash");
+        for typed in [
+            "jö pw",
+            "jo\u{0308}\u{00A0}pw",
+            "jo\u{0308} pw",
+            "jö\u{2002}pw",
+        ] {
+            assert!(verify_password(typed.as_bytes(), &hash), "{typed:?}");
+        }
+        for wrong in ["jo pw", "JÖ pw", "jöpw", "jö  pw"] {
+            assert!(!verify_password(wrong.as_bytes(), &hash), "{wrong:?}");
+        }
+        // A soft hyphen is mapped to nothing (RFC 4013 §2.2).
+        let hash = hash_password("pass\u{00AD}word".as_bytes()).expect("hash");
+        assert!(verify_password(b"password", &hash));
+    }
+
+    #[test]
+    fn hashes_of_raw_bytes_keep_working() {
+        // Stored before SASLprep: the argon2id hash of the decomposed bytes themselves.
+        let raw = "jo\u{0308}hn".as_bytes();
+        let old = Argon2::default()
+            .hash_password(raw)
+            .expect("hash")
+            .to_string();
+        assert!(verify_password(raw, &old));
+        assert!(!verify_password("jöhn".as_bytes(), &old));
+        // Not UTF-8, or refused by SASLprep (a control): hashed and verified as typed.
+        for odd in [&b"\xff\xfe pw"[..], "a\u{0007}b".as_bytes()] {
+            assert_eq!(&*prepare_password(odd), odd);
+            let hash = hash_password(odd).expect("hash");
+            assert!(verify_password(odd, &hash));
+        }
+        assert_eq!(&*prepare_password("a\u{00A0}b".as_bytes()), b"a b");
+        assert!(matches!(
+            prepare_password(b"plain"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn round_trip_with_owasp_parameters() {

@@ -88,6 +88,14 @@ impl ScramVerifier {
         }
     }
 
+    pub fn salt(&self) -> &[u8] {
+        &self.salt
+    }
+
+    pub fn iterations(&self) -> u32 {
+        self.iterations
+    }
+
     /// Parses the stored form; `None` if it is not one.
     pub fn parse(text: &str) -> Option<Self> {
         let rest = text.strip_prefix(PREFIX)?;
@@ -130,12 +138,10 @@ impl std::fmt::Display for ScramVerifier {
     }
 }
 
-/// SASLprep (RFC 4013) when it applies; the raw bytes otherwise (see the module docs).
+/// SASLprep (RFC 4013) when it applies; the raw bytes otherwise: the rule the argon2id hash
+/// follows too (`password::prepare_password`).
 fn prepare(password: &[u8]) -> Vec<u8> {
-    std::str::from_utf8(password)
-        .ok()
-        .and_then(|p| stringprep::saslprep(p).ok())
-        .map_or_else(|| password.to_vec(), |p| p.into_owned().into_bytes())
+    crate::password::prepare_password(password).into_owned()
 }
 
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
@@ -229,6 +235,9 @@ pub struct ScramServer {
     verifier: ScramVerifier,
     /// False for a fake verifier: the exchange fails whatever the proof.
     genuine: bool,
+    /// The user's app passwords' verifiers with the same salt and iteration count, by app
+    /// password id (see `crate::app_passwords`): a proof matching one logs in as that device.
+    devices: Vec<(ScramVerifier, i64)>,
 }
 
 impl ScramServer {
@@ -251,6 +260,7 @@ impl ScramServer {
             channel_binding: STANDARD.encode(&client.gs2_header),
             verifier,
             genuine,
+            devices: Vec::new(),
         };
         (server, server_first)
     }
@@ -261,8 +271,27 @@ impl ScramServer {
         Self::start_with(client, verifier, genuine, &STANDARD.encode(nonce))
     }
 
+    /// Also accepts a proof made with one of these app passwords' verifiers; those whose salt
+    /// or iteration count differ from the one sent are left out (they cannot match).
+    pub fn with_devices(mut self, devices: Vec<(ScramVerifier, i64)>) -> Self {
+        let (salt, iterations) = (&self.verifier.salt, self.verifier.iterations);
+        self.devices = devices
+            .into_iter()
+            .filter(|(v, _)| v.salt == *salt && v.iterations == iterations)
+            .collect();
+        self
+    }
+
     /// Checks client-final; on success returns server-final (`v=…`).
+    #[cfg(test)]
     pub fn finish(self, client_final: &[u8]) -> Result<String, ScramError> {
+        self.finish_which(client_final)
+            .map(|(server_final, _)| server_final)
+    }
+
+    /// `finish`, also saying which app password's proof it was (`None`: the main password).
+    /// Every candidate is checked, in constant time each, whichever matches.
+    pub fn finish_which(self, client_final: &[u8]) -> Result<(String, Option<i64>), ScramError> {
         let message = std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed)?;
         let (without_proof, proof) = message.rsplit_once(",p=").ok_or(ScramError::Malformed)?;
         let proof: [u8; 32] = STANDARD
@@ -277,15 +306,26 @@ impl ScramServer {
             return Err(ScramError::Mismatch);
         }
         let auth_message = format!("{},{without_proof}", self.auth_message_start);
-        let signature = hmac(&self.verifier.stored_key, &[auth_message.as_bytes()]);
-        let client_key: Vec<u8> = proof.iter().zip(signature).map(|(p, s)| p ^ s).collect();
-        let stored: [u8; 32] = Sha256::digest(&client_key).into();
-        let matches: bool = stored.ct_eq(&self.verifier.stored_key).into();
-        if !(matches && self.genuine) {
-            return Err(ScramError::Rejected);
+        let proves = |v: &ScramVerifier| -> bool {
+            let signature = hmac(&v.stored_key, &[auth_message.as_bytes()]);
+            let client_key: Vec<u8> = proof.iter().zip(signature).map(|(p, s)| p ^ s).collect();
+            let stored: [u8; 32] = Sha256::digest(&client_key).into();
+            stored.ct_eq(&v.stored_key).into()
+        };
+        let mut found: Option<(&ScramVerifier, Option<i64>)> = None;
+        if proves(&self.verifier) && self.genuine {
+            found = Some((&self.verifier, None));
         }
-        let server_signature = hmac(&self.verifier.server_key, &[auth_message.as_bytes()]);
-        Ok(format!("v={}", STANDARD.encode(server_signature)))
+        for (v, id) in &self.devices {
+            if proves(v) && found.is_none() {
+                found = Some((v, Some(*id)));
+            }
+        }
+        let Some((verifier, device)) = found else {
+            return Err(ScramError::Rejected);
+        };
+        let server_signature = hmac(&verifier.server_key, &[auth_message.as_bytes()]);
+        Ok((format!("v={}", STANDARD.encode(server_signature)), device))
     }
 }
 
@@ -330,12 +370,40 @@ impl Authenticator {
             None => None,
         };
         let id = user.as_ref().map(|u| u.id);
+        // A domain that requires app passwords keeps the main verifier's salt (it is what the
+        // app passwords were derived with) but not its key.
+        let main_allowed = user.as_ref().is_some_and(|u| !u.app_passwords_only);
         let real = user
             .and_then(|u| u.scram)
             .and_then(|v| ScramVerifier::parse(&v));
-        let genuine = real.is_some();
-        let verifier = real.unwrap_or_else(|| ScramVerifier::fake(&client.username));
+        let devices: Vec<(ScramVerifier, i64)> = match id {
+            Some(id) => self
+                .app_password_verifiers(id)
+                .await?
+                .iter()
+                .flat_map(|s| {
+                    s.scram
+                        .lines()
+                        .filter_map(ScramVerifier::parse)
+                        .map(|v| (v, s.id))
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let genuine = real.is_some() && main_allowed;
+        // No main verifier: the app passwords' shared salt is sent, with a key nobody holds.
+        let verifier = match (real, devices.first()) {
+            (Some(v), _) => v,
+            (None, Some((app, _))) => ScramVerifier {
+                stored_key: rand::random(),
+                server_key: rand::random(),
+                ..app.clone()
+            },
+            (None, None) => ScramVerifier::fake(&client.username),
+        };
         let (server, server_first) = ScramServer::start(&client, verifier, genuine);
+        let server = server.with_devices(devices);
         let exchange = ScramExchange {
             server,
             user: id,
@@ -351,11 +419,30 @@ impl Authenticator {
         exchange: ScramExchange,
         client_final: &[u8],
     ) -> Result<(crate::Authenticated, String), AuthError> {
+        self.scram_finish_device(exchange, client_final)
+            .await
+            .map(|(who, server_final, _)| (who, server_final))
+    }
+
+    /// `scram_finish`, also saying which app password logged in (`None`: the main password).
+    pub async fn scram_finish_device(
+        &self,
+        exchange: ScramExchange,
+        client_final: &[u8],
+    ) -> Result<(crate::Authenticated, String, Option<i64>), AuthError> {
         let address = exchange.attempt.address.clone();
-        match (exchange.server.finish(client_final), exchange.user, address) {
-            (Ok(server_final), Some(user), Some(address)) => {
+        match (
+            exchange.server.finish_which(client_final),
+            exchange.user,
+            address,
+        ) {
+            (Ok((server_final, device)), Some(user), Some(address)) => {
                 self.succeeded(&exchange.attempt).await;
-                Ok((crate::Authenticated { user, address }, server_final))
+                if let Some(device) = device {
+                    let ip = exchange.attempt.login.as_ref().and_then(|l| l.ip);
+                    self.app_password_used(device, ip, "SCRAM-SHA-256").await;
+                }
+                Ok((crate::Authenticated { user, address }, server_final, device))
             }
             (result, ..) => {
                 if let Err(e) = result {

@@ -6,8 +6,10 @@
 mod activity;
 mod admins;
 mod alarms;
+mod app_passwords;
 mod bin;
 mod bulletins;
+mod oauth;
 mod paging;
 mod traces;
 
@@ -77,12 +79,22 @@ pub fn routes() -> (Router<AppState>, Document) {
         .routes(routes!(list_domains, create_domain))
         .routes(routes!(get_domain, patch_domain, delete_domain))
         .routes(routes!(get_policies, patch_policies))
+        .routes(routes!(
+            oauth::get_oauth,
+            oauth::put_oauth,
+            oauth::delete_oauth
+        ))
         .routes(routes!(list_users, create_user))
         .routes(routes!(get_user, patch_user, delete_user))
         .routes(routes!(activity::get_activity))
         .routes(routes!(bin::list_bin))
         .routes(routes!(bin::restore_bin))
         .routes(routes!(bin::purge_bin))
+        .routes(routes!(
+            app_passwords::list_app_passwords,
+            app_passwords::create_app_password
+        ))
+        .routes(routes!(app_passwords::revoke_app_password))
         .routes(routes!(
             traces::get_trace,
             traces::start_trace,
@@ -380,6 +392,13 @@ struct DomainPatch {
     /// Whether the recycle bin counts against quota.
     #[serde(default)]
     bin_counts_quota: Option<bool>,
+    /// Whether the domain's users may sign in to the self-service page (`/me`).
+    #[serde(default)]
+    self_service: Option<bool>,
+    /// Whether only app passwords log in over POP3 and the MTA's auth service (the main
+    /// password then signs in to the self-service page only).
+    #[serde(default)]
+    app_passwords_only: Option<bool>,
 }
 
 /// Change a domain's settings (super admin); absent fields are kept, null means unlimited.
@@ -421,6 +440,8 @@ async fn patch_domain(
         migrate_from: patch.migrate_from,
         bin_days: patch.bin_days,
         bin_counts_quota: patch.bin_counts_quota,
+        self_service: patch.self_service,
+        app_passwords_only: patch.app_passwords_only,
     };
     let after = provision::update_domain(&state.roles, &actor, &name, &change).await?;
     Ok(Json(DomainJson::from(&after)))
@@ -1020,6 +1041,8 @@ mod tests {
             migrate_from: None,
             migrated_users: 0,
             bin: Default::default(),
+            self_service: false,
+            app_passwords_only: false,
         };
         let address = Address::parse("john@example.com").expect("address");
         let user = UserDetail {

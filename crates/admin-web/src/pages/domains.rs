@@ -261,8 +261,13 @@ struct SettingsForm {
     #[serde(default)]
     bin_counts_quota: Option<String>,
     /// Set by the form that shows the bin settings, so a post without them changes neither.
+    /// That form shows the self-service switch too, so the same holds for it.
     #[serde(default)]
     bin_form: Option<String>,
+    #[serde(default)]
+    self_service: Option<String>,
+    #[serde(default)]
+    app_passwords_only: Option<String>,
 }
 
 impl SettingsForm {
@@ -280,6 +285,8 @@ impl SettingsForm {
             bin_days: d.bin.days.to_string(),
             bin_counts_quota: d.bin.counts_quota.then(|| "on".into()),
             bin_form: Some("1".into()),
+            self_service: d.self_service.then(|| "on".into()),
+            app_passwords_only: d.app_passwords_only.then(|| "on".into()),
         }
     }
 
@@ -338,6 +345,14 @@ impl SettingsForm {
                     .bin_form
                     .is_some()
                     .then(|| self.bin_counts_quota.as_deref() == Some("on")),
+                self_service: self
+                    .bin_form
+                    .is_some()
+                    .then(|| self.self_service.as_deref() == Some("on")),
+                app_passwords_only: self
+                    .bin_form
+                    .is_some()
+                    .then(|| self.app_passwords_only.as_deref() == Some("on")),
             }),
             _ => Err(errors),
         }

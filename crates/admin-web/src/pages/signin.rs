@@ -8,6 +8,9 @@
 //! and per client network, never per account alone: a network that did nothing wrong is never
 //! refused, so no one can lock an admin out by failing on their behalf. Each attempt is
 //! audited, but failures only within `AuditBudget`, so a flood of them cannot fill the log.
+//!
+//! The users' self-service sign-in (`pages::me`) is held to the same rules through the same
+//! pieces: `pre_ok`, `Throttle`, `Attempt` and `clip_actor`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -22,7 +25,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use axum_extra::extract::cookie::CookieJar;
-use mailstore::{AdminId, AuditEntry};
+use mailstore::{AdminId, AuditEntry, AuthAttempt, DomainName};
 use serde::Deserialize;
 
 use crate::auth::{self, ClientIp, hash_secret, random_token, secrets_equal};
@@ -69,7 +72,12 @@ fn form_page(status: StatusCode, page: SigninPage) -> Response {
 }
 
 fn pre_ok(jar: &CookieJar, sent: &str) -> bool {
-    jar.get(PRE_COOKIE)
+    pre_cookie_ok(jar, PRE_COOKIE, sent)
+}
+
+/// Whether a sign-in form's double-submit token `sent` matches the cookie `name`.
+pub(crate) fn pre_cookie_ok(jar: &CookieJar, name: &str, sent: &str) -> bool {
+    jar.get(name)
         .is_some_and(|c| !sent.is_empty() && secrets_equal(c.value(), sent))
 }
 
@@ -89,7 +97,7 @@ async fn show(actor: Option<Actor>) -> Response {
 }
 
 /// A hash to verify against when the account does not exist, so that answer takes as long.
-fn dummy_hash() -> &'static str {
+pub(crate) fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
     DUMMY
         .get_or_init(|| tenancy::hash_password(b"pophost admin dummy password").unwrap_or_default())
@@ -105,21 +113,13 @@ async fn submit(
         return Err(AppError::Csrf);
     }
     let email = form.email.trim().to_ascii_lowercase();
-    let network = req_ip
-        .0
-        .map_or_else(|| "ip:unknown".into(), tenancy::network_key);
-    let keys = [
-        format!("admin{network}"),
-        format!("admin:{}|{network}", clip_actor(&email)),
-    ];
-    let limits = [
-        state.config.signin_failures * SIGNIN_FAILURES_PER_ADDRESS,
-        state.config.signin_failures,
-    ];
+    let network = network_of(req_ip.0);
     let attempt = Attempt {
         email: &email,
         ip: req_ip.0,
         network: &network,
+        object: "admin",
+        domain: None,
     };
     let again = |error: &str, status| {
         form_page(
@@ -132,14 +132,8 @@ async fn submit(
             },
         )
     };
-    // Counted before the check, as POP3 logins are, so guesses sent at once see each other.
-    let (counted, counts) = state
-        .roles
-        .directory
-        .count_auth_attempt(&keys, FAILURE_WINDOW)
-        .await?;
-    // Each count includes this attempt; the limits are on the failures before it.
-    if counts.iter().zip(limits).any(|(&n, limit)| n > limit) {
+    let throttle = Throttle::count(&state, "admin", &email, &network).await?;
+    if throttle.limited {
         attempt.failed(&state).await;
         return Ok(again(
             "Too many failed attempts. Try again in a few minutes.",
@@ -163,13 +157,7 @@ async fn submit(
             StatusCode::FORBIDDEN,
         ));
     }
-    // A success is no failure, and clears its (address, account) pair.
-    let [_, pair] = &keys;
-    state
-        .roles
-        .directory
-        .forget_auth_attempt(&counted, std::slice::from_ref(pair))
-        .await?;
+    throttle.succeeded(&state).await?;
     attempt.succeeded(&state).await;
     let ip = req_ip.0.map(|ip| ip.to_string());
     state
@@ -202,13 +190,71 @@ async fn start_session(state: &AppState, admin: AdminId) -> Result<Response, App
     Ok((jar, Redirect::to("/")).into_response())
 }
 
+/// The unit of sign-in throttling for a client address (`ip:unknown` without one).
+pub(crate) fn network_of(ip: Option<IpAddr>) -> String {
+    ip.map_or_else(|| "ip:unknown".into(), tenancy::network_key)
+}
+
+/// A sign-in attempt counted against the brute-force limits: per (client network, account) and,
+/// `SIGNIN_FAILURES_PER_ADDRESS` times higher, per network. `kind` keeps the admins' and the
+/// users' counters apart (`admin`, `me`), so neither form can lock out the other's accounts.
+pub(crate) struct Throttle {
+    counted: AuthAttempt,
+    pair: String,
+    /// Too many failures before this attempt: refuse it without checking the password.
+    pub(crate) limited: bool,
+}
+
+impl Throttle {
+    /// Counts the attempt, before its check (as POP3 logins are), so guesses sent at once see
+    /// each other.
+    pub(crate) async fn count(
+        state: &AppState,
+        kind: &str,
+        account: &str,
+        network: &str,
+    ) -> Result<Self, AppError> {
+        let keys = [
+            format!("{kind}{network}"),
+            format!("{kind}:{}|{network}", clip_actor(account)),
+        ];
+        let limits = [
+            state.config.signin_failures * SIGNIN_FAILURES_PER_ADDRESS,
+            state.config.signin_failures,
+        ];
+        let (counted, counts) = state
+            .roles
+            .directory
+            .count_auth_attempt(&keys, FAILURE_WINDOW)
+            .await?;
+        // Each count includes this attempt; the limits are on the failures before it.
+        let limited = counts.iter().zip(limits).any(|(&n, limit)| n > limit);
+        let [_, pair] = keys;
+        Ok(Self {
+            counted,
+            pair,
+            limited,
+        })
+    }
+
+    /// A success is no failure, and clears its (address, account) pair.
+    pub(crate) async fn succeeded(self, state: &AppState) -> Result<(), AppError> {
+        state
+            .roles
+            .directory
+            .forget_auth_attempt(&self.counted, std::slice::from_ref(&self.pair))
+            .await?;
+        Ok(())
+    }
+}
+
 /// The longest actor the audit log takes from an unauthenticated form: 254 bytes, the longest
 /// address (RFC 5321's 256-octet path less its angle brackets).
 const MAX_ACTOR_BYTES: usize = 254;
 
 /// What an unauthenticated client typed, made safe to keep: control characters replaced (no
 /// forged line in a log viewer) and cut to `MAX_ACTOR_BYTES` on a character boundary.
-fn clip_actor(typed: &str) -> String {
+pub(crate) fn clip_actor(typed: &str) -> String {
     let mut out = String::new();
     for c in typed.chars() {
         let c = if c.is_control() { '\u{fffd}' } else { c };
@@ -221,15 +267,20 @@ fn clip_actor(typed: &str) -> String {
 }
 
 /// A sign-in attempt, as the audit log records it: there is no `Actor` yet.
-struct Attempt<'a> {
-    email: &'a str,
-    ip: Option<IpAddr>,
+pub(crate) struct Attempt<'a> {
+    /// The actor as the log names it: what was typed (clipped on writing).
+    pub(crate) email: &'a str,
+    pub(crate) ip: Option<IpAddr>,
     /// `tenancy::network_key` of `ip`: the unit of throttling and of the audit budget.
-    network: &'a str,
+    pub(crate) network: &'a str,
+    /// What signs in: `admin`, or `self-service` for a user.
+    pub(crate) object: &'static str,
+    /// The domain of the account, when the attempt named one (a user's).
+    pub(crate) domain: Option<DomainName>,
 }
 
 impl Attempt<'_> {
-    async fn failed(&self, state: &AppState) {
+    pub(crate) async fn failed(&self, state: &AppState) {
         let (write, suppressed) = state.signin_audit.admit(self.network, state.now());
         summarize(state, suppressed).await;
         if write {
@@ -237,7 +288,7 @@ impl Attempt<'_> {
         }
     }
 
-    async fn succeeded(&self, state: &AppState) {
+    pub(crate) async fn succeeded(&self, state: &AppState) {
         let suppressed = state.signin_audit.roll(state.now());
         summarize(state, suppressed).await;
         self.record(state, "signin", true).await;
@@ -256,8 +307,8 @@ impl Attempt<'_> {
             at: 0,
             actor: clip_actor(self.email),
             action: action.into(),
-            object: "admin".into(),
-            domain: None,
+            object: self.object.into(),
+            domain: self.domain.clone(),
             before: None,
             after: None,
             ip: self.ip.map(|ip| ip.to_string()),

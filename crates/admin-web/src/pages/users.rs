@@ -398,6 +398,8 @@ struct EditPage {
     trace: crate::pages::traces::TraceSummary,
     /// How many messages the user's recycle bin holds; read by `show` only.
     bin: Option<u64>,
+    /// The user's app passwords; read by `show` only.
+    app_passwords: Option<Vec<crate::pages::app_passwords::AppPasswordRow>>,
 }
 
 impl EditPage {
@@ -416,6 +418,7 @@ impl EditPage {
             alarms: Vec::new(),
             trace: Default::default(),
             bin: None,
+            app_passwords: None,
         }
     }
 
@@ -449,6 +452,8 @@ async fn show(
     page.alarms = alarms.iter().map(Into::into).collect();
     page.trace = crate::pages::traces::summary(&state, &actor, &page.user.address).await?;
     page.bin = Some(crate::pages::bin::count(&state, &actor, &page.user.address).await?);
+    page.app_passwords =
+        Some(crate::pages::app_passwords::rows(&state, &actor, &page.user.address).await?);
     Ok(page.into_response())
 }
 

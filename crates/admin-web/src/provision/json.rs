@@ -42,6 +42,10 @@ pub struct DomainJson {
     pub bin_days: u32,
     /// Whether messages in the recycle bin count against quota.
     pub bin_counts_quota: bool,
+    /// Whether the domain's users may sign in to the self-service page (`/me`).
+    pub self_service: bool,
+    /// Whether only app passwords log in over POP3 and the MTA's auth service.
+    pub app_passwords_only: bool,
 }
 
 /// The name of a login form.
@@ -77,6 +81,8 @@ impl From<&DomainDetail> for DomainJson {
             migrated_users: d.migrated_users,
             bin_days: d.bin.days,
             bin_counts_quota: d.bin.counts_quota,
+            self_service: d.self_service,
+            app_passwords_only: d.app_passwords_only,
         }
     }
 }

@@ -12,10 +12,13 @@ pub mod accounts;
 pub mod activity;
 pub mod admins;
 pub mod alarms;
+pub mod app_passwords;
 pub mod bin;
 pub mod bulletins;
 pub mod json;
 pub mod limit;
+pub mod oauth;
+pub mod self_service;
 pub mod traces;
 pub mod when;
 
@@ -48,6 +51,9 @@ pub struct Roles {
     pub bulletins: Arc<dyn mailstore::Bulletins>,
     pub bin: Arc<dyn mailstore::RecycleBin>,
     pub traces: Arc<dyn mailstore::Traces>,
+    pub self_service: Arc<dyn mailstore::SelfService>,
+    pub app_passwords: Arc<dyn mailstore::AppPasswords>,
+    pub oauth: Arc<dyn mailstore::OAuthSettings>,
 }
 
 impl Roles {
@@ -60,6 +66,9 @@ impl Roles {
             bulletins: store.clone(),
             bin: store.clone(),
             traces: store.clone(),
+            self_service: store.clone(),
+            app_passwords: store.clone(),
+            oauth: store.clone(),
             policies: store,
         }
     }
@@ -385,6 +394,10 @@ pub struct DomainChange {
     /// The recycle bin's days (0: off) and whether it counts against quota.
     pub bin_days: Option<u32>,
     pub bin_counts_quota: Option<bool>,
+    /// Whether the domain's users may use the self-service page (`/me`).
+    pub self_service: Option<bool>,
+    /// Whether only app passwords log in over POP3 and the MTA's auth service.
+    pub app_passwords_only: Option<bool>,
 }
 
 impl DomainChange {
@@ -492,6 +505,15 @@ async fn apply_domain_change(
             counts_quota: change.bin_counts_quota.unwrap_or(before.bin.counts_quota),
         };
         roles.bin.set_bin_settings(name, &bin).await?;
+    }
+    if let Some(on) = change.self_service {
+        roles.self_service.set_self_service(name, on).await?;
+    }
+    if let Some(only) = change.app_passwords_only {
+        roles
+            .app_passwords
+            .set_app_passwords_only(name, only)
+            .await?;
     }
     domain(roles, actor, name).await
 }
@@ -691,7 +713,9 @@ pub async fn update_user(
     let mut current = user(roles, actor, address).await?;
     // Checked (and hashed) before anything changes.
     let secrets = match change.password {
-        Some(credential) => Some(mailbox_secrets(credential).await?),
+        Some(credential) => {
+            Some(app_passwords::main_secrets(roles, &current.address, credential).await?)
+        }
         None => None,
     };
     let address = current.address.clone();
@@ -709,12 +733,19 @@ pub async fn update_user(
             .directory
             .set_password(&address, &secrets.hash, secrets.verifier.as_deref())
             .await?;
+        // Whoever had the old password may hold a self-service session: it ends (the page
+        // that made the change starts a new one for its user).
+        roles.self_service.end_user_sessions(&address, None).await?;
         let after = user(roles, actor, &address).await?;
         audit_user(roles, actor, "user.password", Some(&current), Some(&after)).await;
         current = after;
     }
     if let Some(enabled) = change.enabled {
         roles.admin.set_user_enabled(&address, enabled).await?;
+        if !enabled {
+            // Enabling again must not bring back the sessions of before.
+            roles.self_service.end_user_sessions(&address, None).await?;
+        }
         let after = user(roles, actor, &address).await?;
         let action = if enabled {
             "user.enable"

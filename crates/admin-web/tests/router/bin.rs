@@ -22,7 +22,7 @@ async fn id(env: &Env, address: &str) -> UserId {
 }
 
 /// `address` gets `n` messages and deletes them all in one POP3 session from 192.0.2.10.
-async fn deliver_and_delete(env: &Env, address: &str, n: usize) {
+pub(crate) async fn deliver_and_delete(env: &Env, address: &str, n: usize) {
     env.add_user(address).await;
     let user = id(env, address).await;
     for i in 0..n {
@@ -62,7 +62,7 @@ async fn deliver_and_delete(env: &Env, address: &str, n: usize) {
     env.store.end_session(&lease, &end).await.expect("quit");
 }
 
-async fn bin_ids(env: &Env, address: &str) -> Vec<i64> {
+pub(crate) async fn bin_ids(env: &Env, address: &str) -> Vec<i64> {
     env.store
         .bin_page(&addr(address), 0, 100)
         .await

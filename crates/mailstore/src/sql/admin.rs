@@ -16,7 +16,7 @@ const DOMAIN_COLUMNS: &str = "d.name, d.quota_bytes, d.quota_messages, d.used_by
     (SELECT {concat}(a.alias, ',') FROM domain_aliases a WHERE a.domain_id = d.id),
     d.migrate_from,
     (SELECT count(*) FROM users u WHERE u.domain_id = d.id AND u.migrated_at IS NOT NULL),
-    CAST(d.bin_days AS BIGINT), d.bin_counts_quota";
+    CAST(d.bin_days AS BIGINT), d.bin_counts_quota, d.self_service, d.app_passwords_only";
 
 fn domain_row<R: Row>(r: &R) -> Result<DomainDetail>
 where
@@ -46,6 +46,8 @@ where
             days: u32::try_from(r.try_get::<i64, _>(13)?).unwrap_or(0),
             counts_quota: r.try_get(14)?,
         },
+        self_service: r.try_get(15)?,
+        app_passwords_only: r.try_get(16)?,
     })
 }
 
@@ -422,7 +424,10 @@ where
         // only the term is lowered (`lower()` of 100,000 local parts took ~45 ms on Postgres).
         // The page's local parts are found in the index first (an `OFFSET` of 100,000 index
         // entries costs a few ms; of table rows, tens), then only those rows are read.
-        let search = search.to_lowercase();
+        // In NFC as well, as `LocalPart::parse` stores them: a decomposed `ö` finds `jöhn`.
+        let search = unicode_normalization::UnicodeNormalization::nfc(search)
+            .collect::<String>()
+            .to_lowercase();
         let search = search.as_str();
         // The search term is bound as $2 when there is one, the page's bounds after it.
         let (filter, limit_at, offset_at) = if search.is_empty() {

@@ -270,7 +270,7 @@ where
     async fn find_user(&self, address: &Address) -> Result<Option<UserAuth>> {
         let row = sqlx::query(
             "SELECT u.id, u.password_hash, u.scram_verifier,
-                    d.migrate_from IS NULL OR u.migrated_at IS NOT NULL
+                    d.migrate_from IS NULL OR u.migrated_at IS NOT NULL, d.app_passwords_only
              FROM users u JOIN domains d ON d.id = u.domain_id
              WHERE d.name = $1 AND u.localpart = $2 AND u.enabled AND d.enabled",
         )
@@ -284,6 +284,7 @@ where
                 password_hash: r.try_get(1)?,
                 scram: r.try_get(2)?,
                 migrated: r.try_get(3)?,
+                app_passwords_only: r.try_get(4)?,
             })
         })
         .transpose()
@@ -361,7 +362,10 @@ where
 
     async fn find_apop_user(&self, address: &Address) -> Result<Option<ApopUser>> {
         let row = sqlx::query(
-            "SELECT u.id, u.apop_secret, d.allow_apop FROM users u JOIN domains d ON d.id = u.domain_id
+            // An APOP secret is a second main password: a domain that requires app passwords
+            // refuses it too.
+            "SELECT u.id, u.apop_secret, d.allow_apop AND NOT d.app_passwords_only
+             FROM users u JOIN domains d ON d.id = u.domain_id
              WHERE d.name = $1 AND u.localpart = $2 AND u.enabled AND d.enabled",
         )
         .bind(address.domain.as_str())

@@ -10,12 +10,15 @@
 mod activity;
 mod admin;
 mod alarm;
+mod app_password;
 mod bin;
 mod bulletin;
 mod dedup;
 mod directory;
 mod maildrops;
+mod oauth;
 mod policies;
+mod self_service;
 mod trace;
 
 use std::sync::{Arc, OnceLock};

@@ -1905,9 +1905,12 @@ stories!(
 mod activity;
 mod admins;
 mod alarm;
+mod app_passwords;
 mod bin;
 mod bulletins;
 mod dashboard;
 mod dedup;
+mod oauth;
 mod search;
+mod self_service;
 mod traces;

@@ -105,4 +105,54 @@ async fn search_finds_users_by_prefix_and_domains_by_name_or_alias_in_scope(b: i
     assert_eq!(SearchTerm::parse("  "), None);
 }
 
-stories!(search_finds_users_by_prefix_and_domains_by_name_or_alias_in_scope);
+/// UTF-8 local parts (RFC 6531) sort after ASCII ones in byte order and are found by their
+/// start however the term is typed (upper case, a decomposed `ö`), the exact address too.
+async fn search_finds_utf8_local_parts(b: impl Backend) {
+    let s = b.open(lock("n1", 30_000)).await;
+    s.add_domain(&domain("bücher.example"))
+        .await
+        .expect("domain");
+    for a in [
+        "jöhn@bücher.example",
+        "john@bücher.example",
+        "jürgen@bücher.example",
+        "用户@bücher.example",
+    ] {
+        s.add_user(&addr(a), "$argon2id$x", None)
+            .await
+            .expect("user");
+    }
+    let term = |t: &str| SearchTerm::parse(t).expect("term");
+    let found = |hits: &SearchHits| users(hits);
+    let hits = s.search(&Scope::All, &term("j"), 10).await.expect("search");
+    assert_eq!(
+        found(&hits),
+        [
+            "john@xn--bcher-kva.example",
+            "jöhn@xn--bcher-kva.example",
+            "jürgen@xn--bcher-kva.example"
+        ]
+    );
+    for typed in ["JÖ", "jo\u{0308}"] {
+        let hits = s
+            .search(&Scope::All, &term(typed), 10)
+            .await
+            .expect("search");
+        assert_eq!(found(&hits), ["jöhn@xn--bcher-kva.example"], "{typed:?}");
+    }
+    let hits = s
+        .search(&Scope::All, &term("用"), 10)
+        .await
+        .expect("search");
+    assert_eq!(found(&hits), ["用户@xn--bcher-kva.example"]);
+    let hits = s
+        .search(&Scope::All, &term("JO\u{0308}HN@bücher.example"), 10)
+        .await
+        .expect("search");
+    assert_eq!(hits.exact, Some(addr("jöhn@bücher.example")));
+}
+
+stories!(
+    search_finds_users_by_prefix_and_domains_by_name_or_alias_in_scope,
+    search_finds_utf8_local_parts
+);

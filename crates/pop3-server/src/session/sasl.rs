@@ -6,10 +6,17 @@
 //! last `+ ` challenge, which the client answers with an empty line (POP3 has no "success with
 //! data", RFC 4422 §4); only then is the maildrop locked and `+OK` sent.
 //!
+//! OAUTHBEARER (RFC 7628) and XOAUTH2 check a bearer token through
+//! `Authenticator::authenticate_bearer`; a refused token gets the RFC 7628 error JSON as a last
+//! challenge, which the client answers with a dummy line before the `-ERR`. Both are offered only
+//! where PLAIN is (a bearer token is as much a credential as a password) and only while some
+//! domain has OAuth settings (asked of the store at each CAPA and bare AUTH: one indexed read).
+//!
 //! A challenge is `+ base64` (`Reply::Challenge`); `*` cancels with `-ERR`; a response that is
 //! not base64 ends the exchange with `-ERR`; the session goes on in AUTHORIZATION either way.
 
 use pop3_proto::{Reply, RespCode, SaslLineError, SaslResponse};
+use tenancy::oauth::{BearerError, BearerMechanism};
 use tenancy::{AuthError, Authenticated, ScramExchange};
 
 use super::{Session, State, error_reply};
@@ -30,7 +37,12 @@ pub(super) enum SaslExchange {
     /// SCRAM-SHA-256: server-first was sent; the next line is client-final.
     ScramFinal(Box<ScramExchange>),
     /// SCRAM-SHA-256: the proof was good and server-final was sent; an empty line logs in.
-    ScramDone(Authenticated),
+    /// Who logged in, and with which app password (`None`: the main password).
+    ScramDone(Authenticated, Option<i64>),
+    /// OAUTHBEARER or XOAUTH2 sent without an initial response: the next line is the message.
+    Bearer(BearerMechanism),
+    /// The token was refused and the error JSON sent; whatever the client answers, `-ERR`.
+    BearerFailed(BearerMechanism),
 }
 
 impl SaslExchange {
@@ -39,9 +51,10 @@ impl SaslExchange {
         match self {
             SaslExchange::Plain => "PLAIN",
             SaslExchange::LoginUser | SaslExchange::LoginPass { .. } => "LOGIN",
-            SaslExchange::ScramFirst | SaslExchange::ScramFinal(_) | SaslExchange::ScramDone(_) => {
-                "SCRAM-SHA-256"
-            }
+            SaslExchange::ScramFirst
+            | SaslExchange::ScramFinal(_)
+            | SaslExchange::ScramDone(..) => "SCRAM-SHA-256",
+            SaslExchange::Bearer(m) | SaslExchange::BearerFailed(m) => m.name(),
         }
     }
 }
@@ -49,19 +62,24 @@ impl SaslExchange {
 impl Session {
     /// CAPA's `SASL` line, or `None` to offer no mechanism on this connection. The one place
     /// that decides what CAPA says about SASL (before and after login alike).
-    pub(super) fn sasl_capability(&self) -> Option<String> {
-        Some(format!("SASL {}", self.mechanisms().join(" ")))
+    pub(super) async fn sasl_capability(&self) -> Option<String> {
+        Some(format!("SASL {}", self.mechanisms().await.join(" ")))
     }
 
     /// The mechanisms offered here: PLAIN and LOGIN send the password itself, so only where
-    /// cleartext passwords are allowed (TLS, loopback, `auth.cleartext_networks`).
-    pub(super) fn mechanisms(&self) -> Vec<&'static str> {
+    /// cleartext passwords are allowed (TLS, loopback, `auth.cleartext_networks`); so do the
+    /// bearer mechanisms, there only while some domain has OAuth on.
+    pub(super) async fn mechanisms(&self) -> Vec<&'static str> {
         let cleartext = self.cleartext_allowed();
-        MECHANISMS
+        let mut mechanisms: Vec<&'static str> = MECHANISMS
             .iter()
             .copied()
             .filter(|m| cleartext || !matches!(*m, "PLAIN" | "LOGIN"))
-            .collect()
+            .collect();
+        if cleartext && self.services.auth.oauth_offered().await {
+            mechanisms.extend(BearerMechanism::ALL.map(BearerMechanism::name));
+        }
+        mechanisms
     }
 
     /// `AUTH mechanism [initial-response]` in AUTHORIZATION.
@@ -75,6 +93,22 @@ impl Session {
                 None,
                 "plaintext login is not allowed here; use STLS first".into(),
             );
+        }
+        if let Some(bearer) = BearerMechanism::parse(mechanism) {
+            if !self.cleartext_allowed() {
+                return Reply::Err(
+                    None,
+                    "bearer tokens are not allowed here; use STLS first".into(),
+                );
+            }
+            // Not offered, not taken: CAPA and AUTH agree.
+            if !self.services.auth.oauth_offered().await {
+                return Reply::Err(None, "unsupported SASL mechanism".into());
+            }
+            return match initial {
+                Some(message) => self.bearer(bearer, message.as_bytes()).await,
+                None => self.challenge(Vec::new(), SaslExchange::Bearer(bearer)),
+            };
         }
         match (mechanism, initial) {
             ("PLAIN", Some(message)) => self.plain(message.as_bytes()).await,
@@ -119,19 +153,47 @@ impl Session {
                 match self
                     .services
                     .auth
-                    .scram_finish(*exchange, response.as_bytes())
+                    .scram_finish_device(*exchange, response.as_bytes())
                     .await
                 {
-                    Ok((who, server_final)) => {
-                        self.challenge(server_final.into_bytes(), SaslExchange::ScramDone(who))
-                    }
+                    Ok((who, server_final, device)) => self.challenge(
+                        server_final.into_bytes(),
+                        SaslExchange::ScramDone(who, device),
+                    ),
                     Err(e) => error_reply("SCRAM login", &e),
                 }
             }
-            SaslExchange::ScramDone(who) if response.as_bytes().is_empty() => {
-                self.enter_transaction(who, "SCRAM-SHA-256").await
+            SaslExchange::ScramDone(who, device) if response.as_bytes().is_empty() => {
+                self.enter_transaction_as(who, "SCRAM-SHA-256", device)
+                    .await
             }
-            SaslExchange::ScramDone(_) => rejected(),
+            SaslExchange::ScramDone(..) => rejected(),
+            SaslExchange::Bearer(m) => self.bearer(m, response.as_bytes()).await,
+            // RFC 7628 §3.2.3: the client's dummy answer to the error challenge.
+            SaslExchange::BearerFailed(_) => rejected(),
+        }
+    }
+
+    /// An OAUTHBEARER or XOAUTH2 message: log in, or send the error challenge.
+    async fn bearer(&mut self, mechanism: BearerMechanism, message: &[u8]) -> Reply {
+        self.login_ctx.mechanism = Some(mechanism.name());
+        let checked = match mechanism.parse_message(message) {
+            Ok(message) => {
+                self.trace.named(&message.login);
+                self.services
+                    .auth
+                    .authenticate_bearer(&message, &self.login_ctx)
+                    .await
+            }
+            Err(failure) => Err(BearerError::Rejected(failure)),
+        };
+        match checked {
+            Ok(who) => self.enter_transaction(who, mechanism.name()).await,
+            Err(BearerError::Rejected(failure)) => self.challenge(
+                mechanism.error_challenge(failure),
+                SaslExchange::BearerFailed(mechanism),
+            ),
+            Err(BearerError::Auth(e)) => error_reply("OAuth login", &e),
         }
     }
 

@@ -10,10 +10,12 @@ use super::{DomainName, LocalPart};
 use crate::convert::*;
 use crate::*;
 
-/// The upper end of the range of strings starting with `prefix`: local parts are printable
-/// ASCII, all below DEL, and both backends compare them bytewise here.
+/// The upper end of the range of strings starting with `prefix`. Both backends compare local
+/// parts bytewise here, which for UTF-8 is code point order, and no local part holds U+10FFFF
+/// (a noncharacter, refused by `LocalPart::parse`): every `prefix…` sorts below
+/// `prefix\u{10FFFF}`, the UTF-8 ones (`jöhn` for `j`) included.
 fn prefix_end(prefix: &str) -> String {
-    format!("{prefix}\u{7f}")
+    format!("{prefix}\u{10FFFF}")
 }
 
 pub(super) async fn search<D: Dialect>(
@@ -133,10 +135,19 @@ mod tests {
     #[test]
     fn the_prefix_range_holds_every_local_part_with_the_prefix() {
         let end = prefix_end("jo");
-        for inside in ["jo", "john", "jo~~", "jo.smith", "jo-9"] {
+        for inside in [
+            "jo",
+            "john",
+            "jo~~",
+            "jo.smith",
+            "jo-9",
+            "joë",
+            "jo用户",
+            "jo\u{FFFD}",
+        ] {
             assert!(inside >= "jo" && inside < end.as_str(), "{inside}");
         }
-        for outside in ["j", "jn", "jp", "k"] {
+        for outside in ["j", "jn", "jp", "k", "jö", "j\u{7f}"] {
             assert!(!(outside >= "jo" && outside < end.as_str()), "{outside}");
         }
     }

@@ -392,6 +392,116 @@ fn postfix_authenticates_looks_up_and_delivers_through_pophost() {
     assert!(!out.contains("DATA"), "refused before DATA: {out}");
 }
 
+/// Python's `smtplib` through Postfix's submission port with SASL `mech`, the base64 of
+/// `message` as the initial response (as Thunderbird sends XOAUTH2 and OAUTHBEARER over SMTP):
+/// the server's reply code to AUTH.
+const SMTPLIB_BEARER: &str = r#"
+import base64, smtplib, sys
+host, port, mech, message = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+s = smtplib.SMTP(host, port, timeout=120)
+s.ehlo('client.test')
+print('offered', s.esmtp_features.get('auth', ''))
+code, text = s.docmd('AUTH', mech + ' ' + base64.b64encode(message.encode()).decode())
+print('auth', code)
+if code == 334:
+    code, text = s.docmd('AQ==' if mech == 'OAUTHBEARER' else '')
+    print('final', code)
+s.quit()
+"#;
+
+fn smtplib_bearer(postfix: &Postfix, mech: &str, message: &[u8]) -> String {
+    let out = run(Command::new("python3").args([
+        "-c",
+        SMTPLIB_BEARER,
+        "127.0.0.1",
+        &postfix.submission.port().to_string(),
+        mech,
+        std::str::from_utf8(message).expect("utf-8"),
+    ]));
+    assert!(out.status.success(), "{}\n{}", show(&out), postfix.log());
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A real Postfix authenticates customers' devices the modern ways (issue 22): an app password
+/// (swaks, PLAIN and LOGIN) and an OAuth token (Python's smtplib, XOAUTH2 and OAUTHBEARER) log in
+/// for SMTP submission through pophost's auth service; a revoked app password and a token for
+/// another mailbox are refused; with `--app-passwords-only` the main password is refused too.
+#[test]
+fn postfix_takes_app_passwords_and_oauth_tokens_for_submission() {
+    use tenancy::oauth::testing::{self, TestKey};
+
+    use crate::oauth::{JwksServer, set_oauth, token_for};
+
+    let ports = Ports::new();
+    let server = ports.serve(Data::new());
+    provision(&server);
+    let key = TestKey::ec("ec-1");
+    let jwks = JwksServer::start(testing::jwks(&[&key]));
+    // Before Postfix's first smtpd asks pophost for its mechanisms.
+    set_oauth(&server, &jwks.url);
+    let out = server.cli(&["user", "app-password", "add", JOHN, "--label", "phone"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let device = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let postfix = Postfix::start(&ports, false);
+
+    let submit = |mech: &str, password: &str| {
+        postfix.submit(&[
+            "--to",
+            JOHN,
+            "--auth",
+            mech,
+            "--auth-user",
+            JOHN,
+            "--auth-password",
+            password,
+            "--quit-after",
+            "AUTH",
+        ])
+    };
+    for mech in ["PLAIN", "LOGIN"] {
+        let (ok, out) = submit(mech, &device);
+        assert!(
+            ok && out.contains("235 "),
+            "{mech}: {out}\n{}",
+            postfix.log()
+        );
+    }
+    let listed = server.cli(&["user", "app-password", "list", JOHN]);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(listed.contains("MTA"), "last use recorded: {listed}");
+
+    let token = token_for(&key, JOHN);
+    for (mech, message) in [
+        ("XOAUTH2", testing::xoauth2(JOHN, &token)),
+        ("OAUTHBEARER", testing::oauthbearer(JOHN, &token)),
+    ] {
+        let out = smtplib_bearer(&postfix, mech, &message);
+        assert!(out.contains(mech), "offered by Postfix: {out}");
+        assert!(out.contains("auth 235"), "{mech}: {out}\n{}", postfix.log());
+    }
+    // Mary's token is no key to John's mailbox.
+    let marys = token_for(&key, MARY);
+    let out = smtplib_bearer(&postfix, "XOAUTH2", &testing::xoauth2(JOHN, &marys));
+    assert!(!out.contains(" 235") && out.contains(" 535"), "{out}");
+
+    let out = server.cli(&["user", "app-password", "revoke", JOHN, "--label", "phone"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let (ok, out) = submit("PLAIN", &device);
+    assert!(!ok && out.contains("535 "), "revoked: {out}");
+    let (ok, out) = submit("PLAIN", PASSWORD);
+    assert!(ok && out.contains("235 "), "main password: {out}");
+    let out = server.cli(&[
+        "domain",
+        "set",
+        "example.com",
+        "--app-passwords-only",
+        "true",
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let (ok, out) = submit("PLAIN", PASSWORD);
+    assert!(!ok && out.contains("535 "), "app passwords only: {out}");
+}
+
 #[test]
 fn postfix_defers_while_pophost_is_down_and_delivers_each_message_once_after() {
     let ports = Ports::new();

@@ -29,7 +29,7 @@ use crate::state::AppState;
 /// The session cookie. `__Host-`: Secure, Path=/, no Domain, so no other host can set it.
 pub const SESSION_COOKIE: &str = "__Host-pophost-session";
 /// The largest form body the CSRF check reads.
-pub(crate) const FORM_LIMIT: usize = 64 * 1024;
+const FORM_LIMIT: usize = 64 * 1024;
 
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = AppError;
@@ -178,30 +178,7 @@ pub async fn browser(
     let had_flash = actor.flash.is_some();
     let (mut parts, body) = req.into_parts();
     let body = if unsafe_method {
-        // The account import's form carries a whole CSV file; every other form is small.
-        let import = parts
-            .extensions
-            .get::<MatchedPath>()
-            .is_some_and(|p| p.as_str() == crate::pages::import::PATH);
-        let limit = if import {
-            crate::api::IMPORT_LIMIT
-        } else {
-            FORM_LIMIT
-        };
-        let bytes = to_bytes(body, limit)
-            .await
-            .map_err(|_| AppError::BadRequest("form too large".into()))?;
-        let sent = if import && is_multipart(&parts.headers) {
-            multipart_field(&parts.headers, bytes.clone(), "_csrf").await
-        } else {
-            form_field(&bytes, "_csrf")
-        }
-        .unwrap_or_default();
-        let expected = actor.csrf.as_deref().unwrap_or_default();
-        if expected.is_empty() || !secrets_equal(&sent, expected) {
-            return Err(AppError::Csrf);
-        }
-        Body::from(bytes)
+        csrf_checked(&parts, body, actor.csrf.as_deref().unwrap_or_default()).await?
     } else {
         body
     };
@@ -209,6 +186,39 @@ pub async fn browser(
     let mut res = next.run(Request::from_parts(parts, body)).await;
     crate::flash::clear_if_shown(had_flash, &mut res);
     Ok(res)
+}
+
+/// A state-changing browser request's body, read within its size limit, once its `_csrf` field
+/// matches the session's token `expected` (an empty one matches nothing). The one CSRF check of
+/// the admin pages and the self-service pages.
+pub(crate) async fn csrf_checked(
+    parts: &axum::http::request::Parts,
+    body: Body,
+    expected: &str,
+) -> Result<Body, AppError> {
+    // The account import's form carries a whole CSV file; every other form is small.
+    let import = parts
+        .extensions
+        .get::<MatchedPath>()
+        .is_some_and(|p| p.as_str() == crate::pages::import::PATH);
+    let limit = if import {
+        crate::api::IMPORT_LIMIT
+    } else {
+        FORM_LIMIT
+    };
+    let bytes = to_bytes(body, limit)
+        .await
+        .map_err(|_| AppError::BadRequest("form too large".into()))?;
+    let sent = if import && is_multipart(&parts.headers) {
+        multipart_field(&parts.headers, bytes.clone(), "_csrf").await
+    } else {
+        form_field(&bytes, "_csrf")
+    }
+    .unwrap_or_default();
+    if expected.is_empty() || !secrets_equal(&sent, expected) {
+        return Err(AppError::Csrf);
+    }
+    Ok(Body::from(bytes))
 }
 
 pub(crate) fn is_multipart(headers: &HeaderMap) -> bool {

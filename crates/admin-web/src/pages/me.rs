@@ -10,7 +10,6 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::body::{Body, to_bytes};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -22,13 +21,10 @@ use axum_extra::extract::cookie::{Cookie, CookieJar};
 use mailstore::BinSelection;
 use serde::Deserialize;
 
-use crate::auth::{
-    self, ClientIp, FORM_LIMIT, client_ip, form_field, hash_secret, origin_ok, random_token,
-    secrets_equal,
-};
+use crate::auth::{self, ClientIp, client_ip, hash_secret, origin_ok, random_token};
 use crate::error::AppError;
 use crate::flash::{self, Flash};
-use crate::pages::signin::{Attempt, Throttle, network_of, pre_cookie_ok};
+use crate::pages::signin::{Attempt, SigninForm, Throttle, network_of, pre_cookie_ok};
 use crate::pages::{human_bytes, human_time};
 use crate::password::PasswordFor;
 use crate::provision::activity::LoginJson;
@@ -128,14 +124,7 @@ async fn session(
     let had_flash = session.flash.is_some();
     let (mut parts, body) = req.into_parts();
     let body = if unsafe_method {
-        let bytes = to_bytes(body, FORM_LIMIT)
-            .await
-            .map_err(|_| AppError::BadRequest("form too large".into()))?;
-        let sent = form_field(&bytes, "_csrf").unwrap_or_default();
-        if session.csrf.is_empty() || !secrets_equal(&sent, &session.csrf) {
-            return Err(AppError::Csrf);
-        }
-        Body::from(bytes)
+        crate::auth::csrf_checked(&parts, body, &session.csrf).await?
     } else {
         body
     };
@@ -199,16 +188,6 @@ struct SigninPage {
     pre: String,
     email: String,
     error: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct SigninForm {
-    #[serde(default)]
-    email: String,
-    #[serde(default)]
-    password: String,
-    #[serde(default)]
-    _pre: String,
 }
 
 /// The form, with a fresh double-submit token.

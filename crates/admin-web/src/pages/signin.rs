@@ -55,14 +55,15 @@ struct SigninPage {
     bootstrap: Option<String>,
 }
 
+/// The sign-in form of the admin pages and of the self-service pages alike.
 #[derive(Deserialize)]
-struct SigninForm {
+pub(crate) struct SigninForm {
     #[serde(default)]
-    email: String,
+    pub(crate) email: String,
     #[serde(default)]
-    password: String,
+    pub(crate) password: String,
     #[serde(default)]
-    _pre: String,
+    pub(crate) _pre: String,
 }
 
 /// The form, with a fresh double-submit token.

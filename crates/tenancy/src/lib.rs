@@ -195,6 +195,16 @@ impl Authenticator {
         }
         let mut attempt = self.count_and_wait(address, ctx).await?;
         attempt.refused_by = named.refused_by;
+        // A password shaped like an app password is tried against the user's app passwords
+        // first (only those whose tag matches get an argon2 check), so a device's login costs
+        // one argon2 like a main password's; the main password is checked only when none matched.
+        let device = match user.as_ref().map(|u| u.id) {
+            Some(id) => self
+                .app_password_matching(id, &mailbox, password, false)
+                .await
+                .map(|(device, _)| device),
+            None => None,
+        };
         // A domain that requires app passwords still pays for a main-password check (against
         // the dummy hash), so its failures cost what others' do.
         let main_allowed = user.as_ref().is_some_and(|u| !u.app_passwords_only);
@@ -203,27 +213,17 @@ impl Authenticator {
             Some(u) => (Some(u.id), self.dummy_hash.clone()),
             None => (None, self.dummy_hash.clone()),
         };
-        let ok = main_allowed && self.hashers.verify(password.to_vec(), hash.clone()).await;
-        if !main_allowed {
-            let _ = self.hashers.verify(password.to_vec(), hash.clone()).await;
-        }
-        let device = match id {
-            Some(id) if !ok => self
-                .app_password_matching(id, &mailbox, password, false)
-                .await
-                .map(|(device, _)| device),
-            _ => None,
-        };
-        match (id, attempt.address.clone()) {
-            (Some(id), Some(address)) if device.is_some() => {
+        let checked =
+            device.is_none() && self.hashers.verify(password.to_vec(), hash.clone()).await;
+        let ok = main_allowed && checked;
+        match (id, attempt.address.clone(), device) {
+            (Some(id), Some(address), Some(device)) => {
                 self.succeeded(&attempt).await;
-                if let Some(device) = device {
-                    let mechanism = ctx.mechanism.unwrap_or("MTA");
-                    self.app_password_used(device, ctx.peer_ip, mechanism).await;
-                }
-                Ok((Authenticated { user: id, address }, device))
+                let mechanism = ctx.mechanism.unwrap_or("MTA");
+                self.app_password_used(device, ctx.peer_ip, mechanism).await;
+                Ok((Authenticated { user: id, address }, Some(device)))
             }
-            (Some(id), Some(address)) if ok => {
+            (Some(id), Some(address), None) if ok => {
                 self.succeeded(&attempt).await;
                 let hash = self.upgrade(id, password, hash).await;
                 self.cache.put(&mailbox, password, &hash, id);

@@ -110,6 +110,10 @@ pub async fn serve<F, Fut>(
                 continue;
             }
         };
+        // Every reply is written whole, so Nagle only delays: a TLS server's session tickets
+        // and the greeting right after them are two small writes, and the greeting waited for
+        // the client's delayed ACK (~40 ms per POP3S connection).
+        let _ = stream.set_nodelay(true);
         metrics::counter!("pophost_connections_total", "listener" => name).increment(1);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             metrics::counter!("pophost_connections_refused_total", "listener" => name, "reason" => "busy")
@@ -321,6 +325,29 @@ mod tests {
             all.push_str(&rest);
         }
         (all, me)
+    }
+
+    #[tokio::test]
+    async fn connections_are_handed_over_with_nagle_off() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let options = Options {
+            name: "test",
+            max_connections: 10,
+            grace: Duration::from_millis(200),
+            busy_reply: b"BUSY\r\n",
+            proxy: ProxyPolicy::Off,
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let done = tokio::spawn(serve(listener, options, shutdown.clone(), move |conn, _| {
+            let _ = tx.send(conn.stream.get_ref().nodelay().expect("nodelay"));
+            async {}
+        }));
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        assert_eq!(rx.recv().await, Some(true));
+        shutdown.cancel();
+        done.await.expect("serve");
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ mod alarm;
 mod app_password;
 mod batch;
 mod bin;
+mod bulk;
 mod bulletin;
 mod convert;
 mod dedup;
@@ -40,6 +41,7 @@ pub use admin::*;
 pub use alarm::*;
 pub use app_password::*;
 pub use bin::*;
+pub use bulk::*;
 pub use bulletin::*;
 pub use dedup::{DedupKey, Deduplication};
 pub use error::{Result, StoreError};
@@ -359,6 +361,7 @@ pub trait Store:
     + OAuthSettings
     + SelfService
     + AppPasswords
+    + BulkLoad
 {
 }
 impl<
@@ -374,7 +377,8 @@ impl<
         + Alarms
         + OAuthSettings
         + SelfService
-        + AppPasswords,
+        + AppPasswords
+        + BulkLoad,
 > Store for T
 {
 }

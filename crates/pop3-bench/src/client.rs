@@ -1,40 +1,117 @@
 //! Minimal POP3 and LMTP clients: just what the scenarios send, with replies checked and
 //! multi-line responses consumed by scanning for the terminator (no per-line work), so the loader
-//! stays cheap next to the server it measures.
+//! stays cheap next to the server it measures. POP3 runs over plain TCP or implicit TLS (POP3S):
+//! one `Tls` (one rustls `ClientConfig`, one session store) is shared by every connection.
+
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use rustls::client::Resumption;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, HandshakeKind, RootCertStore};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_rustls::TlsConnector;
+
+/// A byte stream a POP3 client runs over: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Implicit TLS for every connection of a run: TLS 1.3 only (ring), the server checked against
+/// the certificates of a PEM file (a CA, or the server's own certificate if it is one), and
+/// session resumption by tickets on or off. Cheap to share: every connection uses the same
+/// `ClientConfig`, so with resumption on a reconnecting client finds the tickets an earlier
+/// connection (of any client) received.
+pub struct Tls {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl Tls {
+    /// `ca`: PEM file of trusted certificates; `name`: the server name to send (SNI) and check.
+    pub fn new(ca: &Path, name: &str, resume: bool) -> Result<Self> {
+        let pem = std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
+        let mut roots = RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(&pem) {
+            roots
+                .add(c.with_context(|| format!("{}: bad PEM", ca.display()))?)
+                .with_context(|| format!("{}: certificate refused", ca.display()))?;
+        }
+        if roots.is_empty() {
+            bail!("{}: no certificate", ca.display());
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.resumption = if resume {
+            // Tickets are single-use and kept per server name: room for many, as every
+            // connection of the run talks to the same name.
+            Resumption::store(Arc::new(rustls::client::ClientSessionMemoryCache::new(
+                4096,
+            )))
+        } else {
+            Resumption::disabled()
+        };
+        Ok(Tls {
+            connector: TlsConnector::from(Arc::new(config)),
+            name: ServerName::try_from(name.to_string())
+                .with_context(|| format!("bad server name {name:?}"))?,
+        })
+    }
+}
 
 /// One POP3 connection.
 pub struct Pop3 {
-    r: BufReader<OwnedReadHalf>,
-    w: OwnedWriteHalf,
+    s: BufReader<Box<dyn Io>>,
     line: Vec<u8>,
+    out: Vec<u8>,
+    /// With TLS: whether the handshake resumed an earlier session.
+    pub resumed: Option<bool>,
 }
 
 impl Pop3 {
-    /// Connects and reads the greeting.
-    pub async fn connect(addr: &str) -> Result<Self> {
+    /// Connects (with `tls`, completing the TLS handshake) and reads the greeting.
+    pub async fn connect_with(addr: &str, tls: Option<&Tls>) -> Result<Self> {
         let s = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connect {addr}"))?;
         s.set_nodelay(true)?;
-        let (r, w) = s.into_split();
+        let (io, resumed): (Box<dyn Io>, _) = match tls {
+            None => (Box::new(s), None),
+            Some(t) => {
+                let s = t
+                    .connector
+                    .connect(t.name.clone(), s)
+                    .await
+                    .with_context(|| format!("TLS handshake with {addr}"))?;
+                let kind = s.get_ref().1.handshake_kind();
+                (Box::new(s), Some(kind == Some(HandshakeKind::Resumed)))
+            }
+        };
         let mut c = Pop3 {
-            r: BufReader::with_capacity(64 * 1024, r),
-            w,
+            s: BufReader::with_capacity(64 * 1024, io),
             line: Vec::new(),
+            out: Vec::new(),
+            resumed,
         };
         c.status().await.context("greeting")?;
         Ok(c)
     }
 
+    /// Connects over plain TCP and reads the greeting.
+    pub async fn connect(addr: &str) -> Result<Self> {
+        Self::connect_with(addr, None).await
+    }
+
     /// Reads one status line; `Err` unless it is `+OK`. Returns the text after `+OK `.
     async fn status(&mut self) -> Result<String> {
         self.line.clear();
-        let n = self.r.read_until(b'\n', &mut self.line).await?;
+        let n = self.s.read_until(b'\n', &mut self.line).await?;
         if n == 0 {
             bail!("connection closed");
         }
@@ -51,10 +128,13 @@ impl Pop3 {
         )
     }
 
-    /// Sends one command line and reads its status line.
+    /// Sends one command line (in one write: one TLS record) and reads its status line.
     pub async fn cmd(&mut self, line: &str) -> Result<String> {
-        self.w.write_all(line.as_bytes()).await?;
-        self.w.write_all(b"\r\n").await?;
+        self.out.clear();
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+        self.s.get_mut().write_all(&self.out).await?;
+        self.s.get_mut().flush().await?;
         self.status()
             .await
             .with_context(|| line.split(' ').next().unwrap_or("").to_string())
@@ -93,7 +173,7 @@ impl Pop3 {
         let mut tail: Vec<u8> = b"\r\n".to_vec();
         let mut consumed = 0u64;
         loop {
-            let buf = self.r.fill_buf().await?;
+            let buf = self.s.fill_buf().await?;
             if buf.is_empty() {
                 bail!("connection closed in a multi-line reply");
             }
@@ -104,7 +184,7 @@ impl Pop3 {
                 _ => memchr::memmem::find(buf, END).map(|i| i + END.len()),
             };
             if let Some(end) = end {
-                self.r.consume(end);
+                self.s.consume(end);
                 return Ok((consumed + end as u64).saturating_sub(3));
             }
             let n = buf.len();
@@ -114,7 +194,7 @@ impl Pop3 {
                 seam[seam.len().saturating_sub(4)..].to_vec()
             };
             consumed += n as u64;
-            self.r.consume(n);
+            self.s.consume(n);
         }
     }
 

@@ -292,7 +292,9 @@ pub enum DomainCommand {
     /// OAuth 2.0 sign-in: the identity provider whose bearer tokens log the domain's users in
     /// (POP3 and SMTP AUTH: OAUTHBEARER, XOAUTH2).
     #[command(subcommand)]
-    Oauth(OAuthCommand),
+    Oauth(OAuthCommand),    /// Add N users sharing one password, with M generated messages each, stored as LMTP
+    /// stores mail (a staging system of realistic size, or a benchmark).
+    Generate(crate::generate::GenerateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -880,6 +882,9 @@ pub async fn provision(settings: &Settings, command: Command) -> anyhow::Result<
             format!("removed alias {alias}")
         }
         Command::Domain(DomainCommand::Oauth(command)) => oauth(&roles, &cli, command).await?,
+        Command::Domain(DomainCommand::Generate(args)) => {
+            crate::generate::run(store.clone(), &roles, &cli, args).await?
+        }
         Command::Domain(DomainCommand::Alias(AliasCommand::List)) => dir
             .list_aliases()
             .await?

@@ -10,6 +10,7 @@ pub mod bulletins;
 pub mod cli;
 pub mod config;
 pub mod first_login;
+pub mod generate;
 pub mod import;
 pub mod pull;
 pub mod retention;

@@ -118,11 +118,19 @@ impl Certificates {
     }
 
     /// A rustls server config (TLS 1.2 and 1.3, ring) resolving through these certificates.
+    ///
+    /// Session resumption by stateless tickets (RFC 8446 §4.6.1, RFC 5077 for TLS 1.2): the
+    /// ticket keys live only in this process's memory (never on disk), a new key every 6 hours
+    /// with the previous one still accepted (rustls's ring `Ticketer`), so a ticket resumes for
+    /// up to 12 hours and only on the frontend that issued it. Stateless tickets cost no server
+    /// memory per client, unlike the session-ID cache (kept too, at rustls's default of 256
+    /// entries, for TLS 1.2 clients without ticket support). Two tickets per TLS 1.3 handshake.
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, rustls::Error> {
-        let config = ServerConfig::builder_with_provider(provider())
+        let mut config = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(Resolver(self.clone())));
+        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
         Ok(Arc::new(config))
     }
 
@@ -348,6 +356,69 @@ mod tests {
         })
         .expect_err("mismatch");
         assert!(e.to_string().starts_with("tls.key: "), "{e}");
+    }
+
+    /// A client reconnecting with the ticket of its first connection resumes (TLS 1.3 and
+    /// TLS 1.2), and only with this server's ticket keys: another config's server does a
+    /// full handshake.
+    #[test]
+    fn a_second_connection_resumes_by_ticket() {
+        use rustls::{ClientConfig, ClientConnection, HandshakeKind, ServerConnection};
+        let tmp = tempfile::tempdir().expect("tmp");
+        let certs =
+            Certificates::load(self_signed(&tmp.path().join("tls")).expect("cert")).expect("load");
+        let server = certs.server_config().expect("config");
+        let other = certs.server_config().expect("config");
+        // Stateless tickets (no per-client server memory), not only the session-ID cache.
+        assert!(server.ticketer.enabled());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(tmp.path().join("tls/cert.pem")).expect("read cert")
+        {
+            roots.add(c.expect("pem")).expect("root");
+        }
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let client = Arc::new(
+                ClientConfig::builder_with_provider(provider())
+                    .with_protocol_versions(&[version])
+                    .expect("versions")
+                    .with_root_certificates(roots.clone())
+                    .with_no_client_auth(),
+            );
+            let handshake = |server: &Arc<ServerConfig>| {
+                let name = "localhost".try_into().expect("name");
+                let mut c = ClientConnection::new(client.clone(), name).expect("client");
+                let mut s = ServerConnection::new(server.clone()).expect("server");
+                // Shuttle records both ways until neither side has more to say (the TLS 1.3
+                // tickets come after the handshake).
+                for _ in 0..20 {
+                    let mut buf = Vec::new();
+                    while c.wants_write() {
+                        c.write_tls(&mut buf).expect("client write");
+                    }
+                    let mut rd = &buf[..];
+                    while !rd.is_empty() {
+                        s.read_tls(&mut rd).expect("server read");
+                        s.process_new_packets().expect("server process");
+                    }
+                    let mut buf = Vec::new();
+                    while s.wants_write() {
+                        s.write_tls(&mut buf).expect("server write");
+                    }
+                    let mut rd = &buf[..];
+                    while !rd.is_empty() {
+                        c.read_tls(&mut rd).expect("client read");
+                        c.process_new_packets().expect("client process");
+                    }
+                }
+                assert!(!c.is_handshaking() && !s.is_handshaking());
+                (c.handshake_kind(), s.handshake_kind())
+            };
+            let full = Some(HandshakeKind::Full);
+            let resumed = Some(HandshakeKind::Resumed);
+            assert_eq!(handshake(&server), (full, full), "{version:?}");
+            assert_eq!(handshake(&server), (resumed, resumed), "{version:?}");
+            assert_eq!(handshake(&other), (full, full), "{version:?}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod admin;
 mod alarm;
 mod app_password;
 mod bin;
+mod bulk;
 mod bulletin;
 mod dedup;
 mod directory;

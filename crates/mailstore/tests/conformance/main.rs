@@ -1907,6 +1907,7 @@ mod admins;
 mod alarm;
 mod app_passwords;
 mod bin;
+mod bulk;
 mod bulletins;
 mod dashboard;
 mod dedup;

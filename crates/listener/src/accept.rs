@@ -340,10 +340,15 @@ mod tests {
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
-        let done = tokio::spawn(serve(listener, options, shutdown.clone(), move |conn, _| {
-            let _ = tx.send(conn.stream.get_ref().nodelay().expect("nodelay"));
-            async {}
-        }));
+        let done = tokio::spawn(serve(
+            listener,
+            options,
+            shutdown.clone(),
+            move |conn, _| {
+                let _ = tx.send(conn.stream.get_ref().nodelay().expect("nodelay"));
+                async {}
+            },
+        ));
         let _client = TcpStream::connect(addr).await.expect("connect");
         assert_eq!(rx.recv().await, Some(true));
         shutdown.cancel();

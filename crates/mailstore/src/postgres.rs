@@ -188,10 +188,10 @@ static LOCK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          FROM taken JOIN users u ON u.id = taken.user_id
          WHERE $6
      ), counted AS (
-         INSERT INTO hourly_stats (hour, domain_id, logins)
-         SELECT floor(extract(epoch FROM {now}) / 3600)::BIGINT, u.domain_id, 1
+         INSERT INTO hourly_stats (hour, domain_id, shard, logins)
+         SELECT floor(extract(epoch FROM {now}) / 3600)::BIGINT, u.domain_id, u.id % 16, 1
          FROM taken JOIN users u ON u.id = taken.user_id
-         ON CONFLICT (hour, domain_id) DO UPDATE SET logins = hourly_stats.logins + 1
+         ON CONFLICT (hour, domain_id, shard) DO UPDATE SET logins = hourly_stats.logins + 1
      ), touched AS (
          UPDATE users SET last_login_at = {now}
          WHERE id IN (SELECT user_id FROM taken)
@@ -557,7 +557,7 @@ const STORE_PARCELS: &str = "
     stats AS (INSERT INTO hourly_stats (hour, domain_id, delivered)
               SELECT floor(extract(epoch FROM clock_timestamp()) / 3600)::BIGINT, id, messages
               FROM unnest($14::BIGINT[], $16::BIGINT[]) AS t(id, messages)
-              ON CONFLICT (hour, domain_id)
+              ON CONFLICT (hour, domain_id, shard)
                   DO UPDATE SET delivered = hourly_stats.delivered + EXCLUDED.delivered)
     INSERT INTO messages (user_id, uid, blob_id, prefix, size)
     SELECT t.user_id, $6 || '.' || nextval('message_uids'), p.id, t.prefix, t.size

@@ -174,9 +174,9 @@ impl Dialect for Sqlite {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO hourly_stats (hour, domain_id, logins)
-             SELECT $1, domain_id, 1 FROM users WHERE id = $2
-             ON CONFLICT (hour, domain_id) DO UPDATE SET logins = logins + 1",
+            "INSERT INTO hourly_stats (hour, domain_id, shard, logins)
+             SELECT $1, domain_id, id % 16, 1 FROM users WHERE id = $2
+             ON CONFLICT (hour, domain_id, shard) DO UPDATE SET logins = logins + 1",
         )
         .bind(now / 3_600_000)
         .bind(user.0)
@@ -366,7 +366,8 @@ impl Dialect for Sqlite {
         sqlx::query(
             "INSERT INTO hourly_stats (hour, domain_id, delivered)
              SELECT $1, value ->> 0, value ->> 2 FROM json_each($2) WHERE true
-             ON CONFLICT (hour, domain_id) DO UPDATE SET delivered = delivered + excluded.delivered",
+             ON CONFLICT (hour, domain_id, shard)
+             DO UPDATE SET delivered = delivered + excluded.delivered",
         )
         .bind(now / 3_600_000)
         .bind(json_usage(&p.domain_usage))

@@ -86,9 +86,9 @@ where
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO hourly_stats (hour, domain_id, failed_logins)
-             SELECT $2, domain_id, 1 FROM users WHERE id = $1
-             ON CONFLICT (hour, domain_id)
+            "INSERT INTO hourly_stats (hour, domain_id, shard, failed_logins)
+             SELECT $2, domain_id, id % 16, 1 FROM users WHERE id = $1
+             ON CONFLICT (hour, domain_id, shard)
              DO UPDATE SET failed_logins = hourly_stats.failed_logins + 1",
         )
         .bind(user.0)
@@ -147,7 +147,7 @@ where
         let count = match domain {
             Some(domain) => sqlx::query(
                 "INSERT INTO hourly_stats (hour, domain_id, failed_logins) VALUES ($1, $2, 1)
-                 ON CONFLICT (hour, domain_id)
+                 ON CONFLICT (hour, domain_id, shard)
                  DO UPDATE SET failed_logins = hourly_stats.failed_logins + 1",
             )
             .bind(hour)

@@ -101,7 +101,7 @@ async fn top_lists_rank_storage_and_logins_in_range_and_scope<B: Backend + Raw>(
          ({hour}, (SELECT id FROM domains WHERE name = 'b.example'), 0, 7),
          ({hour}, (SELECT id FROM domains WHERE name = 'a.example'), 0, 2),
          ({}, (SELECT id FROM domains WHERE name = 'c.example'), 0, 50)
-         ON CONFLICT (hour, domain_id) DO UPDATE SET logins = EXCLUDED.logins;",
+         ON CONFLICT (hour, domain_id, shard) DO UPDATE SET logins = EXCLUDED.logins;",
         hour - 30
     );
     b.exec(&sql).await;

@@ -88,7 +88,7 @@ impl SqlStore<Postgres> {
             .idle_timeout(Duration::from_secs(60))
             .test_before_acquire(true)
             .connect_lazy_with(options);
-        Self::with_pool(pool, lock, migrate.then_some(&MIGRATOR)).await
+        Self::with_pool(pool.clone(), pool, lock, migrate.then_some(&MIGRATOR)).await
     }
 
     /// `recover`'s one transaction: claims the node (see `Maildrops::recover`) and frees what

@@ -201,7 +201,8 @@ where
             };
         }
         self.held.remove(lease.token);
-        let mut tx = D::begin_write(&self.pool).await?;
+        // A session that deleted nothing writes only its bookkeeping (`soft`).
+        let mut tx = D::begin_write(if deleting { &self.pool } else { &self.soft }).await?;
         // As in `commit_update`: deleting the lease row first also row-locks it (Postgres).
         let held = sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND token = $2")
             .bind(lease.user.0)

@@ -61,7 +61,7 @@ where
         .bind(self.lease_end_ms())
         .bind(&self.incarnation)
         .bind(D::ids(&tokens))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.soft)
         .await?;
         Ok(self.held.drop_missing(&tokens, &renewed))
     }

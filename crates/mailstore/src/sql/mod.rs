@@ -150,6 +150,12 @@ pub(crate) fn sql<D: Dialect>(template: &str) -> AssertSqlSafe<String> {
 /// The store on one SQL database: every role the frontends use.
 pub struct SqlStore<D: Dialect> {
     pub(crate) pool: Pool<D>,
+    /// Connections for the lease bookkeeping of a session that changes no mail (taking and
+    /// giving back a maildrop lock, with the login's records): writes a power loss may lose,
+    /// since every session dies with the machine anyway. SQLite commits them without waiting
+    /// for the disk (see `SqliteStore::open`). On Postgres it is `pool`: a frontend outlives a
+    /// Postgres failover, and its lease must survive the promotion.
+    pub(crate) soft: Pool<D>,
     pub(crate) node: String,
     /// Distinguishes this run of the node from its crashed predecessors.
     pub(crate) incarnation: String,
@@ -184,6 +190,7 @@ where
     /// The store on an open pool; with `migrations`, the schema is brought up to date first.
     pub(crate) async fn with_pool(
         pool: Pool<D>,
+        soft: Pool<D>,
         lock: LockOptions,
         migrations: Option<&sqlx::migrate::Migrator>,
     ) -> Result<Self> {
@@ -206,6 +213,7 @@ where
                 uid_prefix: uid_prefix.clone(),
             }),
             pool,
+            soft,
             uid_prefix,
         })
     }
@@ -225,7 +233,7 @@ where
         let rows = sqlx::query("DELETE FROM maildrop_locks WHERE user_id = $1 AND token = $2")
             .bind(lease.user.0)
             .bind(lease.token)
-            .execute(&self.pool)
+            .execute(&self.soft)
             .await?
             .rows_affected();
         Ok(rows > 0)

@@ -292,7 +292,8 @@ pub enum DomainCommand {
     /// OAuth 2.0 sign-in: the identity provider whose bearer tokens log the domain's users in
     /// (POP3 and SMTP AUTH: OAUTHBEARER, XOAUTH2).
     #[command(subcommand)]
-    Oauth(OAuthCommand),    /// Add N users sharing one password, with M generated messages each, stored as LMTP
+    Oauth(OAuthCommand),
+    /// Add N users sharing one password, with M generated messages each, stored as LMTP
     /// stores mail (a staging system of realistic size, or a benchmark).
     Generate(crate::generate::GenerateArgs),
 }

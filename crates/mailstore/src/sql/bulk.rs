@@ -39,28 +39,7 @@ where
             return Ok(Vec::new());
         }
         let mut tx = D::begin_write(&self.pool).await?;
-        // The domain row stays locked until commit, as in `add_user`: concurrent additions
-        // cannot both pass the user limit.
-        let row = sqlx::query(sql::<D>(
-            "SELECT id, max_users FROM domains WHERE name = $1 {lock_rows}",
-        ))
-        .bind(domain.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("domain {domain}")))?;
-        let (domain_id, max): (i64, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
-        if let Some(max) = max {
-            let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE domain_id = $1")
-                .bind(domain_id)
-                .fetch_one(&mut *tx)
-                .await?;
-            if users + i64::try_from(locals.len()).unwrap_or(i64::MAX) > max {
-                return Err(StoreError::Conflict(format!(
-                    "domain {domain} has {users} users; {} more would pass its limit of {max}",
-                    locals.len()
-                )));
-            }
-        }
+        let domain_id = Self::domain_with_room(&mut tx, domain, locals.len()).await?;
         let rows = sqlx::query(sql::<D>(
             "WITH n(localpart) AS (SELECT {each}($5))
              INSERT INTO users (domain_id, localpart, password_hash, created_at, scram_verifier,

@@ -123,28 +123,7 @@ where
         scram: Option<&str>,
     ) -> Result<UserId> {
         let mut tx = D::begin_write(&self.pool).await?;
-        // The domain row stays locked until commit, so concurrent additions cannot both pass
-        // the user limit.
-        let row = sqlx::query(sql::<D>(
-            "SELECT id, max_users FROM domains WHERE name = $1 {lock_rows}",
-        ))
-        .bind(address.domain.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("domain {}", address.domain)))?;
-        let (domain, max): (i64, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
-        if let Some(max) = max {
-            let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE domain_id = $1")
-                .bind(domain)
-                .fetch_one(&mut *tx)
-                .await?;
-            if users >= max {
-                return Err(StoreError::Conflict(format!(
-                    "domain {} has reached its limit of {max} users",
-                    address.domain
-                )));
-            }
-        }
+        let domain = Self::domain_with_room(&mut tx, &address.domain, 1).await?;
         let id: i64 = sqlx::query_scalar(sql::<D>(
             "INSERT INTO users (domain_id, localpart, password_hash, created_at, scram_verifier,
                                 password_scheme)

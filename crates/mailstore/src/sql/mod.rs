@@ -182,6 +182,39 @@ where
     Option<Vec<u8>>: Column<D>,
     usize: ColumnIndex<D::Row>,
 {
+    /// The id of `domain` once it has room for `adding` more users, its row locked until the
+    /// transaction ends, so concurrent additions cannot both pass the user limit.
+    pub(crate) async fn domain_with_room(
+        tx: &mut Transaction<'_, D>,
+        domain: &DomainName,
+        adding: usize,
+    ) -> Result<i64> {
+        let row = sqlx::query(sql::<D>(
+            "SELECT id, max_users FROM domains WHERE name = $1 {lock_rows}",
+        ))
+        .bind(domain.as_str())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("domain {domain}")))?;
+        let (id, max): (i64, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
+        if let Some(max) = max {
+            let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE domain_id = $1")
+                .bind(id)
+                .fetch_one(&mut **tx)
+                .await?;
+            if users.saturating_add(i64::try_from(adding).unwrap_or(i64::MAX)) > max {
+                return Err(StoreError::Conflict(if adding == 1 {
+                    format!("domain {domain} has reached its limit of {max} users")
+                } else {
+                    format!(
+                        "domain {domain} has {users} users; {adding} more would pass its limit of {max}"
+                    )
+                }));
+            }
+        }
+        Ok(id)
+    }
+
     /// Milliseconds from now to `ttl` from now, by the lease clock (see `LeaseClock`).
     pub(crate) fn lease_end_ms(&self) -> i64 {
         i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX / 4) + self.clock.offset_ms()

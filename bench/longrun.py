@@ -28,7 +28,7 @@ Prints one JSON object per backend (every sample in `samples`), and exits 1 if a
 Postgres: POPHOST_BENCH_PG (default postgres://postgres@127.0.0.1:5432), database pophost_bench,
 dropped after. Takes bench/run.py's lock (/tmp/pophost-bench.lock) unless --no-lock.
 """
-import argparse, fcntl, json, os, shutil, subprocess, sys, tempfile, threading, time, urllib.request
+import argparse, json, os, shutil, subprocess, sys, tempfile, threading, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as bench  # noqa: E402  (bench/run.py: the server set-up and the loader)
@@ -211,13 +211,7 @@ def main():
     args = ap.parse_args()
     assert 1 <= args.warmup < args.chunks
     bench.raise_nofile()
-    if not args.no_lock:
-        lock = open("/tmp/pophost-bench.lock", "w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            bench.log("another benchmark run is active; waiting for it to finish")
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    lock = None if args.no_lock else bench.one_run_at_a_time()  # noqa: F841 (held until exit)
     run_dir = tempfile.mkdtemp(prefix="pophost-longrun-")
     binary = os.path.join(run_dir, "pophost")
     shutil.copy2(os.environ.get("POPHOST_BIN") or os.path.join(bench.TARGET, "release", "pophost"), binary)

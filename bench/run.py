@@ -332,6 +332,18 @@ def with_cpu(s, run):
     return res
 
 
+def one_run_at_a_time():
+    """Waits for any other bench/ run on this machine (they share ports, Dovecot's directory and
+    the CPU); the returned file holds the lock until the process ends."""
+    lock = open("/tmp/pophost-bench.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log("another benchmark run is active; waiting for it to finish")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
 def psql(url, sql):
     return sh(["psql", url, "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql]).strip()
 
@@ -446,13 +458,7 @@ def main():
         args.lmtp_count, args.bigbox = 200, 2000
         args.tls_mailboxes, args.poll_mailboxes, args.poll_duration = 40, 300, 3
     raise_nofile()
-    # One run at a time on a machine: the runs share Dovecot's ports and directory.
-    lock = open("/tmp/pophost-bench.lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        log("another benchmark run is active; waiting for it to finish")
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    lock = one_run_at_a_time()  # noqa: F841 (held until exit)
 
     run_dir = tempfile.mkdtemp(prefix="pophost-bench-")
     binary = os.path.join(run_dir, "pophost")

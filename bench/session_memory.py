@@ -18,7 +18,7 @@ SECS asks for a scrape every SECS seconds, as a Prometheus server would.
 Postgres: POPHOST_BENCH_PG (default postgres://postgres@127.0.0.1:5432), database pophost_bench,
 dropped after. Takes bench/run.py's lock, so it never runs beside it.
 """
-import argparse, fcntl, json, os, shutil, subprocess, sys, tempfile, threading, time, urllib.request
+import argparse, json, os, shutil, subprocess, sys, tempfile, threading, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as bench  # noqa: E402  (bench/run.py: the server set-up and the loader)
@@ -134,12 +134,7 @@ def main():
     args = ap.parse_args()
     assert 0 < args.first < args.total
     bench.raise_nofile()
-    lock = open("/tmp/pophost-bench.lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        bench.log("another benchmark run is active; waiting for it to finish")
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    lock = bench.one_run_at_a_time()  # noqa: F841 (held until exit)
     # The measured binaries are copies: a rebuild of target/ during the run changes nothing.
     run_dir = tempfile.mkdtemp(prefix="pophost-session-memory-")
     binary = os.path.join(run_dir, "pophost")

@@ -252,11 +252,6 @@ async fn run(s: Scenario) -> Result<serde_json::Value> {
             rotate,
             tls,
         } => {
-            let duration = duration.unwrap_or(if stop_after.is_some() {
-                f64::INFINITY
-            } else {
-                10.0
-            });
             let refill = match lmtp {
                 Some(lmtp) if dele_every > 0 => Some(Refill {
                     every: dele_every,
@@ -265,12 +260,7 @@ async fn run(s: Scenario) -> Result<serde_json::Value> {
                 }),
                 _ => None,
             };
-            let stop = Stop {
-                deadline: Duration::try_from_secs_f64(duration)
-                    .ok()
-                    .map(|d| Instant::now() + d),
-                after: stop_after,
-            };
+            let stop = Stop::new(duration, stop_after);
             let target = Target {
                 addr,
                 user,
@@ -293,13 +283,7 @@ async fn run(s: Scenario) -> Result<serde_json::Value> {
             expect,
             tls,
         } => {
-            let duration = duration.unwrap_or(if polls.is_some() { f64::INFINITY } else { 10.0 });
-            let stop = Stop {
-                deadline: Duration::try_from_secs_f64(duration)
-                    .ok()
-                    .map(|d| Instant::now() + d),
-                after: polls,
-            };
+            let stop = Stop::new(duration, polls);
             let target = Target {
                 addr,
                 user,
@@ -364,6 +348,20 @@ fn pct_ms(sorted: &[Duration], p: f64) -> f64 {
 struct Stop {
     deadline: Option<Instant>,
     after: Option<u64>,
+}
+
+impl Stop {
+    /// `--duration` seconds from now (10 unless a count is given), or `after` many, whichever
+    /// comes first.
+    fn new(duration: Option<f64>, after: Option<u64>) -> Stop {
+        let secs = duration.unwrap_or(if after.is_some() { f64::INFINITY } else { 10.0 });
+        Stop {
+            deadline: Duration::try_from_secs_f64(secs)
+                .ok()
+                .map(|d| Instant::now() + d),
+            after,
+        }
+    }
 }
 
 /// Sessions that delete: every `every`-th session of a client marks message 1 deleted, and the
